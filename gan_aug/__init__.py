@@ -1,0 +1,1 @@
+"""medseg-lab conditional GAN augmentation: mask -> image synthesis and synthetic datasets."""

@@ -1,0 +1,161 @@
+"""`gan-aug` command line: train a mask-to-image GAN, synthesize paired datasets, assess them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ssl_seg.errors import UserError
+
+from .config import GanConfig
+
+# `gan-aug train` flag (argparse dest) -> GanConfig field; only flags the user gave override the config
+TRAIN_FLAGS: dict[str, tuple[type, str]] = {
+    "data": (str, "folder, .h5 file or phantom:<task>[?n=400&size=128&seed=0]"),
+    "labeled_fraction": (float, "fraction of training cases that are labeled (as in ssl-seg train)"),
+    "labeled_cases": (int, "number of labeled training cases (wins over --labeled-fraction)"),
+    "split_file": (str, "JSON split file; the GAN trains on its 'labeled' ids"),
+    "split_seed": (int, "seed of the train/val/test and labeled draw"),
+    "group_by": (str, "REGEX on the sample id; its first group is the case id"),
+    "out": (str, "GAN run directory"),
+    "iterations": (int, "training steps"),
+    "batch_size": (int, "pairs per step"),
+    "patch_size": (int, "square training crop: the generator's native size"),
+    "seed": (int, "training seed (init, crops, dropout)"),
+    "device": (str, "auto | cuda | cpu"),
+    "amp": (str, "auto | bf16 | fp16 | off (CUDA only)"),
+    "generator": (str, "unet | spade"),
+    "ngf": (int, "generator base width"),
+    "n_down": (int, "generator down-samplings (default: 2x2 bottleneck at --patch-size)"),
+    "dropout": (float, "generator dropout, kept on when sampling (the noise source)"),
+    "norm": (str, "instance | batch | none"),
+    "ndf": (int, "discriminator base width"),
+    "n_layers": (int, "PatchGAN stride-2 layers (3: 70x70 receptive field)"),
+    "num_D": (int, "discriminator scales (pix2pixHD multi-scale when > 1)"),
+    "gan_loss": (str, "vanilla | lsgan | hinge"),
+    "lambda_l1": (float, "weight of the L1 term"),
+    "lambda_fm": (float, "weight of feature matching (with --feature-matching)"),
+    "lr": (float, "Adam learning rate (linear decay over the second half)"),
+    "ema_decay": (float, "EMA decay of the sampling generator"),
+    "log_every": (int, "steps between loss logs"),
+    "image_every": (int, "steps between TensorBoard image grids"),
+    "val_every": (int, "steps between validation L1 of the EMA generator"),
+    "checkpoint_every": (int, "steps between checkpoints"),
+}
+SWITCHES = {"noise_channel": "add an N(0,1) input channel to the generator",
+            "feature_matching": "add pix2pixHD discriminator feature matching"}
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.lower().replace("_", "-")
+
+
+def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """GanConfig fields the command line set (flags not given are absent)."""
+    overrides = {k: v for k, v in vars(args).items() if k in TRAIN_FLAGS and v is not None}
+    overrides.update({k: True for k in SWITCHES if getattr(args, k)})
+    if args.no_progress:
+        overrides["progress"] = False
+    if overrides.get("labeled_cases") is not None:
+        overrides["labeled_fraction"] = None
+    return overrides
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .train import train_gan
+
+    overrides = train_overrides(args)
+    if "out" not in overrides:
+        raise UserError("gan-aug train needs --out GAN_DIR")
+    if args.resume:
+        cfg = GanConfig.load(Path(overrides["out"]) / "config.json").resumed_with(overrides)
+    else:
+        if "data" not in overrides:
+            raise UserError("gan-aug train needs --data DATA (a folder, .h5 file or phantom:<task>)")
+        cfg = GanConfig(**overrides)
+    result = train_gan(cfg, resume=args.resume)
+    print(f"GAN run: {result['gan_dir']}  {result['n_labeled']} labeled pairs, {result['iterations']} steps, "
+          f"val L1 {result['val_l1'] if result['val_l1'] is None else round(result['val_l1'], 4)}, "
+          f"{result['wall_time_s']:.0f} s")
+
+
+def cmd_synthesize(args: argparse.Namespace) -> None:
+    from .synthesize import synthesize
+
+    m = synthesize(args.checkpoint, args.n, args.out, mask_source=args.mask_source, seed=args.seed, fmt=args.format,
+                   batch_size=args.batch_size, device=args.device, amp=args.amp, mask_data=args.mask_data,
+                   overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"wrote {m['n']} {m['image_size'][0]}x{m['image_size'][1]} pairs ({args.format}) to {args.out}  "
+          f"{m['throughput_pairs_per_s']:.1f} pairs/s on {m['device']}")
+
+
+def cmd_assess(args: argparse.Namespace) -> None:
+    from .assess import assess
+
+    report = assess(args.synthetic, data=args.data, segmenter=args.segmenter, out=args.out, device=args.device,
+                    iterations=args.iterations, max_samples=args.max_samples, seed=args.seed,
+                    progress=not args.no_progress)
+    print(f"mask fidelity Dice {report['fidelity']['synthetic_dice']:.4f} (real test {report['fidelity']['real_dice']:.4f})"
+          f"  FID {report['fid']['synthetic_vs_real']:.2f} (real/real {report['fid']['real_vs_real']:.2f})"
+          f"  near-copies {report['memorisation']['near_copies']}  TSTR {report['tstr']['ratio']:.3f}"
+          f"  -> {report['out']}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree of `gan-aug`."""
+    parser = argparse.ArgumentParser(prog="gan-aug", description="Conditional GAN (mask -> image) augmentation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a pix2pix GAN on the labeled pairs of a split")
+    for dest, (kind, helptext) in TRAIN_FLAGS.items():
+        p.add_argument(_flag(dest), dest=dest, type=kind, help=helptext)
+    for dest, helptext in SWITCHES.items():
+        p.add_argument(_flag(dest), dest=dest, action="store_true", help=helptext)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("synthesize", help="write N synthetic (mask, image) pairs")
+    p.add_argument("--checkpoint", required=True, help="GAN_DIR of 'gan-aug train' (or its checkpoint.pt)")
+    p.add_argument("--n", type=int, required=True, help="number of pairs")
+    p.add_argument("--out", required=True, help="SYN_DIR to create (atomically)")
+    p.add_argument("--mask-source", default="deform", help="deform | mix | phantom")
+    p.add_argument("--mask-data", help="take masks from this DATA instead of the GAN's labeled training masks")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", default="hdf5", help="hdf5 (SYN_DIR/synthetic.h5) | png (images/ + masks/)")
+    p.add_argument("--batch-size", type=int, default=32, help="pairs generated per chunk")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", default="auto")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing SYN_DIR")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_synthesize)
+
+    p = sub.add_parser("assess", help="score a synthetic dataset: fidelity, FID/KID, memorisation, TSTR")
+    p.add_argument("--synthetic", required=True, help="SYN_DIR of 'gan-aug synthesize'")
+    p.add_argument("--data", help="the real DATA (default: the data the GAN was trained on)")
+    p.add_argument("--segmenter", help="RUN_DIR of 'ssl-seg train' on the real data (default: train a small one)")
+    p.add_argument("--out", help="report folder (default: SYN_DIR/quality)")
+    p.add_argument("--iterations", type=int, default=300, help="steps of the small segmenters trained here")
+    p.add_argument("--max-samples", type=int, default=256, help="at most this many images per feature set")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_assess)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the subcommand; user errors print one line `error: ...` to stderr and return 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""GanConfig: every setting of one mask-to-image GAN run, saved as JSON in the run directory."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ssl_seg.errors import UserError
+from ssl_seg.io_utils import atomic_write_json
+
+
+# fields a resumed run may change: where it runs, how long, and how it reports
+RESUMABLE = frozenset({"iterations", "device", "amp", "progress", "log_every", "image_every", "val_every",
+                       "checkpoint_every", "out"})
+
+
+@dataclass
+class GanConfig:
+    """Data and split (same meaning as `ssl-seg train`), networks, losses, schedule, device and logging."""
+
+    data: str = "phantom:cardiac"
+    labeled_fraction: float | None = 0.1
+    labeled_cases: int | None = None
+    split_file: str | None = None
+    split_seed: int = 0
+    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    group_by: str | None = None
+    out: str = "runs/gan"
+
+    iterations: int = 20000
+    batch_size: int = 4
+    patch_size: int = 128  # square training crops; the generator's native size
+    generator: str = "unet"  # unet | spade
+    n_down: int | None = None  # None: auto_n_down(patch_size)
+    ngf: int = 64
+    noise_channel: bool = False
+    dropout: float = 0.5
+    norm: str = "instance"
+    discriminator: str = "patchgan"
+    ndf: int = 64
+    n_layers: int = 3
+    num_D: int = 1
+
+    gan_loss: str = "vanilla"  # vanilla | lsgan | hinge
+    lambda_l1: float = 100.0
+    feature_matching: bool = False
+    lambda_fm: float = 10.0
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    ema_decay: float = 0.999
+
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "auto"  # auto | bf16 | fp16 | off (CUDA only)
+    channels_last: bool = True
+    log_every: int = 50
+    image_every: int = 500
+    val_every: int = 1000
+    val_max_samples: int = 16
+    checkpoint_every: int = 1000
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.fractions = tuple(self.fractions)  # type: ignore[assignment]  # JSON gives a list
+        if self.iterations < 1 or self.batch_size < 1:
+            raise UserError(f"--iterations {self.iterations} / --batch-size {self.batch_size}: both must be >= 1")
+        if self.patch_size < 16:
+            raise UserError(f"--patch-size {self.patch_size}: the GAN needs crops of at least 16 px")
+
+    def resumed_with(self, overrides: dict[str, Any]) -> "GanConfig":
+        """This (saved) config with command-line overrides applied for a resume: only fields in
+        RESUMABLE may change (a longer run stretches the lr decay); any other difference is a UserError."""
+        changed = sorted(k for k, v in overrides.items() if k not in RESUMABLE and getattr(self, k) != v)
+        if changed:
+            saved = ", ".join(f"{k}={getattr(self, k)!r}" for k in changed)
+            raise UserError(f"--resume: flag(s) {changed} differ from the saved run ({saved}); drop them or "
+                            "start a new --out")
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if k in RESUMABLE})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-safe dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "GanConfig":
+        """Rebuild from `to_dict` output; unknown keys are an error naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise UserError(f"unknown GanConfig field(s) {unknown}; valid: {sorted(names)}")
+        return cls(**d)
+
+    def save(self, path: str | Path) -> None:
+        """Write as JSON (atomically)."""
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "GanConfig":
+        """Read a config written by `save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{path}: GAN config not found; is this a run directory made by 'gan-aug train'?")
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}: not valid JSON ({e}); re-run 'gan-aug train' or fix the file") from None

@@ -1,0 +1,82 @@
+"""The GAN's real data: the same split as `ssl-seg train`, labeled pairs held in memory, seeded crop/flip batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ssl_seg.data.readers import SampleSource
+from ssl_seg.data.splits import Split, make_split, resolve_split_file
+from ssl_seg.errors import UserError
+
+from .config import GanConfig
+
+
+def gan_split(cfg: GanConfig, source: SampleSource) -> Split:
+    """The split `ssl-seg train` would use with the same data/split flags (split file, else seeded and grouped)."""
+    if cfg.split_file:
+        return resolve_split_file(cfg.split_file, source)
+    return make_split(source, seed=cfg.split_seed, fractions=tuple(cfg.fractions), group_by=cfg.group_by,
+                      labeled_fraction=cfg.labeled_fraction, labeled_cases=cfg.labeled_cases)
+
+
+def pad_to(array: np.ndarray, size: int) -> np.ndarray:
+    """Zero-pad the last two axes (bottom/right) up to at least `size` (images: black, masks: background)."""
+    h, w = array.shape[-2:]
+    ph, pw = max(size - h, 0), max(size - w, 0)
+    if not (ph or pw):
+        return array
+    return np.pad(array, [(0, 0)] * (array.ndim - 2) + [(0, ph), (0, pw)])
+
+
+class PairBank:
+    """Labeled pairs of `ids` in memory (labels are scarce, so this is small); images (C, H, W) in [0, 1]."""
+
+    def __init__(self, source: SampleSource, ids: list[str]):
+        if not ids:
+            raise UserError(f"{source.name}: the split has no labeled samples; raise --labeled-fraction or --labeled-cases")
+        self.images: list[np.ndarray] = []
+        self.masks: list[np.ndarray] = []
+        for sample_id in ids:
+            sample = source.load(source.index_of(sample_id))
+            if sample.mask is None:
+                raise UserError(f"{source.name}: labeled sample '{sample_id}' has no mask; fix the split or the data")
+            self.images.append(sample.image.astype(np.float32))
+            self.masks.append(sample.mask.astype(np.int64))
+        self.ids = list(ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batch(self, batch_size: int, patch: int, seed: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random crops with random h/v flips, a pure function of (seed, step) -> masks (B, P, P) long, images (B, C, P, P) in [-1, 1]."""
+        rng = np.random.default_rng([seed, step])
+        masks, images = [], []
+        for _ in range(batch_size):
+            i = int(rng.integers(len(self)))
+            image, mask = pad_to(self.images[i], patch), pad_to(self.masks[i], patch)
+            y = int(rng.integers(image.shape[-2] - patch + 1))
+            x = int(rng.integers(image.shape[-1] - patch + 1))
+            image, mask = image[:, y:y + patch, x:x + patch], mask[y:y + patch, x:x + patch]
+            for axis in (-1, -2):
+                if rng.random() < 0.5:
+                    image, mask = np.flip(image, axis), np.flip(mask, axis)
+            images.append(image)
+            masks.append(mask)
+        return _to_tensors(masks, images)
+
+    def center_batch(self, patch: int, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Centre crops of the first `limit` pairs (a fixed validation/preview batch), same layout as `batch`."""
+        masks, images = [], []
+        for image, mask in zip(self.images[:limit], self.masks[:limit]):
+            image, mask = pad_to(image, patch), pad_to(mask, patch)
+            y, x = (image.shape[-2] - patch) // 2, (image.shape[-1] - patch) // 2
+            images.append(image[:, y:y + patch, x:x + patch])
+            masks.append(mask[y:y + patch, x:x + patch])
+        return _to_tensors(masks, images)
+
+
+def _to_tensors(masks: list[np.ndarray], images: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    mask = torch.from_numpy(np.ascontiguousarray(np.stack(masks)))
+    image = torch.from_numpy(np.ascontiguousarray(np.stack(images))) * 2 - 1  # [0, 1] -> [-1, 1] (tanh range)
+    return mask, image

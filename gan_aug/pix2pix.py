@@ -1,0 +1,174 @@
+"""pix2pix optimisation: adversarial + L1 (+ feature matching) losses, a D step then a G step, EMA generator."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ssl_seg.device import amp_dtype, autocast, to_memory_format
+from ssl_seg.errors import UserError
+from ssl_seg.methods.ema import ema_decay_at, ema_update
+
+GAN_LOSSES = ("vanilla", "lsgan", "hinge")
+
+
+def _check_loss(kind: str) -> None:
+    if kind not in GAN_LOSSES:
+        raise UserError(f"--gan-loss {kind}: unknown adversarial loss; valid: {', '.join(GAN_LOSSES)}")
+
+
+def d_adversarial_loss(kind: str, real: list[Tensor], fake: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Discriminator loss terms (on real, on fake), each averaged over scales; inputs are per-scale logits."""
+    _check_loss(kind)
+    loss_real, loss_fake = [], []
+    for r, f in zip(real, fake, strict=True):
+        r, f = r.float(), f.float()
+        if kind == "vanilla":
+            loss_real.append(F.binary_cross_entropy_with_logits(r, torch.ones_like(r)))
+            loss_fake.append(F.binary_cross_entropy_with_logits(f, torch.zeros_like(f)))
+        elif kind == "lsgan":
+            loss_real.append(F.mse_loss(r, torch.ones_like(r)))
+            loss_fake.append(F.mse_loss(f, torch.zeros_like(f)))
+        else:
+            loss_real.append(F.relu(1 - r).mean())
+            loss_fake.append(F.relu(1 + f).mean())
+    return torch.stack(loss_real).mean(), torch.stack(loss_fake).mean()
+
+
+def g_adversarial_loss(kind: str, fake: list[Tensor]) -> Tensor:
+    """Generator adversarial loss averaged over scales (non-saturating for vanilla, -D(fake) for hinge)."""
+    _check_loss(kind)
+    losses = []
+    for f in fake:
+        f = f.float()
+        if kind == "vanilla":
+            losses.append(F.binary_cross_entropy_with_logits(f, torch.ones_like(f)))
+        elif kind == "lsgan":
+            losses.append(F.mse_loss(f, torch.ones_like(f)))
+        else:
+            losses.append(-f.mean())
+    return torch.stack(losses).mean()
+
+
+def feature_matching_loss(real: list[list[Tensor]], fake: list[list[Tensor]]) -> Tensor:
+    """pix2pixHD feature matching: L1 between D features of real and fake, mean over layers (logits excluded) and scales."""
+    terms = [F.l1_loss(f.float(), r.detach().float())
+             for rs, fs in zip(real, fake, strict=True) for r, f in zip(rs[:-1], fs[:-1], strict=True)]
+    return torch.stack(terms).mean()
+
+
+def linear_decay(step: int, total: int) -> float:
+    """pix2pix schedule: factor 1 for the first half of `total` steps, then linearly towards 0."""
+    half = total // 2
+    return 1.0 - max(0, step - half) / float(total - half + 1)
+
+
+class Pix2Pix:
+    """Owns G, D, the EMA generator, their Adam optimisers and grad scalers; `train_step` is pix2pix's optimize_parameters.
+
+    Masks are one-hot (B, K, H, W) and images (B, C, H, W) in [-1, 1], both already on `device`.
+    """
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, *, total_iterations: int,
+                 device: torch.device, gan_loss: str = "vanilla", lambda_l1: float = 100.0,
+                 lambda_fm: float = 0.0, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999),
+                 ema_decay: float = 0.999, amp: str = "auto", channels_last: bool = True):
+        _check_loss(gan_loss)
+        if not 0.0 <= ema_decay < 1.0:
+            raise UserError(f"--ema-decay {ema_decay}: must be in [0, 1), e.g. 0.999")
+        self.device, self.channels_last = device, channels_last
+        self.G = to_memory_format(generator.to(device), device, channels_last).train()
+        self.D = to_memory_format(discriminator.to(device), device, channels_last).train()
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.gan_loss, self.lambda_l1, self.lambda_fm = gan_loss, lambda_l1, lambda_fm
+        self.lr, self.ema_decay, self.total_iterations = lr, ema_decay, total_iterations
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=lr, betas=betas)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=lr, betas=betas)
+        self.amp_dtype = amp_dtype(device, amp)
+        fp16 = self.amp_dtype == torch.float16  # bf16 has fp32's range and needs no loss scaling
+        self.scaler_G = torch.amp.GradScaler(device.type, enabled=fp16)
+        self.scaler_D = torch.amp.GradScaler(device.type, enabled=fp16)
+
+    def prepare(self, x: Tensor) -> Tensor:
+        """Move a batch tensor to the device in the networks' memory format."""
+        return to_memory_format(x.to(self.device, non_blocking=True), self.device, self.channels_last)
+
+    def set_lr(self, step: int) -> float:
+        """Apply the linear-decay learning rate for 0-based `step` to both optimisers; returns it."""
+        lr = self.lr * linear_decay(step, self.total_iterations)
+        for opt in (self.opt_G, self.opt_D):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        return lr
+
+    def d_step(self, mask: Tensor, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
+        """One D update on (mask, real) vs (mask, fake.detach()); returns its named losses."""
+        self.D.requires_grad_(True)
+        self.opt_D.zero_grad(set_to_none=True)
+        with autocast(self.device, self.amp_dtype):
+            pred_real = [f[-1] for f in self.D(mask, real)]
+            pred_fake = [f[-1] for f in self.D(mask, fake.detach())]
+        loss_real, loss_fake = d_adversarial_loss(self.gan_loss, pred_real, pred_fake)
+        loss = 0.5 * (loss_real + loss_fake)
+        self.scaler_D.scale(loss).backward()
+        self.scaler_D.step(self.opt_D)
+        self.scaler_D.update()
+        return {"D": loss.detach(), "D_real": loss_real.detach(), "D_fake": loss_fake.detach()}
+
+    def g_step(self, mask: Tensor, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
+        """One G update: fool the (frozen) D, stay close to real in L1, optionally match D features."""
+        self.D.requires_grad_(False)
+        self.opt_G.zero_grad(set_to_none=True)
+        with autocast(self.device, self.amp_dtype):
+            feats_fake = self.D(mask, fake)
+            feats_real = None
+            if self.lambda_fm > 0:
+                with torch.no_grad():
+                    feats_real = self.D(mask, real)
+        losses = {"G_adv": g_adversarial_loss(self.gan_loss, [f[-1] for f in feats_fake]),
+                  "G_L1": F.l1_loss(fake.float(), real.float())}
+        loss = losses["G_adv"] + self.lambda_l1 * losses["G_L1"]
+        if feats_real is not None:
+            losses["G_FM"] = feature_matching_loss(feats_real, feats_fake)
+            loss = loss + self.lambda_fm * losses["G_FM"]
+        self.scaler_G.scale(loss).backward()
+        self.scaler_G.step(self.opt_G)
+        self.scaler_G.update()
+        self.D.requires_grad_(True)
+        return {"G": loss.detach(), **{k: v.detach() for k, v in losses.items()}}
+
+    def train_step(self, mask: Tensor, real: Tensor, step: int) -> dict[str, Tensor]:
+        """Generate once, update D then G, then the EMA generator; returns all named losses (detached)."""
+        self.set_lr(step)
+        with autocast(self.device, self.amp_dtype):
+            fake = self.G(mask)  # (B, C, H, W)
+        losses = self.d_step(mask, real, fake)
+        losses.update(self.g_step(mask, real, fake))
+        ema_update(self.G_ema, self.G, ema_decay_at(self.ema_decay, step))
+        return losses
+
+    @torch.no_grad()
+    def sample(self, mask: Tensor) -> Tensor:
+        """EMA generator output (B, C, H, W) in [-1, 1], float32 (dropout/noise stay active: samples vary)."""
+        self.G_ema.eval()
+        with autocast(self.device, self.amp_dtype):
+            return self.G_ema(mask).float()
+
+    def state_dict(self) -> dict:
+        """Networks, optimisers and scalers as plain tensors/dicts (weights_only-loadable)."""
+        return {"G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
+                "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
+                "scaler_G": self.scaler_G.state_dict(), "scaler_D": self.scaler_D.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore everything `state_dict` saved."""
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.G_ema.load_state_dict(state["G_ema"])
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        self.scaler_G.load_state_dict(state["scaler_G"])
+        self.scaler_D.load_state_dict(state["scaler_D"])

@@ -1,0 +1,182 @@
+"""Synthetic paired datasets: masks from a mask source -> EMA generator -> HDF5 or PNG folder, built atomically.
+
+Everything is written into `SYN_DIR.tmp-XXXX` beside SYN_DIR and renamed at the end, so an interrupted
+run never leaves a SYN_DIR. Samples stream in chunks of `batch_size`: memory does not grow with N.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from ssl_seg.data.h5format import H5DatasetWriter
+from ssl_seg.data.readers import open_source
+from ssl_seg.device import amp_dtype, autocast, resolve_device, to_memory_format
+from ssl_seg.errors import UserError
+from ssl_seg.io_utils import atomic_write_json
+
+from .checkpoint import checkpoint_path, load_gan_checkpoint, load_generator
+from .config import GanConfig
+from .masks import build_mask_source, load_masks
+from .networks import one_hot
+from .viz import pair_grid, save_png
+
+FORMATS = ("hdf5", "png")
+H5_NAME = "synthetic.h5"
+PREVIEW = 16
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty temp folder `final.tmp-XXXX` beside `final`; rename it onto `final` only on success."""
+    if final.exists() and not overwrite:
+        raise UserError(f"--out {final} already exists; choose a new folder or pass --overwrite")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():  # overwrite: move the old folder aside first, delete it after the swap
+            old = Path(tempfile.mkdtemp(prefix=f"{final.name}.old-", dir=final.parent))
+            os.replace(final, old / final.name)
+            os.replace(tmp, final)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+class _PairWriter(Protocol):
+    def append(self, images: np.ndarray, masks: np.ndarray, ids: list[str]) -> None: ...
+
+
+class _PngWriter:
+    """images/<id>.png (8-bit gray or RGB) and masks/<id>.png (class indices), the layout FolderSource reads."""
+
+    def __init__(self, root: Path, channels: int):
+        if channels not in (1, 3):
+            raise UserError(f"--format png stores 1- or 3-channel images, this GAN makes {channels}; use --format hdf5")
+        self.images, self.masks = root / "images", root / "masks"
+        self.images.mkdir()
+        self.masks.mkdir()
+
+    def append(self, images: np.ndarray, masks: np.ndarray, ids: list[str]) -> None:
+        """images (n, C, H, W) in [0, 1], masks (n, H, W) ints."""
+        pixels = (images * 255 + 0.5).astype(np.uint8)
+        for image, mask, sample_id in zip(pixels, masks.astype(np.uint8), ids):
+            Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)).save(
+                self.images / f"{sample_id}.png")
+            Image.fromarray(mask).save(self.masks / f"{sample_id}.png")
+
+
+class _H5Writer:
+    """Adapter: H5DatasetWriter.append with case = id (every synthetic pair is its own case)."""
+
+    def __init__(self, writer: H5DatasetWriter):
+        self.writer = writer
+
+    def append(self, images: np.ndarray, masks: np.ndarray, ids: list[str]) -> None:
+        """images (n, C, H, W) in [0, 1], masks (n, H, W) ints."""
+        self.writer.append(images, masks, ids, ids)
+
+
+def synthesize(checkpoint: str | Path, n: int, out: str | Path, mask_source: str = "deform", seed: int = 0,
+               fmt: str = "hdf5", batch_size: int = 32, device: str = "auto", amp: str = "auto",
+               mask_data: str | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Write `n` (mask, generated image) pairs to `out` (synthetic.h5 or images/+masks/, manifest.json,
+    samples.png); returns the manifest. `mask_data` takes masks from another DATA (default: the GAN's
+    labeled training masks, or its phantom task)."""
+    if n < 1 or batch_size < 1:
+        raise UserError(f"--n {n} / --batch-size {batch_size}: both must be at least 1")
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt}: use one of {', '.join(FORMATS)}")
+    dev = resolve_device(device)
+    ckpt_file = checkpoint_path(checkpoint)
+    ckpt = load_gan_checkpoint(ckpt_file, map_location=dev)
+    cfg, info = GanConfig.from_dict(ckpt["config"]), ckpt["info"]
+    generator = to_memory_format(load_generator(ckpt, dev), dev, cfg.channels_last)
+    num_classes, channels, size = info["num_classes"], info["in_channels"], cfg.patch_size
+    masks_from = mask_data or cfg.data
+    labeled = None
+    if mask_source != "phantom":
+        source = open_source(masks_from)
+        labeled = load_masks(source, ckpt["labeled_ids"] if mask_data is None else list(source.ids))
+    masks = build_mask_source(mask_source, data=masks_from, num_classes=num_classes, size=size, seed=seed,
+                              masks=labeled)
+    dtype = amp_dtype(dev, amp)
+    torch.manual_seed(seed)  # dropout / noise channel of the generator
+    out = Path(out)
+    manifest: dict[str, Any] = {
+        "format": fmt, "n": n, "seed": seed, "mask_source": mask_source, "mask_data": masks_from,
+        "generator_checkpoint": str(ckpt_file.resolve()), "generator_sha256": sha256_file(ckpt_file),
+        "generator_step": ckpt["step"], "gan_config": ckpt["config"], "num_classes": num_classes,
+        "class_names": info["class_names"], "in_channels": channels, "image_size": [size, size],
+        "files": {"hdf5": H5_NAME} if fmt == "hdf5" else {"images": "images", "masks": "masks"},
+    }
+    with atomic_dir(out, overwrite) as tmp, contextlib.ExitStack() as stack:
+        if fmt == "hdf5":
+            h5 = H5DatasetWriter(tmp / H5_NAME, channels, size, size, num_classes, info["class_names"],
+                                 {"tool": "gan-aug synthesize", "seed": seed, "mask_source": mask_source,
+                                  "generator_sha256": manifest["generator_sha256"]})
+            writer: _PairWriter = _H5Writer(stack.enter_context(h5))
+        else:
+            writer = _PngWriter(tmp, channels)
+        t0 = time.perf_counter()
+        counts, preview = _generate(generator, iter(masks), writer, n, batch_size, num_classes, dev, dtype,
+                                    cfg.channels_last, progress)
+        seconds = time.perf_counter() - t0
+        stack.close()  # the HDF5 file is complete (renamed into tmp) before the folder is
+        save_png(pair_grid(torch.from_numpy(preview[0]), torch.from_numpy(preview[1]), per_row=4), tmp / "samples.png")
+        manifest.update({
+            "class_pixel_frequency": dict(zip(info["class_names"], (counts / counts.sum()).tolist())),
+            "mask_fallbacks": getattr(masks, "fallbacks", 0), "seconds": seconds,
+            "throughput_pairs_per_s": n / max(seconds, 1e-9), "device": str(dev),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        })
+        atomic_write_json(tmp / "manifest.json", manifest)
+    return manifest
+
+
+@torch.no_grad()
+def _generate(generator: torch.nn.Module, masks: Iterator[np.ndarray], writer: _PairWriter, n: int, batch_size: int,
+              num_classes: int, device: torch.device, dtype: torch.dtype | None, channels_last: bool,
+              progress: bool) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Stream `n` pairs into `writer`; returns class pixel counts (K,) and the first PREVIEW (masks, images)."""
+    counts = np.zeros(num_classes, np.int64)
+    preview: tuple[np.ndarray, np.ndarray] | None = None
+    with tqdm(total=n, desc="synthesize", disable=not progress, dynamic_ncols=True) as bar:
+        for start in range(0, n, batch_size):
+            batch = np.stack([next(masks) for _ in range(min(batch_size, n - start))])  # (b, S, S)
+            x = to_memory_format(one_hot(torch.from_numpy(batch).to(device), num_classes), device, channels_last)
+            with autocast(device, dtype):
+                fake = generator(x)  # (b, C, S, S) in [-1, 1]
+            images = ((fake.float() + 1) / 2).clamp(0, 1).cpu().numpy()
+            writer.append(images, batch, [f"syn_{i:07d}" for i in range(start, start + len(batch))])
+            counts += np.bincount(batch.ravel(), minlength=num_classes)[:num_classes]
+            if preview is None:
+                preview = (batch[:PREVIEW].copy(), images[:PREVIEW].copy())
+            bar.update(len(batch))
+    assert preview is not None
+    return counts, preview

@@ -1,0 +1,214 @@
+"""`ssl-seg` command line: thin wrappers that parse flags, build a config and call the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+from .config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
+from .errors import UserError
+
+# flag -> (config section, field); only flags the user actually gave override the config.
+TRAIN_FLAGS: dict[str, tuple[str, str]] = {
+    "data": ("data", "data"), "patch_size": ("data", "patch_size"), "split_file": ("data", "split_file"),
+    "split_seed": ("data", "split_seed"), "group_by": ("data", "group_by"),
+    "labeled_fraction": ("data", "labeled_fraction"), "labeled_cases": ("data", "labeled_cases"),
+    "num_workers": ("data", "num_workers"), "synthetic": ("data", "synthetic"),
+    "synthetic_ratio": ("data", "synthetic_ratio"), "ratio_schedule": ("data", "ratio_schedule"),
+    "ratio_end": ("data", "ratio_end"), "backbone": ("model", "backbone"),
+    "base_channels": ("model", "base_channels"), "method": ("method", "name"), "loss": ("method", "loss"),
+    "ema_decay": ("method", "ema_decay"), "consistency": ("method", "consistency"),
+    "consistency_weight": ("method", "consistency_weight"), "threshold": ("method", "threshold"),
+    "iterations": ("train", "iterations"), "batch_size": ("train", "batch_size"),
+    "labeled_batch_size": ("train", "labeled_batch_size"), "optimizer": ("train", "optimizer"),
+    "lr": ("train", "lr"), "seed": ("train", "seed"), "device": ("train", "device"), "amp": ("train", "amp"),
+    "val_every": ("train", "val_every"), "val_max_samples": ("train", "val_max_samples"),
+}
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of `ssl-seg train` (also reused by sweeps)."""
+    p.add_argument("--data", help="folder, HDF5 file, or phantom:<task>[?n=400&size=128] (default phantom:cardiac)")
+    p.add_argument("--backbone", help="unet | unetpp | attention_unet | fcn")
+    p.add_argument("--method", help="supervised | mean-teacher | pseudo-label | cps | unimatch")
+    p.add_argument("--labeled-fraction", type=float)
+    p.add_argument("--labeled-cases", type=int)
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--labeled-batch-size", type=int, help="labeled part of each batch (SSL methods)")
+    p.add_argument("--patch-size", type=int)
+    p.add_argument("--seed", type=int, help="training seed (init, augmentation, batch order)")
+    p.add_argument("--split-seed", type=int, help="seed of the train/val/test and labeled draw")
+    p.add_argument("--out", help="run directory")
+    p.add_argument("--group-by", help="REGEX on the sample id; its first group is the case id")
+    p.add_argument("--split-file", help="JSON split file (see data_splits/)")
+    p.add_argument("--device", help="auto | cuda | cpu")
+    p.add_argument("--amp", help="auto | bf16 | fp16 | off (CUDA only)")
+    p.add_argument("--optimizer", help="sgd (poly decay) | adamw")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--base-channels", type=int)
+    p.add_argument("--deep-supervision", action="store_true", help="unetpp: train all nested heads")
+    p.add_argument("--loss", help="ce | dice | dice_ce")
+    p.add_argument("--ema-decay", type=float)
+    p.add_argument("--consistency", help="mse | kl (mean-teacher)")
+    p.add_argument("--consistency-weight", type=float)
+    p.add_argument("--threshold", type=float, help="pseudo-label confidence threshold")
+    p.add_argument("--val-every", type=int)
+    p.add_argument("--val-max-samples", type=int)
+    p.add_argument("--num-workers", type=int)
+    p.add_argument("--synthetic", action="append", help="synthetic paired dataset (repeatable)")
+    p.add_argument("--synthetic-ratio", type=float, help="share of synthetic pairs in each labeled batch")
+    p.add_argument("--ratio-schedule", help="constant | linear | cosine | step | warmup")
+    p.add_argument("--ratio-end", type=float, help="final ratio of a scheduled mix")
+    p.add_argument("--no-augment", action="store_true", help="no random augmentation (crop only)")
+    p.add_argument("--no-pad", action="store_true", help="refuse images smaller than the patch instead of padding")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--config", help="start from this config.json, then apply the flags")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """RunConfig from --config (or defaults) overridden by every flag that was given."""
+    cfg = RunConfig.load(args.config) if getattr(args, "config", None) else RunConfig()
+    for flag, (section, field) in TRAIN_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            setattr(getattr(cfg, section), field, value)
+    if getattr(args, "labeled_cases", None) is not None:
+        cfg.data.labeled_fraction = None
+    if getattr(args, "out", None):
+        cfg.out = args.out
+    if getattr(args, "deep_supervision", False):
+        cfg.model.deep_supervision = True
+    if getattr(args, "no_augment", False):
+        cfg.data.augment = False
+    if getattr(args, "no_pad", False):
+        cfg.data.pad = False
+    if getattr(args, "no_progress", False):
+        cfg.train.progress = False
+    validate_config(cfg)
+    return cfg
+
+
+def validate_config(cfg: RunConfig) -> None:
+    """Refuse config values that cannot work, naming the flag."""
+    f = cfg.data.labeled_fraction
+    if f is not None and not 0.0 < f <= 1.0:
+        raise UserError(f"--labeled-fraction {f}: must be in (0, 1]")
+    if cfg.data.labeled_cases is not None and cfg.data.labeled_cases < 1:
+        raise UserError(f"--labeled-cases {cfg.data.labeled_cases}: must be at least 1")
+    if cfg.train.val_every < 1:
+        raise UserError(f"--val-every {cfg.train.val_every}: must be at least 1")
+    if cfg.train.lr is not None and cfg.train.lr <= 0:
+        raise UserError(f"--lr {cfg.train.lr}: must be positive")
+    if cfg.model.base_channels < 1:
+        raise UserError(f"--base-channels {cfg.model.base_channels}: must be at least 1")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .runner import run_training
+
+    cfg = config_from_args(args)
+    result = run_training(cfg, resume=args.resume)
+    print(f"run: {result['run_dir']}  best val Dice {_fmt(result['val_dice'])} at step {result['best_step']} "
+          f"({result['best_model']})  {result['wall_time_s']:.0f} s")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .report import evaluate_run, format_metrics_table
+
+    metrics = evaluate_run(args.run, checkpoint=args.checkpoint, split=args.split, data=args.data,
+                           device=args.device, spacing=tuple(args.spacing))
+    print(format_metrics_table(metrics))
+    print(f"wrote {Path(args.run) / f'metrics_{args.split}.json'}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from .predict import predict_folder
+
+    written = predict_folder(args.run, args.input, args.out, checkpoint=args.checkpoint, overlay=args.overlay,
+                             device=args.device)
+    print(f"wrote {written} mask(s) to {args.out}")
+
+
+def cmd_make_phantoms(args: argparse.Namespace) -> None:
+    from .data.h5format import write_source_to_h5
+    from .data.phantoms import PhantomSource
+
+    out = Path(args.out)
+    path = out if out.suffix in (".h5", ".hdf5") else out / f"phantom_{args.task}.h5"
+    source = PhantomSource(args.task, n=args.n, size=args.size, seed=args.seed)
+    write_source_to_h5(source, path, provenance={"generator": source.name, "task": args.task, "n": args.n,
+                                                  "size": args.size, "seed": args.seed})
+    print(f"wrote {len(source)} {args.size}x{args.size} phantom:{args.task} pairs to {path}")
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree of `ssl-seg`."""
+    parser = argparse.ArgumentParser(prog="ssl-seg", description="Segmentation with scarce labels.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a backbone with a (semi-)supervised method")
+    add_train_flags(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a run on a split; writes RUN_DIR/metrics_<split>.json")
+    p.add_argument("--run", required=True)
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--split", default="test", choices=["test", "val", "labeled", "unlabeled", "all"])
+    p.add_argument("--data", help="read the data from here instead of the run's DATA")
+    p.add_argument("--spacing", type=float, nargs=2, default=[1.0, 1.0], metavar=("DY", "DX"),
+                   help="pixel spacing for HD95/ASD (e.g. mm)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="write predicted mask PNGs for a folder of images")
+    p.add_argument("--run", required=True)
+    p.add_argument("--input", required=True, help="folder of images (or a folder holding images/)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--overlay", action="store_true", help="also write colour overlays")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("make-phantoms", help="write a phantom dataset in the project HDF5 format")
+    p.add_argument("--task", default="cardiac")
+    p.add_argument("--n", type=int, default=400)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="folder (writes phantom_<task>.h5) or a .h5 path")
+    p.set_defaults(func=cmd_make_phantoms)
+
+    for name, (helptext, register) in EXTRA_COMMANDS.items():
+        register(sub.add_parser(name, help=helptext))
+    return parser
+
+
+# Subcommands contributed by other modules (ablate, sweep, study): name -> (help, register(parser)).
+EXTRA_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the subcommand; user errors print one line and exit 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: checkpoints written so far are intact; rerun with --resume to continue",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

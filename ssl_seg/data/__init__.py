@@ -1,0 +1,1 @@
+"""Data layer: phantoms, readers, splits, transforms, mixing."""

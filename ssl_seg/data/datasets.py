@@ -1,0 +1,112 @@
+"""Torch datasets: augmented training pairs, one whole batch per training step, and evaluation samples.
+
+Each training step's batch is a pure function of (seed, rank, step): which samples, their augmentation and
+the synthetic share. A resumed run therefore sees exactly the batches the killed run would have seen,
+with or without DataLoader workers.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .readers import SampleSource
+from .transforms import JointTransform, normalize, to_tensors
+
+
+class PairDataset:
+    """Samples `ids` of `source`, augmented and cropped; item (position, aug_seed) -> (image, mask, roi)."""
+
+    def __init__(self, source: SampleSource, ids: list[str], transform: JointTransform):
+        self.source = source
+        self.indices = [source.index_of(i) for i in ids]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def get(self, position: int, aug_seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Load and augment one sample with its own seed, leaving the global torch RNG untouched."""
+        image, mask, roi = to_tensors(self.source.load(self.indices[position]))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(aug_seed)
+            return self.transform(image, mask, roi)
+
+
+def synthetic_count(batch_size: int, ratio: float) -> int:
+    """How many of `batch_size` labeled slots are synthetic for `ratio` (exact, rounded half up)."""
+    return int(np.floor(ratio * batch_size + 0.5))
+
+
+class StepBatches(Dataset):
+    """Dataset over step numbers: item `step` is the whole batch dict for that training step."""
+
+    def __init__(
+        self,
+        labeled: PairDataset,
+        unlabeled: PairDataset | None,
+        labeled_batch_size: int,
+        unlabeled_batch_size: int,
+        iterations: int,
+        seed: int,
+        rank: int = 0,
+        synthetic: PairDataset | None = None,
+        ratio_at: Callable[[int], float] | None = None,
+    ):
+        self.labeled, self.unlabeled, self.synthetic = labeled, unlabeled, synthetic
+        self.labeled_batch_size, self.unlabeled_batch_size = labeled_batch_size, unlabeled_batch_size
+        self.iterations, self.seed, self.rank = iterations, seed, rank
+        self.ratio_at = ratio_at
+
+    def __len__(self) -> int:
+        return self.iterations
+
+    def n_synthetic(self, step: int) -> int:
+        """Synthetic pairs in this step's labeled part (0 without synthetic data)."""
+        if self.synthetic is None or self.ratio_at is None:
+            return 0
+        return synthetic_count(self.labeled_batch_size, self.ratio_at(step))
+
+    def __getitem__(self, step: int) -> dict:
+        rng = np.random.default_rng([self.seed, self.rank, step])
+        n_syn = self.n_synthetic(step)
+        n_real = self.labeled_batch_size - n_syn
+        items = [self.labeled.get(int(p), int(s)) for p, s in _draw(rng, len(self.labeled), n_real)]
+        if n_syn:
+            syn_rng = np.random.default_rng([self.seed, self.rank, step, 1])
+            items += [self.synthetic.get(int(p), int(s)) for p, s in _draw(syn_rng, len(self.synthetic), n_syn)]
+        images, masks, rois = (torch.stack(t) for t in zip(*items))
+        batch = {"labeled": {"image": images, "mask": masks, "roi": rois}, "unlabeled": None,
+                 "n_synthetic": n_syn}
+        if self.unlabeled is not None and self.unlabeled_batch_size > 0:
+            un_rng = np.random.default_rng([self.seed, self.rank, step, 2])
+            un = [self.unlabeled.get(int(p), int(s))[0]
+                  for p, s in _draw(un_rng, len(self.unlabeled), self.unlabeled_batch_size)]
+            batch["unlabeled"] = {"image": torch.stack(un)}
+        return batch
+
+
+def _draw(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+    """k (position, augmentation seed) pairs; positions without replacement while k <= n."""
+    positions = rng.choice(n, size=k, replace=k > n)
+    seeds = rng.integers(0, 2**31 - 1, size=k)
+    return np.stack([positions, seeds], axis=1) if k else np.zeros((0, 2), dtype=np.int64)
+
+
+class EvalDataset(Dataset):
+    """Whole, unaugmented, normalised samples: item -> dict(image (C,H,W), mask (H,W), roi (H,W), id, case)."""
+
+    def __init__(self, source: SampleSource, ids: list[str]):
+        self.source = source
+        self.indices = [source.index_of(i) for i in ids]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        sample = self.source.load(self.indices[i])
+        image, mask, roi = to_tensors(sample)
+        return {"image": normalize(image), "mask": mask, "roi": roi, "id": sample.id, "case": sample.case}

@@ -1,0 +1,70 @@
+"""The Method contract the trainer codes against, and defaults shared by every method."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from torch import Tensor, nn
+
+from ..errors import UserError
+from ..losses import LossFn
+
+
+class Method(Protocol):
+    """A semi-supervised method: named losses per batch, trained by the one loop in ssl_seg.trainer."""
+
+    models: dict[str, nn.Module]
+
+    def parameters(self) -> Iterator[nn.Parameter]: ...
+    def training_step(self, batch: dict[str, Any], step: int) -> dict[str, Tensor]: ...
+    def after_step(self, step: int) -> None: ...
+    def eval_models(self) -> dict[str, nn.Module]: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class MethodBase:
+    """Defaults: optimise every net in `models`, evaluate them in order, no extra state, nothing after a step.
+
+    Randomness inside methods (noise, augmentation, CutMix boxes) uses the global torch RNG, which
+    the trainer seeds and stores in checkpoints, so a resumed run draws the same numbers.
+    """
+
+    models: dict[str, nn.Module]
+
+    def __init__(self, loss: LossFn) -> None:
+        self.loss = loss
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of every trainable network, in `models` order."""
+        for model in self.models.values():
+            yield from model.parameters()
+
+    def supervised_loss(self, logits: Tensor, labeled: dict[str, Tensor]) -> Tensor:
+        """The configured loss of logits (B, K, H, W) against the labeled batch's mask and roi."""
+        return self.loss(logits, labeled["mask"], labeled.get("roi"))
+
+    def after_step(self, step: int) -> None:
+        """Nothing to do after the optimizer step."""
+
+    def eval_models(self) -> dict[str, nn.Module]:
+        """The trainable networks; the first is evaluated and checkpointed as best by default."""
+        return dict(self.models)
+
+    def state_dict(self) -> dict[str, Any]:
+        """No state beyond the trainable networks."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Accept only the empty state that `state_dict` writes."""
+        check_state_keys(state, set(), type(self).__name__)
+
+
+def check_state_keys(state: dict[str, Any], expected: set[str], method: str) -> None:
+    """Raise UserError when a checkpoint's method state was written by a different method."""
+    if set(state) != expected:
+        raise UserError(
+            f"checkpoint method state has keys {sorted(state)} but {method} expects {sorted(expected)}; "
+            "resume with the method the checkpoint was trained with"
+        )

@@ -1,0 +1,55 @@
+"""Exponential moving average (EMA) teachers, written once for every method that needs one."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import UserError
+
+
+def ema_decay_at(decay: float, step: int) -> float:
+    """Effective decay min(decay, 1 - 1/(step + 1)): early on the teacher follows the student closely."""
+    return min(decay, 1.0 - 1.0 / (step + 1))
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
+    """teacher <- decay * teacher + (1 - decay) * student for parameters; buffers (BN statistics) are copied."""
+    for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
+        t.lerp_(s.detach(), 1.0 - decay)
+    for t, s in zip(teacher.buffers(), student.buffers(), strict=True):
+        t.copy_(s)
+
+
+class EMATeacher:
+    """A gradient-free copy of a student network that tracks its EMA (Tarvainen & Valpola 2017)."""
+
+    def __init__(self, student: nn.Module, decay: float) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise UserError(f"method.ema_decay must be in [0, 1) (got {decay}); e.g. 0.99")
+        self.decay = decay
+        self.module = copy.deepcopy(student)
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+            p.grad = None
+
+    def update(self, student: nn.Module, step: int) -> None:
+        """Move the teacher towards `student` after optimizer step `step` (0-based) with the warm-up decay."""
+        ema_update(self.module, student, ema_decay_at(self.decay, step))
+
+    @torch.no_grad()
+    def predict(self, images: Tensor) -> Tensor:
+        """Teacher logits (B, K, H, W) without gradient, in training mode (batch statistics, like the student)."""
+        self.module.train()
+        return self.module(images)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The teacher's weights and buffers."""
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore weights and buffers saved by `state_dict`."""
+        self.module.load_state_dict(state)

@@ -1,0 +1,90 @@
+"""Pseudo-labelling in the FixMatch style (Sohn et al., NeurIPS 2020) for segmentation.
+
+Weak view: the unlabeled image as the data pipeline delivers it (already weakly augmented). Its
+argmax prediction (no gradient) is the pseudo-label where the max probability >= `threshold`.
+Strong view: photometric jitter, Gaussian blur and CutMix with the next sample of the batch; the
+pseudo-labels and confidence masks are pasted with the same boxes. The unlabeled term is the
+cross-entropy on the strong view over confident pixels, averaged over all pixels (FixMatch's
+convention, see `masked_cross_entropy`), times `unlabeled_weight`. With `ema_decay` set, an EMA
+teacher makes the pseudo-labels instead of the student (and is then evaluated first).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..losses import LossFn
+from .base import MethodBase, check_state_keys
+from .confidence import confident_pseudo_labels, masked_cross_entropy
+from .cutmix import cutmix, cutmix_boxes
+from .ema import EMATeacher
+from .strong_aug import strong_augment
+
+
+class PseudoLabel(MethodBase):
+    """Confident hard pseudo-labels from the weak view supervise the strong, CutMixed view."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: LossFn,
+        threshold: float,
+        cutmix_prob: float,
+        unlabeled_weight: float,
+        ema_decay: float | None,
+    ) -> None:
+        super().__init__(loss)
+        self.model = model
+        self.models = {"model": model}
+        self.threshold = threshold
+        self.cutmix_prob = cutmix_prob
+        self.unlabeled_weight = unlabeled_weight
+        self.teacher = EMATeacher(model, ema_decay) if ema_decay is not None else None
+
+    def training_step(self, batch: dict[str, Any], step: int) -> dict[str, Tensor]:
+        """{"sup", "unsup", "stat/mask_ratio"}; only {"sup"} when the batch has no unlabeled part."""
+        labeled, unlabeled = batch["labeled"], batch["unlabeled"]
+        if unlabeled is None:
+            return {"sup": self.supervised_loss(self.model(labeled["image"]), labeled)}
+        n, weak = labeled["image"].shape[0], unlabeled["image"]
+        m, _, h, w = weak.shape
+        boxes = cutmix_boxes(m, h, w, weak.device, p=self.cutmix_prob)  # (B', H, W)
+        strong = cutmix(strong_augment(weak), boxes)  # (B', C, H, W)
+        if self.teacher is None:
+            logits = self.model(torch.cat([labeled["image"], weak, strong]))  # (B + 2B', K, H, W)
+            logits_l, logits_w, logits_s = logits.split([n, m, m])
+            probs_w = logits_w.detach().float().softmax(dim=1)
+        else:
+            probs_w = self.teacher.predict(weak).float().softmax(dim=1)
+            logits_l, logits_s = self.model(torch.cat([labeled["image"], strong])).split([n, m])
+        labels, confident = confident_pseudo_labels(probs_w, self.threshold)  # (B', H, W) each
+        unsup = masked_cross_entropy(logits_s, cutmix(labels, boxes), cutmix(confident, boxes))
+        return {
+            "sup": self.supervised_loss(logits_l, labeled),
+            "unsup": self.unlabeled_weight * unsup,
+            "stat/mask_ratio": confident.float().mean(),
+        }
+
+    def after_step(self, step: int) -> None:
+        """EMA update of the teacher, when pseudo-labels come from one."""
+        if self.teacher is not None:
+            self.teacher.update(self.model, step)
+
+    def eval_models(self) -> dict[str, nn.Module]:
+        """The teacher first when there is one, then the trained network."""
+        if self.teacher is None:
+            return {"model": self.model}
+        return {"teacher": self.teacher.module, "model": self.model}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The teacher's weights when there is one."""
+        return {} if self.teacher is None else {"teacher": self.teacher.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the teacher saved by `state_dict`."""
+        check_state_keys(state, set() if self.teacher is None else {"teacher"}, type(self).__name__)
+        if self.teacher is not None:
+            self.teacher.load_state_dict(state["teacher"])

@@ -1,0 +1,75 @@
+"""Strong photometric augmentation on batched image tensors in [0, 1], one random draw per sample.
+
+Randomness comes from the global torch RNG (seeded and checkpointed by the trainer) unless a
+`generator` is given; a generator must live on the images' device.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _uniform(n: int, low: float, high: float, like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """(n,) samples of U(low, high) in `like`'s dtype and device."""
+    u = torch.rand(n, device=like.device, dtype=like.dtype, generator=generator)
+    return low + (high - low) * u
+
+
+def photometric_jitter(
+    images: Tensor,
+    p: float = 0.8,
+    brightness: tuple[float, float] = (0.5, 1.5),
+    contrast: tuple[float, float] = (0.5, 1.5),
+    gamma: tuple[float, float] = (0.7, 1.5),
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Scale brightness, contrast about the image mean, then apply gamma, each sample with probability `p`.
+
+    images (B, C, H, W) in [0, 1] -> (B, C, H, W) in [0, 1]. Brightness and contrast ranges follow
+    UniMatch's ColorJitter(0.5, 0.5); gamma follows nnU-Net's (0.7, 1.5).
+    """
+    b = images.shape[0]
+    apply = (torch.rand(b, device=images.device, generator=generator) < p).view(b, 1, 1, 1)
+    scale = _uniform(b, *brightness, images, generator).view(b, 1, 1, 1)
+    stretch = _uniform(b, *contrast, images, generator).view(b, 1, 1, 1)
+    power = _uniform(b, *gamma, images, generator).view(b, 1, 1, 1)
+    x = images * scale
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (mean + stretch * (x - mean)).clamp(0.0, 1.0).pow(power)
+    return torch.where(apply, x, images)
+
+
+def gaussian_blur(
+    images: Tensor,
+    p: float = 0.5,
+    sigma: tuple[float, float] = (0.1, 2.0),
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Separable Gaussian blur with a per-sample sigma in pixels, each sample with probability `p`.
+
+    images (B, C, H, W) -> (B, C, H, W); borders are replicated. The kernel spans 3 sigma of the
+    largest sigma; samples left unblurred get a delta kernel so the whole batch is one grouped conv.
+    """
+    b, c, h, w = images.shape
+    radius = math.ceil(3 * sigma[1])
+    offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)  # (k,)
+    apply = torch.rand(b, device=images.device, generator=generator) < p
+    sig = _uniform(b, *sigma, images, generator)
+    kernel = torch.exp(-(offsets[None] ** 2) / (2 * sig[:, None] ** 2))  # (B, k)
+    kernel = kernel / kernel.sum(dim=1, keepdim=True)
+    delta = (offsets == 0).to(images.dtype).expand(b, -1)
+    kernel = torch.where(apply[:, None], kernel, delta).repeat_interleave(c, dim=0)  # (B*C, k)
+    with torch.autocast(images.device.type, enabled=False):  # keep the image in full precision under AMP
+        x = F.pad(images.reshape(1, b * c, h, w), (radius,) * 4, mode="replicate")
+        x = F.conv2d(x, kernel[:, None, None, :], groups=b * c)  # along W
+        x = F.conv2d(x, kernel[:, None, :, None], groups=b * c)  # along H
+    return x.reshape(b, c, h, w)
+
+
+def strong_augment(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """UniMatch's strong view on a batch: photometric jitter (p=0.8) then Gaussian blur (p=0.5)."""
+    return gaussian_blur(photometric_jitter(images, generator=generator), generator=generator)

@@ -1,0 +1,24 @@
+"""Supervised baseline: the loss on the labeled part of the batch; unlabeled images are ignored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..losses import LossFn
+from .base import MethodBase
+
+
+class Supervised(MethodBase):
+    """Train one network on labeled images only."""
+
+    def __init__(self, model: nn.Module, loss: LossFn) -> None:
+        super().__init__(loss)
+        self.model = model
+        self.models = {"model": model}
+
+    def training_step(self, batch: dict[str, Any], step: int) -> dict[str, Tensor]:
+        """{"sup": loss on the labeled images}."""
+        labeled = batch["labeled"]
+        return {"sup": self.supervised_loss(self.model(labeled["image"]), labeled)}

@@ -1,0 +1,77 @@
+"""UniMatch (Yang et al., CVPR 2023), following LiheYoung/UniMatch more-scenarios/medical/unimatch.py.
+
+Per batch: the weak view (the unlabeled image as delivered) gives hard pseudo-labels and a
+confidence mask (max prob >= `threshold`, their medical default 0.95) from the same forward pass
+as the labeled images (detached). Two strong views, each with independent photometric jitter,
+blur and CutMix, and a feature-perturbed weak view `model(weak, feature_dropout=p)` are trained
+towards those pseudo-labels: loss = sup + 0.25 s1 + 0.25 s2 + 0.5 fp, where sup is the configured
+loss (theirs is (CE + Dice) / 2). As in their medical code the unlabeled terms are soft Dice only,
+background included, over the confident pixels (their `DiceLoss(ignore=conf < thresh)`; here
+`soft_dice_loss(roi=confident, include_background=True)`, whose denominators are plain rather
+than squared sums; an empty mask gives 0 in both).
+
+Deliberate differences: their overall `/ 2` is left out (it only rescales the learning rate, and
+this keeps `sup` on the scale of the other methods); the CutMix source is the next sample of the
+same batch instead of a second unlabeled loader, so its pseudo-labels come from this step's weak
+prediction instead of a separate eval-mode pass; the feature-perturbed view is its own forward
+pass instead of sharing the weak view's encoder pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..losses import LossFn, soft_dice_loss
+from .base import MethodBase
+from .confidence import confident_pseudo_labels
+from .cutmix import cutmix, cutmix_boxes
+from .strong_aug import strong_augment
+
+
+class UniMatch(MethodBase):
+    """Weak-to-strong consistency on two strong image views and one feature-perturbed view."""
+
+    def __init__(
+        self, model: nn.Module, loss: LossFn, threshold: float, cutmix_prob: float, feature_dropout: float
+    ) -> None:
+        super().__init__(loss)
+        self.model = model
+        self.models = {"model": model}
+        self.threshold = threshold
+        self.cutmix_prob = cutmix_prob
+        self.feature_dropout = feature_dropout
+
+    def training_step(self, batch: dict[str, Any], step: int) -> dict[str, Tensor]:
+        """{"sup", "strong", "fp", "stat/mask_ratio"}; only {"sup"} when the batch has no unlabeled part."""
+        labeled, unlabeled = batch["labeled"], batch["unlabeled"]
+        if unlabeled is None:
+            return {"sup": self.supervised_loss(self.model(labeled["image"]), labeled)}
+        n, weak = labeled["image"].shape[0], unlabeled["image"]
+        m, _, h, w = weak.shape
+        boxes1 = cutmix_boxes(m, h, w, weak.device, p=self.cutmix_prob)  # (B', H, W)
+        boxes2 = cutmix_boxes(m, h, w, weak.device, p=self.cutmix_prob)
+        strong1 = cutmix(strong_augment(weak), boxes1)  # (B', C, H, W)
+        strong2 = cutmix(strong_augment(weak), boxes2)
+
+        logits_l, logits_w = self.model(torch.cat([labeled["image"], weak])).split([n, m])
+        logits_fp = self.model(weak, feature_dropout=self.feature_dropout)  # (B', K, H, W)
+        logits_s1, logits_s2 = self.model(torch.cat([strong1, strong2])).chunk(2)
+
+        labels, confident = confident_pseudo_labels(logits_w.detach().float().softmax(dim=1), self.threshold)
+        loss_s1 = self.dice(logits_s1, cutmix(labels, boxes1), cutmix(confident, boxes1))
+        loss_s2 = self.dice(logits_s2, cutmix(labels, boxes2), cutmix(confident, boxes2))
+        loss_fp = self.dice(logits_fp, labels, confident)
+        return {
+            "sup": self.supervised_loss(logits_l, labeled),
+            "strong": 0.25 * loss_s1 + 0.25 * loss_s2,
+            "fp": 0.5 * loss_fp,
+            "stat/mask_ratio": confident.float().mean(),
+        }
+
+    @staticmethod
+    def dice(logits: Tensor, labels: Tensor, confident: Tensor) -> Tensor:
+        """Soft Dice of logits (B, K, H, W) on pseudo-labels (B, H, W) over confident pixels, background included."""
+        return soft_dice_loss(logits, labels, confident, include_background=True)

@@ -1,0 +1,19 @@
+"""Segmentation backbones (U-Net, UNet++, Attention U-Net, FCN-8s) and the registry that builds them by name."""
+
+from .attention_unet import AttentionUNet
+from .blocks import SegmentationNet
+from .fcn import FCN8s
+from .registry import MODELS, build_model, model_names
+from .unet import UNet
+from .unetpp import UNetPlusPlus
+
+__all__ = [
+    "MODELS",
+    "AttentionUNet",
+    "FCN8s",
+    "SegmentationNet",
+    "UNet",
+    "UNetPlusPlus",
+    "build_model",
+    "model_names",
+]

@@ -1,0 +1,93 @@
+"""Predict masks for a folder of images with a trained run; write mask PNGs and optional overlays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from skimage import io as skio
+from tqdm import tqdm
+
+from .data.transforms import normalize
+from .device import resolve_device
+from .errors import UserError
+from .evaluation import predict_image
+from .io_utils import atomic_path
+from .runner import load_run
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 225, 25], [145, 30, 180],
+                    [70, 240, 240], [240, 50, 230]], dtype=np.uint8)
+
+
+def read_image(path: Path, channels: int) -> np.ndarray:
+    """An image file -> (C, H, W) float32 in [0, 1] with `channels` channels."""
+    try:
+        arr = skio.imread(path)
+    except Exception as e:  # any decoder failure is a bad file from the user's point of view
+        raise UserError(f"{path}: cannot read image ({type(e).__name__}); check the file") from None
+    if arr.ndim == 3 and arr.shape[-1] == 4:
+        arr = arr[..., :3]
+    if arr.dtype == np.uint8:
+        arr = arr.astype(np.float32) / 255.0
+    elif arr.dtype == np.uint16:
+        arr = arr.astype(np.float32) / 65535.0
+    else:
+        arr = arr.astype(np.float32)
+        arr = (arr - arr.min()) / max(float(arr.max() - arr.min()), 1e-8)
+    arr = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
+    if arr.shape[0] == channels:
+        return arr
+    if channels == 1:
+        return arr.mean(0, keepdims=True)
+    if arr.shape[0] == 1:
+        return np.repeat(arr, channels, axis=0)
+    raise UserError(f"{path}: {arr.shape[0]} channels but the model expects {channels}")
+
+
+def mask_to_png(pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Class indices -> uint8 PNG values: {0,255} for binary tasks (the binary mask scheme), indices otherwise."""
+    return (pred * 255).astype(np.uint8) if num_classes == 2 else pred.astype(np.uint8)
+
+
+def overlay_image(image: np.ndarray, pred: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """(C,H,W) image in [0,1] + (H,W) classes -> (H,W,3) uint8 colour overlay."""
+    gray = image.mean(0) if image.shape[0] != 3 else None
+    rgb = np.stack([gray] * 3, -1) if gray is not None else np.moveaxis(image, 0, -1)
+    rgb = (rgb * 255).astype(np.float32)
+    colours = PALETTE[pred % len(PALETTE)].astype(np.float32)
+    fg = (pred > 0)[..., None]
+    return np.where(fg, (1 - alpha) * rgb + alpha * colours, rgb).clip(0, 255).astype(np.uint8)
+
+
+def predict_folder(run_dir: str | Path, input_dir: str | Path, out_dir: str | Path, checkpoint: str = "best",
+                   overlay: bool = False, device: str = "auto") -> int:
+    """Write OUT/<stem>.png for each image in INPUT (and OUT/overlay/<stem>.png); returns the count."""
+    input_dir = Path(input_dir)
+    if (input_dir / "images").is_dir():
+        input_dir = input_dir / "images"
+    if not input_dir.is_dir():
+        raise UserError(f"{input_dir}: input folder not found")
+    files = sorted(p for p in input_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UserError(f"{input_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+    dev = resolve_device(device)
+    model, cfg, info = load_run(run_dir, checkpoint, dev)
+    out_dir = Path(out_dir)
+    (out_dir / "overlay" if overlay else out_dir).mkdir(parents=True, exist_ok=True)
+    for path in tqdm(files, desc="predict"):
+        image = read_image(path, info["in_channels"])
+        probs = predict_image(model, normalize(torch.from_numpy(image)), cfg.data.patch_size,
+                              info["num_classes"], dev)
+        pred = probs.argmax(0).numpy()
+        _save_png(out_dir / f"{path.stem}.png", mask_to_png(pred, info["num_classes"]))
+        if overlay:
+            _save_png(out_dir / "overlay" / f"{path.stem}.png", overlay_image(image, pred))
+    return len(files)
+
+
+def _save_png(path: Path, arr: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr).save(tmp, format="PNG")

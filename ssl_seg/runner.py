@@ -1,0 +1,285 @@
+"""Build everything a run needs from a RunConfig, train it, and load finished runs back."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from .checkpoint import load_checkpoint
+from .config import RunConfig
+from .data.datasets import PairDataset, StepBatches
+from .data.mixing import build_schedule
+from .data.readers import SampleSource, open_source
+from .data.splits import Split, make_split, resolve_split_file
+from .data.transforms import JointTransform
+from .device import amp_dtype, resolve_device, to_memory_format
+from .errors import UserError
+from .evaluation import evaluate_model
+from .hooks import CheckpointHook, ProgressHook, TensorBoardHook, ValidationHook
+from .io_utils import atomic_write_json
+from .losses import build_loss
+from .methods import build_method
+from .models import build_model
+from .trainer import Trainer, constant_lr, poly_lr
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def distributed_context() -> tuple[int, int]:
+    """(rank, world size); joins the torchrun process group when WORLD_SIZE > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank() if world > 1 else 0), world
+
+
+def allreduce_gradients(params: Iterable[torch.nn.Parameter]) -> None:
+    """Average gradients over all processes (data parallelism through torch.distributed)."""
+    world = dist.get_world_size()
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad.div_(world)
+
+
+def build_split(cfg: RunConfig, source: SampleSource) -> Split:
+    """The run's split: from --split-file, else drawn by seed and grouped by case."""
+    d = cfg.data
+    if d.split_file:
+        return resolve_split_file(d.split_file, source)
+    return make_split(source, seed=d.split_seed, fractions=tuple(d.fractions), group_by=d.group_by,
+                      labeled_fraction=d.labeled_fraction, labeled_cases=d.labeled_cases)
+
+
+def source_info(source: SampleSource) -> dict[str, Any]:
+    """What rebuilding a model for this data needs to know."""
+    return {"num_classes": source.num_classes, "in_channels": source.in_channels,
+            "class_names": list(source.class_names), "data": source.name}
+
+
+def _check_patch(cfg: RunConfig, source: SampleSource, ids: list[str]) -> None:
+    if cfg.data.patch_size < 8:
+        raise UserError(f"--patch-size {cfg.data.patch_size}: use at least 8 (e.g. 64 or 128)")
+    if cfg.data.pad:
+        return
+    smallest = min(min(source.load(source.index_of(i)).image.shape[-2:]) for i in ids[:64])
+    if cfg.data.patch_size > smallest:
+        raise UserError(f"--patch-size {cfg.data.patch_size} is larger than the images ({smallest} px) and "
+                        "padding is off; lower --patch-size or drop --no-pad")
+
+
+def _batch_sizes(cfg: RunConfig, ssl: bool) -> tuple[int, int]:
+    b = cfg.train.batch_size
+    if b < 1:
+        raise UserError(f"--batch-size {b}: must be at least 1")
+    if not ssl:
+        return b, 0
+    lb = cfg.train.labeled_batch_size or max(1, b // 2)
+    if not 1 <= lb <= b:
+        raise UserError(f"--labeled-batch-size {lb}: must be between 1 and --batch-size {b}")
+    return lb, b - lb
+
+
+def build_method_for(cfg: RunConfig, info: dict[str, Any], device: torch.device):
+    """Model + method on `device`, from the config (used for training and for loading runs)."""
+    model = build_model(cfg.model.backbone, info["in_channels"], info["num_classes"],
+                        base_channels=cfg.model.base_channels,
+                        **({"deep_supervision": True} if cfg.model.deep_supervision else {}))
+    model = to_memory_format(model.to(device), device, cfg.train.channels_last)
+    loss = build_loss(cfg.method.loss)
+    method = build_method(cfg.method.name, model, cfg.method, info["num_classes"], cfg.train.iterations, loss)
+    for m in method.models.values():
+        m.to(device)
+    return method
+
+
+def run_training(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
+    """Train one run into cfg.out (config.json, split.json, best.pt, last.pt, tb/, result.json); return the result."""
+    rank, world = distributed_context()
+    t0 = time.time()
+    tc = cfg.train
+    if tc.iterations < 1:
+        raise UserError(f"--iterations {tc.iterations}: must be at least 1")
+    device = resolve_device(tc.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    out = Path(cfg.out)
+    if not resume and (out / "last.pt").exists():
+        raise UserError(f"{out} already holds a run; add --resume to continue it or choose another --out")
+    if resume and not (out / "last.pt").exists():
+        raise UserError(f"{out / 'last.pt'} not found: nothing to resume; drop --resume to start this run")
+
+    seed_everything(tc.seed)
+    source = open_source(cfg.data.data)
+    split = build_split(cfg, source)
+    _check_patch(cfg, source, split.labeled)
+    info = source_info(source)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.json")
+        split.save(out / "split.json")
+
+    method = build_method_for(cfg, info, device)
+    lr = tc.lr if tc.lr is not None else (0.01 if tc.optimizer == "sgd" else 1e-3)
+    params = list(method.parameters())
+    if tc.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=tc.weight_decay, nesterov=True)
+        lr_at = poly_lr(lr, tc.iterations)
+    elif tc.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=tc.weight_decay)
+        lr_at = constant_lr(lr)
+    else:
+        raise UserError(f"--optimizer {tc.optimizer}: use sgd or adamw")
+    if world > 1:
+        for p in params:
+            dist.broadcast(p.data, src=0)
+
+    batches = _batch_factory(cfg, source, split, rank)
+    dtype = amp_dtype(device, tc.amp)
+    payload = _payload_fn(cfg, info)
+    hooks: list = []
+    val_history: list[dict] = []
+    if rank == 0:
+        tb = TensorBoardHook(out / "tb", tc.log_every, tc.image_every, info["num_classes"])
+        progress = ProgressHook(tc.progress)
+        callbacks: list[Callable] = [tb.log_validation,
+                                     lambda s, n, r: val_history.append({"step": s, "model": n, "dice": r["dice"]})]
+        callbacks.append(lambda s, n, r: setattr(progress, "val_score", r["dice"]) if n == list(
+            method.eval_models())[0] else None)
+        if split.val:
+            val_ids = split.val[: tc.val_max_samples] if tc.val_max_samples else split.val
+            evaluate = lambda model: evaluate_model(model, source, val_ids, cfg.data.patch_size, device, dtype)
+            hooks.append(ValidationHook(evaluate, tc.val_every, out / "best.pt", payload, callbacks))
+        hooks += [CheckpointHook(tc.val_every, out / "last.pt", payload), tb, progress]
+
+    trainer = Trainer(method, optimizer, lr_at, batches, tc.iterations, device, dtype, tc.channels_last, hooks,
+                      grad_sync=allreduce_gradients if world > 1 else None)
+    if resume:
+        ckpt = load_checkpoint(out / "last.pt", map_location=device)
+        trainer.load_state_dict(ckpt)
+        val_history = ckpt.get("val_history", [])
+    trainer.payload_extra = {"val_history": val_history}
+    start = trainer.state.step + 1
+    t_train = time.time()
+    state = trainer.fit()
+    train_seconds = time.time() - t_train
+    if not split.val and rank == 0:  # no validation data: the last weights are also the best
+        payload_now = payload(trainer)
+        from .checkpoint import save_checkpoint
+        save_checkpoint(out / "best.pt", payload_now)
+    result = {
+        "run_dir": str(out), "data": source.name, "backbone": cfg.model.backbone, "method": cfg.method.name,
+        "labeled_fraction": cfg.data.labeled_fraction, "labeled_cases": cfg.data.labeled_cases,
+        "n_labeled": len(split.labeled), "n_unlabeled": len(split.unlabeled),
+        "seed": tc.seed, "iterations": tc.iterations,
+        "val_dice": state.best_score if state.best_score > -float("inf") else None,
+        "best_step": state.best_step, "best_model": state.best_model,
+        "wall_time_s": time.time() - t0,
+        "s_per_iteration": train_seconds / max(tc.iterations - start, 1),
+        "device": str(device), "world_size": world,
+        "synthetic_ratio_mean": _realised_ratio(batches, cfg, start),
+        "val_history": val_history,
+    }
+    if rank == 0:
+        atomic_write_json(out / "result.json", result)
+    if world > 1:
+        dist.barrier()
+    return result
+
+
+def _payload_fn(cfg: RunConfig, info: dict[str, Any]) -> Callable[[Trainer], dict[str, Any]]:
+    def payload(trainer: Trainer) -> dict[str, Any]:
+        return {"config": cfg.to_dict(), "info": info, **trainer.state_dict(),
+                **getattr(trainer, "payload_extra", {})}
+    return payload
+
+
+def _batch_factory(cfg: RunConfig, source: SampleSource, split: Split, rank: int):
+    ssl = cfg.method.name != "supervised"
+    lbs, ubs = _batch_sizes(cfg, ssl)
+    transform = JointTransform(cfg.data.patch_size, augment=cfg.data.augment)
+    labeled = PairDataset(source, split.labeled, transform)
+    unlabeled_ids = list(split.unlabeled) + (list(split.labeled) if cfg.data.include_labeled_in_unlabeled else [])
+    unlabeled = PairDataset(source, unlabeled_ids, transform) if ssl and unlabeled_ids else None
+    synthetic, ratio_at = None, None
+    if cfg.data.synthetic:
+        synthetic = _synthetic_pairs(cfg, source, transform)
+        ratio_at = build_schedule(cfg.data.ratio_schedule, cfg.data.synthetic_ratio, cfg.data.ratio_end,
+                                  cfg.train.iterations)
+    elif cfg.data.synthetic_ratio > 0:
+        raise UserError("--synthetic-ratio > 0 needs --synthetic SYN_DIR (a synthetic paired dataset)")
+    steps = StepBatches(labeled, unlabeled, lbs, ubs if unlabeled is not None else 0, cfg.train.iterations,
+                        cfg.train.seed, rank, synthetic, ratio_at)
+
+    def batches(start: int) -> Iterable[dict]:
+        workers = cfg.data.num_workers
+        # Its own generator: a DataLoader draws a base seed when iterated, which must not shift the global RNG.
+        generator = torch.Generator().manual_seed(cfg.train.seed)
+        return DataLoader(steps, batch_size=None, sampler=range(start, cfg.train.iterations), num_workers=workers,
+                          pin_memory=torch.cuda.is_available(), persistent_workers=False,
+                          prefetch_factor=4 if workers else None, generator=generator)
+
+    batches.steps = steps  # type: ignore[attr-defined]
+    return batches
+
+
+def _synthetic_pairs(cfg: RunConfig, source: SampleSource, transform: JointTransform) -> PairDataset:
+    from .data.concat import ConcatSource
+
+    sources = [open_source(p) for p in cfg.data.synthetic]
+    for syn in sources:
+        if syn.num_classes > source.num_classes or syn.in_channels != source.in_channels:
+            raise UserError(f"{syn.name}: synthetic data has {syn.num_classes} classes / {syn.in_channels} channels "
+                            f"but {source.name} has {source.num_classes} / {source.in_channels}; "
+                            "synthesize from a GAN trained on this dataset")
+    merged = sources[0] if len(sources) == 1 else ConcatSource(sources)
+    return PairDataset(merged, list(merged.ids), transform)
+
+
+def _realised_ratio(batches, cfg: RunConfig, start: int) -> float:
+    steps: StepBatches = batches.steps
+    n = [steps.n_synthetic(s) for s in range(cfg.train.iterations)]
+    return float(np.mean(n) / steps.labeled_batch_size) if n else 0.0
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best", device: torch.device | str = "cpu"):
+    """(model, RunConfig, info) of a finished run; the model is the network chosen as best (eval mode)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: run directory not found; pass the --out of an 'ssl-seg train' run")
+    if checkpoint not in ("best", "last"):
+        raise UserError(f"--checkpoint {checkpoint}: use best or last")
+    device = torch.device(device)
+    ckpt = load_checkpoint(run_dir / f"{checkpoint}.pt", map_location=device)
+    cfg = RunConfig.from_dict(ckpt["config"])
+    info = ckpt["info"]
+    method = build_method_for(cfg, info, device)
+    for name, m in method.models.items():
+        m.load_state_dict(ckpt["models"][name])
+    method.load_state_dict(ckpt["method"])
+    models = method.eval_models()
+    chosen = ckpt["state"].get("best_model") or next(iter(models))
+    model = models[chosen]
+    model.eval()
+    return model, cfg, info
+
+
+def read_result(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's result.json, or None when it has not finished."""
+    path = Path(run_dir) / "result.json"
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -1,0 +1,145 @@
+"""The one training loop: batch -> method.training_step -> sum named losses -> backward -> after_step -> hooks."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Protocol
+
+import torch
+
+from .checkpoint import rng_state, set_rng_state
+from .device import autocast, to_memory_format
+from .errors import UserError
+
+
+class Hook(Protocol):
+    """Something that runs around the loop: logging, validation, checkpoints, progress."""
+
+    def before_train(self, trainer: "Trainer") -> None: ...
+    def after_step(self, trainer: "Trainer") -> None: ...
+    def after_train(self, trainer: "Trainer") -> None: ...
+
+
+@dataclass
+class TrainState:
+    """What the loop has done so far (resumable)."""
+
+    step: int = -1  # last completed step
+    best_score: float = -math.inf
+    best_step: int = -1
+    best_model: str = ""
+
+
+def poly_lr(base_lr: float, iterations: int, power: float = 0.9) -> Callable[[int], float]:
+    """Polynomial decay lr(step) = base * (1 - step / iterations) ** power (the SSL4MIS/nnU-Net schedule)."""
+    return lambda step: base_lr * (1.0 - step / iterations) ** power
+
+
+def constant_lr(base_lr: float) -> Callable[[int], float]:
+    """lr(step) = base_lr."""
+    return lambda step: base_lr
+
+
+def loss_total(losses: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Sum of the named losses; keys starting with 'stat/' are diagnostics and are not summed."""
+    return sum(v for k, v in losses.items() if not k.startswith("stat/"))
+
+
+class Trainer:
+    """Runs `iterations` optimisation steps of `method`, calling hooks after each step."""
+
+    def __init__(
+        self,
+        method: Any,
+        optimizer: torch.optim.Optimizer,
+        lr_at: Callable[[int], float],
+        batches: Callable[[int], Iterable[dict]],
+        iterations: int,
+        device: torch.device,
+        amp_dtype: torch.dtype | None = None,
+        channels_last: bool = False,
+        hooks: list[Hook] | None = None,
+        grad_sync: Callable[[Iterable[torch.nn.Parameter]], None] | None = None,
+    ):
+        self.method, self.optimizer, self.lr_at = method, optimizer, lr_at
+        self.batches, self.iterations, self.device = batches, iterations, device
+        self.amp_dtype, self.channels_last = amp_dtype, channels_last
+        self.hooks = hooks or []
+        self.grad_sync = grad_sync
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        self.state = TrainState()
+        self.losses: dict[str, float] = {}
+        self.lr = lr_at(0)
+        self.batch: dict | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: networks, method extras, optimizer, scaler, loop state, RNG."""
+        return {
+            "models": {k: m.state_dict() for k, m in self.method.models.items()},
+            "method": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "state": vars(self.state).copy(),
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        """Restore a `state_dict`."""
+        for k, m in self.method.models.items():
+            m.load_state_dict(d["models"][k])
+        self.method.load_state_dict(d["method"])
+        self.optimizer.load_state_dict(d["optimizer"])
+        self.scaler.load_state_dict(d["scaler"])
+        self.state = TrainState(**d["state"])
+        set_rng_state(d["rng"])
+
+    def fit(self) -> TrainState:
+        """Train from the step after `state.step` to the end."""
+        for hook in self.hooks:
+            hook.before_train(self)
+        for batch in self.batches(self.state.step + 1):
+            self.train_step(self.state.step + 1, batch)
+            for hook in self.hooks:
+                hook.after_step(self)
+        for hook in self.hooks:
+            hook.after_train(self)
+        return self.state
+
+    def train_step(self, step: int, batch: dict) -> None:
+        """One optimisation step on `batch` (moved to the device here)."""
+        for model in self.method.models.values():
+            model.train()
+        self.batch = batch = self._to_device(batch)
+        self.lr = self.lr_at(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+        with autocast(self.device, self.amp_dtype):
+            losses = self.method.training_step(batch, step)
+        total = loss_total(losses)
+        if not torch.isfinite(total):
+            bad = [k for k, v in losses.items() if not torch.isfinite(v)]
+            raise UserError(f"non-finite loss {bad} at step {step}; lower --lr, or use --amp off, "
+                            "then --resume from the last checkpoint")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if self.grad_sync is not None:
+            self.grad_sync(self.method.parameters())
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.method.after_step(step)
+        self.losses = {k: float(v.detach()) for k, v in losses.items()}
+        self.losses["total"] = float(total.detach())
+        self.state.step = step
+
+    def _to_device(self, batch: dict) -> dict:
+        out: dict = {}
+        for key, value in batch.items():
+            if isinstance(value, dict):
+                out[key] = self._to_device(value)
+            elif isinstance(value, torch.Tensor):
+                value = value.to(self.device, non_blocking=True)
+                out[key] = to_memory_format(value, self.device, self.channels_last) if value.is_floating_point() else value
+            else:
+                out[key] = value
+        return out

@@ -1,0 +1,163 @@
+"""gan_aug.pix2pix and gan_aug.train: loss values, one optimisation step, run files, exact resume, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from gan_aug.cli import main
+from gan_aug.config import GanConfig
+from gan_aug.networks import build_discriminator, build_generator, one_hot
+from gan_aug.pix2pix import Pix2Pix, d_adversarial_loss, feature_matching_loss, g_adversarial_loss, linear_decay
+from gan_aug.train import train_gan
+from ssl_seg.data.readers import open_source
+from ssl_seg.data.splits import make_split
+from ssl_seg.errors import UserError
+
+DATA = "phantom:cardiac?n=20&size=32"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny convolutions: one thread is faster, and far faster on a shared, busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(out: Path, **kw) -> GanConfig:
+    """A 32 px, ngf 8 GAN on 20 cardiac phantoms: well under a second per few steps."""
+    base = dict(data=DATA, labeled_fraction=0.3, out=str(out), iterations=4, batch_size=2, patch_size=32, ngf=8,
+                ndf=8, device="cpu", progress=False, log_every=1, image_every=2, val_every=2, checkpoint_every=2)
+    return GanConfig(**{**base, **kw})
+
+
+def test_adversarial_losses_match_hand_values() -> None:
+    zeros, twos = [torch.zeros(1, 1, 2, 2)], [torch.full((1, 1, 2, 2), 2.0)]
+    real, fake = d_adversarial_loss("vanilla", zeros, zeros)
+    assert real.item() == pytest.approx(math.log(2)) and fake.item() == pytest.approx(math.log(2))
+    real, fake = d_adversarial_loss("lsgan", [torch.ones(1, 1, 2, 2)], zeros)
+    assert real.item() == 0.0 and fake.item() == 0.0
+    real, fake = d_adversarial_loss("hinge", zeros, zeros)
+    assert real.item() == 1.0 and fake.item() == 1.0
+    real, fake = d_adversarial_loss("hinge", twos, [-t for t in twos])
+    assert real.item() == 0.0 and fake.item() == 0.0
+    assert g_adversarial_loss("hinge", twos).item() == -2.0
+    assert g_adversarial_loss("lsgan", zeros).item() == 1.0
+    assert g_adversarial_loss("vanilla", zeros).item() == pytest.approx(math.log(2))
+    # two scales average: (log 2 + log(1 + e^-2)) / 2
+    two_scale = g_adversarial_loss("vanilla", zeros + twos).item()
+    assert two_scale == pytest.approx((math.log(2) + math.log(1 + math.exp(-2))) / 2)
+    feats = [[torch.zeros(1, 2, 2, 2), torch.ones(1, 1, 1, 1)]]
+    assert feature_matching_loss(feats, [[torch.full((1, 2, 2, 2), 0.5), torch.zeros(1, 1, 1, 1)]]).item() == 0.5
+    with pytest.raises(UserError, match="vanilla, lsgan, hinge"):
+        g_adversarial_loss("wgan", zeros)
+
+
+def test_linear_decay_schedule() -> None:
+    assert [linear_decay(s, 10) for s in (0, 4, 5)] == [1.0, 1.0, 1.0]
+    assert linear_decay(6, 10) == pytest.approx(1 - 1 / 6)
+    assert linear_decay(9, 10) == pytest.approx(1 - 4 / 6)
+
+
+@pytest.mark.parametrize("gan_loss, generator, lambda_fm", [("vanilla", "unet", 0.0), ("hinge", "spade", 10.0)])
+def test_one_step_moves_both_networks(gan_loss: str, generator: str, lambda_fm: float) -> None:
+    torch.manual_seed(0)
+    g = build_generator(generator, 4, 1, ngf=8, n_down=3)
+    d = build_discriminator("patchgan", 4, 1, ndf=8, num_D=2)
+    model = Pix2Pix(g, d, total_iterations=10, device=torch.device("cpu"), gan_loss=gan_loss, lambda_fm=lambda_fm)
+    before_g = [p.detach().clone() for p in model.G.parameters()]
+    before_d = [p.detach().clone() for p in model.D.parameters()]
+    before_ema = [p.detach().clone() for p in model.G_ema.parameters()]
+    mask = one_hot(torch.randint(0, 4, (2, 64, 64)), 4)
+    losses = model.train_step(mask, torch.rand(2, 1, 64, 64) * 2 - 1, step=5)
+    expected = {"D", "D_real", "D_fake", "G", "G_adv", "G_L1"} | ({"G_FM"} if lambda_fm else set())
+    assert set(losses) == expected
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert all(not torch.equal(a, b) for a, b in zip(before_g, model.G.parameters()) if a.numel() > 1)
+    assert all(not torch.equal(a, b) for a, b in zip(before_d, model.D.parameters()) if a.numel() > 1)
+    assert any(not torch.equal(a, b) for a, b in zip(before_ema, model.G_ema.parameters()))
+    assert losses["G"].item() == pytest.approx(
+        losses["G_adv"].item() + 100 * losses["G_L1"].item() + lambda_fm * losses.get("G_FM", torch.tensor(0)).item(),
+        rel=1e-5)
+
+
+def test_train_writes_run_on_the_ssl_seg_split(tmp_path: Path) -> None:
+    cfg = tiny(tmp_path / "gan")
+    result = train_gan(cfg)
+    out = Path(cfg.out)
+    for name in ("config.json", "split.json", "checkpoint.pt", "result.json"):
+        assert (out / name).is_file()
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["kind"] == "gan-aug" and ckpt["step"] == 3 and ckpt["info"]["num_classes"] == 4
+    assert set(ckpt["networks"]) == {"G", "D", "G_ema", "opt_G", "opt_D", "scaler_G", "scaler_D"}
+    expected = make_split(open_source(DATA), seed=0, labeled_fraction=0.3).labeled
+    assert ckpt["labeled_ids"] == expected and result["n_labeled"] == len(expected)
+    assert GanConfig.load(out / "config.json").n_down == 4  # auto depth resolved and saved
+    assert all(math.isfinite(v) for v in result["final_losses"].values())
+    with pytest.raises(UserError, match="--resume"):
+        train_gan(cfg)
+
+
+def test_resume_continues_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    straight = tiny(tmp_path / "straight")
+    train_gan(straight)
+
+    killed = tiny(tmp_path / "killed")
+    original = Pix2Pix.train_step
+
+    def dies_at_step_2(self, mask, real, step):
+        if step == 2:
+            raise KeyboardInterrupt
+        return original(self, mask, real, step)
+
+    monkeypatch.setattr(Pix2Pix, "train_step", dies_at_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_gan(killed)
+    assert torch.load(Path(killed.out) / "checkpoint.pt", weights_only=True)["step"] == 1
+    monkeypatch.setattr(Pix2Pix, "train_step", original)
+    train_gan(GanConfig.load(Path(killed.out) / "config.json"), resume=True)
+
+    a = torch.load(Path(straight.out) / "checkpoint.pt", weights_only=True)["networks"]
+    b = torch.load(Path(killed.out) / "checkpoint.pt", weights_only=True)["networks"]
+    for net in ("G", "D", "G_ema"):
+        assert all(torch.equal(a[net][k], b[net][k]) for k in a[net]), net
+
+
+def test_resume_refuses_changed_architecture(tmp_path: Path) -> None:
+    cfg = tiny(tmp_path / "gan", iterations=2)
+    train_gan(cfg)
+    saved = GanConfig.load(Path(cfg.out) / "config.json")
+    with pytest.raises(UserError, match="ngf"):
+        saved.resumed_with({"ngf": 16, "iterations": 6})
+    longer = saved.resumed_with({"iterations": 3, "data": DATA})
+    assert longer.iterations == 3 and longer.ngf == 8
+    assert train_gan(longer, resume=True)["iterations"] == 3
+
+
+def test_non_finite_loss_stops_with_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="non-finite GAN loss"):
+        train_gan(tiny(tmp_path / "nan", lambda_l1=float("nan")))
+
+
+def test_cli_train_and_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "cli"
+    code = main(["train", "--data", DATA, "--labeled-cases", "3", "--out", str(out), "--iterations", "2",
+                 "--batch-size", "2", "--patch-size", "32", "--ngf", "8", "--ndf", "8", "--device", "cpu",
+                 "--no-progress", "--generator", "spade", "--gan-loss", "lsgan", "--feature-matching"])
+    assert code == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["labeled_cases"] == 3 and saved["labeled_fraction"] is None and saved["generator"] == "spade"
+    capsys.readouterr()
+    code = main(["train", "--data", DATA, "--out", str(out), "--iterations", "2", "--ngf", "16", "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: --resume") and err.count("\n") == 1
+    code = main(["train", "--data", "/nonexistent/data", "--out", str(tmp_path / "x"), "--iterations", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
