@@ -175,9 +175,10 @@ def train_synthetic_test_real(syn_model: torch.nn.Module, real_model: torch.nn.M
 
 
 def feature_distances(feats_syn: np.ndarray, feats_real: np.ndarray, seed: int) -> dict[str, Any]:
-    """FID and KID of synthetic vs real half A, beside real half B vs A (equal set sizes)."""
-    half = len(feats_real) // 2
-    a, b, s = feats_real[:half], feats_real[half:2 * half], feats_syn[:half]
+    """FID and KID of synthetic vs real half A, beside real half B vs A, all three sets of one size (both
+    distances shrink with the sample size, so only equal sizes compare)."""
+    n = min(len(feats_real) // 2, len(feats_syn))
+    a, b, s = feats_real[:n], feats_real[n:2 * n], feats_syn[:n]
     kid_syn, kid_real = kid(s, a, seed=seed), kid(b, a, seed=seed)
     return {"fid": {"synthetic_vs_real": fid(s, a), "real_vs_real": fid(b, a), "n_per_set": len(s)},
             "kid": {"synthetic_vs_real": kid_syn[0], "synthetic_vs_real_std": kid_syn[1],

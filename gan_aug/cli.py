@@ -77,8 +77,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         cfg = GanConfig(**overrides)
     result = train_gan(cfg, resume=args.resume)
     print(f"GAN run: {result['gan_dir']}  {result['n_labeled']} labeled pairs, {result['iterations']} steps, "
-          f"val L1 {result['val_l1'] if result['val_l1'] is None else round(result['val_l1'], 4)}, "
-          f"{result['wall_time_s']:.0f} s")
+          f"val L1 {_fmt(result['val_l1'])}, {result['wall_time_s']:.0f} s")
 
 
 def cmd_synthesize(args: argparse.Namespace) -> None:
@@ -97,10 +96,15 @@ def cmd_assess(args: argparse.Namespace) -> None:
     report = assess(args.synthetic, data=args.data, segmenter=args.segmenter, out=args.out, device=args.device,
                     iterations=args.iterations, max_samples=args.max_samples, seed=args.seed,
                     progress=not args.no_progress)
-    print(f"mask fidelity Dice {report['fidelity']['synthetic_dice']:.4f} (real test {report['fidelity']['real_dice']:.4f})"
-          f"  FID {report['fid']['synthetic_vs_real']:.2f} (real/real {report['fid']['real_vs_real']:.2f})"
-          f"  near-copies {report['memorisation']['near_copies']}  TSTR {report['tstr']['ratio']:.3f}"
-          f"  -> {report['out']}")
+    f, d, t = report["fidelity"], report["fid"], report["tstr"]
+    print(f"mask fidelity Dice {_fmt(f['synthetic_dice'])} (real test {_fmt(f['real_dice'])})  "
+          f"FID {_fmt(d['synthetic_vs_real'])} (real/real {_fmt(d['real_vs_real'])})  "
+          f"near-copies {report['memorisation']['near_copies']}  TSTR/TRTR {_fmt(t['ratio'])}  "
+          f"-> {Path(report['out']) / 'quality.json'}")
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:.4g}"
 
 
 def build_parser() -> argparse.ArgumentParser:

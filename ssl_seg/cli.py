@@ -6,8 +6,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Callable
-
 from .config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
 from .errors import UserError
 
@@ -186,13 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder (writes phantom_<task>.h5) or a .h5 path")
     p.set_defaults(func=cmd_make_phantoms)
 
-    for name, (helptext, register) in EXTRA_COMMANDS.items():
-        register(sub.add_parser(name, help=helptext))
+    from .ablation import add_ablate_args, cmd_ablate
+
+    p = sub.add_parser("ablate", help="low-label grid: methods x label fractions x seeds x backbones")
+    add_ablate_args(p)
+    p.set_defaults(func=cmd_ablate)
     return parser
-
-
-# Subcommands contributed by other modules (ablate, sweep, study): name -> (help, register(parser)).
-EXTRA_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,327 @@
+"""Low-label ablation: methods x label fractions (or labeled cases) x seeds x backbones, tables and figures."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import io
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import RunConfig
+from .errors import UserError
+from .grid import GridRun, collect, run_grid
+from .io_utils import atomic_path, atomic_write_text
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Training budget and sizes shared by every run of a grid."""
+
+    iterations: int
+    batch_size: int
+    patch_size: int
+    base_channels: int
+    val_every: int
+    phantom_n: int
+    phantom_size: int
+
+
+PROFILES: dict[str, Profile] = {
+    # `tiny` keeps smoke tests to seconds; `quick` finishes a small grid on 2 CPU cores in minutes;
+    # `standard` is what benchmarks/RESULTS.md reports.
+    "tiny": Profile(iterations=4, batch_size=4, patch_size=32, base_channels=4, val_every=4,
+                    phantom_n=24, phantom_size=32),
+    "quick": Profile(iterations=120, batch_size=8, patch_size=64, base_channels=8, val_every=60,
+                     phantom_n=120, phantom_size=64),
+    "standard": Profile(iterations=300, batch_size=8, patch_size=64, base_channels=16, val_every=100,
+                        phantom_n=200, phantom_size=64),
+}
+
+
+def profile(name: str) -> Profile:
+    """The named profile; unknown names list the valid ones."""
+    if name not in PROFILES:
+        raise UserError(f"--profile {name}: unknown; valid: {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+def resolve_data(data: str, prof: Profile) -> str:
+    """A bare `phantom:<task>` gets the profile's count and size; anything else is used as given."""
+    if data.startswith("phantom:") and "?" not in data:
+        return f"{data}?n={prof.phantom_n}&size={prof.phantom_size}"
+    return data
+
+
+def base_config(data: str, prof: Profile, device: str) -> RunConfig:
+    """A RunConfig with the profile's budget (method, fraction, seed and backbone are set per run)."""
+    cfg = RunConfig()
+    cfg.data.data = resolve_data(data, prof)
+    cfg.data.patch_size = prof.patch_size
+    cfg.model.base_channels = prof.base_channels
+    cfg.train.iterations = prof.iterations
+    cfg.train.batch_size = prof.batch_size
+    cfg.train.val_every = prof.val_every
+    cfg.train.image_every = prof.iterations
+    cfg.train.device = device
+    cfg.train.progress = False
+    return cfg
+
+
+def label_key(fraction: float | None, cases: int | None) -> str:
+    """'f0.05' or 'c3': the label budget in run names and tables."""
+    return f"c{cases}" if cases is not None else f"f{fraction:g}"
+
+
+def ablation_runs(base: RunConfig, methods: list[str], fractions: list[float], labeled_cases: list[int],
+                  seeds: list[int], backbones: list[str], full_reference: bool = True) -> list[GridRun]:
+    """The grid; seed s also draws the split (split seed = s), so methods share labeled sets seed for seed."""
+    budgets: list[tuple[float | None, int | None]] = [(f, None) for f in fractions] + [(None, c) for c in labeled_cases]
+    if not budgets:
+        raise UserError("give --fractions or --labeled-cases")
+    for f in fractions:
+        if not 0 < f <= 1:
+            raise UserError(f"--fractions {f}: each must be in (0, 1]")
+    cells: list[tuple[str, float | None, int | None]] = [(m, f, c) for m in methods for f, c in budgets]
+    if full_reference and (("supervised", 1.0, None) not in cells):
+        cells.append(("supervised", 1.0, None))
+    runs = []
+    for backbone in backbones:
+        for method, fraction, cases in cells:
+            for seed in seeds:
+                cfg = copy.deepcopy(base)
+                cfg.model.backbone, cfg.method.name = backbone, method
+                cfg.data.labeled_fraction, cfg.data.labeled_cases = fraction, cases
+                cfg.train.seed = cfg.data.split_seed = seed
+                key = label_key(fraction, cases)
+                name = f"{backbone}__{method}__{key}__s{seed}"
+                runs.append(GridRun(name, cfg, {"backbone": backbone, "method": method, "labels": key,
+                                                "fraction": fraction, "cases": cases, "seed": seed}))
+    return runs
+
+
+# ---------------------------------------------------------------- summaries
+
+
+def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One flat row per run (what summary.csv holds)."""
+    rows = []
+    for r in results:
+        t = r["tags"]
+        rows.append({"name": r["name"], "backbone": t["backbone"], "method": t["method"], "labels": t["labels"],
+                     "fraction": t["fraction"], "cases": t["cases"], "seed": t["seed"],
+                     "n_labeled": r["n_labeled"], "dice": r["test"]["dice"], "hd95": r["test"]["hd95"],
+                     "iou": r["test"]["iou"], "asd": r["test"]["asd"], "val_dice": r["val_dice"],
+                     "best_model": r["best_model"], "iterations": r["iterations"],
+                     "s_per_iteration": r["s_per_iteration"], "wall_time_s": r["wall_time_s"],
+                     **{k: v for k, v in t.items() if k not in ("backbone", "method", "labels", "fraction",
+                                                                "cases", "seed")}})
+    return rows
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    """rows -> CSV (atomic)."""
+    buf = io.StringIO()
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _label_order(key: str) -> tuple[int, float]:
+    return (0, float(key[1:])) if key.startswith("f") else (1, float(key[1:]))
+
+
+def group(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[tuple, list[dict[str, Any]]]:
+    """Rows grouped by the values of `keys`."""
+    out: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        out[tuple(row[k] for k in keys)].append(row)
+    return out
+
+
+def mean_std(values: list[float | None]) -> tuple[float, float, int]:
+    """(mean, sample std, n) over the defined values (NaN when none)."""
+    v = np.array([x for x in values if x is not None], dtype=float)
+    if v.size == 0:
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
+
+
+def paired_wins(rows: list[dict[str, Any]], method: str, backbone: str, labels: str) -> tuple[int, int]:
+    """(seeds where `method` beats supervised on the same labeled set, seeds compared)."""
+    by_seed = {r["seed"]: r["dice"] for r in rows if r["method"] == method and r["backbone"] == backbone
+               and r["labels"] == labels}
+    sup = {r["seed"]: r["dice"] for r in rows if r["method"] == "supervised" and r["backbone"] == backbone
+           and r["labels"] == labels}
+    common = [s for s in by_seed if s in sup and by_seed[s] is not None and sup[s] is not None]
+    return sum(by_seed[s] > sup[s] for s in common), len(common)
+
+
+def gap_recovery(rows: list[dict[str, Any]], backbone: str) -> dict[tuple[str, str], float]:
+    """(method, labels) -> (SSL - supervised) / (full-label supervised - supervised), from seed means."""
+    full = mean_std([r["dice"] for r in rows if r["backbone"] == backbone and r["method"] == "supervised"
+                     and r["labels"] == "f1"])[0]
+    means = {k: mean_std([r["dice"] for r in v])[0] for k, v in group(
+        [r for r in rows if r["backbone"] == backbone], ("method", "labels")).items()}
+    out = {}
+    for (method, labels), m in means.items():
+        sup = means.get(("supervised", labels))
+        if method == "supervised" or sup is None or labels == "f1" or not np.isfinite(full) or full - sup <= 0:
+            continue
+        out[(method, labels)] = (m - sup) / (full - sup)
+    return out
+
+
+def summary_markdown(rows: list[dict[str, Any]], title: str) -> str:
+    """Mean +- std over seeds per backbone x method x label budget; the best Dice (and HD95) per budget in bold."""
+    lines = [f"# {title}", "", f"{len(rows)} finished runs. Test split; Dice and HD95 are means over foreground "
+             "classes, then mean +- std over seeds. **Bold**: best per backbone and label budget.", ""]
+    sup_speed = {}
+    for backbone in sorted({r["backbone"] for r in rows}):
+        sub = [r for r in rows if r["backbone"] == backbone]
+        cells = group(sub, ("method", "labels"))
+        stats = {k: (mean_std([r["dice"] for r in v]), mean_std([r["hd95"] for r in v])) for k, v in cells.items()}
+        best_dice = {lab: max(((s[0][0], m) for (m, l2), s in stats.items() if l2 == lab), default=(None, None))
+                     for lab in {k[1] for k in stats}}
+        best_hd = {lab: min(((s[1][0], m) for (m, l2), s in stats.items() if l2 == lab and np.isfinite(s[1][0])),
+                            default=(None, None)) for lab in {k[1] for k in stats}}
+        recovery = gap_recovery(sub, backbone)
+        lines += [f"## {backbone}", "", "| method | labels | n labeled | Dice | HD95 | beats supervised (seeds) "
+                  "| gap recovered | s / iter |", "|---|---|---|---|---|---|---|---|"]
+        for (method, labels) in sorted(cells, key=lambda k: (_label_order(k[1]), k[0] != "supervised", k[0])):
+            (dm, ds, n), (hm, hs, _) = stats[(method, labels)]
+            dice = f"{dm:.4f} +- {ds:.4f}"
+            hd = f"{hm:.2f} +- {hs:.2f}" if np.isfinite(hm) else "n/a"
+            if best_dice[labels][1] == method:
+                dice = f"**{dice}**"
+            if best_hd[labels][1] == method:
+                hd = f"**{hd}**"
+            wins, compared = paired_wins(sub, method, backbone, labels)
+            beats = "-" if method == "supervised" else f"{wins}/{compared}"
+            rec = recovery.get((method, labels))
+            speed = float(np.mean([r["s_per_iteration"] for r in cells[(method, labels)]]))
+            if method == "supervised":
+                sup_speed[(backbone, labels)] = speed
+            n_lab = int(np.mean([r["n_labeled"] for r in cells[(method, labels)]]))
+            lines.append(f"| {method} | {labels} | {n_lab} | {dice} | {hd} | {beats} | "
+                         f"{'-' if rec is None else f'{rec:.0%}'} | {speed:.3f} |")
+        lines.append("")
+    lines += ["Labels: `fX` = labeled fraction X of the training cases, `cN` = N labeled cases. "
+              "Gap recovered = (method - supervised) / (full-label supervised - supervised) at the same label "
+              "budget, from seed means.", ""]
+    return "\n".join(lines)
+
+
+def plot_dice_vs_labels(rows: list[dict[str, Any]], path: Path) -> None:
+    """Dice against label fraction, one line per (backbone, method), band = +-1 std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frac_rows = [r for r in rows if r["fraction"] is not None]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for (backbone, method), sub in sorted(group(frac_rows, ("backbone", "method")).items()):
+        by_f = group(sub, ("fraction",))
+        fs = sorted(f for (f,) in by_f)
+        stats = [mean_std([r["dice"] for r in by_f[(f,)]]) for f in fs]
+        m, s = np.array([x[0] for x in stats]), np.array([x[1] for x in stats])
+        label = method if len({r["backbone"] for r in rows}) == 1 else f"{backbone} / {method}"
+        ax.plot(fs, m, marker="o", label=label)
+        ax.fill_between(fs, m - s, m + s, alpha=0.15)
+    ax.set_xscale("log")
+    ax.set_xlabel("labeled fraction of training cases")
+    ax.set_ylabel("test Dice (mean over foreground classes)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save_fig(fig, path)
+
+
+def plot_gap_recovery(rows: list[dict[str, Any]], path: Path) -> None:
+    """Bars of gap recovered per method and label budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.0))
+    entries = []
+    for backbone in sorted({r["backbone"] for r in rows}):
+        for (method, labels), value in sorted(gap_recovery(rows, backbone).items(),
+                                              key=lambda kv: (_label_order(kv[0][1]), kv[0][0])):
+            entries.append((f"{backbone}\n{method}\n{labels}" if len({r['backbone'] for r in rows}) > 1
+                            else f"{method}\n{labels}", value))
+    if entries:
+        ax.bar(range(len(entries)), [v for _, v in entries], color="tab:blue")
+        ax.set_xticks(range(len(entries)), [n for n, _ in entries], fontsize=7)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.axhline(1, color="gray", lw=0.8, ls="--")
+    ax.set_ylabel("gap recovered: (SSL - sup) / (full - sup)")
+    ax.set_title("share of the supervised label gap recovered")
+    _save_fig(fig, path)
+
+
+def _save_fig(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def write_summary(root: Path, title: str) -> list[dict[str, Any]]:
+    """summary.csv, summary.md, dice_vs_labels.png and gap_recovery.png from every finished run under root."""
+    rows = summary_rows(collect(root))
+    if not rows:
+        return rows
+    write_csv(rows, root / "summary.csv")
+    atomic_write_text(root / "summary.md", summary_markdown(rows, title))
+    plot_dice_vs_labels(rows, root / "dice_vs_labels.png")
+    plot_gap_recovery(rows, root / "gap_recovery.png")
+    return rows
+
+
+# ---------------------------------------------------------------- command line
+
+
+def add_ablate_args(p: argparse.ArgumentParser) -> None:
+    """Flags of `ssl-seg ablate` / benchmarks/low_label.py."""
+    p.add_argument("--data", default="phantom:cardiac", help="DATA (bare phantom:<task> gets the profile's size)")
+    p.add_argument("--methods", nargs="+", default=["supervised", "mean-teacher", "pseudo-label", "cps", "unimatch"])
+    p.add_argument("--fractions", nargs="*", type=float, default=None, help="labeled fractions (default 0.05 0.1)")
+    p.add_argument("--labeled-cases", nargs="*", type=int, default=[], help="labeled case counts, e.g. 1 3 7")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--backbones", nargs="+", default=["unet"])
+    p.add_argument("--profile", default="quick", help="tiny | quick | standard")
+    p.add_argument("--iterations", type=int, help="override the profile's iterations")
+    p.add_argument("--no-full-reference", action="store_true", help="skip the 100 %% labels supervised runs")
+    p.add_argument("--shard", help="i/N: run every N-th run starting at i (spread a grid over machines)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, help="grid directory (runs/, summary.*)")
+    p.add_argument("--summary-only", action="store_true", help="only rebuild the tables and figures")
+
+
+def cmd_ablate(args: argparse.Namespace) -> None:
+    """Run (this shard of) the ablation grid, then write the summaries from all finished runs."""
+    prof = profile(args.profile)
+    base = base_config(args.data, prof, args.device)
+    if args.iterations:
+        base.train.iterations = args.iterations
+        base.train.image_every = args.iterations
+        base.train.val_every = min(base.train.val_every, args.iterations)
+    fractions = args.fractions if args.fractions is not None else ([] if args.labeled_cases else [0.05, 0.1])
+    runs = ablation_runs(base, args.methods, fractions, args.labeled_cases, args.seeds, args.backbones,
+                         full_reference=not args.no_full_reference)
+    root = Path(args.out)
+    if not args.summary_only:
+        run_grid(runs, root, args.shard)
+    rows = write_summary(root, f"Low-label ablation on {base.data.data} ({args.profile} profile)")
+    print(f"{len(rows)} finished runs summarised in {root / 'summary.md'}")

@@ -1,0 +1,90 @@
+"""Resumable, shardable grids of runs: one directory per run, finished runs skipped on re-launch."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from tqdm import tqdm
+
+from .config import RunConfig
+from .errors import UserError
+from .io_utils import atomic_write_json
+from .report import evaluate_run
+from .runner import run_training
+
+
+@dataclass
+class GridRun:
+    """One cell of a grid: a unique name, its config, and the tags that place it in the tables."""
+
+    name: str
+    cfg: RunConfig
+    tags: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_shard(spec: str | None) -> tuple[int, int]:
+    """'i/N' -> (i, N) with 0 <= i < N; None -> (0, 1)."""
+    if spec is None:
+        return 0, 1
+    m = re.fullmatch(r"(\d+)/(\d+)", spec)
+    if not m or not int(m.group(1)) < int(m.group(2)):
+        raise UserError(f"--shard {spec}: use i/N with 0 <= i < N, e.g. 0/4")
+    return int(m.group(1)), int(m.group(2))
+
+
+def shard(runs: list[GridRun], spec: str | None) -> list[GridRun]:
+    """The runs of shard i/N: every N-th run starting at i (shards are disjoint and cover the grid)."""
+    i, n = parse_shard(spec)
+    return runs[i::n]
+
+
+def is_finished(run_dir: Path) -> bool:
+    """A run is finished when its result.json holds test metrics."""
+    path = run_dir / "result.json"
+    if not path.is_file():
+        return False
+    return "test" in json.loads(path.read_text())
+
+
+def run_one(run: GridRun, root: Path) -> dict[str, Any]:
+    """Train (or resume) and test one grid run; result.json is written last, atomically."""
+    run_dir = root / "runs" / run.name
+    cfg = copy.deepcopy(run.cfg)
+    cfg.out = str(run_dir)
+    resume = (run_dir / "last.pt").is_file()
+    result = run_training(cfg, resume=resume)
+    metrics = evaluate_run(run_dir, split="test", device=cfg.train.device)
+    result.update({"name": run.name, "tags": run.tags,
+                   "test": {k: metrics[k] for k in ("dice", "iou", "hd95", "asd", "per_class", "n_cases")}})
+    atomic_write_json(run_dir / "result.json", result)
+    return result
+
+
+def run_grid(runs: list[GridRun], root: str | Path, shard_spec: str | None = None,
+             progress: bool = True) -> list[dict[str, Any]]:
+    """Run this shard's unfinished runs in order; returns the results of the shard's finished runs."""
+    root = Path(root)
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise ValueError("grid run names must be unique")
+    mine = shard(runs, shard_spec)
+    todo = [r for r in mine if not is_finished(root / "runs" / r.name)]
+    print(f"grid: {len(runs)} runs, shard {shard_spec or '0/1'} has {len(mine)}, {len(mine) - len(todo)} done already")
+    bar: Iterable[GridRun] = tqdm(todo, desc="grid", disable=not progress)
+    for run in bar:
+        run_one(run, root)
+    return collect(root, [r.name for r in mine])
+
+
+def collect(root: str | Path, names: list[str] | None = None) -> list[dict[str, Any]]:
+    """Results of finished runs under root/runs (all of them, or those named)."""
+    runs_dir = Path(root) / "runs"
+    if not runs_dir.is_dir():
+        return []
+    dirs = [runs_dir / n for n in names] if names is not None else sorted(p for p in runs_dir.iterdir() if p.is_dir())
+    return [json.loads((d / "result.json").read_text()) for d in dirs if is_finished(d)]
