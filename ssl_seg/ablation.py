@@ -241,7 +241,7 @@ def plot_dice_vs_labels(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("test Dice (mean over foreground classes)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    _save_fig(fig, path)
+    save_figure(fig, path)
 
 
 def plot_gap_recovery(rows: list[dict[str, Any]], path: Path) -> None:
@@ -265,10 +265,10 @@ def plot_gap_recovery(rows: list[dict[str, Any]], path: Path) -> None:
     ax.axhline(1, color="gray", lw=0.8, ls="--")
     ax.set_ylabel("gap recovered: (SSL - sup) / (full - sup)")
     ax.set_title("share of the supervised label gap recovered")
-    _save_fig(fig, path)
+    save_figure(fig, path)
 
 
-def _save_fig(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()

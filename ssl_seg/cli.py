@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 from .config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
 from .errors import UserError
@@ -189,6 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ablate", help="low-label grid: methods x label fractions x seeds x backbones")
     add_ablate_args(p)
     p.set_defaults(func=cmd_ablate)
+
+    from .sweep import add_sweep_args, cmd_sweep
+
+    p = sub.add_parser("sweep", help="real-vs-synthetic ratio grid: ratios x schedules x fractions x methods x seeds")
+    add_sweep_args(p)
+    p.set_defaults(func=cmd_sweep)
+
+    for entry in entry_points(group="ssl_seg.commands"):  # e.g. `study`, contributed by gan_aug
+        try:
+            register = entry.load()
+        except ImportError:  # the contributing package is not importable here: its commands are absent
+            continue
+        register(sub)
     return parser
 
 
