@@ -78,7 +78,7 @@ def train_gan(cfg: GanConfig, resume: bool = False) -> dict[str, Any]:
     cfg.save(out / "config.json")
     split.save(out / "split.json")
 
-    val_bank = PairBank(source, split.val) if split.val else bank
+    val_bank = PairBank(source, split.val[:cfg.val_max_samples]) if split.val else bank
     val_mask, val_image = val_bank.center_batch(cfg.patch_size, cfg.val_max_samples)
     from torch.utils.tensorboard import SummaryWriter  # imported here: tensorboard is slow to import
 

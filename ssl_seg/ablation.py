@@ -39,7 +39,7 @@ PROFILES: dict[str, Profile] = {
                     phantom_n=24, phantom_size=32),
     "quick": Profile(iterations=120, batch_size=8, patch_size=64, base_channels=8, val_every=60,
                      phantom_n=120, phantom_size=64),
-    "standard": Profile(iterations=300, batch_size=8, patch_size=64, base_channels=16, val_every=100,
+    "standard": Profile(iterations=300, batch_size=8, patch_size=64, base_channels=8, val_every=100,
                         phantom_n=200, phantom_size=64),
 }
 

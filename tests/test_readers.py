@@ -291,3 +291,20 @@ def test_isbi2012_em_if_present():
     assert (len(src), src.in_channels, src.num_classes) == (30, 1, 2)
     s = src.load(0)
     assert s.image.shape == (1, 512, 512) and 0.1 < s.mask.mean() < 0.35  # membrane ~22%
+
+
+def test_folder_with_one_project_h5_opens_it(tmp_path):
+    """A synthetic dataset folder (SYN_DIR/synthetic.h5 + manifest) is a valid DATA."""
+    import numpy as np
+
+    from ssl_seg.data.h5format import H5DatasetWriter
+    from ssl_seg.data.readers import open_source
+
+    syn = tmp_path / "syn"
+    syn.mkdir()
+    with H5DatasetWriter(syn / "synthetic.h5", 1, 16, 16, 2, ["background", "fg"], {"by": "test"}) as w:
+        w.append(np.zeros((3, 1, 16, 16), np.float32), np.ones((3, 16, 16), np.uint8), ["a", "b", "c"],
+                 ["a", "b", "c"])
+    (syn / "manifest.json").write_text("{}")
+    source = open_source(str(syn))
+    assert len(source) == 3 and source.num_classes == 2

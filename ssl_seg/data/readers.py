@@ -60,6 +60,9 @@ def open_source(data: str) -> SampleSource:
         raise UserError(f"DATA '{data}' is a file but not .h5/.hdf5; {DATA_HELP}")
     if (path / "data" / "slices").is_dir() or (path / "train_slices.list").is_file():
         return SSL4MISSource(path, name=data)
+    single_h5 = sorted(path.glob("*.h5")) + sorted(path.glob("*.hdf5"))
+    if not (path / "images").exists() and len(single_h5) == 1:  # e.g. a synthetic dataset folder
+        return H5Source(single_h5[0], name=data)
     return FolderSource(path, name=data)
 
 
