@@ -100,7 +100,8 @@ def random_crops(source: SampleSource, ids: list[str], size: int, per_image: int
 
 
 @torch.no_grad()
-def encoder_features(model: torch.nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 32) -> np.ndarray:
+def encoder_features(model: torch.nn.Module, images: np.ndarray, device: torch.device,
+                     batch_size: int = 32) -> np.ndarray:
     """Images (N, C, H, W) in [0, 1] -> (N, D) global-average-pooled deepest encoder features (float64)."""
     model.eval()
     out = []

@@ -34,7 +34,8 @@ class PairBank:
 
     def __init__(self, source: SampleSource, ids: list[str]):
         if not ids:
-            raise UserError(f"{source.name}: the split has no labeled samples; raise --labeled-fraction or --labeled-cases")
+            raise UserError(f"{source.name}: the split has no labeled samples; "
+                            "raise --labeled-fraction or --labeled-cases")
         self.images: list[np.ndarray] = []
         self.masks: list[np.ndarray] = []
         for sample_id in ids:
@@ -49,7 +50,10 @@ class PairBank:
         return len(self.ids)
 
     def batch(self, batch_size: int, patch: int, seed: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Random crops with random h/v flips, a pure function of (seed, step) -> masks (B, P, P) long, images (B, C, P, P) in [-1, 1]."""
+        """Random crops with random h/v flips, a pure function of (seed, step).
+
+        Returns masks (B, P, P) long and images (B, C, P, P) in [-1, 1].
+        """
         rng = np.random.default_rng([seed, step])
         masks, images = [], []
         for _ in range(batch_size):

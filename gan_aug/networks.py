@@ -171,7 +171,8 @@ class SpadeGenerator(nn.Module):
         self.head = nn.Conv2d(num_classes + int(noise_channel), width[n_down], 3, padding=1)
         # blocks[j] runs at level n_down - j and maps width[level] -> width[level - 1]; the last runs at full size
         self.blocks = nn.ModuleList(
-            [SPADEResBlock(width[lv], width[max(lv - 1, 0)], num_classes, hidden, norm) for lv in range(n_down, -1, -1)])
+            [SPADEResBlock(width[lv], width[max(lv - 1, 0)], num_classes, hidden, norm)
+             for lv in range(n_down, -1, -1)])
         drop = _dropout_levels(n_down + 1)
         self.drops = nn.ModuleList(
             [AlwaysDropout(dropout) if lv in drop and dropout > 0 else nn.Identity() for lv in range(n_down, -1, -1)])

@@ -54,7 +54,7 @@ def g_adversarial_loss(kind: str, fake: list[Tensor]) -> Tensor:
 
 
 def feature_matching_loss(real: list[list[Tensor]], fake: list[list[Tensor]]) -> Tensor:
-    """pix2pixHD feature matching: L1 between D features of real and fake, mean over layers (logits excluded) and scales."""
+    """pix2pixHD feature matching: L1 between D features of real and fake, mean over layers (not logits) and scales."""
     terms = [F.l1_loss(f.float(), r.detach().float())
              for rs, fs in zip(real, fake, strict=True) for r, f in zip(rs[:-1], fs[:-1], strict=True)]
     return torch.stack(terms).mean()
@@ -67,7 +67,7 @@ def linear_decay(step: int, total: int) -> float:
 
 
 class Pix2Pix:
-    """Owns G, D, the EMA generator, their Adam optimisers and grad scalers; `train_step` is pix2pix's optimize_parameters.
+    """G, D, the EMA generator, their Adam optimisers and grad scalers; `train_step` is pix2pix's optimize_parameters.
 
     Masks are one-hot (B, K, H, W) and images (B, C, H, W) in [-1, 1], both already on `device`.
     """

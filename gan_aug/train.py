@@ -102,7 +102,8 @@ def train_gan(cfg: GanConfig, resume: bool = False) -> dict[str, Any]:
             bar.set_postfix({"D": f"{losses['D']:.3f}", "G": f"{losses['G']:.3f}"}, refresh=False)
         if _due(step, cfg.image_every, cfg.iterations):
             fake = model.sample(mask_oh[:4]).cpu()
-            writer.add_image("train/mask|real|generated", pair_grid(mask[:4], (image[:4] + 1) / 2, (fake + 1) / 2), step)
+            grid = pair_grid(mask[:4], (image[:4] + 1) / 2, (fake + 1) / 2)
+            writer.add_image("train/mask|real|generated", grid, step)
         if _due(step, cfg.val_every, cfg.iterations):
             history.append({"step": step, **_validate(model, val_mask, val_image, info["num_classes"], writer, step)})
         if _due(step, cfg.checkpoint_every, cfg.iterations):

@@ -30,6 +30,8 @@ class Profile:
     val_every: int
     phantom_n: int
     phantom_size: int
+    optimizer: str = "adamw"  # short budgets: AdamW converges reliably where SGD+poly sometimes stalls
+    lr: float = 2e-3
 
 
 PROFILES: dict[str, Profile] = {
@@ -66,6 +68,7 @@ def base_config(data: str, prof: Profile, device: str) -> RunConfig:
     cfg.model.base_channels = prof.base_channels
     cfg.train.iterations = prof.iterations
     cfg.train.batch_size = prof.batch_size
+    cfg.train.optimizer, cfg.train.lr = prof.optimizer, prof.lr
     cfg.train.val_every = prof.val_every
     cfg.train.image_every = prof.iterations
     cfg.train.device = device

@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from ssl_seg.config import RunConfig
+
+# Tiny convolutions run fastest on one thread (and do not fight other jobs on a 2-core machine).
+torch.set_num_threads(1)
 
 SHARED_EM = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012_em"
 

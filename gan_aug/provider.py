@@ -1,0 +1,106 @@
+"""The `pix2pix` synthesizer of `ssl-seg sweep --train-gan` and `ssl-seg study`: GAN on a split's labeled pairs -> synthetic set.
+
+Layout under OUT_DIR: `gan/` (the `gan-aug train` run) and `synthetic/` (the `gan-aug synthesize` output,
+whose `synthetic.h5` is what `ssl_seg.data.readers.open_source` reads). Both stages resume: a finished
+synthetic set made by the same GAN settings is returned as is, and a killed GAN run continues from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ssl_seg.ablation import profile as ssl_profile
+from ssl_seg.errors import UserError
+
+from .checkpoint import CHECKPOINT_NAME
+from .config import RESUMABLE, GanConfig
+from .networks import auto_n_down
+from .synthesize import H5_NAME, synthesize
+from .train import train_gan
+
+GAN_SUBDIR = "gan"
+SYN_SUBDIR = "synthetic"
+# fields that only say where and how a run reports; two GAN configs differing only in these make the same generator
+_INCIDENTAL = RESUMABLE - {"iterations"}
+
+
+@dataclass(frozen=True)
+class GanBudget:
+    """GAN width and training length for one ssl-seg profile, and how many pairs it synthesizes by default."""
+
+    iterations: int
+    batch_size: int
+    ngf: int
+    checkpoint_every: int
+    n: int
+
+
+GAN_BUDGETS: dict[str, GanBudget] = {
+    # tiny: a smoke test; quick: ~2 min on one busy CPU core at 64 px (0.19 s/step); standard: a usable generator
+    "tiny": GanBudget(iterations=4, batch_size=2, ngf=8, checkpoint_every=2, n=16),
+    "quick": GanBudget(iterations=600, batch_size=4, ngf=32, checkpoint_every=100, n=200),
+    "standard": GanBudget(iterations=4000, batch_size=4, ngf=64, checkpoint_every=500, n=400),
+}
+
+
+def gan_budget(name: str) -> GanBudget:
+    """The GAN budget of profile `name`; unknown names list the valid ones."""
+    ssl_profile(name)  # the same UserError as the segmentation side for a profile nobody defined
+    if name not in GAN_BUDGETS:
+        raise UserError(f"--profile {name}: no GAN budget for it; valid: {', '.join(GAN_BUDGETS)}")
+    return GAN_BUDGETS[name]
+
+
+def gan_config(data: str, labeled_fraction: float, split_seed: int, gan_dir: Path, profile_name: str,
+               device: str) -> GanConfig:
+    """The GanConfig of the profile: ssl-seg's split (default 0.7/0.1/0.2 fractions) at the profile's patch size."""
+    budget, patch = gan_budget(profile_name), ssl_profile(profile_name).patch_size
+    return GanConfig(data=data, labeled_fraction=labeled_fraction, split_seed=split_seed, out=str(gan_dir),
+                     iterations=budget.iterations, batch_size=budget.batch_size, patch_size=patch,
+                     n_down=auto_n_down(patch), ngf=budget.ngf, ndf=budget.ngf, device=device, progress=False,
+                     log_every=min(10, budget.iterations), image_every=budget.iterations,
+                     val_every=budget.checkpoint_every, checkpoint_every=budget.checkpoint_every)
+
+
+def same_generator(saved: dict, wanted: GanConfig, ignore: frozenset[str] = _INCIDENTAL) -> bool:
+    """Whether a saved GanConfig dict trains the same generator as `wanted` (fields in `ignore` aside)."""
+    a, b = GanConfig.from_dict(saved).to_dict(), wanted.to_dict()
+    return all(a[k] == b[k] for k in b if k not in ignore)
+
+
+def mask_source_for(data: str) -> str:
+    """Fresh phantom masks for phantom data, deformed labeled masks for anything else."""
+    return "phantom" if data.startswith("phantom:") else "deform"
+
+
+def train_and_synthesize(data: str, labeled_fraction: float, split_seed: int, out_dir: Path, profile: str,
+                         device: str, n: int | None = None) -> Path:
+    """Train pix2pix on the labeled pairs of ssl-seg's split of `data` and write `n` synthetic pairs; returns the
+    synthetic HDF5 file (OUT_DIR/synthetic/synthetic.h5). Finished work is reused, a killed GAN run resumed."""
+    out_dir = Path(out_dir)
+    gan_dir, syn_dir = out_dir / GAN_SUBDIR, out_dir / SYN_SUBDIR
+    h5, manifest_file = syn_dir / H5_NAME, syn_dir / "manifest.json"
+    wanted = gan_config(data, labeled_fraction, split_seed, gan_dir, profile, device)
+    n = gan_budget(profile).n if n is None else n
+    source = mask_source_for(data)
+    if manifest_file.is_file() and h5.is_file():
+        manifest = json.loads(manifest_file.read_text())
+        if manifest["n"] == n and manifest["mask_source"] == source and same_generator(manifest["gan_config"], wanted):
+            return h5
+    _train(wanted, gan_dir)
+    synthesize(gan_dir, n, syn_dir, mask_source=source, device=device, progress=False, overwrite=syn_dir.exists())
+    return h5
+
+
+def _train(cfg: GanConfig, gan_dir: Path) -> None:
+    """Train (or finish) the GAN run in gan_dir; a run there with other settings is a UserError."""
+    saved = gan_dir / "config.json"
+    if saved.is_file() and not same_generator(json.loads(saved.read_text()), cfg, _INCIDENTAL | {"iterations"}):
+        raise UserError(f"{gan_dir} holds a GAN trained with other settings (data, split or profile); "
+                        "delete that folder or choose another --out")
+    result = gan_dir / "result.json"
+    if result.is_file() and json.loads(result.read_text())["iterations"] == cfg.iterations:
+        return
+    train_gan(cfg, resume=(gan_dir / CHECKPOINT_NAME).is_file())

@@ -1,0 +1,138 @@
+"""The ratio sweep: grid shape and shards, paired gains, tables, --synthetic parsing, a tiny real sweep, ratio 0."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ssl_seg import grid
+from ssl_seg.ablation import base_config, profile
+from ssl_seg.checkpoint import load_checkpoint
+from ssl_seg.cli import main
+from ssl_seg.data.h5format import H5DatasetWriter
+from ssl_seg.data.phantoms import PhantomSource
+from ssl_seg.errors import UserError
+from ssl_seg.runner import run_training
+from ssl_seg.sweep import gain_over_real, parse_synthetic, sweep_markdown, sweep_runs
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny convolutions: one thread is faster, and far faster on a shared, busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def synthetic_h5(tmp_path: Path) -> Path:
+    """8 'synthetic' cardiac pairs of 32 px (phantoms of another seed) in the project HDF5 format."""
+    source = PhantomSource("cardiac", n=8, size=32, seed=7)
+    samples = [source.load(i) for i in range(len(source))]
+    path = tmp_path / "syn" / "synthetic.h5"
+    with H5DatasetWriter(path, 1, 32, 32, source.num_classes, source.class_names, {"test": True}) as writer:
+        writer.append(np.stack([s.image for s in samples]), np.stack([s.mask for s in samples]),
+                      [f"syn_{i}" for i in range(8)], [f"syn_{i}" for i in range(8)])
+    return path
+
+
+def test_grid_has_one_real_only_run_per_cell_and_shards_cover_it():
+    base = base_config("phantom:cardiac", profile("tiny"), "cpu")
+    runs = sweep_runs(base, {0.1: ["a"], 0.25: ["b"]}, [0.0, 0.5, 1.0], ["constant", "linear"], 0.2,
+                      ["supervised", "mean-teacher"], [0, 1])
+    # per (fraction, method, seed): ratio 0 once + 2 non-zero ratios x 2 schedules
+    assert len(runs) == 2 * 2 * 2 * (1 + 2 * 2)
+    names = [r.name for r in runs]
+    assert len(set(names)) == len(names)
+    real_only = [r for r in runs if r.tags["ratio"] == 0]
+    cells = {(r.tags["fraction"], r.tags["method"], r.tags["seed"]) for r in real_only}
+    assert len(real_only) == len(cells) == 8
+    assert all(r.cfg.data.synthetic == [] and r.cfg.data.ratio_schedule == "constant" for r in real_only)
+    linear = next(r for r in runs if r.tags["schedule"] == "linear" and r.tags["fraction"] == 0.25)
+    assert linear.cfg.data.synthetic == ["b"] and linear.cfg.data.ratio_end == 0.2
+    constant = next(r for r in runs if r.tags["schedule"] == "constant" and r.tags["ratio"] == 1.0)
+    assert constant.cfg.data.ratio_end is None and constant.cfg.data.synthetic_ratio == 1.0
+    shards = [grid.shard(runs, f"{i}/3") for i in range(3)]
+    assert sorted(r.name for s in shards for r in s) == sorted(names)
+    assert sum(len(s) for s in shards) == len(runs)
+
+
+def _row(seed: int, ratio: float, dice: float, method: str = "supervised") -> dict:
+    return {"name": f"{method}{ratio}{seed}", "method": method, "labels": "f0.1", "schedule": "constant",
+            "ratio": ratio, "seed": seed, "dice": dice, "hd95": 4.0, "realised_ratio": ratio}
+
+
+def test_paired_gain_and_table_match_hand_computed_values():
+    rows = [_row(0, 0.0, 0.5), _row(1, 0.0, 0.6), _row(2, 0.0, 0.7),
+            _row(0, 0.5, 0.6), _row(1, 0.5, 0.65), _row(2, 0.5, 0.9),
+            _row(0, 1.0, 0.4), _row(5, 1.0, 0.9)]  # seed 5 has no real-only twin: not paired
+    # ratio 0.5: differences 0.1, 0.05, 0.2 -> mean 0.11667, sample std 0.07638; t^2 = 7 with 2 dof, and the
+    # two-sided p of Student's t with 2 dof is 1 - t / sqrt(t^2 + 2) = 1 - sqrt(7) / 3
+    gain, std, p, n = gain_over_real(rows, "supervised", "f0.1", "constant", 0.5)
+    assert (gain, std, n) == (pytest.approx(0.35 / 3), pytest.approx(math.sqrt(0.0175 / 3)), 3)
+    assert p == pytest.approx(1 - math.sqrt(7) / 3, rel=1e-6)
+    gain, std, p, n = gain_over_real(rows, "supervised", "f0.1", "constant", 1.0)
+    assert (gain, std, n) == (pytest.approx(-0.1), 0.0, 1) and math.isnan(p)
+    assert gain_over_real(rows, "unimatch", "f0.1", "constant", 0.5)[3] == 0
+
+    md = sweep_markdown(rows, "t")
+    line = next(l for l in md.splitlines() if l.startswith("| constant | 0.5 |"))
+    # Dice 0.6, 0.65, 0.9 -> 0.7167 +- 0.1607, the best ratio (bold)
+    assert line == "| constant | 0.5 | 0.500 | **0.7167 +- 0.1607** | 4.00 | +0.1167 +- 0.0764 | 0.118 | 3 |"
+    assert "| constant | 0 | 0.000 | 0.6000 +- 0.1000 | 4.00 | - | - | 3 |" in md
+    assert "Best: constant schedule at ratio 0.5 (0.7167)." in md
+
+
+def test_parse_synthetic(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    assert parse_synthetic([str(a), f"0.1={b}"], [0.05, 0.1]) == {0.05: [str(a)], 0.1: [str(a), str(b)]}
+    with pytest.raises(UserError, match="FRACTION=DIR"):
+        parse_synthetic([f"tenth={a}"], [0.1])
+    with pytest.raises(UserError, match="0.2 is not among --fractions"):
+        parse_synthetic([f"0.2={a}"], [0.1])
+    with pytest.raises(UserError, match="not found"):
+        parse_synthetic([str(tmp_path / "missing")], [0.1])
+
+
+def test_tiny_sweep_end_to_end_and_resume(tmp_path, synthetic_h5, monkeypatch):
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--data", "phantom:cardiac", "--profile", "tiny", "--synthetic", str(synthetic_h5),
+            "--ratios", "0.5", "--fractions", "0.25", "--seeds", "0", "--device", "cpu", "--out", str(out)]
+    assert main(argv) == 0
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert sorted((r["ratio"], r["realised_ratio"]) for r in rows) == [("0.0", "0.0"), ("0.5", "0.5")]
+    result = json.loads((out / "runs" / "supervised__f0.25__constant__r0.5__s0" / "result.json").read_text())
+    assert result["synthetic_ratio_mean"] == 0.5 and result["tags"]["ratio"] == 0.5
+    assert "| constant | 0.5 | 0.500 |" in (out / "summary.md").read_text()
+    assert (out / "dice_vs_ratio.png").stat().st_size > 1000
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*.pt")}
+
+    def no_training(run, root):
+        raise AssertionError(f"finished run {run.name} was trained again")
+
+    monkeypatch.setattr(grid, "run_one", no_training)
+    assert main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*.pt")} == stamps
+
+
+def test_ratio_zero_trains_exactly_like_real_only(tiny_cfg, synthetic_h5, tmp_path):
+    def final_weights(out: str, synthetic: list[str], ratio: float) -> dict[str, torch.Tensor]:
+        tiny_cfg.out, tiny_cfg.train.iterations = str(tmp_path / out), 3
+        tiny_cfg.data.synthetic, tiny_cfg.data.synthetic_ratio = synthetic, ratio
+        run_training(tiny_cfg)
+        return load_checkpoint(tmp_path / out / "last.pt")["models"]["model"]
+
+    real = final_weights("real", [], 0.0)
+    zero = final_weights("zero", [str(synthetic_h5)], 0.0)
+    half = final_weights("half", [str(synthetic_h5)], 0.5)
+    assert real.keys() == zero.keys()
+    assert all(torch.equal(real[k], zero[k]) for k in real)
+    assert not all(torch.equal(real[k], half[k]) for k in real)  # the synthetic pairs do reach the network
