@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RunConfig
 from .data.datasets import PairDataset, StepBatches
 from .data.mixing import build_schedule
@@ -153,12 +153,11 @@ def run_training(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
     dtype = amp_dtype(device, tc.amp)
     payload = _payload_fn(cfg, info)
     hooks: list = []
-    val_history: list[dict] = []
-    if rank == 0:
+    if rank == 0:  # the callbacks read `trainer` when called, after it exists
         tb = TensorBoardHook(out / "tb", tc.log_every, tc.image_every, info["num_classes"])
         progress = ProgressHook(tc.progress)
         callbacks: list[Callable] = [tb.log_validation,
-                                     lambda s, n, r: val_history.append({"step": s, "model": n, "dice": r["dice"]})]
+                                     lambda s, n, r: trainer.history.append({"step": s, "model": n, "dice": r["dice"]})]
         callbacks.append(lambda s, n, r: setattr(progress, "val_score", r["dice"]) if n == list(
             method.eval_models())[0] else None)
         if split.val:
@@ -166,22 +165,16 @@ def run_training(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
             evaluate = lambda model: evaluate_model(model, source, val_ids, cfg.data.patch_size, device, dtype)
             hooks.append(ValidationHook(evaluate, tc.val_every, out / "best.pt", payload, callbacks))
         hooks += [CheckpointHook(tc.val_every, out / "last.pt", payload), tb, progress]
-
     trainer = Trainer(method, optimizer, lr_at, batches, tc.iterations, device, dtype, tc.channels_last, hooks,
                       grad_sync=allreduce_gradients if world > 1 else None)
     if resume:
-        ckpt = load_checkpoint(out / "last.pt", map_location=device)
-        trainer.load_state_dict(ckpt)
-        val_history = ckpt.get("val_history", [])
-    trainer.payload_extra = {"val_history": val_history}
+        trainer.load_state_dict(load_checkpoint(out / "last.pt", map_location=device))
     start = trainer.state.step + 1
     t_train = time.time()
     state = trainer.fit()
     train_seconds = time.time() - t_train
     if not split.val and rank == 0:  # no validation data: the last weights are also the best
-        payload_now = payload(trainer)
-        from .checkpoint import save_checkpoint
-        save_checkpoint(out / "best.pt", payload_now)
+        save_checkpoint(out / "best.pt", payload(trainer))
     result = {
         "run_dir": str(out), "data": source.name, "backbone": cfg.model.backbone, "method": cfg.method.name,
         "labeled_fraction": cfg.data.labeled_fraction, "labeled_cases": cfg.data.labeled_cases,
@@ -193,7 +186,7 @@ def run_training(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
         "s_per_iteration": train_seconds / max(tc.iterations - start, 1),
         "device": str(device), "world_size": world,
         "synthetic_ratio_mean": _realised_ratio(batches, cfg, start),
-        "val_history": val_history,
+        "val_history": trainer.history,
     }
     if rank == 0:
         atomic_write_json(out / "result.json", result)
@@ -204,8 +197,7 @@ def run_training(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
 
 def _payload_fn(cfg: RunConfig, info: dict[str, Any]) -> Callable[[Trainer], dict[str, Any]]:
     def payload(trainer: Trainer) -> dict[str, Any]:
-        return {"config": cfg.to_dict(), "info": info, **trainer.state_dict(),
-                **getattr(trainer, "payload_extra", {})}
+        return {"config": cfg.to_dict(), "info": info, **trainer.state_dict()}
     return payload
 
 

@@ -69,6 +69,7 @@ class Trainer:
         self.grad_sync = grad_sync
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         self.state = TrainState()
+        self.history: list[dict[str, Any]] = []  # validation scores, kept across resumes
         self.losses: dict[str, float] = {}
         self.lr = lr_at(0)
         self.batch: dict | None = None
@@ -81,6 +82,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "state": vars(self.state).copy(),
+            "history": list(self.history),
             "rng": rng_state(),
         }
 
@@ -92,6 +94,7 @@ class Trainer:
         self.optimizer.load_state_dict(d["optimizer"])
         self.scaler.load_state_dict(d["scaler"])
         self.state = TrainState(**d["state"])
+        self.history = list(d.get("history", []))
         set_rng_state(d["rng"])
 
     def fit(self) -> TrainState:

@@ -22,14 +22,6 @@ from ssl_seg.errors import UserError
 DATA = "phantom:cardiac?n=24&size=32"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions: one thread is faster, and far faster on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_frechet_distance_of_diagonal_gaussians() -> None:
     mu1, mu2 = np.array([0.0, 1.0]), np.array([3.0, 5.0])
@@ -75,7 +67,6 @@ def test_nearest_cosine_and_near_copy_flags() -> None:
 @pytest.fixture(scope="module")
 def syn_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 32 px cardiac GAN (a few steps) and 12 synthetic pairs from it."""
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("assess")
     train_gan(GanConfig(data=DATA, labeled_fraction=0.3, out=str(root / "gan"), iterations=3, batch_size=2,
                         patch_size=32, ngf=8, ndf=8, device="cpu", progress=False))

@@ -11,14 +11,6 @@ from gan_aug.networks import (DISCRIMINATORS, GENERATORS, auto_n_down, build_dis
 from ssl_seg.errors import UserError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions: one thread is faster, and far faster on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.mark.parametrize("name", sorted(GENERATORS))
 @pytest.mark.parametrize("size", [(32, 32), (64, 64), (48, 80), (50, 70)])

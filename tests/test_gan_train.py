@@ -21,14 +21,6 @@ from ssl_seg.errors import UserError
 DATA = "phantom:cardiac?n=20&size=32"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions: one thread is faster, and far faster on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny(out: Path, **kw) -> GanConfig:
     """A 32 px, ngf 8 GAN on 20 cardiac phantoms: well under a second per few steps."""
