@@ -37,7 +37,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labeled-cases", type=int)
     p.add_argument("--iterations", type=int)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--labeled-batch-size", type=int, help="labeled part of each batch (SSL methods)")
+    p.add_argument("--labeled-batch-size", type=int, help="SSL: labeled part of --batch-size (default: --batch-size labeled plus as many unlabeled)")
     p.add_argument("--patch-size", type=int)
     p.add_argument("--seed", type=int, help="training seed (init, augmentation, batch order)")
     p.add_argument("--split-seed", type=int, help="seed of the train/val/test and labeled draw")

@@ -67,7 +67,7 @@ class TrainConfig:
 
     iterations: int = 2000
     batch_size: int = 8
-    labeled_batch_size: int | None = None  # labeled part of a batch; default batch_size // 2 for SSL
+    labeled_batch_size: int | None = None  # SSL: labeled part of batch_size; None = batch_size labeled + as many unlabeled
     optimizer: str = "sgd"  # sgd (poly decay) | adamw
     lr: float | None = None  # default 0.01 for sgd, 1e-3 for adamw
     weight_decay: float = 1e-4

@@ -83,14 +83,21 @@ def _check_patch(cfg: RunConfig, source: SampleSource, ids: list[str]) -> None:
 
 
 def _batch_sizes(cfg: RunConfig, ssl: bool) -> tuple[int, int]:
-    b = cfg.train.batch_size
+    """(labeled, unlabeled) images per step.
+
+    Without --labeled-batch-size, a semi-supervised method adds an unlabeled batch of --batch-size images to
+    a labeled batch of --batch-size, so every method sees as many labeled images per step as supervised
+    training. With it, --batch-size is the total and the labeled part is --labeled-batch-size (SSL4MIS style).
+    """
+    b, lb = cfg.train.batch_size, cfg.train.labeled_batch_size
     if b < 1:
         raise UserError(f"--batch-size {b}: must be at least 1")
     if not ssl:
         return b, 0
-    lb = cfg.train.labeled_batch_size or max(1, b // 2)
-    if not 1 <= lb <= b:
-        raise UserError(f"--labeled-batch-size {lb}: must be between 1 and --batch-size {b}")
+    if lb is None:
+        return b, b
+    if not 1 <= lb < b:
+        raise UserError(f"--labeled-batch-size {lb}: must be at least 1 and below --batch-size {b}")
     return lb, b - lb
 
 

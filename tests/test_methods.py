@@ -183,7 +183,7 @@ def test_teacher_tracks_student_after_steps() -> None:
     method = _build("mean-teacher")
     _run(method, 1, _batch())  # step 0: decay 0 -> the teacher is an exact copy
     teacher, student = method.eval_models()["teacher"], method.eval_models()["student"]
-    assert all(torch.equal(t, s) for t, s in zip(teacher.state_dict().values(), student.state_dict().values()))
+    assert all(torch.equal(t, s) for t, s in zip(teacher.parameters(), student.parameters()))
 
 
 def test_pseudo_label_teacher_state_round_trip() -> None:

@@ -112,3 +112,16 @@ def test_evaluate_and_predict(tiny_cfg, tmp_path):
     pred = skio.imread(tmp_path / "pred" / "im1.png")
     assert pred.shape == (45, 70) and pred.max() <= 3
     assert skio.imread(tmp_path / "pred" / "overlay" / "im1.png").shape == (45, 70, 3)
+
+
+def test_batch_composition_rules(tiny_cfg):
+    from ssl_seg.runner import _batch_sizes
+
+    tiny_cfg.train.batch_size = 8
+    assert _batch_sizes(tiny_cfg, ssl=False) == (8, 0)
+    assert _batch_sizes(tiny_cfg, ssl=True) == (8, 8)  # same labeled images per step as supervised
+    tiny_cfg.train.labeled_batch_size = 3
+    assert _batch_sizes(tiny_cfg, ssl=True) == (3, 5)
+    tiny_cfg.train.labeled_batch_size = 8
+    with pytest.raises(UserError, match="--labeled-batch-size"):
+        _batch_sizes(tiny_cfg, ssl=True)

@@ -17,11 +17,14 @@ def ema_decay_at(decay: float, step: int) -> float:
 
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
-    """teacher <- decay * teacher + (1 - decay) * student for parameters; buffers (BN statistics) are copied."""
+    """teacher <- decay * teacher + (1 - decay) * student for parameters only.
+
+    Buffers (BatchNorm running statistics) are the teacher's own, kept up to date by its training-mode
+    forward passes (as in SSL4MIS). Copying the student's statistics instead pairs them with lagging EMA
+    weights, which wrecked the teacher in eval mode (measured: teacher val Dice 0.10 vs student 0.56).
+    """
     for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
         t.lerp_(s.detach(), 1.0 - decay)
-    for t, s in zip(teacher.buffers(), student.buffers(), strict=True):
-        t.copy_(s)
 
 
 class EMATeacher:
