@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ssl_seg.cli import run_command
 from ssl_seg.errors import UserError
 
 from .config import GanConfig
@@ -151,14 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the subcommand; user errors print one line `error: ...` to stderr and return 2."""
-    args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    """Entry point of `gan-aug`: user errors print one line `error: ...` to stderr and return 2."""
+    return run_command(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -206,9 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the subcommand; user errors print one line and exit 2."""
-    args = build_parser().parse_args(argv)
+def run_command(args: argparse.Namespace) -> int:
+    """Call the parsed subcommand; a user error prints one line `error: ...` and gives exit code 2."""
     try:
         args.func(args)
     except UserError as e:
@@ -219,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `ssl-seg`."""
+    return run_command(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..io_utils import atomic_path
-from .sample import Sample
+from .sample import IndexedSource, Sample
 
 if TYPE_CHECKING:  # readers imports this module
     from .readers import SampleSource
@@ -142,7 +142,7 @@ def _first_duplicate(items: list[str], known: set[str]) -> str | None:
     return None
 
 
-class H5Source:
+class H5Source(IndexedSource):
     """SampleSource over a project HDF5 file; the file handle is opened lazily per process (DataLoader-safe)."""
 
     predefined_split: dict[str, list[str]] | None = None
@@ -188,18 +188,7 @@ class H5Source:
         self.class_names = list(json.loads(f.attrs["class_names"]))
         self.provenance = json.loads(f.attrs.get("provenance", "{}"))
         self.has_rois = "rois" in f
-        self._index = {sample_id: i for i, sample_id in enumerate(self.ids)}
-        if len(self._index) != n:
-            raise UserError(f"{self.path}: sample ids are not unique; {fix}")
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def index_of(self, id: str) -> int:
-        """Position of sample `id`; UserError naming it when absent."""
-        if id not in self._index:
-            raise UserError(f"{self.name}: no sample '{id}'; the split file was made for another DATA source")
-        return self._index[id]
+        self._index_ids()
 
     def load(self, index: int) -> Sample:
         """Read sample `index` (image (C, H, W) float32, mask (H, W) int64, roi (H, W) bool or None)."""

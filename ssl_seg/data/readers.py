@@ -19,7 +19,7 @@ from PIL import Image
 
 from ..errors import UserError
 from .h5format import H5Source
-from .sample import Sample
+from .sample import IndexedSource, Sample
 
 DATA_HELP = ("DATA may be a folder with images/ and masks/, an SSL4MIS folder (data/slices/, train_slices.list), "
              "a .h5/.hdf5 file written by ssl-seg, or phantom:<task>[?n=400&size=128&seed=0]")
@@ -88,34 +88,10 @@ def _open_phantom(data: str) -> SampleSource:
     return PhantomSource(task=task, **options)
 
 
-class _ListedSource:
-    """Shared id bookkeeping for the file-based readers."""
-
-    name: str
-    ids: list[str]
-    cases: list[str]
-    predefined_split: dict[str, list[str]] | None = None
-
-    def _index_ids(self) -> None:
-        self._index = {sample_id: i for i, sample_id in enumerate(self.ids)}
-        if len(self._index) != len(self.ids):
-            dup = next(i for i in self.ids if self.ids.count(i) > 1)
-            raise UserError(f"{self.name}: sample id '{dup}' appears twice; list each file or volume once")
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def index_of(self, id: str) -> int:
-        """Position of sample `id`; UserError naming it when absent."""
-        if id not in self._index:
-            raise UserError(f"{self.name}: no sample '{id}'; the split file was made for another DATA source")
-        return self._index[id]
-
-
 # --------------------------------------------------------------------------- PNG / JPEG / TIFF folders
 
 
-class FolderSource(_ListedSource):
+class FolderSource(IndexedSource):
     """Pairs DIR/images/<stem>.<png|jpg|jpeg|tif|tiff> + DIR/masks/<stem>.png, optional DIR/roi/<stem>.png.
 
     Masks are binary {0, 255} (255 -> class 1) or class indices 0..K-1, decided once over all masks.
@@ -293,7 +269,7 @@ def minmax(a: np.ndarray, path: Path | str) -> np.ndarray:
 # --------------------------------------------------------------------------- SSL4MIS HDF5 layout
 
 
-class SSL4MISSource(_ListedSource):
+class SSL4MISSource(IndexedSource):
     """SSL4MIS layout (ACDC as preprocessed in HiLab-git/SSL4MIS).
 
     Training samples are the 2D files DIR/data/slices/<id>.h5 named in DIR/train_slices.list (every file in

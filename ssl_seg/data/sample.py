@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import UserError
+
 
 @dataclass
 class Sample:
@@ -16,3 +18,27 @@ class Sample:
     id: str
     case: str
     roi: np.ndarray | None = None  # (H, W) bool field of view; None means the whole image
+
+
+class IndexedSource:
+    """Shared id bookkeeping for file-based sources: call `_index_ids()` once `ids` is set."""
+
+    name: str
+    ids: list[str]
+    cases: list[str]
+    predefined_split: dict[str, list[str]] | None = None
+
+    def _index_ids(self) -> None:
+        self._index = {sample_id: i for i, sample_id in enumerate(self.ids)}
+        if len(self._index) != len(self.ids):
+            dup = next(i for i in self.ids if self.ids.count(i) > 1)
+            raise UserError(f"{self.name}: sample id '{dup}' appears twice; list each file or volume once")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def index_of(self, id: str) -> int:
+        """Position of sample `id`; UserError naming it when absent."""
+        if id not in self._index:
+            raise UserError(f"{self.name}: no sample '{id}'; the split file was made for another DATA source")
+        return self._index[id]
