@@ -1,4 +1,4 @@
-"""The `pix2pix` synthesizer of `ssl-seg sweep --train-gan` and `ssl-seg study`: GAN on a split's labeled pairs -> synthetic set.
+"""The `pix2pix` synthesizer of `ssl-seg sweep --train-gan` and `ssl-seg study`: split's labeled pairs -> GAN -> pairs.
 
 Layout under OUT_DIR: `gan/` (the `gan-aug train` run) and `synthetic/` (the `gan-aug synthesize` output,
 whose `synthetic.h5` is what `ssl_seg.data.readers.open_source` reads). Both stages resume: a finished

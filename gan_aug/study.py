@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import json
 import re
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from ssl_seg.grid import collect, run_grid
 from ssl_seg.io_utils import atomic_write_json, atomic_write_text
 from ssl_seg.sweep import gain_over_real, sweep_rows, sweep_runs, write_sweep_summary
 
-from .provider import GAN_SUBDIR, SYN_SUBDIR, train_and_synthesize
+from .provider import GAN_SUBDIR, train_and_synthesize
 
 SPLIT_SEED = 0  # the sweep's split: the GAN is trained on its labeled pairs
 
@@ -50,10 +51,11 @@ class StudyPlan:
 PLANS: dict[str, StudyPlan] = {
     "tiny": StudyPlan(methods=("supervised", "mean-teacher"), fractions=(0.25,), seeds=(0,), sweep_fraction=0.25,
                       ratios=(0.0, 0.5), sweep_seeds=(0,), ssl_with_synthetic=True),
-    # quick: ~10 min on a busy 2-core CPU with one torch thread: 4 ablation runs, a 600-step GAN, 3 sweep runs and
-    # the best SSL method at ratio 0 and at the best ratio, 250 steps each (the profile's 120 learn too little).
-    "quick": StudyPlan(methods=("supervised", "mean-teacher", "unimatch"), fractions=(0.1,), seeds=(0,),
-                       sweep_fraction=0.1, ratios=(0.0, 0.5, 1.0), sweep_seeds=(0,), ssl_with_synthetic=True,
+    # quick: ~9 min on a busy 2-core CPU with one torch thread: 8 ablation runs, a 600-step GAN, 4 sweep runs and
+    # the best SSL method at ratio 0 and at the best ratio, 250 steps each (at the profile's 120 the full-label
+    # reference is far from converged).
+    "quick": StudyPlan(methods=("supervised", "mean-teacher", "unimatch"), fractions=(0.1,), seeds=(0, 1),
+                       sweep_fraction=0.1, ratios=(0.0, 0.25, 0.5, 1.0), sweep_seeds=(0,), ssl_with_synthetic=True,
                        iterations=250),
     "standard": StudyPlan(methods=("supervised", "mean-teacher", "pseudo-label", "cps", "unimatch"),
                           fractions=(0.05, 0.1), seeds=(0, 1, 2), sweep_fraction=0.05,
@@ -71,8 +73,7 @@ def plan(name: str) -> StudyPlan:
 
 def study_base(data: str, profile_name: str, device: str) -> RunConfig:
     """The profile's base RunConfig with the plan's iteration count."""
-    base = base_config(data, ssl_profile(profile_name), device)
-    iterations = plan(profile_name).iterations
+    base, iterations = base_config(data, ssl_profile(profile_name), device), plan(profile_name).iterations
     if iterations:
         base.train.iterations = base.train.image_every = iterations
         base.train.val_every = min(base.train.val_every, iterations)
@@ -89,7 +90,7 @@ def method_means(rows: list[dict[str, Any]], labels: str) -> dict[str, tuple[flo
 
 
 def best_method(rows: list[dict[str, Any]], labels: str, ssl_only: bool = False) -> str | None:
-    """The method with the highest mean test Dice at `labels` (only SSL methods with ssl_only); ties go to supervised."""
+    """The method with the best mean test Dice at `labels` (SSL methods only with ssl_only); ties go to supervised."""
     means = {m: v[0] for m, v in method_means(rows, labels).items()
              if np.isfinite(v[0]) and not (ssl_only and m == "supervised")}
     return max(means, key=lambda m: (means[m], m == "supervised")) if means else None
@@ -149,12 +150,21 @@ def findings(low_rows: list[dict[str, Any]], sweep: list[dict[str, Any]], labels
         if method != "supervised":
             text += " (the ablation's best SSL method, at the supervised sweep's best synthetic ratio)"
         out.append(text + ".")
+    return out + [seed_caveat(low_rows, sweep)]
+
+
+def seed_caveat(low_rows: list[dict[str, Any]], sweep: list[dict[str, Any]]) -> str:
+    """How many seeds back the numbers, and the largest seed-to-seed Dice std of the ablation."""
     cells = [*group(low_rows, ("method", "labels")).values(), *group(sweep, ("method", "labels", "ratio")).values()]
     seeds = min((len({r["seed"] for r in cell}) for cell in cells), default=0)
-    if seeds < 3:
-        out.append(f"- Only {seeds} seed(s) per cell: differences smaller than a few hundredths of Dice may be "
-                   "seed noise; the standard profile uses 3 seeds.")
-    return out
+    spreads = [(mean_std([r["dice"] for r in cell])[1], key) for key, cell in group(
+        low_rows, ("method", "labels")).items() if len({r["seed"] for r in cell}) > 1]
+    text = f"- Seeds: as few as {seeds} per cell"
+    if spreads:
+        std, (method, labels) = max(spreads)
+        text += (f". Seed-to-seed std of test Dice reaches {std:.3f} ({method}, {labels}): single-seed "
+                 "differences smaller than that are not established")
+    return text + "."
 
 
 # ---------------------------------------------------------------- the report
@@ -180,9 +190,9 @@ def report_markdown(out: Path, study: dict[str, Any], prof: Profile, low_rows: l
     iterations = p["iterations"] or prof.iterations
     val_l1 = "n/a" if gan["val_l1"] is None else f"{gan['val_l1']:.4f}"
     lines = [f"# Study: scarce labels and synthetic pairs on `{study['data']}`", "",
-             f"Profile `{study['profile']}`: U-Net, {iterations} iterations, batch {prof.batch_size}, "
-             f"{prof.patch_size} px patches, {prof.base_channels} base channels; device `{study['device']}`. "
-             "Re-run the same command to resume; finished work is skipped.", "",
+             f"Profile `{study['profile']}`: U-Net, {iterations} iterations ({prof.optimizer}, lr {prof.lr:g}), "
+             f"batch {prof.batch_size}, {prof.patch_size} px patches, {prof.base_channels} base channels; "
+             f"device `{study['device']}`. Re-run the same command to resume; finished work is skipped.", "",
              "```", study["command"], "```", "", "## Findings", "",
              *findings(low_rows, sweep, labels), "",
              "## 1. Low-label ablation", "",
@@ -240,11 +250,34 @@ def open_study(out: Path, study: dict[str, Any]) -> None:
     path = out / "study.json"
     if path.is_file():
         old = json.loads(path.read_text())
-        for key in ("profile", "data", "plan"):
+        fixes = {"profile": f"pass --profile {old.get('profile')} to resume it", "data": "pass its --data to resume it",
+                 "plan": "this profile's plan has changed since it ran"}
+        for key, fix in fixes.items():
             if old.get(key) != json.loads(json.dumps(study[key])):
-                raise UserError(f"--out {out} holds a study with another {key} ({old.get(key)}); use the same "
-                                "--profile and --data to resume it, or choose another --out")
+                raise UserError(f"--out {out} holds a study with another {key} ({old.get(key)}); {fix}, "
+                                "or choose another --out")
     atomic_write_json(path, study)
+
+
+def ratio_sweep(base: RunConfig, the_plan: StudyPlan, synthetic: Path, low_rows: list[dict[str, Any]],
+                root: Path) -> dict[str, Any] | None:
+    """Supervised at every ratio, then the ablation's best SSL method at ratio 0 and the best non-zero ratio;
+    returns that choice ({"method", "ratio"}) or None."""
+    sweep_base = copy.deepcopy(base)
+    sweep_base.data.split_seed = SPLIT_SEED
+    pairs, seeds = {the_plan.sweep_fraction: [str(synthetic)]}, list(the_plan.sweep_seeds)
+    runs = sweep_runs(sweep_base, pairs, list(the_plan.ratios), ["constant"], 0.0, ["supervised"], seeds)
+    run_grid(runs, root)
+    if not the_plan.ssl_with_synthetic:
+        return None
+    labels = label_key(the_plan.sweep_fraction, None)
+    method = best_method(low_rows, labels, ssl_only=True)
+    ratio = best_ratio(sweep_rows(collect(root, [r.name for r in runs])), "supervised", labels, nonzero=True)
+    if method is None or ratio is None:
+        return None
+    print(f"   best SSL method {method} at the best synthetic ratio {ratio:g} (and at 0)", flush=True)
+    run_grid(sweep_runs(sweep_base, pairs, [0.0, ratio], ["constant"], 0.0, [method], seeds), root)
+    return {"method": method, "ratio": ratio}
 
 
 def run_study(data: str, profile_name: str, out: Path, device: str, command: str) -> Path:
@@ -272,22 +305,11 @@ def run_study(data: str, profile_name: str, out: Path, device: str, command: str
     _done(t0)
 
     t0 = _stage(3, "real-vs-synthetic ratio sweep", out / "ratio_sweep")
-    sweep_base = copy.deepcopy(base)
-    sweep_base.data.split_seed = SPLIT_SEED
-    pairs = {the_plan.sweep_fraction: [str(synthetic)]}
-    runs = sweep_runs(sweep_base, pairs, list(the_plan.ratios), ["constant"], 0.0, ["supervised"],
-                      list(the_plan.sweep_seeds))
-    run_grid(runs, out / "ratio_sweep")
-    if the_plan.ssl_with_synthetic:
-        method = best_method(low_rows, labels, ssl_only=True)
-        ratio = best_ratio(sweep_rows(collect(out / "ratio_sweep", [r.name for r in runs])), "supervised", labels,
-                           nonzero=True)
-        if method is not None and ratio is not None:
-            study["ssl_with_synthetic"] = {"method": method, "ratio": ratio}
-            print(f"   best SSL method {method} at the best synthetic ratio {ratio:g} (and at 0)", flush=True)
-            run_grid(sweep_runs(sweep_base, pairs, [0.0, ratio], ["constant"], 0.0, [method],
-                                list(the_plan.sweep_seeds)), out / "ratio_sweep")
-    sweep = write_sweep_summary(out / "ratio_sweep", f"Real-vs-synthetic ratio sweep on {data} ({profile_name} profile)")
+    leg = ratio_sweep(base, the_plan, synthetic, low_rows, out / "ratio_sweep")
+    if leg is not None:
+        study["ssl_with_synthetic"] = leg
+    sweep = write_sweep_summary(out / "ratio_sweep",
+                                f"Real-vs-synthetic ratio sweep on {data} ({profile_name} profile)")
     _done(t0)
 
     t0 = _stage(4, "report", out / "report.md")
@@ -324,8 +346,8 @@ def cmd_study(args: argparse.Namespace) -> None:
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads {args.threads}: must be at least 1")
     plan(args.profile)
-    command = (f"ssl-seg study --data {args.data} --profile {args.profile} --out {args.out} "
-               f"--device {args.device}" + (f" --threads {args.threads}" if args.threads else ""))
+    command = shlex.join(["ssl-seg", "study", "--data", args.data, "--profile", args.profile, "--out", args.out,
+                          "--device", args.device, *(["--threads", str(args.threads)] if args.threads else [])])
     threads = torch.get_num_threads()
     if args.threads is not None or resolve_device(args.device).type == "cpu":
         torch.set_num_threads(args.threads or 1)

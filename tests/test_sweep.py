@@ -22,15 +22,6 @@ from ssl_seg.runner import run_training
 from ssl_seg.sweep import gain_over_real, parse_synthetic, sweep_markdown, sweep_runs
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions: one thread is faster, and far faster on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def synthetic_h5(tmp_path: Path) -> Path:
     """8 'synthetic' cardiac pairs of 32 px (phantoms of another seed) in the project HDF5 format."""
