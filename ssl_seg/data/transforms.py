@@ -48,6 +48,9 @@ class JointTransform:
             ]
             intensity = [v2.RandomApply([v2.ColorJitter(brightness=0.25, contrast=0.25)], p=0.5)]
         self.patch_size = patch_size
+        # Large images are first cut to a region 1.5x the patch, so rotation/elastic work on that, not the
+        # whole image (a 512 px EM slice cost ~20x more than the 64 px patch it becomes).
+        self.region = v2.RandomCrop(int(patch_size * 1.5))
         self.geometric = v2.Compose(geometric)
         self.crop = v2.RandomCrop(patch_size, pad_if_needed=True, fill=fill)
         self.intensity = v2.Compose(intensity)
@@ -58,6 +61,8 @@ class JointTransform:
         valid = torch.ones_like(mask)
         joint = tv_tensors.Mask(torch.stack([mask, roi.long(), valid]))
         img = tv_tensors.Image(image)
+        if min(image.shape[-2:]) > self.region.size[0]:
+            img, joint = self.region(img, joint)
         img, joint = self.geometric(img, joint)
         img, joint = self.crop(img, joint)
         img = self.intensity(img.clamp(0, 1))
