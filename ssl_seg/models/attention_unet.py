@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import ConvBlock, SegmentationNet, UNetEncoder, level_widths, upsample_to
+from .blocks import level_widths, upsample_to
+from .unet import UNet
 
 
 class AttentionGate(nn.Module):
@@ -28,7 +29,7 @@ class AttentionGate(nn.Module):
         return self.project(x * alpha)
 
 
-class AttentionUNet(SegmentationNet):
+class AttentionUNet(UNet):
     """U-Net whose skip at level i is gated by the decoder feature of level i + 1 before concatenation.
 
     >>> import torch
@@ -41,18 +42,10 @@ class AttentionUNet(SegmentationNet):
     def __init__(
         self, in_channels: int, num_classes: int, base_channels: int = 32, depth: int = 4, dropout: float = 0.0
     ) -> None:
-        super().__init__()
+        super().__init__(in_channels, num_classes, base_channels, depth, dropout)
         widths = level_widths(base_channels, depth)
-        self.stride = 2**depth
-        self.encoder = UNetEncoder(in_channels, widths, dropout)
-        levels = list(reversed(range(depth)))
-        self.gates = nn.ModuleList(AttentionGate(widths[i], widths[i + 1], max(1, widths[i] // 2)) for i in levels)
-        self.up_blocks = nn.ModuleList(ConvBlock(widths[i + 1] + widths[i], widths[i]) for i in levels)
-        self.head = nn.Conv2d(widths[0], num_classes, 1)
-
-    def encode(self, x: Tensor) -> list[Tensor]:
-        """(B, C, H, W) -> [(B, base * 2**i, H / 2**i, W / 2**i) for i = 0..depth]."""
-        return self.encoder(x)
+        self.gates = nn.ModuleList(AttentionGate(widths[i], widths[i + 1], max(1, widths[i] // 2))
+                                   for i in reversed(range(depth)))
 
     def decode(self, features: list[Tensor]) -> Tensor:
         """Encoder features -> logits (B, K, H, W)."""
