@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RunConfig
+from .data.concat import ConcatSource
 from .data.datasets import PairDataset, StepBatches
 from .data.mixing import build_schedule
 from .data.readers import SampleSource, open_source
@@ -156,7 +157,8 @@ def run_training(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
         for p in params:
             dist.broadcast(p.data, src=0)
 
-    batches = _batch_factory(cfg, source, split, rank)
+    steps = _step_batches(cfg, source, split, rank)
+    batches = _loader_factory(steps, cfg)
     dtype = amp_dtype(device, tc.amp)
     payload = _payload_fn(cfg, info)
     hooks: list = []
@@ -192,7 +194,7 @@ def run_training(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
         "wall_time_s": time.time() - t0,
         "s_per_iteration": train_seconds / max(tc.iterations - start, 1),
         "device": str(device), "world_size": world,
-        "synthetic_ratio_mean": _realised_ratio(batches, cfg, start),
+        "synthetic_ratio_mean": _realised_ratio(steps),
         "val_history": trainer.history,
     }
     if rank == 0:
@@ -208,7 +210,8 @@ def _payload_fn(cfg: RunConfig, info: dict[str, Any]) -> Callable[[Trainer], dic
     return payload
 
 
-def _batch_factory(cfg: RunConfig, source: SampleSource, split: Split, rank: int):
+def _step_batches(cfg: RunConfig, source: SampleSource, split: Split, rank: int) -> StepBatches:
+    """The per-step batch dataset: labeled (+ synthetic) and unlabeled parts drawn by (seed, rank, step)."""
     ssl = cfg.method.name != "supervised"
     lbs, ubs = _batch_sizes(cfg, ssl)
     transform = JointTransform(cfg.data.patch_size, augment=cfg.data.augment)
@@ -222,8 +225,12 @@ def _batch_factory(cfg: RunConfig, source: SampleSource, split: Split, rank: int
                                   cfg.train.iterations)
     elif cfg.data.synthetic_ratio > 0:
         raise UserError("--synthetic-ratio > 0 needs --synthetic SYN_DIR (a synthetic paired dataset)")
-    steps = StepBatches(labeled, unlabeled, lbs, ubs if unlabeled is not None else 0, cfg.train.iterations,
-                        cfg.train.seed, rank, synthetic, ratio_at)
+    return StepBatches(labeled, unlabeled, lbs, ubs if unlabeled is not None else 0, cfg.train.iterations,
+                       cfg.train.seed, rank, synthetic, ratio_at)
+
+
+def _loader_factory(steps: StepBatches, cfg: RunConfig) -> Callable[[int], Iterable[dict]]:
+    """start step -> a DataLoader over the remaining steps' batches."""
 
     def batches(start: int) -> Iterable[dict]:
         workers = cfg.data.num_workers
@@ -233,13 +240,10 @@ def _batch_factory(cfg: RunConfig, source: SampleSource, split: Split, rank: int
                           pin_memory=torch.cuda.is_available(), persistent_workers=False,
                           prefetch_factor=4 if workers else None, generator=generator)
 
-    batches.steps = steps  # type: ignore[attr-defined]
     return batches
 
 
 def _synthetic_pairs(cfg: RunConfig, source: SampleSource, transform: JointTransform) -> PairDataset:
-    from .data.concat import ConcatSource
-
     sources = [open_source(p) for p in cfg.data.synthetic]
     for syn in sources:
         if syn.num_classes > source.num_classes or syn.in_channels != source.in_channels:
@@ -250,9 +254,9 @@ def _synthetic_pairs(cfg: RunConfig, source: SampleSource, transform: JointTrans
     return PairDataset(merged, list(merged.ids), transform)
 
 
-def _realised_ratio(batches, cfg: RunConfig, start: int) -> float:
-    steps: StepBatches = batches.steps
-    n = [steps.n_synthetic(s) for s in range(cfg.train.iterations)]
+def _realised_ratio(steps: StepBatches) -> float:
+    """Mean share of synthetic pairs in the labeled batches over the whole run."""
+    n = [steps.n_synthetic(s) for s in range(len(steps))]
     return float(np.mean(n) / steps.labeled_batch_size) if n else 0.0
 
 
