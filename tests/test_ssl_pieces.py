@@ -176,8 +176,18 @@ def test_gaussian_blur_stays_float32_under_autocast() -> None:
     assert torch.equal(out, gaussian_blur(image, p=1.0, sigma=(1.0, 1.0), generator=_gen()))
 
 
-def test_strong_augment_keeps_shape_and_range() -> None:
+def test_strong_augment_keeps_shape_and_each_samples_range() -> None:
     images = torch.rand(4, 2, 20, 24, generator=_gen(7))
     out = strong_augment(images, generator=_gen())
     assert out.shape == images.shape and torch.isfinite(out).all()
     assert out.min() >= -1e-6 and out.max() <= 1 + 1e-6
+
+
+def test_strong_augment_works_on_z_scored_images() -> None:
+    # the pipeline delivers z-scored images: the strong view must keep their scale, not clamp them to [0, 1]
+    images = torch.randn(6, 1, 16, 16, generator=_gen(9))
+    out = strong_augment(images, generator=_gen())
+    low, high = images.amin(dim=(1, 2, 3)), images.amax(dim=(1, 2, 3))
+    assert (out.amin(dim=(1, 2, 3)) >= low - 1e-5).all() and (out.amax(dim=(1, 2, 3)) <= high + 1e-5).all()
+    assert (out < 0).float().mean() > 0.2  # below-mean pixels survive
+    assert torch.corrcoef(torch.stack([out.flatten(), images.flatten()]))[0, 1] > 0.5  # still the same images

@@ -1,6 +1,9 @@
-"""Strong photometric augmentation on batched image tensors in [0, 1], one random draw per sample.
+"""Strong photometric augmentation on batched image tensors, one random draw per sample.
 
-Randomness comes from the global torch RNG (seeded and checkpointed by the trainer) unless a
+The jitter and blur work on images in [0, 1]; `strong_augment` takes the z-scored images the data
+pipeline delivers, maps each sample's own range onto [0, 1], augments, and maps back with the same
+affine, so the strong view stays on the network's input scale (clamping z-scores to [0, 1] instead
+zeroes every below-mean pixel). Randomness comes from the global torch RNG (seeded and checkpointed by the trainer) unless a
 `generator` is given; a generator must live on the images' device.
 """
 
@@ -71,5 +74,11 @@ def gaussian_blur(
 
 
 def strong_augment(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """UniMatch's strong view on a batch: photometric jitter (p=0.8) then Gaussian blur (p=0.5)."""
-    return gaussian_blur(photometric_jitter(images, generator=generator), generator=generator)
+    """UniMatch's strong view on a batch of any intensity scale: photometric jitter (p=0.8), Gaussian blur (p=0.5).
+
+    Each sample is mapped from its own [min, max] onto [0, 1] for the jitter and back afterwards.
+    """
+    low = images.amin(dim=(1, 2, 3), keepdim=True)
+    span = (images.amax(dim=(1, 2, 3), keepdim=True) - low).clamp_min(1e-6)
+    unit = (images - low) / span
+    return gaussian_blur(photometric_jitter(unit, generator=generator), generator=generator) * span + low
