@@ -20,9 +20,9 @@ K, P = 2, 32
 KEYS = {
     "supervised": {"sup"},
     "mean-teacher": {"sup", "cons", "stat/cons_weight"},
-    "pseudo-label": {"sup", "unsup", "stat/mask_ratio"},
+    "pseudo-label": {"sup", "unsup", "stat/mask_ratio", "stat/cons_weight"},
     "cps": {"sup", "cps", "stat/cons_weight"},
-    "unimatch": {"sup", "strong", "fp", "stat/mask_ratio"},
+    "unimatch": {"sup", "strong", "fp", "stat/mask_ratio", "stat/cons_weight"},
     "uncertainty-mt": {"sup", "cons", "stat/cons_weight", "stat/certain_ratio"},
 }
 
@@ -77,6 +77,24 @@ def test_registry_names_and_unknown_name() -> None:
     assert method_names() == list(METHODS) == list(KEYS)
     with pytest.raises(UserError, match="valid: supervised, mean-teacher, pseudo-label, cps, unimatch, uncertainty-mt"):
         build_method("fixmatch", _unet(), MethodConfig(), K, 10, build_loss("ce"))
+
+
+@pytest.mark.parametrize("name,terms", [("pseudo-label", ("unsup",)), ("unimatch", ("strong", "fp"))])
+def test_unlabeled_terms_ramp_up(name: str, terms: tuple[str, ...]) -> None:
+    # rampup over 10 of 20 steps: at step 0 the unlabeled terms carry exp(-5) of their full weight
+    model = _unet()
+    ramped = _build(name, MethodConfig(name=name, rampup_fraction=0.5, threshold=0.7), model=model)
+    full = _build(name, MethodConfig(name=name, rampup_fraction=0.0, threshold=0.7), model=model)
+    batch = _batch()
+    outs = []
+    for method in (ramped, full):
+        torch.manual_seed(3)
+        outs.append(method.training_step(batch, 0))
+    assert outs[0]["stat/cons_weight"].item() == pytest.approx(math.exp(-5))
+    assert outs[1]["stat/cons_weight"].item() == 1.0
+    for term in terms:
+        assert outs[1][term].item() > 0
+        assert outs[0][term].item() == pytest.approx(math.exp(-5) * outs[1][term].item(), rel=1e-4)
 
 
 @pytest.mark.parametrize("name", list(KEYS))

@@ -5,7 +5,7 @@ argmax prediction (no gradient) is the pseudo-label where the max probability >=
 Strong view: photometric jitter, Gaussian blur and CutMix with the next sample of the batch; the
 pseudo-labels and confidence masks are pasted with the same boxes. The unlabeled term is the
 cross-entropy on the strong view over confident pixels, averaged over all pixels (FixMatch's
-convention, see `masked_cross_entropy`), times `unlabeled_weight`. With `ema_decay` set, an EMA
+convention, see `masked_cross_entropy`), times `unlabeled_weight * sigmoid_rampup(step, rampup_length)`. With `ema_decay` set, an EMA
 teacher makes the pseudo-labels instead of the student (and is then evaluated first).
 """
 
@@ -21,6 +21,7 @@ from .base import MethodBase, check_state_keys
 from .confidence import confident_pseudo_labels, masked_cross_entropy
 from .cutmix import cutmix, cutmix_boxes
 from .ema import EMATeacher
+from .rampup import sigmoid_rampup
 from .strong_aug import strong_augment
 
 
@@ -35,6 +36,7 @@ class PseudoLabel(MethodBase):
         cutmix_prob: float,
         unlabeled_weight: float,
         ema_decay: float | None,
+        rampup_length: float = 0.0,
     ) -> None:
         super().__init__(loss)
         self.model = model
@@ -42,10 +44,11 @@ class PseudoLabel(MethodBase):
         self.threshold = threshold
         self.cutmix_prob = cutmix_prob
         self.unlabeled_weight = unlabeled_weight
+        self.rampup_length = rampup_length
         self.teacher = EMATeacher(model, ema_decay) if ema_decay is not None else None
 
     def training_step(self, batch: dict[str, Any], step: int) -> dict[str, Tensor]:
-        """{"sup", "unsup", "stat/mask_ratio"}; only {"sup"} when the batch has no unlabeled part."""
+        """{"sup", "unsup", "stat/mask_ratio", "stat/cons_weight"}; only {"sup"} when the batch has no unlabeled part."""
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]
         if unlabeled is None:
             return {"sup": self.supervised_loss(self.model(labeled["image"]), labeled)}
@@ -62,10 +65,12 @@ class PseudoLabel(MethodBase):
             logits_l, logits_s = self.model(torch.cat([labeled["image"], strong])).split([n, m])
         labels, confident = confident_pseudo_labels(probs_w, self.threshold)  # (B', H, W) each
         unsup = masked_cross_entropy(logits_s, cutmix(labels, boxes), cutmix(confident, boxes))
+        weight = self.unlabeled_weight * sigmoid_rampup(step, self.rampup_length)
         return {
             "sup": self.supervised_loss(logits_l, labeled),
-            "unsup": self.unlabeled_weight * unsup,
+            "unsup": weight * unsup,
             "stat/mask_ratio": confident.float().mean(),
+            "stat/cons_weight": torch.tensor(weight),
         }
 
     def after_step(self, step: int) -> None:

@@ -41,7 +41,7 @@ def _mean_teacher(model: nn.Module, cfg: MethodConfig, num_classes: int, total: 
 
 
 def _pseudo_label(model: nn.Module, cfg: MethodConfig, num_classes: int, total: int, loss: LossFn) -> Method:
-    """FixMatch-style pseudo-labels; consistency_weight is the unlabeled weight, teacher_labels adds an EMA teacher."""
+    """FixMatch-style pseudo-labels; consistency_weight is the unlabeled weight (ramped up), teacher_labels adds an EMA teacher."""
     return PseudoLabel(
         model,
         loss,
@@ -49,6 +49,7 @@ def _pseudo_label(model: nn.Module, cfg: MethodConfig, num_classes: int, total: 
         cutmix_prob=cfg.cutmix_prob,
         unlabeled_weight=cfg.consistency_weight,
         ema_decay=cfg.ema_decay if cfg.teacher_labels else None,
+        rampup_length=cfg.rampup_fraction * total,
     )
 
 
@@ -65,9 +66,10 @@ def _cps(model: nn.Module, cfg: MethodConfig, num_classes: int, total: int, loss
 
 
 def _unimatch(model: nn.Module, cfg: MethodConfig, num_classes: int, total: int, loss: LossFn) -> Method:
-    """UniMatch with its two strong views and feature-dropout branch."""
+    """UniMatch with its two strong views and feature-dropout branch; the unlabeled terms ramp up."""
     return UniMatch(
-        model, loss, threshold=cfg.threshold, cutmix_prob=cfg.cutmix_prob, feature_dropout=cfg.feature_dropout
+        model, loss, threshold=cfg.threshold, cutmix_prob=cfg.cutmix_prob, feature_dropout=cfg.feature_dropout,
+        rampup_length=cfg.rampup_fraction * total,
     )
 
 

@@ -10,7 +10,10 @@ background included, over the confident pixels (their `DiceLoss(ignore=conf < th
 `soft_dice_loss(roi=confident, include_background=True)`, whose denominators are plain rather
 than squared sums; an empty mask gives 0 in both).
 
-Deliberate differences: their overall `/ 2` is left out (it only rescales the learning rate, and
+Deliberate differences: the unlabeled terms are weighted by `sigmoid_rampup(step, rampup_length)`
+like every other method here (theirs start at full weight; with a few thousand CPU iterations instead
+of their 30k, the early, mostly-background pseudo-labels otherwise slow the labeled fit; set
+`rampup_fraction` to 0 for their schedule); their overall `/ 2` is left out (it only rescales the learning rate, and
 this keeps `sup` on the scale of the other methods); the CutMix source is the next sample of the
 same batch instead of a second unlabeled loader, so its pseudo-labels come from this step's weak
 prediction instead of a separate eval-mode pass; the feature-perturbed view is its own forward
@@ -28,6 +31,7 @@ from ..losses import LossFn, soft_dice_loss
 from .base import MethodBase
 from .confidence import confident_pseudo_labels
 from .cutmix import cutmix, cutmix_boxes
+from .rampup import sigmoid_rampup
 from .strong_aug import strong_augment
 
 
@@ -35,7 +39,13 @@ class UniMatch(MethodBase):
     """Weak-to-strong consistency on two strong image views and one feature-perturbed view."""
 
     def __init__(
-        self, model: nn.Module, loss: LossFn, threshold: float, cutmix_prob: float, feature_dropout: float
+        self,
+        model: nn.Module,
+        loss: LossFn,
+        threshold: float,
+        cutmix_prob: float,
+        feature_dropout: float,
+        rampup_length: float = 0.0,
     ) -> None:
         super().__init__(loss)
         self.model = model
@@ -43,9 +53,10 @@ class UniMatch(MethodBase):
         self.threshold = threshold
         self.cutmix_prob = cutmix_prob
         self.feature_dropout = feature_dropout
+        self.rampup_length = rampup_length
 
     def training_step(self, batch: dict[str, Any], step: int) -> dict[str, Tensor]:
-        """{"sup", "strong", "fp", "stat/mask_ratio"}; only {"sup"} when the batch has no unlabeled part."""
+        """{"sup", "strong", "fp", "stat/mask_ratio", "stat/cons_weight"}; only {"sup"} when the batch has no unlabeled part."""
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]
         if unlabeled is None:
             return {"sup": self.supervised_loss(self.model(labeled["image"]), labeled)}
@@ -64,11 +75,13 @@ class UniMatch(MethodBase):
         loss_s1 = self.dice(logits_s1, cutmix(labels, boxes1), cutmix(confident, boxes1))
         loss_s2 = self.dice(logits_s2, cutmix(labels, boxes2), cutmix(confident, boxes2))
         loss_fp = self.dice(logits_fp, labels, confident)
+        weight = sigmoid_rampup(step, self.rampup_length)
         return {
             "sup": self.supervised_loss(logits_l, labeled),
-            "strong": 0.25 * loss_s1 + 0.25 * loss_s2,
-            "fp": 0.5 * loss_fp,
+            "strong": weight * (0.25 * loss_s1 + 0.25 * loss_s2),
+            "fp": weight * 0.5 * loss_fp,
             "stat/mask_ratio": confident.float().mean(),
+            "stat/cons_weight": torch.tensor(weight),
         }
 
     @staticmethod
