@@ -79,6 +79,21 @@ def test_registry_names_and_unknown_name() -> None:
         build_method("fixmatch", _unet(), MethodConfig(), K, 10, build_loss("ce"))
 
 
+@pytest.mark.parametrize("name", [n for n in KEYS if n != "supervised"])
+def test_labeled_loss_ignores_the_unlabeled_images(name: str) -> None:
+    # labeled and unlabeled images never share a BatchNorm batch: the labeled term cannot reach the unlabeled ones
+    method = _build(name)
+    for m in method.models.values():
+        m.train()
+    batch, other = _batch(), _batch()
+    other["unlabeled"] = {"image": _disks(4, 555)[0] * 3.0}
+    sups = []
+    for b in (batch, other):
+        torch.manual_seed(1)
+        sups.append(method.training_step(b, 5)["sup"])
+    assert torch.equal(sups[0], sups[1])
+
+
 @pytest.mark.parametrize("name,terms", [("pseudo-label", ("unsup",)), ("unimatch", ("strong", "fp"))])
 def test_unlabeled_terms_ramp_up(name: str, terms: tuple[str, ...]) -> None:
     # rampup over 10 of 20 steps: at step 0 the unlabeled terms carry exp(-5) of their full weight
@@ -267,7 +282,7 @@ def test_unimatch_feature_branch_uses_feature_dropout() -> None:
     spy = _Spy(_unet())
     cfg = MethodConfig(name="unimatch", feature_dropout=0.5, threshold=0.0)
     losses = _build("unimatch", cfg, model=spy).training_step(_batch(), 0)
-    assert sorted(spy.calls) == [0.0, 0.0, 0.5]
+    assert sorted(spy.calls) == [0.0, 0.0, 0.0, 0.5]  # labeled, weak, strong pair: no dropout; the fp view: 0.5
     assert losses["fp"].item() > 0
     images = _batch()["unlabeled"]["image"]
     model = spy.model.eval()

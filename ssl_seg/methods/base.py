@@ -61,6 +61,19 @@ class MethodBase:
         check_state_keys(state, set(), type(self).__name__)
 
 
+def forward_apart(model: nn.Module, *images: Tensor) -> list[Tensor]:
+    """Logits of each image batch from its own forward pass, so BatchNorm batch statistics never mix them.
+
+    In one concatenated pass the labeled loss can lower itself through the batch statistics that the
+    unlabeled images help set, by pushing their features (unsupervised, and barely weighted during a
+    ramp-up) anywhere; the running statistics used at evaluation follow them. Measured on
+    phantom:cardiac (U-Net, 10 % labels, labeled loss only, 200 steps): validation Dice 0.07 and 0.55
+    with the unlabeled images in the labeled pass, 0.71 and 0.73 with separate passes, 0.72 and 0.69
+    without unlabeled images (seeds 0 and 1).
+    """
+    return [model(x) for x in images]
+
+
 def check_state_keys(state: dict[str, Any], expected: set[str], method: str) -> None:
     """Raise UserError when a checkpoint's method state was written by a different method."""
     if set(state) != expected:

@@ -5,7 +5,8 @@ whose layers are re-drawn by their `reset_parameters` under `seed` (so the copy 
 default layer initialisation). Each is supervised on the labels and trained with cross-entropy
 on the other's hard (argmax, no gradient) predictions over all images, labeled and unlabeled as
 in the paper, weighted by `consistency_weight * sigmoid_rampup(step, rampup_length)`. Both
-networks are in `models`, so the trainer checkpoints them; there is no extra method state.
+networks are in `models`, so the trainer checkpoints them; there is no extra method state. Labeled
+and unlabeled images go through each network in separate passes (`forward_apart`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..losses import LossFn
-from .base import MethodBase
+from .base import MethodBase, forward_apart
 from .rampup import sigmoid_rampup
 
 
@@ -54,12 +55,12 @@ class CrossPseudoSupervision(MethodBase):
     def training_step(self, batch: dict[str, Any], step: int) -> dict[str, Tensor]:
         """{"sup", "cps", "stat/cons_weight"}; only {"sup"} (both nets) when the batch has no unlabeled part."""
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]
-        n = labeled["image"].shape[0]
-        images = labeled["image"] if unlabeled is None else torch.cat([labeled["image"], unlabeled["image"]])
-        logits_a, logits_b = self.model_a(images), self.model_b(images)  # (B + B', K, H, W) each
-        sup = self.supervised_loss(logits_a[:n], labeled) + self.supervised_loss(logits_b[:n], labeled)
+        parts = [labeled["image"]] if unlabeled is None else [labeled["image"], unlabeled["image"]]
+        outs_a, outs_b = forward_apart(self.model_a, *parts), forward_apart(self.model_b, *parts)
+        sup = self.supervised_loss(outs_a[0], labeled) + self.supervised_loss(outs_b[0], labeled)
         if unlabeled is None:
             return {"sup": sup}
+        logits_a, logits_b = torch.cat(outs_a), torch.cat(outs_b)  # (B + B', K, H, W) each
         pseudo_a, pseudo_b = logits_a.detach().argmax(dim=1), logits_b.detach().argmax(dim=1)  # (B + B', H, W)
         cross = F.cross_entropy(logits_a.float(), pseudo_b) + F.cross_entropy(logits_b.float(), pseudo_a)
         weight = self.consistency_weight * sigmoid_rampup(step, self.rampup_length)

@@ -5,7 +5,8 @@ The student sees the batch as given; the EMA teacher sees it with clamped Gaussi
 the unlabeled images, weighted by `consistency_weight * sigmoid_rampup(step, rampup_length)`.
 'mse' is the mean squared difference of probabilities over pixels and classes (SSL4MIS); 'kl' is
 KL(teacher || student) summed over classes and averaged over pixels. The teacher runs in training
-mode (batch statistics) like SSL4MIS's; its BN buffers are copied from the student at each update.
+mode (batch statistics) like SSL4MIS's and keeps its own BN buffers. The student sees the labeled
+and the unlabeled images in separate passes (`forward_apart`), unlike SSL4MIS's single pass.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from ..losses import LossFn
-from .base import MethodBase, check_state_keys
+from .base import MethodBase, check_state_keys, forward_apart
 from .ema import EMATeacher
 from .rampup import sigmoid_rampup
 
@@ -73,13 +74,12 @@ class MeanTeacher(MethodBase):
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]
         if unlabeled is None:
             return {"sup": self.supervised_loss(self.student(labeled["image"]), labeled)}
-        n = labeled["image"].shape[0]
+        logits_l, logits_u = forward_apart(self.student, labeled["image"], unlabeled["image"])
         images = torch.cat([labeled["image"], unlabeled["image"]])  # (B + B', C, H, W)
-        logits = self.student(images)  # (B + B', K, H, W)
-        cons, stats = self.consistency_term(images, logits, step)
+        cons, stats = self.consistency_term(images, torch.cat([logits_l, logits_u]), step)
         weight = self.consistency_weight * sigmoid_rampup(step, self.rampup_length)
         return {
-            "sup": self.supervised_loss(logits[:n], labeled),
+            "sup": self.supervised_loss(logits_l, labeled),
             "cons": weight * cons,
             "stat/cons_weight": torch.tensor(weight),
             **stats,

@@ -6,7 +6,8 @@ Strong view: photometric jitter, Gaussian blur and CutMix with the next sample o
 pseudo-labels and confidence masks are pasted with the same boxes. The unlabeled term is the
 cross-entropy on the strong view over confident pixels, averaged over all pixels (FixMatch's
 convention, see `masked_cross_entropy`), times `unlabeled_weight * sigmoid_rampup(step, rampup_length)`. With `ema_decay` set, an EMA
-teacher makes the pseudo-labels instead of the student (and is then evaluated first).
+teacher makes the pseudo-labels instead of the student (and is then evaluated first). Labeled,
+weak and strong images go through the network in separate passes (`forward_apart`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..losses import LossFn
-from .base import MethodBase, check_state_keys
+from .base import MethodBase, check_state_keys, forward_apart
 from .confidence import confident_pseudo_labels, masked_cross_entropy
 from .cutmix import cutmix, cutmix_boxes
 from .ema import EMATeacher
@@ -52,17 +53,16 @@ class PseudoLabel(MethodBase):
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]
         if unlabeled is None:
             return {"sup": self.supervised_loss(self.model(labeled["image"]), labeled)}
-        n, weak = labeled["image"].shape[0], unlabeled["image"]
+        weak = unlabeled["image"]
         m, _, h, w = weak.shape
         boxes = cutmix_boxes(m, h, w, weak.device, p=self.cutmix_prob)  # (B', H, W)
         strong = cutmix(strong_augment(weak), boxes)  # (B', C, H, W)
         if self.teacher is None:
-            logits = self.model(torch.cat([labeled["image"], weak, strong]))  # (B + 2B', K, H, W)
-            logits_l, logits_w, logits_s = logits.split([n, m, m])
-            probs_w = logits_w.detach().float().softmax(dim=1)
+            with torch.no_grad():
+                probs_w = self.model(weak).float().softmax(dim=1)  # (B', K, H, W)
         else:
             probs_w = self.teacher.predict(weak).float().softmax(dim=1)
-            logits_l, logits_s = self.model(torch.cat([labeled["image"], strong])).split([n, m])
+        logits_l, logits_s = forward_apart(self.model, labeled["image"], strong)
         labels, confident = confident_pseudo_labels(probs_w, self.threshold)  # (B', H, W) each
         unsup = masked_cross_entropy(logits_s, cutmix(labels, boxes), cutmix(confident, boxes))
         weight = self.unlabeled_weight * sigmoid_rampup(step, self.rampup_length)

@@ -1,8 +1,7 @@
 """UniMatch (Yang et al., CVPR 2023), following LiheYoung/UniMatch more-scenarios/medical/unimatch.py.
 
 Per batch: the weak view (the unlabeled image as delivered) gives hard pseudo-labels and a
-confidence mask (max prob >= `threshold`, their medical default 0.95) from the same forward pass
-as the labeled images (detached). Two strong views, each with independent photometric jitter,
+confidence mask (max prob >= `threshold`, their medical default 0.95) from a gradient-free pass. Two strong views, each with independent photometric jitter,
 blur and CutMix, and a feature-perturbed weak view `model(weak, feature_dropout=p)` are trained
 towards those pseudo-labels: loss = sup + 0.25 s1 + 0.25 s2 + 0.5 fp, where sup is the configured
 loss (theirs is (CE + Dice) / 2). As in their medical code the unlabeled terms are soft Dice only,
@@ -17,7 +16,8 @@ of their 30k, the early, mostly-background pseudo-labels otherwise slow the labe
 this keeps `sup` on the scale of the other methods); the CutMix source is the next sample of the
 same batch instead of a second unlabeled loader, so its pseudo-labels come from this step's weak
 prediction instead of a separate eval-mode pass; the feature-perturbed view is its own forward
-pass instead of sharing the weak view's encoder pass.
+pass instead of sharing the weak view's encoder pass; the labeled and weak images are not one batch
+(see `forward_apart`).
 """
 
 from __future__ import annotations
@@ -60,14 +60,16 @@ class UniMatch(MethodBase):
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]
         if unlabeled is None:
             return {"sup": self.supervised_loss(self.model(labeled["image"]), labeled)}
-        n, weak = labeled["image"].shape[0], unlabeled["image"]
+        weak = unlabeled["image"]
         m, _, h, w = weak.shape
         boxes1 = cutmix_boxes(m, h, w, weak.device, p=self.cutmix_prob)  # (B', H, W)
         boxes2 = cutmix_boxes(m, h, w, weak.device, p=self.cutmix_prob)
         strong1 = cutmix(strong_augment(weak), boxes1)  # (B', C, H, W)
         strong2 = cutmix(strong_augment(weak), boxes2)
 
-        logits_l, logits_w = self.model(torch.cat([labeled["image"], weak])).split([n, m])
+        logits_l = self.model(labeled["image"])  # its own pass: see forward_apart
+        with torch.no_grad():
+            logits_w = self.model(weak)
         logits_fp = self.model(weak, feature_dropout=self.feature_dropout)  # (B', K, H, W)
         logits_s1, logits_s2 = self.model(torch.cat([strong1, strong2])).chunk(2)
 
