@@ -25,30 +25,41 @@ from .io_utils import atomic_write_text
 
 def sweep_runs(base: RunConfig, synthetic: dict[float, list[str]], ratios: list[float], schedules: list[str],
                ratio_end: float, methods: list[str], seeds: list[int]) -> list[GridRun]:
-    """The grid; ratio 0 is run once per (fraction, method, seed) as the real-only reference."""
-    runs = []
+    """The grid; the real-only reference (no synthetic pair at any step) is run once per (fraction, method, seed).
+
+    A ratio is a schedule's start: ratio 0 under a schedule that ends at `ratio_end` > 0 (e.g. warmup
+    0 -> 0.5) uses synthetic data; ratio 0 under `constant`, or ending at 0, is the real-only run.
+    """
+    runs, names = [], set()
     for fraction, syn_dirs in synthetic.items():
         for method in methods:
             for schedule in schedules:
                 for ratio in ratios:
-                    if ratio == 0 and schedule != schedules[0]:
-                        continue  # the real-only run does not depend on the schedule
+                    uses_synthetic = ratio > 0 or (schedule != "constant" and ratio_end > 0)
+                    sched = schedule if uses_synthetic else "constant"
+                    labels = label_key(fraction, None)
                     for seed in seeds:
+                        name = f"{method}__{labels}__{sched}__r{ratio:g}__s{seed}"
+                        if name in names:
+                            continue  # the real-only run does not depend on the schedule
+                        names.add(name)
                         cfg = copy.deepcopy(base)
                         cfg.method.name = method
                         cfg.data.labeled_fraction = fraction
                         cfg.train.seed = seed
-                        cfg.data.synthetic = list(syn_dirs) if ratio > 0 else []
+                        cfg.data.synthetic = list(syn_dirs) if uses_synthetic else []
                         cfg.data.synthetic_ratio = ratio
-                        sched = "constant" if ratio == 0 else schedule
                         cfg.data.ratio_schedule = sched
                         cfg.data.ratio_end = None if sched == "constant" else ratio_end
-                        labels = label_key(fraction, None)
-                        name = f"{method}__{labels}__{sched}__r{ratio:g}__s{seed}"
                         runs.append(GridRun(name, cfg, {"backbone": base.model.backbone, "method": method,
                                                         "labels": labels, "fraction": fraction, "cases": None,
                                                         "seed": seed, "schedule": sched, "ratio": ratio}))
     return runs
+
+
+def is_real_only(row: dict[str, Any]) -> bool:
+    """Whether a run (its summary row) saw no synthetic pair: ratio 0 under the constant schedule."""
+    return row["ratio"] == 0 and row["schedule"] == "constant"
 
 
 def sweep_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -63,9 +74,9 @@ def sweep_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def gain_over_real(rows: list[dict[str, Any]], method: str, labels: str, schedule: str,
                    ratio: float) -> tuple[float, float, float, int]:
-    """(mean gain, std, paired t-test p, n seeds) of Dice at `ratio` over ratio 0, paired by seed."""
+    """(mean gain, std, paired t-test p, n seeds) of Dice at (`schedule`, `ratio`) over real-only, paired by seed."""
     base = {r["seed"]: r["dice"] for r in rows if r["method"] == method and r["labels"] == labels
-            and r["ratio"] == 0}
+            and is_real_only(r)}
     this = {r["seed"]: r["dice"] for r in rows if r["method"] == method and r["labels"] == labels
             and r["schedule"] == schedule and r["ratio"] == ratio}
     seeds = sorted(s for s in this if s in base and this[s] is not None and base[s] is not None)
@@ -88,7 +99,7 @@ def sweep_markdown(rows: list[dict[str, Any]], title: str) -> str:
         best = max(means, key=lambda k: means[k][0] if np.isfinite(means[k][0]) else -1)
         lines += [f"## {method}, labels {labels}", "", "| schedule | ratio | realised | Dice | HD95 | gain over "
                   "ratio 0 | p | seeds |", "|---|---|---|---|---|---|---|---|"]
-        for key in sorted(cells, key=lambda k: (k[1] != 0, k[0], k[1])):
+        for key in sorted(cells, key=lambda k: (not is_real_only({"schedule": k[0], "ratio": k[1]}), k[0], k[1])):
             schedule, ratio = key
             m, s, n = means[key]
             hm, hs, _ = mean_std([r["hd95"] for r in cells[key]])
@@ -96,7 +107,7 @@ def sweep_markdown(rows: list[dict[str, Any]], title: str) -> str:
             if key == best:
                 dice = f"**{dice}**"
             realised = np.mean([r["realised_ratio"] or 0.0 for r in cells[key]])
-            if ratio == 0:
+            if is_real_only({"ratio": ratio, "schedule": schedule}):
                 gain_txt, p_txt = "-", "-"
             else:
                 g, gs, p, _ = gain_over_real(sub, method, labels, schedule, ratio)

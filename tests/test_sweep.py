@@ -38,11 +38,13 @@ def test_grid_has_one_real_only_run_per_cell_and_shards_cover_it():
     base = base_config("phantom:cardiac", profile("tiny"), "cpu")
     runs = sweep_runs(base, {0.1: ["a"], 0.25: ["b"]}, [0.0, 0.5, 1.0], ["constant", "linear"], 0.2,
                       ["supervised", "mean-teacher"], [0, 1])
-    # per (fraction, method, seed): ratio 0 once + 2 non-zero ratios x 2 schedules
-    assert len(runs) == 2 * 2 * 2 * (1 + 2 * 2)
+    # per (fraction, method, seed): real-only once + 2 constant ratios + linear from 0, 0.5 and 1 (each to 0.2)
+    assert len(runs) == 2 * 2 * 2 * (1 + 2 + 3)
     names = [r.name for r in runs]
     assert len(set(names)) == len(names)
-    real_only = [r for r in runs if r.tags["ratio"] == 0]
+    ramp = [r for r in runs if r.tags["ratio"] == 0 and r.tags["schedule"] == "linear"]
+    assert len(ramp) == 8 and all(r.cfg.data.synthetic and r.cfg.data.ratio_end == 0.2 for r in ramp)
+    real_only = [r for r in runs if r.tags["ratio"] == 0 and r.tags["schedule"] == "constant"]
     cells = {(r.tags["fraction"], r.tags["method"], r.tags["seed"]) for r in real_only}
     assert len(real_only) == len(cells) == 8
     assert all(r.cfg.data.synthetic == [] and r.cfg.data.ratio_schedule == "constant" for r in real_only)
@@ -50,6 +52,10 @@ def test_grid_has_one_real_only_run_per_cell_and_shards_cover_it():
     assert linear.cfg.data.synthetic == ["b"] and linear.cfg.data.ratio_end == 0.2
     constant = next(r for r in runs if r.tags["schedule"] == "constant" and r.tags["ratio"] == 1.0)
     assert constant.cfg.data.ratio_end is None and constant.cfg.data.synthetic_ratio == 1.0
+    ending_at_zero = sweep_runs(base, {0.1: ["a"]}, [0.0, 0.5], ["constant", "linear"], 0.0, ["supervised"], [0])
+    assert sorted(r.name for r in ending_at_zero) == ["supervised__f0.1__constant__r0.5__s0",
+                                                      "supervised__f0.1__constant__r0__s0",
+                                                      "supervised__f0.1__linear__r0.5__s0"]
     shards = [grid.shard(runs, f"{i}/3") for i in range(3)]
     assert sorted(r.name for s in shards for r in s) == sorted(names)
     assert sum(len(s) for s in shards) == len(runs)
@@ -79,6 +85,13 @@ def test_paired_gain_and_table_match_hand_computed_values():
     assert line == "| constant | 0.5 | 0.500 | **0.7167 +- 0.1607** | 4.00 | +0.1167 +- 0.0764 | 0.118 | 3 |"
     assert "| constant | 0 | 0.000 | 0.6000 +- 0.1000 | 4.00 | - | - | 3 |" in md
     assert "Best: constant schedule at ratio 0.5 (0.7167)." in md
+
+    # a warmup from ratio 0 uses synthetic pairs: it is measured against the real-only runs, not counted as one
+    ramp = [{**_row(s, 0.0, d), "schedule": "warmup", "name": f"w{s}"} for s, d in ((0, 0.8), (1, 0.8), (2, 0.8))]
+    gain, _, _, n = gain_over_real(rows + ramp, "supervised", "f0.1", "warmup", 0.0)
+    assert (gain, n) == (pytest.approx(0.2), 3)
+    assert gain_over_real(rows + ramp, "supervised", "f0.1", "constant", 0.5)[0] == pytest.approx(0.35 / 3)
+    assert "| warmup | 0 | 0.000 | **0.8000 +- 0.0000** | 4.00 | +0.2000 +- 0.1000 |" in sweep_markdown(rows + ramp, "t")
 
 
 def test_parse_synthetic(tmp_path):
