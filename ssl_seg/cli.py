@@ -21,6 +21,7 @@ TRAIN_FLAGS: dict[str, tuple[str, str]] = {
     "base_channels": ("model", "base_channels"), "method": ("method", "name"), "loss": ("method", "loss"),
     "ema_decay": ("method", "ema_decay"), "consistency": ("method", "consistency"),
     "consistency_weight": ("method", "consistency_weight"), "threshold": ("method", "threshold"),
+    "rampup_fraction": ("method", "rampup_fraction"),
     "iterations": ("train", "iterations"), "batch_size": ("train", "batch_size"),
     "labeled_batch_size": ("train", "labeled_batch_size"), "optimizer": ("train", "optimizer"),
     "lr": ("train", "lr"), "seed": ("train", "seed"), "device": ("train", "device"), "amp": ("train", "amp"),
@@ -55,6 +56,8 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--consistency", help="mse | kl (mean-teacher)")
     p.add_argument("--consistency-weight", type=float)
     p.add_argument("--threshold", type=float, help="pseudo-label confidence threshold")
+    p.add_argument("--rampup-fraction", type=float,
+                   help="unlabeled losses ramp up (sigmoid) over this share of training; 0 = full weight at once")
     p.add_argument("--val-every", type=int)
     p.add_argument("--val-max-samples", type=int)
     p.add_argument("--num-workers", type=int)
@@ -102,6 +105,8 @@ def validate_config(cfg: RunConfig) -> None:
         raise UserError(f"--val-every {cfg.train.val_every}: must be at least 1")
     if cfg.train.lr is not None and cfg.train.lr <= 0:
         raise UserError(f"--lr {cfg.train.lr}: must be positive")
+    if not 0.0 <= cfg.method.rampup_fraction <= 1.0:
+        raise UserError(f"--rampup-fraction {cfg.method.rampup_fraction}: must be in [0, 1], e.g. 0.4")
     if cfg.model.base_channels < 1:
         raise UserError(f"--base-channels {cfg.model.base_channels}: must be at least 1")
 

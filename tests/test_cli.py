@@ -33,6 +33,7 @@ BASE = ["train", "--iterations", "2", "--batch-size", "2", "--patch-size", "32",
     (["--data", "phantom:cardiac?n=24&size=32", "--labeled-fraction", "1.5"], "--labeled-fraction"),
     (["--data", "phantom:cardiac?n=24&size=32", "--patch-size", "64", "--no-pad"], "--patch-size"),
     (["--data", "phantom:cardiac?n=24&size=32", "--optimizer", "lbfgs"], "--optimizer"),
+    (["--data", "phantom:cardiac?n=24&size=32", "--rampup-fraction", "1.5"], "--rampup-fraction"),
     (["--data", "phantom:cardiac?n=24&size=32", "--split-file", "/nope/split.json"], "/nope/split.json"),
 ])
 def test_train_user_errors(capsys, tmp_path, extra, expected):
