@@ -263,7 +263,7 @@ def plot_gap_recovery(rows: list[dict[str, Any]], path: Path) -> None:
                             else f"{method}\n{labels}", value))
     if entries:
         ax.bar(range(len(entries)), [v for _, v in entries], color="tab:blue")
-        ax.set_xticks(range(len(entries)), [n for n, _ in entries], fontsize=7)
+        ax.set_xticks(range(len(entries)), [n for n, _ in entries], fontsize=7, rotation=45, ha="right")
     ax.axhline(0, color="black", lw=0.8)
     ax.axhline(1, color="gray", lw=0.8, ls="--")
     ax.set_ylabel("gap recovered: (SSL - sup) / (full - sup)")
