@@ -217,7 +217,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         base.train.val_every = min(base.train.val_every, args.iterations)
     root = Path(args.out)
     synthetic = parse_synthetic(args.synthetic, args.fractions)
-    if args.train_gan:
+    if args.train_gan and not args.summary_only:
         make = synthesizer()
         for f, dirs in synthetic.items():
             if not dirs:
@@ -225,7 +225,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
                                      out_dir=root / "synthetic" / label_key(f, None), profile=args.profile,
                                      device=args.device, n=args.n_synthetic)))
     missing = [f for f, d in synthetic.items() if not d]
-    if missing and any(r > 0 for r in args.ratios):
+    if missing and any(r > 0 for r in args.ratios) and not args.summary_only:
         raise UserError(f"no synthetic data for fraction(s) {missing}: pass --synthetic or --train-gan")
     runs = sweep_runs(base, synthetic, args.ratios, args.schedules, args.ratio_end, args.methods, args.seeds)
     if not args.summary_only:

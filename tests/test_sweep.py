@@ -125,6 +125,10 @@ def test_tiny_sweep_end_to_end_and_resume(tmp_path, synthetic_h5, monkeypatch):
     monkeypatch.setattr(grid, "run_one", no_training)
     assert main(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*.pt")} == stamps
+    # rebuilding the tables needs neither the synthetic data nor training
+    (out / "summary.md").unlink()
+    assert main(["sweep", "--summary-only", "--profile", "tiny", "--fractions", "0.25", "--out", str(out)]) == 0
+    assert "| constant | 0.5 | 0.500 |" in (out / "summary.md").read_text()
 
 
 def test_ratio_zero_trains_exactly_like_real_only(tiny_cfg, synthetic_h5, tmp_path):
