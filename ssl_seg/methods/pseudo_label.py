@@ -5,9 +5,10 @@ argmax prediction (no gradient) is the pseudo-label where the max probability >=
 Strong view: photometric jitter, Gaussian blur and CutMix with the next sample of the batch; the
 pseudo-labels and confidence masks are pasted with the same boxes. The unlabeled term is the
 cross-entropy on the strong view over confident pixels, averaged over all pixels (FixMatch's
-convention, see `masked_cross_entropy`), times `unlabeled_weight * sigmoid_rampup(step, rampup_length)`. With `ema_decay` set, an EMA
-teacher makes the pseudo-labels instead of the student (and is then evaluated first). Labeled,
-weak and strong images go through the network in separate passes (`forward_apart`).
+convention, see `masked_cross_entropy`), times `unlabeled_weight * sigmoid_rampup(step, rampup_length)`.
+With `ema_decay` set, an EMA teacher makes the pseudo-labels instead of the student (and is then
+evaluated first). Labeled, weak and strong images go through the network in separate passes
+(`forward_apart`).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class PseudoLabel(MethodBase):
         self.teacher = EMATeacher(model, ema_decay) if ema_decay is not None else None
 
     def training_step(self, batch: dict[str, Any], step: int) -> dict[str, Tensor]:
-        """{"sup", "unsup", "stat/mask_ratio", "stat/cons_weight"}; only {"sup"} when the batch has no unlabeled part."""
+        """{"sup", "unsup", "stat/mask_ratio", "stat/cons_weight"}; only {"sup"} without an unlabeled part."""
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]
         if unlabeled is None:
             return {"sup": self.supervised_loss(self.model(labeled["image"]), labeled)}

@@ -41,7 +41,7 @@ def _mean_teacher(model: nn.Module, cfg: MethodConfig, num_classes: int, total: 
 
 
 def _pseudo_label(model: nn.Module, cfg: MethodConfig, num_classes: int, total: int, loss: LossFn) -> Method:
-    """FixMatch-style pseudo-labels; consistency_weight is the unlabeled weight (ramped up), teacher_labels adds an EMA teacher."""
+    """FixMatch-style pseudo-labels; consistency_weight: the (ramped) unlabeled weight; teacher_labels: EMA."""
     return PseudoLabel(
         model,
         loss,

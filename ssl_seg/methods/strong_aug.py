@@ -3,8 +3,8 @@
 The jitter and blur work on images in [0, 1]; `strong_augment` takes the z-scored images the data
 pipeline delivers, maps each sample's own range onto [0, 1], augments, and maps back with the same
 affine, so the strong view stays on the network's input scale (clamping z-scores to [0, 1] instead
-zeroes every below-mean pixel). Randomness comes from the global torch RNG (seeded and checkpointed by the trainer) unless a
-`generator` is given; a generator must live on the images' device.
+zeroes every below-mean pixel). Randomness comes from the global torch RNG (seeded and checkpointed
+by the trainer) unless a `generator` is given; a generator must live on the images' device.
 """
 
 from __future__ import annotations

@@ -1,23 +1,21 @@
 """UniMatch (Yang et al., CVPR 2023), following LiheYoung/UniMatch more-scenarios/medical/unimatch.py.
 
-Per batch: the weak view (the unlabeled image as delivered) gives hard pseudo-labels and a
-confidence mask (max prob >= `threshold`, their medical default 0.95) from a gradient-free pass. Two strong views, each with independent photometric jitter,
-blur and CutMix, and a feature-perturbed weak view `model(weak, feature_dropout=p)` are trained
-towards those pseudo-labels: loss = sup + 0.25 s1 + 0.25 s2 + 0.5 fp, where sup is the configured
-loss (theirs is (CE + Dice) / 2). As in their medical code the unlabeled terms are soft Dice only,
-background included, over the confident pixels (their `DiceLoss(ignore=conf < thresh)`; here
-`soft_dice_loss(roi=confident, include_background=True)`, whose denominators are plain rather
-than squared sums; an empty mask gives 0 in both).
+Per batch: the weak view (the unlabeled image as delivered) gives hard pseudo-labels and a confidence
+mask (max prob >= `threshold`, their medical default 0.95) from a gradient-free pass. Two strong views,
+each with independent photometric jitter, blur and CutMix, and a feature-perturbed weak view
+`model(weak, feature_dropout=p)` are trained towards those pseudo-labels: loss = sup + 0.25 s1 + 0.25 s2
++ 0.5 fp, where sup is the configured loss (theirs is (CE + Dice) / 2). As in their medical code the
+unlabeled terms are soft Dice only, background included, over the confident pixels (their
+`DiceLoss(ignore=conf < thresh)`; here `soft_dice_loss(roi=confident, include_background=True)`, whose
+denominators are plain rather than squared sums; an empty mask gives 0 in both).
 
-Deliberate differences: the unlabeled terms are weighted by `sigmoid_rampup(step, rampup_length)`
-like every other method here (theirs start at full weight; with a few thousand CPU iterations instead
-of their 30k, the early, mostly-background pseudo-labels otherwise slow the labeled fit; set
-`rampup_fraction` to 0 for their schedule); their overall `/ 2` is left out (it only rescales the learning rate, and
-this keeps `sup` on the scale of the other methods); the CutMix source is the next sample of the
-same batch instead of a second unlabeled loader, so its pseudo-labels come from this step's weak
-prediction instead of a separate eval-mode pass; the feature-perturbed view is its own forward
-pass instead of sharing the weak view's encoder pass; the labeled and weak images are not one batch
-(see `forward_apart`).
+Deliberate differences: the unlabeled terms are weighted by `sigmoid_rampup(step, rampup_length)` like
+every other method here (theirs start at full weight; set `rampup_fraction` to 0 for that); their
+overall `/ 2` is left out (it only rescales the learning rate, and this keeps `sup` on the scale of the
+other methods); the CutMix source is the next sample of the same batch instead of a second unlabeled
+loader, so its pseudo-labels come from this step's weak prediction instead of a separate eval-mode pass;
+the feature-perturbed view is its own forward pass instead of sharing the weak view's encoder pass; the
+labeled and weak images are not one batch (see `forward_apart`).
 """
 
 from __future__ import annotations
@@ -56,7 +54,7 @@ class UniMatch(MethodBase):
         self.rampup_length = rampup_length
 
     def training_step(self, batch: dict[str, Any], step: int) -> dict[str, Tensor]:
-        """{"sup", "strong", "fp", "stat/mask_ratio", "stat/cons_weight"}; only {"sup"} when the batch has no unlabeled part."""
+        """{"sup", "strong", "fp", "stat/mask_ratio", "stat/cons_weight"}; only {"sup"} without an unlabeled part."""
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]
         if unlabeled is None:
             return {"sup": self.supervised_loss(self.model(labeled["image"]), labeled)}
