@@ -57,9 +57,9 @@ def sweep_runs(base: RunConfig, synthetic: dict[float, list[str]], ratios: list[
     return runs
 
 
-def is_real_only(row: dict[str, Any]) -> bool:
-    """Whether a run (its summary row) saw no synthetic pair: ratio 0 under the constant schedule."""
-    return row["ratio"] == 0 and row["schedule"] == "constant"
+def is_real_only(schedule: str, ratio: float) -> bool:
+    """Whether a (schedule, ratio) cell saw no synthetic pair: ratio 0 under the constant schedule."""
+    return ratio == 0 and schedule == "constant"
 
 
 def sweep_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -76,7 +76,7 @@ def gain_over_real(rows: list[dict[str, Any]], method: str, labels: str, schedul
                    ratio: float) -> tuple[float, float, float, int]:
     """(mean gain, std, paired t-test p, n seeds) of Dice at (`schedule`, `ratio`) over real-only, paired by seed."""
     base = {r["seed"]: r["dice"] for r in rows if r["method"] == method and r["labels"] == labels
-            and is_real_only(r)}
+            and is_real_only(r["schedule"], r["ratio"])}
     this = {r["seed"]: r["dice"] for r in rows if r["method"] == method and r["labels"] == labels
             and r["schedule"] == schedule and r["ratio"] == ratio}
     seeds = sorted(s for s in this if s in base and this[s] is not None and base[s] is not None)
@@ -91,15 +91,15 @@ def gain_over_real(rows: list[dict[str, Any]], method: str, labels: str, schedul
 def sweep_markdown(rows: list[dict[str, Any]], title: str) -> str:
     """Mean +- std per (method, labels, schedule, ratio), best ratio per label budget in bold, paired gains."""
     lines = [f"# {title}", "", f"{len(rows)} finished runs; test Dice (mean over foreground classes), mean +- std "
-             "over seeds. Gain = Dice minus the real-only (ratio 0) run of the same seed; p = paired t-test "
-             "across seeds. **Bold**: best ratio per method and label budget.", ""]
+             "over seeds. Ratio: the schedule's start. Gain = Dice minus the real-only (constant ratio 0) run of "
+             "the same seed; p = paired t-test across seeds. **Bold**: best ratio per method and label budget.", ""]
     for (method, labels), sub in sorted(group(rows, ("method", "labels")).items()):
         cells = group(sub, ("schedule", "ratio"))
         means = {k: mean_std([r["dice"] for r in v]) for k, v in cells.items()}
         best = max(means, key=lambda k: means[k][0] if np.isfinite(means[k][0]) else -1)
         lines += [f"## {method}, labels {labels}", "", "| schedule | ratio | realised | Dice | HD95 | gain over "
-                  "ratio 0 | p | seeds |", "|---|---|---|---|---|---|---|---|"]
-        for key in sorted(cells, key=lambda k: (not is_real_only({"schedule": k[0], "ratio": k[1]}), k[0], k[1])):
+                  "real only | p | seeds |", "|---|---|---|---|---|---|---|---|"]
+        for key in sorted(cells, key=lambda k: (not is_real_only(*k), k[0], k[1])):
             schedule, ratio = key
             m, s, n = means[key]
             hm, hs, _ = mean_std([r["hd95"] for r in cells[key]])
@@ -107,7 +107,7 @@ def sweep_markdown(rows: list[dict[str, Any]], title: str) -> str:
             if key == best:
                 dice = f"**{dice}**"
             realised = np.mean([r["realised_ratio"] or 0.0 for r in cells[key]])
-            if is_real_only({"ratio": ratio, "schedule": schedule}):
+            if is_real_only(schedule, ratio):
                 gain_txt, p_txt = "-", "-"
             else:
                 g, gs, p, _ = gain_over_real(sub, method, labels, schedule, ratio)
