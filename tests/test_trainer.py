@@ -80,15 +80,17 @@ def test_non_finite_loss_stops_with_clear_error(tiny_cfg, monkeypatch):
 
 
 def test_training_learns_on_phantoms(tiny_cfg):
+    # base 4 at 60 steps sat at the edge (val Dice 0.05 on one machine, 0.08 on another); base 8 at 150 reaches 0.39
+    tiny_cfg.model.base_channels = 8
     tiny_cfg.train.optimizer = "adamw"
     tiny_cfg.train.lr = 3e-3
     tiny_cfg.train.iterations = 1
     before = run_training(tiny_cfg)
     tiny_cfg.out = tiny_cfg.out + "_long"
-    tiny_cfg.train.iterations = 60
-    tiny_cfg.train.val_every = 60
+    tiny_cfg.train.iterations = 150
+    tiny_cfg.train.val_every = 150
     after = run_training(tiny_cfg)
-    assert after["val_dice"] > before["val_dice"] + 0.05, (before["val_dice"], after["val_dice"])
+    assert after["val_dice"] > before["val_dice"] + 0.2, (before["val_dice"], after["val_dice"])
 
 
 def test_evaluate_and_predict(tiny_cfg, tmp_path):
