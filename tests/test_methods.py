@@ -288,3 +288,36 @@ def test_unimatch_feature_branch_uses_feature_dropout() -> None:
     model = spy.model.eval()
     with torch.no_grad():
         assert not torch.allclose(model(images, feature_dropout=0.5), model(images))
+
+
+# images each network sees in one step with 4 labeled + 4 unlabeled images, and with gradient (the rest under
+# torch.inference_mode); the teacher only on the images its loss uses, no pass repeated where one serves
+PASSES = {
+    "supervised": {"model": (4, 4)},
+    "mean-teacher": {"student": (8, 8), "teacher": (4, 0)},
+    "uncertainty-mt": {"student": (8, 8), "teacher": (32, 0)},
+    "pseudo-label": {"model": (12, 8)},
+    "cps": {"model_a": (8, 8), "model_b": (8, 8)},
+    "unimatch": {"model": (20, 16)},
+}
+
+
+@pytest.mark.parametrize("name", list(PASSES))
+def test_forward_passes_are_not_wasted(name: str) -> None:
+    method = _build(name)
+    teacher = getattr(method, "teacher", None)
+    nets = {**method.models, **({"teacher": teacher.module} if teacher is not None else {})}
+    seen = {k: [0, 0] for k in nets}
+
+    def counter(key):
+        def hook(module, args, output):
+            seen[key][0] += args[0].shape[0]
+            seen[key][1] += args[0].shape[0] if output.requires_grad else 0
+            assert torch.is_inference_mode_enabled() or torch.is_grad_enabled()  # gradient-free = inference mode
+        return hook
+
+    for key, net in nets.items():
+        net.register_forward_hook(counter(key))
+    losses = method.training_step(_batch(), 0)
+    sum(v for k, v in losses.items() if not k.startswith("stat/")).backward()  # targets are usable by autograd
+    assert {k: tuple(v) for k, v in seen.items()} == PASSES[name]

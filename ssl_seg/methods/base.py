@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
@@ -72,6 +73,16 @@ def forward_apart(model: nn.Module, *images: Tensor) -> list[Tensor]:
     without unlabeled images (seeds 0 and 1).
     """
     return [model(x) for x in images]
+
+
+def gradient_free(module: nn.Module, *args: Tensor, **kwargs: float) -> Tensor:
+    """module(*args) under torch.inference_mode (no autograd bookkeeping), as an ordinary tensor for loss targets.
+
+    The clone turns the inference tensor into one that autograd may save (e.g. as a KL or Dice target).
+    """
+    with torch.inference_mode():
+        out = module(*args, **kwargs)
+    return out.clone()
 
 
 def check_state_keys(state: dict[str, Any], expected: set[str], method: str) -> None:

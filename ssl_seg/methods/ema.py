@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
+from .base import gradient_free
 
 
 def ema_decay_at(decay: float, step: int) -> float:
@@ -43,11 +44,10 @@ class EMATeacher:
         """Move the teacher towards `student` after optimizer step `step` (0-based) with the warm-up decay."""
         ema_update(self.module, student, ema_decay_at(self.decay, step))
 
-    @torch.no_grad()
     def predict(self, images: Tensor) -> Tensor:
-        """Teacher logits (B, K, H, W) without gradient, in training mode (batch statistics, like the student)."""
+        """Teacher logits (B, K, H, W) under inference_mode, in training mode (batch statistics, like the student)."""
         self.module.train()
-        return self.module(images)
+        return gradient_free(self.module, images)
 
     def state_dict(self) -> dict[str, Tensor]:
         """The teacher's weights and buffers."""

@@ -1,8 +1,9 @@
 """Mean Teacher (Tarvainen & Valpola, NeurIPS 2017), as in SSL4MIS's train_mean_teacher_2D.py.
 
-The student sees the batch as given; the EMA teacher sees it with clamped Gaussian noise
-(clamp(N(0, std), -2 std, 2 std)). Consistency between their softmax outputs covers the labeled and
-the unlabeled images, weighted by `consistency_weight * sigmoid_rampup(step, rampup_length)`.
+The student sees the batch as given; the EMA teacher sees the unlabeled images with clamped Gaussian
+noise (clamp(N(0, std), -2 std, 2 std)). Consistency between their softmax outputs covers the unlabeled
+images only (SSL4MIS's `outputs_soft[labeled_bs:]`), weighted by `consistency_weight * sigmoid_rampup(step,
+rampup_length)`; the teacher therefore runs on the unlabeled images only, under torch.inference_mode.
 'mse' is the mean squared difference of probabilities over pixels and classes (SSL4MIS); 'kl' is
 KL(teacher || student) summed over classes and averaged over pixels. The teacher runs in training
 mode (batch statistics) like SSL4MIS's and keeps its own BN buffers. The student sees the labeled
@@ -75,8 +76,7 @@ class MeanTeacher(MethodBase):
         if unlabeled is None:
             return {"sup": self.supervised_loss(self.student(labeled["image"]), labeled)}
         logits_l, logits_u = forward_apart(self.student, labeled["image"], unlabeled["image"])
-        images = torch.cat([labeled["image"], unlabeled["image"]])  # (B + B', C, H, W)
-        cons, stats = self.consistency_term(images, torch.cat([logits_l, logits_u]), step)
+        cons, stats = self.consistency_term(unlabeled["image"], logits_u, step)  # unlabeled only, as SSL4MIS
         weight = self.consistency_weight * sigmoid_rampup(step, self.rampup_length)
         return {
             "sup": self.supervised_loss(logits_l, labeled),

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..losses import LossFn
-from .base import MethodBase, check_state_keys, forward_apart
+from .base import MethodBase, check_state_keys, forward_apart, gradient_free
 from .confidence import confident_pseudo_labels, masked_cross_entropy
 from .cutmix import cutmix, cutmix_boxes
 from .ema import EMATeacher
@@ -59,8 +59,7 @@ class PseudoLabel(MethodBase):
         boxes = cutmix_boxes(m, h, w, weak.device, p=self.cutmix_prob)  # (B', H, W)
         strong = cutmix(strong_augment(weak), boxes)  # (B', C, H, W)
         if self.teacher is None:
-            with torch.no_grad():
-                probs_w = self.model(weak).float().softmax(dim=1)  # (B', K, H, W)
+            probs_w = gradient_free(self.model, weak).float().softmax(dim=1)  # (B', K, H, W)
         else:
             probs_w = self.teacher.predict(weak).float().softmax(dim=1)
         logits_l, logits_s = forward_apart(self.model, labeled["image"], strong)

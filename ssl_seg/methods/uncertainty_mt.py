@@ -1,7 +1,8 @@
 """Uncertainty-aware Mean Teacher (Yu et al., MICCAI 2019), as in SSL4MIS's train_uncertainty_aware_mean_teacher_2D.py.
 
 Mean Teacher whose consistency only counts pixels where the teacher is certain: the teacher's
-softmax is averaged over `passes` noisy forward passes (run as one batch), its entropy is the uncertainty, and a
+softmax is averaged over `passes` noisy forward passes (run as one batch; the first also serves as the
+consistency target, where SSL4MIS runs one more pass), its entropy is the uncertainty, and a
 pixel counts when the entropy is below (start + (1 - start) * sigmoid_rampup(step, total)) * ln K,
 with `start` = `uncertainty_threshold` (0.75 in the paper; SSL4MIS writes ln 2 for two classes).
 The consistency is averaged over the certain pixels only (SSL4MIS: sum(mask * dist) / (K sum(mask))).
@@ -45,9 +46,10 @@ class UncertaintyMeanTeacher(MeanTeacher):
 
     def consistency_term(self, images: Tensor, logits: Tensor, step: int) -> tuple[Tensor, dict[str, Tensor]]:
         """Consistency averaged over pixels whose teacher entropy is below the ramped threshold."""
-        teacher_logits = self.teacher.predict(noisy(images, self.noise_std))
         repeated = noisy(images.repeat(self.passes, 1, 1, 1), self.noise_std)  # (T * N, C, H, W), one batch
-        probs = self.teacher.predict(repeated).float().softmax(dim=1)
+        all_logits = self.teacher.predict(repeated)  # (T * N, K, H, W)
+        teacher_logits = all_logits[: images.shape[0]]  # the first noisy pass doubles as the consistency target
+        probs = all_logits.float().softmax(dim=1)
         probs = probs.unflatten(0, (self.passes, images.shape[0])).mean(dim=0)  # (N, K, H, W)
         entropy = -(probs * torch.log(probs + 1e-6)).sum(dim=1)  # (N, H, W)
         start = self.uncertainty_threshold

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..losses import LossFn, soft_dice_loss
-from .base import MethodBase
+from .base import MethodBase, gradient_free
 from .confidence import confident_pseudo_labels
 from .cutmix import cutmix, cutmix_boxes
 from .rampup import sigmoid_rampup
@@ -66,8 +66,7 @@ class UniMatch(MethodBase):
         strong2 = cutmix(strong_augment(weak), boxes2)
 
         logits_l = self.model(labeled["image"])  # its own pass: see forward_apart
-        with torch.no_grad():
-            logits_w = self.model(weak)
+        logits_w = gradient_free(self.model, weak)
         logits_fp = self.model(weak, feature_dropout=self.feature_dropout)  # (B', K, H, W)
         logits_s1, logits_s2 = self.model(torch.cat([strong1, strong2])).chunk(2)
 
