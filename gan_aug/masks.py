@@ -1,5 +1,8 @@
 """Mask sources for synthesis, chosen by name: `deform` and `mix` reuse labeled masks, `phantom` draws new ones.
 
+`phantom` is an oracle: it draws from the generator that made the phantom test set, which no user has for
+real data. It exists only for an explicitly labelled upper-bound row; every default is DEFAULT_MASK_SOURCE.
+
 Each source is an endless iterator of (size, size) int64 masks with values < num_classes, deterministic
 from its seed. Deformations resample with nearest neighbour, so every output pixel is a valid label.
 """
@@ -19,6 +22,8 @@ from ssl_seg.errors import UserError
 from .data import pad_to
 
 MASK_SOURCES = ("deform", "mix", "phantom")
+DEFAULT_MASK_SOURCE = "deform"  # new masks only from the labeled ones
+ORACLE_MASK_SOURCES = frozenset({"phantom"})
 _EIGHT = np.ones((3, 3), bool)  # 8-connectivity
 
 

@@ -66,6 +66,18 @@ def linear_decay(step: int, total: int) -> float:
     return 1.0 - max(0, step - half) / float(total - half + 1)
 
 
+@torch.no_grad()
+def copy_buffers(target: nn.Module, source: nn.Module) -> None:
+    """target's buffers (BatchNorm running statistics) <- source's, as StyleGAN's EMA generator does.
+
+    G_ema runs in eval mode and never updates its own statistics; without this copy they stay at their
+    initial values (mean 0, var 1) under --norm batch. Unlike a segmentation teacher, G_ema is never
+    trained on its own outputs, and at decay 0.999 its weights stay close to G's.
+    """
+    for t, s in zip(target.buffers(), source.buffers(), strict=True):
+        t.copy_(s)
+
+
 class Pix2Pix:
     """G, D, the EMA generator, their Adam optimisers and grad scalers; `train_step` is pix2pix's optimize_parameters.
 
@@ -148,6 +160,7 @@ class Pix2Pix:
         losses = self.d_step(mask, real, fake)
         losses.update(self.g_step(mask, real, fake))
         ema_update(self.G_ema, self.G, ema_decay_at(self.ema_decay, step))
+        copy_buffers(self.G_ema, self.G)
         return losses
 
     @torch.no_grad()

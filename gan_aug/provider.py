@@ -1,7 +1,8 @@
 """The `pix2pix` synthesizer of `ssl-seg sweep --train-gan` and `ssl-seg study`: split's labeled pairs -> GAN -> pairs.
 
-Layout under OUT_DIR: `gan/` (the `gan-aug train` run) and `synthetic/` (the `gan-aug synthesize` output,
-whose `synthetic.h5` is what `ssl_seg.data.readers.open_source` reads). Both stages resume: a finished
+Layout under OUT_DIR: `gan/` (the `gan-aug train` run) and `synthetic_<mask source>/` (the `gan-aug synthesize`
+output, whose `synthetic.h5` is what `ssl_seg.data.readers.open_source` reads). Masks come from the labeled
+masks (`deform` by default); `phantom`, the oracle, only when asked for by name. Both stages resume: a finished
 synthetic set made by the same GAN settings is returned as is, and a killed GAN run continues from its checkpoint.
 """
 
@@ -16,6 +17,7 @@ from ssl_seg.errors import UserError
 
 from .checkpoint import CHECKPOINT_NAME
 from .config import RESUMABLE, GanConfig
+from .masks import DEFAULT_MASK_SOURCE
 from .networks import auto_n_down
 from .synthesize import H5_NAME, synthesize
 from .train import train_gan
@@ -70,21 +72,22 @@ def same_generator(saved: dict, wanted: GanConfig, ignore: frozenset[str] = _INC
     return all(a[k] == b[k] for k in b if k not in ignore)
 
 
-def mask_source_for(data: str) -> str:
-    """Fresh phantom masks for phantom data, deformed labeled masks for anything else."""
-    return "phantom" if data.startswith("phantom:") else "deform"
+def synthetic_dir(out_dir: Path, mask_source: str) -> Path:
+    """Where the synthetic set drawn from `mask_source` masks lies: OUT_DIR/synthetic_<mask source>."""
+    return Path(out_dir) / f"{SYN_SUBDIR}_{mask_source}"
 
 
 def train_and_synthesize(data: str, labeled_fraction: float, split_seed: int, out_dir: Path, profile: str,
-                         device: str, n: int | None = None) -> Path:
-    """Train pix2pix on the labeled pairs of ssl-seg's split of `data` and write `n` synthetic pairs; returns the
-    synthetic HDF5 file (OUT_DIR/synthetic/synthetic.h5). Finished work is reused, a killed GAN run resumed."""
+                         device: str, n: int | None = None, mask_source: str = DEFAULT_MASK_SOURCE) -> Path:
+    """Train pix2pix on the labeled pairs of ssl-seg's split of `data` and write `n` synthetic pairs from
+    `mask_source` masks; returns the synthetic HDF5 file (OUT_DIR/synthetic_<mask_source>/synthetic.h5).
+    Finished work is reused, a killed GAN run resumed; several mask sources share one GAN."""
     out_dir = Path(out_dir)
-    gan_dir, syn_dir = out_dir / GAN_SUBDIR, out_dir / SYN_SUBDIR
+    gan_dir, syn_dir = out_dir / GAN_SUBDIR, synthetic_dir(out_dir, mask_source)
     h5, manifest_file = syn_dir / H5_NAME, syn_dir / "manifest.json"
     wanted = gan_config(data, labeled_fraction, split_seed, gan_dir, profile, device)
     n = gan_budget(profile).n if n is None else n
-    source = mask_source_for(data)
+    source = mask_source
     if manifest_file.is_file() and h5.is_file():
         manifest = json.loads(manifest_file.read_text())
         if manifest["n"] == n and manifest["mask_source"] == source and same_generator(manifest["gan_config"], wanted):

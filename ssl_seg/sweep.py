@@ -188,6 +188,8 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic", action="append", default=[], help="SYN_DIR, or FRACTION=SYN_DIR (repeatable)")
     p.add_argument("--train-gan", action="store_true", help="train a GAN per label fraction and synthesize")
     p.add_argument("--n-synthetic", type=int, default=None, help="pairs to synthesize per fraction (--train-gan)")
+    p.add_argument("--mask-source", default="deform", help="masks of the synthesized pairs (--train-gan): deform | "
+                   "mix (from the labeled masks); phantom is an oracle (the test set's own generator)")
     p.add_argument("--ratios", nargs="+", type=float, default=[0.0, 0.25, 0.5, 0.75, 1.0])
     p.add_argument("--schedules", nargs="+", default=["constant"], help="constant linear cosine step warmup")
     p.add_argument("--ratio-end", type=float, default=0.0, help="final ratio of non-constant schedules")
@@ -223,7 +225,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
             if not dirs:
                 dirs.append(str(make(data=base.data.data, labeled_fraction=f, split_seed=args.split_seed,
                                      out_dir=root / "synthetic" / label_key(f, None), profile=args.profile,
-                                     device=args.device, n=args.n_synthetic)))
+                                     device=args.device, n=args.n_synthetic, mask_source=args.mask_source)))
     missing = [f for f, d in synthetic.items() if not d]
     if missing and any(r > 0 for r in args.ratios) and not args.summary_only:
         raise UserError(f"no synthetic data for fraction(s) {missing}: pass --synthetic or --train-gan")

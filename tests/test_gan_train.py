@@ -79,6 +79,28 @@ def test_one_step_moves_both_networks(gan_loss: str, generator: str, lambda_fm: 
         rel=1e-5)
 
 
+def test_ema_generator_keeps_the_batchnorm_statistics_of_the_generator() -> None:
+    torch.manual_seed(0)
+    g = build_generator("unet", 4, 1, ngf=8, n_down=3, norm="batch", dropout=0.0)
+    d = build_discriminator("patchgan", 4, 1, ndf=8, norm="batch")
+    model = Pix2Pix(g, d, total_iterations=10, device=torch.device("cpu"), ema_decay=0.999)
+    stats = [name for name, _ in model.G_ema.named_buffers() if name.endswith("running_mean")]
+    assert stats  # the test means something only if there are BatchNorm buffers
+    for step in range(3):
+        mask = one_hot(torch.randint(0, 4, (4, 32, 32)), 4)
+        model.train_step(mask, torch.rand(4, 1, 32, 32) * 2 - 1, step=step)
+    ema, live = dict(model.G_ema.named_buffers()), dict(model.G.named_buffers())
+    for name in stats:  # moved away from the initial zeros, and equal to the generator's own statistics
+        assert ema[name].abs().max() > 1e-3 and torch.equal(ema[name], live[name])
+        var = name.replace("running_mean", "running_var")
+        assert not torch.allclose(ema[var], torch.ones_like(ema[var])) and torch.equal(ema[var], live[var])
+    # with decay 0 the EMA generator is the generator: same output in eval mode
+    model.ema_decay = 0.0
+    model.train_step(mask, torch.rand(4, 1, 32, 32) * 2 - 1, step=3)
+    model.G.eval()
+    assert torch.allclose(model.sample(mask), model.G(mask), atol=1e-6)
+
+
 def test_train_writes_run_on_the_ssl_seg_split(tmp_path: Path) -> None:
     cfg = tiny(tmp_path / "gan")
     result = train_gan(cfg)

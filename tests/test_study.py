@@ -56,6 +56,25 @@ def test_findings_state_the_numbers():
                       "supervised", "f0.1") == 0.25  # ties go to the smaller ratio
 
 
+def test_no_default_mask_source_is_the_phantom_oracle():
+    import argparse
+    import inspect
+
+    from gan_aug.cli import build_parser
+    from gan_aug.masks import DEFAULT_MASK_SOURCE, ORACLE_MASK_SOURCES
+    from gan_aug.synthesize import synthesize
+    from ssl_seg.sweep import add_sweep_args
+
+    assert DEFAULT_MASK_SOURCE == "deform" and "phantom" in ORACLE_MASK_SOURCES
+    defaults = [inspect.signature(f).parameters["mask_source"].default
+                for f in (provider.train_and_synthesize, synthesize)]
+    defaults.append(build_parser().parse_args(["synthesize", "--checkpoint", "g", "--n", "1", "--out", "o"]).mask_source)
+    sweep = argparse.ArgumentParser()
+    add_sweep_args(sweep)
+    defaults.append(sweep.parse_args(["--out", "o"]).mask_source)
+    assert defaults == ["deform"] * 4
+
+
 def test_provider_resumes_a_killed_gan_and_refuses_other_settings(tmp_path, monkeypatch):
     wanted = provider.gan_config(DATA, 0.25, 0, tmp_path / "gan", "tiny", "cpu")
     train_gan(GanConfig(**{**wanted.to_dict(), "iterations": 2}))  # stands for a run killed after 2 of 4 steps
@@ -64,7 +83,9 @@ def test_provider_resumes_a_killed_gan_and_refuses_other_settings(tmp_path, monk
     monkeypatch.setattr(provider, "train_gan", lambda cfg, resume: (calls.append(resume), real(cfg, resume))[1])
     path = provider.train_and_synthesize(DATA, 0.25, 0, tmp_path, "tiny", "cpu", n=6)
     assert calls == [True] and json.loads((tmp_path / "gan" / "result.json").read_text())["iterations"] == 4
-    assert path == tmp_path / "synthetic" / "synthetic.h5" and len(open_source(str(path))) == 6
+    assert path == tmp_path / "synthetic_deform" / "synthetic.h5" and len(open_source(str(path))) == 6
+    # phantom data, yet the masks come from the labeled masks: the phantom generator is an oracle
+    assert json.loads((path.parent / "manifest.json").read_text())["mask_source"] == "deform"
     assert provider.train_and_synthesize(DATA, 0.25, 0, tmp_path, "tiny", "cpu", n=6) == path and calls == [True]
     with pytest.raises(UserError, match="other settings"):
         provider.train_and_synthesize(DATA, 0.25, 1, tmp_path, "tiny", "cpu", n=6)  # another split seed
@@ -78,8 +99,8 @@ def test_tiny_study_end_to_end_then_resume_redoes_nothing(tmp_path, monkeypatch,
     links = re.findall(r"\]\(([^)]+)\)", report)
     assert links and all((out / link).exists() for link in links), [l for l in links if not (out / l).exists()]
     for artefact in ("low_label/summary.md", "low_label/dice_vs_labels.png", "low_label/gap_recovery.png",
-                     "ratio_sweep/dice_vs_ratio.png", "synthetic/f0.25/synthetic/samples.png",
-                     "synthetic/f0.25/synthetic/synthetic.h5", "study.json"):
+                     "ratio_sweep/dice_vs_ratio.png", "synthetic/f0.25/synthetic_deform/samples.png",
+                     "synthetic/f0.25/synthetic_deform/synthetic.h5", "study.json"):
         assert f"]({artefact})" in report
     assert "## Findings" in report and "| supervised | f0.25 |" in report and "| constant | 0.5 | 0.500 |" in report
     study = json.loads((out / "study.json").read_text())
