@@ -27,7 +27,8 @@ class DataConfig:
     labeled_cases: int | None = None
     augment: bool = True
     include_labeled_in_unlabeled: bool = True
-    num_workers: int = 0
+    num_workers: int | None = None  # DataLoader workers; None: one per core left over by the torch threads, at most 2
+    cache_mb: int = 1024  # decoded samples kept in memory (per process: split between the workers)
     synthetic: list[str] = field(default_factory=list)
     synthetic_ratio: float = 0.0
     ratio_schedule: str = "constant"

@@ -93,3 +93,76 @@ def test_ratio_zero_matches_real_only(sources):
     for step in range(5):
         assert torch.equal(plain[step]["labeled"]["image"], mixed[step]["labeled"]["image"])
         assert torch.equal(plain[step]["labeled"]["mask"], mixed[step]["labeled"]["mask"])
+
+
+# ------------------------------------------------------------------ the loader: cache, workers, errors
+
+def _steps_and_cfg(workers: int | None, cache_mb: int):
+    from ssl_seg.config import RunConfig
+    from ssl_seg.runner import _step_batches, build_split
+
+    cfg = RunConfig()
+    cfg.data.data, cfg.data.patch_size = "phantom:cardiac?n=12&size=32", 32
+    cfg.data.num_workers, cfg.data.cache_mb = workers, cache_mb
+    cfg.method.name, cfg.train.batch_size, cfg.train.iterations, cfg.train.seed = "mean-teacher", 2, 9, 3
+    source = open_source(cfg.data.data)
+    return _step_batches(cfg, source, build_split(cfg, source), 0), cfg
+
+
+def _flat(batch: dict) -> list[torch.Tensor]:
+    return [batch["labeled"][k] for k in ("image", "mask", "roi")] + [batch["unlabeled"]["image"]]
+
+
+@pytest.mark.parametrize("start", [0, 5])  # 5: a resumed run starts its loader there
+def test_workers_and_cache_give_the_batches_of_the_plain_path(start):
+    from ssl_seg.runner import _loader_factory
+
+    plain_steps, plain_cfg = _steps_and_cfg(0, 0)
+    plain = [_flat(b) for b in _loader_factory(plain_steps, plain_cfg)(start)]
+    steps, cfg = _steps_and_cfg(2, 64)
+    fast = [_flat(b) for b in _loader_factory(steps, cfg)(start)]
+    fast_again = [_flat(b) for b in _loader_factory(steps, cfg)(start)]  # now from warm caches
+    assert len(plain) == len(fast) == 9 - start
+    for a, b, c in zip(plain, fast, fast_again):
+        assert all(torch.equal(x, y) and torch.equal(x, z) for x, y, z in zip(a, b, c))
+
+
+def test_cache_is_bounded_and_least_recently_used_goes_first():
+    from ssl_seg.data.cache import CachedSource, sample_nbytes
+
+    source = open_source("phantom:cardiac?n=6&size=32")
+    one = sample_nbytes(source.load(0))
+    cached = CachedSource(source, max_bytes=2 * one)
+    first = cached.load(0)
+    cached.load(1)
+    assert cached.load(0) is first  # a hit, and 0 becomes the most recent
+    cached.load(2)  # evicts 1, the least recently used
+    assert list(cached._items) == [0, 2] and cached.nbytes == 2 * one
+    assert cached.load(0) is first and cached.load(1) is not None
+    assert CachedSource(source, 0).load(3) is not None and CachedSource(source, 0).nbytes == 0
+
+
+def test_a_bad_file_read_by_a_worker_gives_the_one_line_error(tmp_path, capsys):
+    from PIL import Image
+
+    from ssl_seg.cli import main
+
+    (tmp_path / "ds" / "images").mkdir(parents=True)
+    (tmp_path / "ds" / "masks").mkdir()
+    for i in range(8):
+        mask = np.zeros((32, 32), np.uint8)
+        mask[4 + i : 20, 6:20] = 1
+        Image.fromarray(np.full((32, 32), 40 + i, np.uint8)).save(tmp_path / "ds" / "images" / f"s{i}.png")
+        Image.fromarray(mask).save(tmp_path / "ds" / "masks" / f"s{i}.png")
+    for i in range(8):  # truncate every image's pixel data: the header (read when opening) stays intact
+        path = tmp_path / "ds" / "images" / f"s{i}.png"
+        path.write_bytes(path.read_bytes()[:60])
+    messages = []
+    for workers in ("0", "1"):
+        code = main(["train", "--data", str(tmp_path / "ds"), "--iterations", "2", "--batch-size", "2",
+                     "--patch-size", "32", "--base-channels", "4", "--labeled-fraction", "0.5", "--device", "cpu",
+                     "--no-progress", "--num-workers", workers, "--out", str(tmp_path / f"run{workers}")])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: ") and ".png" in err, err
+        messages.append(err)
+    assert messages[0] == messages[1]

@@ -7,12 +7,13 @@ with or without DataLoader workers.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import UserError
 from .readers import SampleSource
 from .transforms import JointTransform, normalize, to_tensors
 
@@ -71,6 +72,14 @@ class StepBatches(Dataset):
         return synthetic_count(self.labeled_batch_size, self.ratio_at(step))
 
     def __getitem__(self, step: int) -> dict:
+        """The batch of `step`; a UserError (bad file) comes back as {"user_error": message} (see `raise_user_errors`)."""
+        try:
+            return self.batch(step)
+        except UserError as e:  # crosses the DataLoader worker boundary as data, not as a re-wrapped traceback
+            return {"user_error": str(e)}
+
+    def batch(self, step: int) -> dict:
+        """The batch dict of `step`: labeled (+ synthetic) images, masks, rois and the unlabeled images."""
         rng = np.random.default_rng([self.seed, self.rank, step])
         n_syn = self.n_synthetic(step)
         n_real = self.labeled_batch_size - n_syn
@@ -87,6 +96,14 @@ class StepBatches(Dataset):
                   for p, s in _draw(un_rng, len(self.unlabeled), self.unlabeled_batch_size)]
             batch["unlabeled"] = {"image": torch.stack(un)}
         return batch
+
+
+def raise_user_errors(batches: Iterable[dict]) -> Iterator[dict]:
+    """Pass batches through; raise the UserError a batch carries (one line, with or without workers)."""
+    for batch in batches:
+        if "user_error" in batch:
+            raise UserError(batch["user_error"])
+        yield batch
 
 
 def _draw(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
