@@ -32,6 +32,7 @@ class Profile:
     phantom_size: int
     optimizer: str = "adamw"  # short budgets: AdamW converges reliably where SGD+poly sometimes stalls
     lr: float = 2e-3
+    val_max_samples: int | None = 64  # None: validate on every validation image (whole volumes)
 
 
 PROFILES: dict[str, Profile] = {
@@ -43,6 +44,9 @@ PROFILES: dict[str, Profile] = {
                      phantom_n=120, phantom_size=64),
     "standard": Profile(iterations=300, batch_size=8, patch_size=64, base_channels=8, val_every=100,
                         phantom_n=200, phantom_size=64),
+    # `realistic`: the scale of the papers' 2D setups (issue 10); patches shrink to the data's native size.
+    "realistic": Profile(iterations=2000, batch_size=8, patch_size=128, base_channels=16, val_every=200,
+                         phantom_n=200, phantom_size=128, val_max_samples=None),
 }
 
 
@@ -60,11 +64,23 @@ def resolve_data(data: str, prof: Profile) -> str:
     return data
 
 
+def native_patch(data: str, patch_size: int, stride: int = 16, probe: int = 64) -> int:
+    """`patch_size`, or the data's native size when smaller: the largest image side among about `probe`
+    samples, rounded up to a multiple of `stride` (a 35x50 px slice gets 64, not a mostly padded 128)."""
+    from .data.readers import open_source
+
+    source = open_source(data)
+    step = max(1, len(source) // probe)
+    largest = max(max(source.load(i).image.shape[-2:]) for i in range(0, len(source), step))
+    return min(patch_size, -(-largest // stride) * stride)
+
+
 def base_config(data: str, prof: Profile, device: str) -> RunConfig:
     """A RunConfig with the profile's budget (method, fraction, seed and backbone are set per run)."""
     cfg = RunConfig()
     cfg.data.data = resolve_data(data, prof)
-    cfg.data.patch_size = prof.patch_size
+    cfg.data.patch_size = native_patch(cfg.data.data, prof.patch_size)
+    cfg.train.val_max_samples = prof.val_max_samples
     cfg.model.base_channels = prof.base_channels
     cfg.train.iterations = prof.iterations
     cfg.train.batch_size = prof.batch_size
@@ -119,12 +135,27 @@ def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append({"name": r["name"], "backbone": t["backbone"], "method": t["method"], "labels": t["labels"],
                      "fraction": t["fraction"], "cases": t["cases"], "seed": t["seed"],
                      "n_labeled": r["n_labeled"], "dice": r["test"]["dice"], "hd95": r["test"]["hd95"],
-                     "iou": r["test"]["iou"], "asd": r["test"]["asd"], "val_dice": r["val_dice"],
+                     "iou": r["test"]["iou"], "asd": r["test"]["asd"], **_extra_scores(r), "val_dice": r["val_dice"],
+                     "best_step": r.get("best_step"),
                      "best_model": r["best_model"], "iterations": r["iterations"],
                      "s_per_iteration": r["s_per_iteration"], "wall_time_s": r["wall_time_s"],
                      **{k: v for k, v in t.items() if k not in ("backbone", "method", "labels", "fraction",
                                                                 "cases", "seed")}})
     return rows
+
+
+def _extra_scores(result: dict[str, Any]) -> dict[str, Any]:
+    """Per-volume (vol_*) and last-checkpoint (*_last) test scores of a grid result, where it has them."""
+    out: dict[str, Any] = {}
+    for suffix, key in (("", "test"), ("_last", "test_last")):
+        test = result.get(key)
+        if test is None:
+            continue
+        if suffix:
+            out.update({"dice_last": test["dice"], "hd95_last": test["hd95"]})
+        if "volume" in test:
+            out.update({f"vol_dice{suffix}": test["volume"]["dice"], f"vol_hd95{suffix}": test["volume"]["hd95"]})
+    return out
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -157,21 +188,38 @@ def mean_std(values: list[float | None]) -> tuple[float, float, int]:
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
 
 
-def paired_wins(rows: list[dict[str, Any]], method: str, backbone: str, labels: str) -> tuple[int, int]:
-    """(seeds where `method` beats supervised on the same labeled set, seeds compared)."""
-    by_seed = {r["seed"]: r["dice"] for r in rows if r["method"] == method and r["backbone"] == backbone
+def paired_wins(rows: list[dict[str, Any]], method: str, backbone: str, labels: str,
+                key: str = "dice") -> tuple[int, int]:
+    """(seeds where `method` beats supervised on the same labeled set, seeds compared), on score `key`."""
+    by_seed = {r["seed"]: r.get(key) for r in rows if r["method"] == method and r["backbone"] == backbone
                and r["labels"] == labels}
-    sup = {r["seed"]: r["dice"] for r in rows if r["method"] == "supervised" and r["backbone"] == backbone
+    sup = {r["seed"]: r.get(key) for r in rows if r["method"] == "supervised" and r["backbone"] == backbone
            and r["labels"] == labels}
     common = [s for s in by_seed if s in sup and by_seed[s] is not None and sup[s] is not None]
     return sum(by_seed[s] > sup[s] for s in common), len(common)
 
 
-def gap_recovery(rows: list[dict[str, Any]], backbone: str) -> dict[tuple[str, str], float]:
-    """(method, labels) -> (SSL - supervised) / (full-label supervised - supervised), from seed means."""
-    full = mean_std([r["dice"] for r in rows if r["backbone"] == backbone and r["method"] == "supervised"
+def paired_gain(rows: list[dict[str, Any]], method: str, backbone: str, labels: str,
+                key: str = "dice") -> tuple[float, float, int]:
+    """(mean per-seed gain of `method` over supervised on `key`, 95 % t half-width (NaN for n < 2), n seeds)."""
+    from scipy import stats
+
+    this = {r["seed"]: r.get(key) for r in rows if (r["method"], r["backbone"], r["labels"]) == (method, backbone,
+                                                                                              labels)}
+    sup = {r["seed"]: r.get(key) for r in rows if (r["method"], r["backbone"], r["labels"]) == ("supervised",
+                                                                                             backbone, labels)}
+    d = np.array([this[s] - sup[s] for s in this if s in sup and this[s] is not None and sup[s] is not None])
+    if d.size == 0:
+        return float("nan"), float("nan"), 0
+    half = float(stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
+    return float(d.mean()), half, int(d.size)
+
+
+def gap_recovery(rows: list[dict[str, Any]], backbone: str, key: str = "dice") -> dict[tuple[str, str], float]:
+    """(method, labels) -> (SSL - supervised) / (full-label supervised - supervised), from seed means of `key`."""
+    full = mean_std([r.get(key) for r in rows if r["backbone"] == backbone and r["method"] == "supervised"
                      and r["labels"] == "f1"])[0]
-    means = {k: mean_std([r["dice"] for r in v])[0] for k, v in group(
+    means = {k: mean_std([r.get(key) for r in v])[0] for k, v in group(
         [r for r in rows if r["backbone"] == backbone], ("method", "labels")).items()}
     out = {}
     for (method, labels), m in means.items():
@@ -182,44 +230,72 @@ def gap_recovery(rows: list[dict[str, Any]], backbone: str) -> dict[tuple[str, s
     return out
 
 
+SCORE_TABLES = (("dice", "hd95", "slice/case means, best-on-validation checkpoint"),
+                ("dice_last", "hd95_last", "slice/case means, last checkpoint"),
+                ("vol_dice", "vol_hd95", "per volume (3D), best-on-validation checkpoint"),
+                ("vol_dice_last", "vol_hd95_last", "per volume (3D), last checkpoint"))
+
+
 def summary_markdown(rows: list[dict[str, Any]], title: str) -> str:
-    """Mean +- std over seeds per backbone x method x label budget; the best Dice (and HD95) per budget in bold."""
+    """Mean +- std over seeds per backbone x method x label budget; the best Dice (and HD95) per budget in bold.
+
+    One table per score the runs have: case means and, for volumetric data, per-volume scores, each for the
+    best-on-validation and the last checkpoint.
+    """
     lines = [f"# {title}", "", f"{len(rows)} finished runs. Test split; Dice and HD95 are means over foreground "
-             "classes, then mean +- std over seeds. **Bold**: best per backbone and label budget.", ""]
-    sup_speed = {}
-    for backbone in sorted({r["backbone"] for r in rows}):
-        sub = [r for r in rows if r["backbone"] == backbone]
-        cells = group(sub, ("method", "labels"))
-        stats = {k: (mean_std([r["dice"] for r in v]), mean_std([r["hd95"] for r in v])) for k, v in cells.items()}
-        best_dice = {lab: max(((s[0][0], m) for (m, l2), s in stats.items() if l2 == lab), default=(None, None))
-                     for lab in {k[1] for k in stats}}
-        best_hd = {lab: min(((s[1][0], m) for (m, l2), s in stats.items() if l2 == lab and np.isfinite(s[1][0])),
-                            default=(None, None)) for lab in {k[1] for k in stats}}
-        recovery = gap_recovery(sub, backbone)
-        lines += [f"## {backbone}", "", "| method | labels | n labeled | Dice | HD95 | beats supervised (seeds) "
-                  "| gap recovered | s / iter |", "|---|---|---|---|---|---|---|---|"]
-        for (method, labels) in sorted(cells, key=lambda k: (_label_order(k[1]), k[0] != "supervised", k[0])):
-            (dm, ds, n), (hm, hs, _) = stats[(method, labels)]
-            dice = f"{dm:.4f} +- {ds:.4f}"
-            hd = f"{hm:.2f} +- {hs:.2f}" if np.isfinite(hm) else "n/a"
-            if best_dice[labels][1] == method:
-                dice = f"**{dice}**"
-            if best_hd[labels][1] == method:
-                hd = f"**{hd}**"
-            wins, compared = paired_wins(sub, method, backbone, labels)
-            beats = "-" if method == "supervised" else f"{wins}/{compared}"
-            rec = recovery.get((method, labels))
-            speed = float(np.mean([r["s_per_iteration"] for r in cells[(method, labels)]]))
-            if method == "supervised":
-                sup_speed[(backbone, labels)] = speed
-            n_lab = int(np.mean([r["n_labeled"] for r in cells[(method, labels)]]))
-            lines.append(f"| {method} | {labels} | {n_lab} | {dice} | {hd} | {beats} | "
-                         f"{'-' if rec is None else f'{rec:.0%}'} | {speed:.3f} |")
-        lines.append("")
+             "classes, then mean +- std over seeds (std shown only for n >= 2). **Bold**: best per backbone and "
+             "label budget.", ""]
+    for dice_key, hd_key, heading in SCORE_TABLES:
+        if any(r.get(dice_key) is not None for r in rows):
+            lines += [f"## {heading}", ""] + _score_tables(rows, dice_key, hd_key)
     lines += ["Labels: `fX` = labeled fraction X of the training cases, `cN` = N labeled cases. "
               "Gap recovered = (method - supervised) / (full-label supervised - supervised) at the same label "
               "budget, from seed means.", ""]
     return "\n".join(lines)
+
+
+def _fmt_stat(mean: float, std: float, n: int, digits: int) -> str:
+    """'m +- s (n)' for n >= 2, 'm (n=1)' for one run, 'n/a' for none."""
+    if n == 0 or not np.isfinite(mean):
+        return "n/a"
+    return f"{mean:.{digits}f} +- {std:.{digits}f} (n={n})" if n >= 2 else f"{mean:.{digits}f} (n=1)"
+
+
+def _score_tables(rows: list[dict[str, Any]], dice_key: str, hd_key: str) -> list[str]:
+    """The method x label-budget table of one (Dice, HD95) score pair, per backbone."""
+    lines = []
+    for backbone in sorted({r["backbone"] for r in rows}):
+        sub = [r for r in rows if r["backbone"] == backbone]
+        cells = group(sub, ("method", "labels"))
+        stats = {k: (mean_std([r.get(dice_key) for r in v]), mean_std([r.get(hd_key) for r in v]))
+                 for k, v in cells.items()}
+        best_dice = {lab: max(((s[0][0], m) for (m, l2), s in stats.items() if l2 == lab), default=(None, None))
+                     for lab in {k[1] for k in stats}}
+        best_hd = {lab: min(((s[1][0], m) for (m, l2), s in stats.items() if l2 == lab and np.isfinite(s[1][0])),
+                            default=(None, None)) for lab in {k[1] for k in stats}}
+        recovery = gap_recovery(sub, backbone, dice_key)
+        lines += [f"### {backbone}", "", "| method | labels | n labeled | Dice | HD95 | beats supervised (seeds) "
+                  "| paired gain, 95 % CI | gap recovered | s / iter |", "|---|---|---|---|---|---|---|---|---|"]
+        for (method, labels) in sorted(cells, key=lambda k: (_label_order(k[1]), k[0] != "supervised", k[0])):
+            (dm, ds, n), (hm, hs, hn) = stats[(method, labels)]
+            dice = _fmt_stat(dm, ds, n, 4)
+            hd = _fmt_stat(hm, hs, hn, 2)
+            if best_dice[labels][1] == method:
+                dice = f"**{dice}**"
+            if best_hd[labels][1] == method:
+                hd = f"**{hd}**"
+            wins, compared = paired_wins(sub, method, backbone, labels, dice_key)
+            beats = "-" if method == "supervised" else f"{wins}/{compared}"
+            g, half, gn = paired_gain(sub, method, backbone, labels, dice_key)
+            gain = ("-" if method == "supervised" or gn == 0 else f"{g:+.4f} (n=1)" if gn == 1
+                    else f"{g:+.4f} +- {half:.4f} (n={gn})")
+            rec = recovery.get((method, labels))
+            speed = float(np.mean([r["s_per_iteration"] for r in cells[(method, labels)]]))
+            n_lab = int(np.mean([r["n_labeled"] for r in cells[(method, labels)]]))
+            lines.append(f"| {method} | {labels} | {n_lab} | {dice} | {hd} | {beats} | {gain} | "
+                         f"{'-' if rec is None else f'{rec:.0%}'} | {speed:.3f} |")
+        lines.append("")
+    return lines
 
 
 def plot_dice_vs_labels(rows: list[dict[str, Any]], path: Path) -> None:
@@ -303,7 +379,7 @@ def add_ablate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labeled-cases", nargs="*", type=int, default=[], help="labeled case counts, e.g. 1 3 7")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--backbones", nargs="+", default=["unet"])
-    p.add_argument("--profile", default="quick", help="tiny | quick | standard")
+    p.add_argument("--profile", default="quick", help="tiny | quick | standard | realistic")
     p.add_argument("--iterations", type=int, help="override the profile's iterations")
     p.add_argument("--no-full-reference", action="store_true", help="skip the 100 %% labels supervised runs")
     p.add_argument("--shard", help="i/N: run every N-th run starting at i (spread a grid over machines)")

@@ -32,20 +32,28 @@ def evaluate_model(model: torch.nn.Module, source: SampleSource, ids: list[str],
     """Score `model` on samples `ids`: top-level means over cases, plus `per_class`, `per_case`, `per_sample`.
 
     Metrics are computed per 2-D sample; a case's value is the mean over its samples (nanmean), and the
-    top-level value is the mean over cases, so a patient with many slices does not weigh more.
+    top-level value is the mean over cases, so a patient with many slices does not weigh more. For a
+    volumetric source (slices of 3D volumes, e.g. MSD) `volume` also holds scores of each case's slices
+    stacked back into its volume (3D Dice and HD95 with the volume's spacing), as SSL4MIS and UniMatch
+    score ACDC; `selection_score` prefers it.
     """
     data = EvalDataset(source, ids)
     per_sample: dict[str, dict] = {}
     case_of: dict[str, str] = {}
+    stacks: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = defaultdict(list)
+    volumetric = getattr(source, "volumetric", False)
     items: Iterable = tqdm(range(len(data)), desc="evaluate", leave=False, disable=not progress)
     for i in items:
         item = data[i]
         probs = predict_image(model, item["image"], patch_size, source.num_classes, device, amp_dtype)
         pred = probs.argmax(0).numpy()
         truth = item["mask"].numpy()
-        per_sample[item["id"]] = evaluate_case(pred, truth, source.num_classes, spacing=spacing,
-                                               roi=item["roi"].numpy())
+        roi = item["roi"].numpy()
+        per_sample[item["id"]] = evaluate_case(pred, truth, source.num_classes, spacing=spacing, roi=roi)
         case_of[item["id"]] = item["case"]
+        if volumetric:
+            stacks[item["case"]].append((data.indices[i], np.where(roi, pred, 0).astype(np.uint8),
+                                         np.where(roi, truth, 0).astype(np.uint8)))
     by_case: dict[str, list[dict]] = defaultdict(list)
     for sid, metrics in per_sample.items():
         by_case[case_of[sid]].append(metrics)
@@ -54,7 +62,32 @@ def evaluate_model(model: torch.nn.Module, source: SampleSource, ids: list[str],
     result["per_case"] = per_case
     result["per_sample"] = per_sample
     result["n_samples"] = len(per_sample)
+    if volumetric:
+        result["volume"] = score_volumes(stacks, source.num_classes, getattr(source, "spacing", {}))
     return _jsonable(result)
+
+
+def score_volumes(stacks: dict[str, list[tuple[int, np.ndarray, np.ndarray]]], num_classes: int,
+                  spacing: dict[str, tuple[float, float, float]]) -> dict:
+    """Per-volume scores: each case's (slice index, pred, truth) slices stacked in index order -> 3D metrics.
+
+    Returns `aggregate` over cases (means of per-volume Dice, HD95, ...) plus `per_case`. Spacing per case
+    is (slice axis, H, W); missing cases use 1.
+    """
+    per_case = {}
+    for case, slices in stacks.items():
+        slices = sorted(slices, key=lambda s: s[0])
+        pred, truth = np.stack([s[1] for s in slices]), np.stack([s[2] for s in slices])
+        per_case[case] = evaluate_case(pred, truth, num_classes, spacing=spacing.get(case, (1.0, 1.0, 1.0)))
+    result = aggregate(list(per_case.values()))
+    result["per_case"] = {case: _strip(m) for case, m in per_case.items()}
+    return result
+
+
+def selection_score(result: dict) -> float:
+    """The validation score that picks checkpoints: per-volume Dice when scored, else the case-mean Dice."""
+    value = result.get("volume", {}).get("dice", result["dice"])
+    return float("nan") if value is None else float(value)
 
 
 def _strip(d: dict) -> dict:

@@ -51,16 +51,27 @@ def is_finished(run_dir: Path) -> bool:
     return "test" in json.loads(path.read_text())
 
 
+TEST_KEYS = ("dice", "iou", "hd95", "asd", "per_class", "n_cases")
+
+
+def test_summary(metrics: dict) -> dict[str, Any]:
+    """The test numbers a grid keeps: case means, and per-volume scores (without per-case detail) when present."""
+    out = {k: metrics[k] for k in TEST_KEYS}
+    if "volume" in metrics:
+        out["volume"] = {k: metrics["volume"][k] for k in TEST_KEYS}
+    return out
+
+
 def run_one(run: GridRun, root: Path) -> dict[str, Any]:
-    """Train (or resume) and test one grid run; result.json is written last, atomically."""
+    """Train (or resume) and test one grid run on both checkpoints; result.json is written last, atomically."""
     run_dir = root / "runs" / run.name
     cfg = copy.deepcopy(run.cfg)
     cfg.out = str(run_dir)
     resume = (run_dir / "last.pt").is_file()
     result = run_training(cfg, resume=resume)
-    metrics = evaluate_run(run_dir, split="test", device=cfg.train.device)
-    result.update({"name": run.name, "tags": run.tags,
-                   "test": {k: metrics[k] for k in ("dice", "iou", "hd95", "asd", "per_class", "n_cases")}})
+    best = evaluate_run(run_dir, checkpoint="best", split="test", device=cfg.train.device)
+    last = evaluate_run(run_dir, checkpoint="last", split="test", device=cfg.train.device)
+    result.update({"name": run.name, "tags": run.tags, "test": test_summary(best), "test_last": test_summary(last)})
     atomic_write_json(run_dir / "result.json", result)
     return result
 

@@ -9,6 +9,7 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import save_checkpoint
+from .evaluation import selection_score
 from .trainer import Trainer
 
 # A hook is any object with before_train / after_step / after_train; this base gives no-op defaults.
@@ -70,7 +71,7 @@ class ValidationHook(BaseHook):
         scores = {}
         for name, model in trainer.method.eval_models().items():
             result = self.evaluate(model)
-            scores[name] = result["dice"] if result["dice"] is not None else float("nan")
+            scores[name] = selection_score(result)
             for callback in self.on_result:
                 callback(step, name, result)
         default = next(iter(scores))

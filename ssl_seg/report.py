@@ -43,8 +43,13 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", split: str = "te
     metrics = evaluate_model(model, source, ids, cfg.data.patch_size, dev, spacing=spacing, progress=True)
     metrics.update({"split": split, "checkpoint": checkpoint, "data": source.name,
                     "class_names": info["class_names"], "spacing": list(spacing)})
-    atomic_write_json(run_dir / f"metrics_{split}.json", metrics)
+    atomic_write_json(metrics_path(run_dir, split, checkpoint), metrics)
     return metrics
+
+
+def metrics_path(run_dir: str | Path, split: str, checkpoint: str = "best") -> Path:
+    """RUN_DIR/metrics_<split>.json for the best checkpoint, metrics_<split>_last.json for the last."""
+    return Path(run_dir) / f"metrics_{split}{'_last' if checkpoint == 'last' else ''}.json"
 
 
 def format_metrics_table(metrics: dict) -> str:
@@ -58,6 +63,10 @@ def format_metrics_table(metrics: dict) -> str:
                 f"{_f(metrics['hd95']):>9}{_f(metrics['asd']):>8}")
     rows.append(f"{metrics.get('n_samples', '?')} samples in {metrics.get('n_cases', '?')} cases, "
                 f"split {metrics.get('split', '?')}")
+    volume = metrics.get("volume")
+    if volume:
+        rows.append(f"{'per volume (3D)':<24}{_f(volume['dice']):>8}{_f(volume['iou']):>8}{_f(volume['hd95']):>9}"
+                    f"{_f(volume['asd']):>8}   ({volume['n_cases']} volumes)")
     return "\n".join(rows)
 
 
@@ -65,7 +74,7 @@ def _f(v) -> str:
     return "  n/a" if v is None else f"{v:.3f}"
 
 
-def load_metrics(run_dir: str | Path, split: str = "test") -> dict | None:
-    """A previously written metrics_<split>.json, or None."""
-    path = Path(run_dir) / f"metrics_{split}.json"
+def load_metrics(run_dir: str | Path, split: str = "test", checkpoint: str = "best") -> dict | None:
+    """A previously written metrics_<split>[_last].json, or None."""
+    path = metrics_path(run_dir, split, checkpoint)
     return json.loads(path.read_text()) if path.is_file() else None

@@ -25,7 +25,7 @@ from .data.splits import Split, make_split, resolve_split_file
 from .data.transforms import JointTransform
 from .device import amp_dtype, resolve_device, to_memory_format
 from .errors import UserError
-from .evaluation import evaluate_model
+from .evaluation import evaluate_model, selection_score
 from .hooks import CheckpointHook, ProgressHook, TensorBoardHook, ValidationHook
 from .io_utils import atomic_write_json
 from .losses import build_loss
@@ -166,9 +166,9 @@ def run_training(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
     if rank == 0:  # the callbacks read `trainer` when called, after it exists
         tb = TensorBoardHook(out / "tb", tc.log_every, tc.image_every, info["num_classes"])
         progress = ProgressHook(tc.progress)
-        callbacks: list[Callable] = [tb.log_validation,
-                                     lambda s, n, r: trainer.history.append({"step": s, "model": n, "dice": r["dice"]})]
-        callbacks.append(lambda s, n, r: setattr(progress, "val_score", r["dice"]) if n == list(
+        callbacks: list[Callable] = [tb.log_validation, lambda s, n, r: trainer.history.append(
+            {"step": s, "model": n, "dice": r["dice"], "score": selection_score(r)})]
+        callbacks.append(lambda s, n, r: setattr(progress, "val_score", selection_score(r)) if n == list(
             method.eval_models())[0] else None)
         if split.val:
             val_ids = split.val[: tc.val_max_samples] if tc.val_max_samples else split.val

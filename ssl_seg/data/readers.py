@@ -1,7 +1,8 @@
 """Dataset readers: one DATA string -> a SampleSource returning the one `Sample` schema.
 
 DATA is a PNG/JPEG/TIFF folder (`images/`, `masks/`, optional `roi/`), an SSL4MIS HDF5 folder
-(`data/slices/*.h5`, `data/<volume>.h5`, `*.list`), a project HDF5 file (`*.h5`, `*.hdf5`), or
+(`data/slices/*.h5`, `data/<volume>.h5`, `*.list`), an MSD / nnU-Net folder (`dataset.json`, `imagesTr/`,
+`labelsTr/`, NIfTI volumes served as slices), a project HDF5 file (`*.h5`, `*.hdf5`), or
 `phantom:<task>[?n=400&size=128&seed=0]`.
 """
 
@@ -19,9 +20,11 @@ from PIL import Image
 
 from ..errors import UserError
 from .h5format import H5Source
+from .msd import MSDSliceSource, is_msd_folder
 from .sample import IndexedSource, Sample
 
 DATA_HELP = ("DATA may be a folder with images/ and masks/, an SSL4MIS folder (data/slices/, train_slices.list), "
+             "an MSD / nnU-Net folder (dataset.json, imagesTr/, labelsTr/), "
              "a .h5/.hdf5 file written by ssl-seg, or phantom:<task>[?n=400&size=128&seed=0]")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
@@ -58,6 +61,8 @@ def open_source(data: str) -> SampleSource:
         if path.suffix.lower() in (".h5", ".hdf5"):
             return H5Source(path, name=data)
         raise UserError(f"DATA '{data}' is a file but not .h5/.hdf5; {DATA_HELP}")
+    if is_msd_folder(path):
+        return MSDSliceSource(path, name=data)
     if (path / "data" / "slices").is_dir() or (path / "train_slices.list").is_file():
         return SSL4MISSource(path, name=data)
     single_h5 = sorted(path.glob("*.h5")) + sorted(path.glob("*.hdf5"))

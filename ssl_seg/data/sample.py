@@ -27,6 +27,7 @@ class IndexedSource:
     ids: list[str]
     cases: list[str]
     predefined_split: dict[str, list[str]] | None = None
+    volumetric = False  # True: a case's samples, in id order, are the slices of one volume
 
     def _index_ids(self) -> None:
         self._index = {sample_id: i for i, sample_id in enumerate(self.ids)}
