@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ssl_seg.ablation import PROFILES, Profile, ablation_runs, base_config, gap_recovery, group, label_key, mean_std
+from ssl_seg.ablation import Profile, ablation_runs, base_config, gap_recovery, group, label_key, mean_std
 from ssl_seg.ablation import profile as ssl_profile
 from ssl_seg.ablation import write_summary
 from ssl_seg.config import RunConfig
@@ -329,7 +329,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `study` to the ssl-seg command line (the `ssl_seg.commands` entry point)."""
     p = subparsers.add_parser("study", help="end to end: low-label ablation, GAN synthetic pairs, ratio sweep, report")
     p.add_argument("--data", default="phantom:cardiac", help="DATA (bare phantom:<task> gets the profile's size)")
-    p.add_argument("--profile", default="quick", help=f"{' | '.join(PROFILES)} (quick: about 10 min on 2 CPU cores)")
+    p.add_argument("--profile", default="quick", help=f"{' | '.join(PLANS)} (quick: about 10 min on 2 CPU cores)")
     p.add_argument("--out", default="runs/study", help="study folder (re-run the same command to resume)")
     p.add_argument("--device", default="auto", help="auto | cuda | cpu")
     p.add_argument("--threads", type=int, help="torch CPU threads (default on the CPU: 1, since these small "

@@ -9,7 +9,7 @@ import pytest
 
 import gan_aug.provider as provider
 from gan_aug.config import GanConfig
-from gan_aug.study import PLANS, best_ratio, findings
+from gan_aug.study import PLANS, best_ratio, findings, plan
 from gan_aug.train import train_gan
 from ssl_seg import grid
 from ssl_seg.ablation import PROFILES
@@ -22,7 +22,10 @@ DATA = "phantom:cardiac?n=24&size=32"
 
 
 def test_every_profile_has_a_consistent_plan():
-    assert set(PLANS) == set(PROFILES) == set(provider.GAN_BUDGETS)
+    assert set(PLANS) == set(provider.GAN_BUDGETS) and set(PLANS) <= set(PROFILES)
+    for name in set(PROFILES) - set(PLANS):  # segmentation-only profiles (realistic): a clear error, no study
+        with pytest.raises(UserError, match="no study plan"):
+            plan(name)
     for p in PLANS.values():
         assert p.sweep_fraction in p.fractions and p.ratios[0] == 0 and "supervised" in p.methods
 
