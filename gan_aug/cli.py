@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ssl_seg.cli import run_command
+from ssl_seg.config import absolute_data
 from ssl_seg.errors import UserError
 
 from .config import GanConfig
@@ -70,8 +71,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     overrides = train_overrides(args)
     if "out" not in overrides:
         raise UserError("gan-aug train needs --out GAN_DIR")
+    for key in ("data", "split_file"):
+        if overrides.get(key):
+            overrides[key] = absolute_data(overrides[key])
     if args.resume:
-        cfg = GanConfig.load(Path(overrides["out"]) / "config.json").resumed_with(overrides)
+        saved = GanConfig.load(Path(overrides["out"]) / "config.json").with_absolute_paths()
+        cfg = saved.resumed_with(overrides)
     else:
         if "data" not in overrides:
             raise UserError("gan-aug train needs --data DATA (a folder, .h5 file or phantom:<task>)")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ssl_seg.config import absolute_data
 from ssl_seg.errors import UserError
 from ssl_seg.io_utils import atomic_write_json
 
@@ -66,10 +68,35 @@ class GanConfig:
 
     def __post_init__(self) -> None:
         self.fractions = tuple(self.fractions)  # type: ignore[assignment]  # JSON gives a list
-        if self.iterations < 1 or self.batch_size < 1:
-            raise UserError(f"--iterations {self.iterations} / --batch-size {self.batch_size}: both must be >= 1")
-        if self.patch_size < 16:
-            raise UserError(f"--patch-size {self.patch_size}: the GAN needs crops of at least 16 px")
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse values that cannot work (NaN included), naming the flag and its valid range."""
+        checks = [
+            ("--iterations", self.iterations, self.iterations >= 1, "at least 1"),
+            ("--batch-size", self.batch_size, self.batch_size >= 1, "at least 1"),
+            ("--patch-size", self.patch_size, self.patch_size >= 16, "at least 16 (the GAN's crops)"),
+            ("--labeled-fraction", self.labeled_fraction,
+             self.labeled_fraction is None or 0 < self.labeled_fraction <= 1, "in (0, 1]"),
+            ("--labeled-cases", self.labeled_cases, self.labeled_cases is None or self.labeled_cases >= 1,
+             "at least 1"),
+            ("--lr", self.lr, self.lr > 0, "positive, e.g. 2e-4"),
+            ("--ema-decay", self.ema_decay, 0 <= self.ema_decay < 1, "in [0, 1), e.g. 0.999"),
+            ("beta1", self.beta1, 0 <= self.beta1 < 1, "in [0, 1)"),
+            ("beta2", self.beta2, 0 <= self.beta2 < 1, "in [0, 1)"),
+            ("--lambda-l1", self.lambda_l1, self.lambda_l1 >= 0, ">= 0, e.g. 100"),
+            ("--lambda-fm", self.lambda_fm, self.lambda_fm >= 0, ">= 0, e.g. 10"),
+            ("--dropout", self.dropout, 0 <= self.dropout < 1, "in [0, 1), e.g. 0.5"),
+            ("--ngf", self.ngf, self.ngf >= 1, "at least 1"),
+            ("--ndf", self.ndf, self.ndf >= 1, "at least 1"),
+            ("--n-layers", self.n_layers, self.n_layers >= 1, "at least 1"),
+            ("--num-D", self.num_D, self.num_D >= 1, "at least 1"),
+            ("--n-down", self.n_down, self.n_down is None or self.n_down >= 1, "at least 1"),
+            ("val_max_samples", self.val_max_samples, self.val_max_samples >= 1, "at least 1"),
+        ]
+        for flag, value, ok, valid in checks:
+            if not ok or (isinstance(value, float) and not math.isfinite(value)):
+                raise UserError(f"{flag} {value}: must be {valid}")
 
     def resumed_with(self, overrides: dict[str, Any]) -> "GanConfig":
         """This (saved) config with command-line overrides applied for a resume: only fields in
@@ -80,6 +107,11 @@ class GanConfig:
             raise UserError(f"--resume: flag(s) {changed} differ from the saved run ({saved}); drop them or "
                             "start a new --out")
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if k in RESUMABLE})
+
+    def with_absolute_paths(self) -> "GanConfig":
+        """A copy whose DATA and split file are absolute (the run works from any directory)."""
+        return dataclasses.replace(self, data=absolute_data(self.data),
+                                   split_file=absolute_data(self.split_file) if self.split_file else None)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-safe dict."""

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ssl_seg import locks
 from ssl_seg.checkpoint import rng_state, save_checkpoint, set_rng_state
 from ssl_seg.data.readers import open_source
 from ssl_seg.device import resolve_device
@@ -48,8 +49,25 @@ def _due(step: int, every: int, total: int) -> bool:
     return every > 0 and ((step + 1) % every == 0 or step + 1 == total)
 
 
+# a loss above this is a diverged GAN (healthy pix2pix losses stay below ~1e3: lambda_l1 100 x L1 <= 2)
+DIVERGED = 1e6
+
+
 def train_gan(cfg: GanConfig, resume: bool = False) -> dict[str, Any]:
-    """Train into cfg.out (config.json, split.json, checkpoint.pt, tb/, result.json); return the result dict."""
+    """Train into cfg.out (config.json, split.json, checkpoint.pt, tb/, result.json); return the result dict.
+
+    The run directory is locked while training, so a second process on the same --out stops at once.
+    """
+    cfg = cfg.with_absolute_paths()
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for the GAN run")
+    with locks.locked(out, "GAN run directory"):
+        return _train_gan(cfg, resume)
+
+
+def _train_gan(cfg: GanConfig, resume: bool) -> dict[str, Any]:
+    """train_gan inside the lock of cfg.out."""
     t0 = time.time()
     out = Path(cfg.out)
     ckpt_file = out / CHECKPOINT_NAME
@@ -94,6 +112,10 @@ def train_gan(cfg: GanConfig, resume: bool = False) -> dict[str, Any]:
         if not torch.isfinite(values).all():
             bad = [k for k, v in zip(step_losses, values) if not torch.isfinite(v)]
             raise UserError(f"non-finite GAN loss {bad} at step {step}; lower --lr or run with --amp off")
+        if values.abs().max() > DIVERGED:
+            worst = max(zip(values.abs().tolist(), step_losses), key=lambda kv: kv[0])
+            raise UserError(f"the GAN diverged at step {step} (loss {worst[1]} = {worst[0]:.2g}; healthy runs stay "
+                            f"below 1e3); lower --lr (now {cfg.lr:g}, default 2e-4) and start a new --out")
         losses = dict(zip(step_losses, values.tolist()))
         if _due(step, cfg.log_every, cfg.iterations):
             for key, value in losses.items():

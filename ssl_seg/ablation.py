@@ -392,7 +392,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     """Run (this shard of) the ablation grid, then write the summaries from all finished runs."""
     prof = profile(args.profile)
     base = base_config(args.data, prof, args.device)
-    if args.iterations:
+    if args.iterations is not None:
         base.train.iterations = args.iterations
         base.train.image_every = args.iterations
         base.train.val_every = min(base.train.val_every, args.iterations)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from importlib.metadata import entry_points
@@ -72,8 +73,13 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """RunConfig from --config (or defaults) overridden by every flag that was given."""
-    cfg = RunConfig.load(args.config) if getattr(args, "config", None) else RunConfig()
+    """RunConfig from --config (or defaults; with --resume, the run's saved config) overridden by the flags given."""
+    if getattr(args, "config", None):
+        cfg = RunConfig.load(args.config)
+    elif getattr(args, "resume", False) and args.out and (Path(args.out) / "config.json").is_file():
+        cfg = RunConfig.load(Path(args.out) / "config.json")
+    else:
+        cfg = RunConfig()
     for flag, (section, field) in TRAIN_FLAGS.items():
         value = getattr(args, flag, None)
         if value is not None:
@@ -90,25 +96,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         cfg.data.pad = False
     if getattr(args, "no_progress", False):
         cfg.train.progress = False
-    validate_config(cfg)
-    return cfg
-
-
-def validate_config(cfg: RunConfig) -> None:
-    """Refuse config values that cannot work, naming the flag."""
-    f = cfg.data.labeled_fraction
-    if f is not None and not 0.0 < f <= 1.0:
-        raise UserError(f"--labeled-fraction {f}: must be in (0, 1]")
-    if cfg.data.labeled_cases is not None and cfg.data.labeled_cases < 1:
-        raise UserError(f"--labeled-cases {cfg.data.labeled_cases}: must be at least 1")
-    if cfg.train.val_every < 1:
-        raise UserError(f"--val-every {cfg.train.val_every}: must be at least 1")
-    if cfg.train.lr is not None and cfg.train.lr <= 0:
-        raise UserError(f"--lr {cfg.train.lr}: must be positive")
-    if not 0.0 <= cfg.method.rampup_fraction <= 1.0:
-        raise UserError(f"--rampup-fraction {cfg.method.rampup_fraction}: must be in [0, 1], e.g. 0.4")
-    if cfg.model.base_channels < 1:
-        raise UserError(f"--base-channels {cfg.model.base_channels}: must be at least 1")
+    cfg.validate()
+    return cfg.with_absolute_paths()
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -211,12 +200,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full; files finished before are intact (every write is atomic): free space, then "
+                  "rerun (train: add --resume)",
+    errno.EDQUOT: "the disk quota is used up; files finished before are intact: free space, then rerun",
+    errno.EFBIG: "the file is larger than this system allows; files finished before are intact",
+    errno.EACCES: "permission denied; choose another --out or fix the folder's permissions",
+    errno.EPERM: "permission denied; choose another --out or fix the folder's permissions",
+    errno.EROFS: "the file system is read-only; choose another --out",
+    errno.EEXIST: "a file is in the way; choose another --out or move the file",
+    errno.ENOTDIR: "a file is in the way of a folder; choose another --out or move the file",
+    errno.EISDIR: "a folder is in the way of a file; choose another --out",
+}
+
+
+def os_error_message(e: OSError) -> str:
+    """One line for an OSError: the path, what the system said, and the fix."""
+    where = f"{e.filename}: " if e.filename else ""
+    hint = _OS_HINTS.get(e.errno, "check the path and the disk")
+    return f"{where}{e.strerror or e} ({hint})"
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Call the parsed subcommand; a user error prints one line `error: ...` and gives exit code 2."""
     try:
         args.func(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system refused an output: full, read-only, a file in the way
+        print(f"error: {os_error_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: checkpoints written so far are intact; rerun with --resume to continue",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +95,56 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     out: str = "runs/default"
 
+    def validate(self) -> None:
+        """Refuse values that cannot work, naming the flag and its valid range (the one place ranges are checked)."""
+        d, m, t = self.data, self.method, self.train
+        checks = [
+            ("--labeled-fraction", d.labeled_fraction, d.labeled_fraction is None or 0 < d.labeled_fraction <= 1,
+             "in (0, 1], e.g. 0.1"),
+            ("--labeled-cases", d.labeled_cases, d.labeled_cases is None or d.labeled_cases >= 1, "at least 1"),
+            ("--patch-size", d.patch_size, d.patch_size >= 8, "at least 8, e.g. 64 or 128"),
+            ("--num-workers", d.num_workers, d.num_workers is None or d.num_workers >= 0, "0 or more"),
+            ("data.cache_mb", d.cache_mb, d.cache_mb >= 0, "0 or more"),
+            ("--synthetic-ratio", d.synthetic_ratio, 0 <= d.synthetic_ratio <= 1, "in [0, 1]"),
+            ("--ratio-end", d.ratio_end, d.ratio_end is None or 0 <= d.ratio_end <= 1, "in [0, 1]"),
+            ("--base-channels", self.model.base_channels, self.model.base_channels >= 1, "at least 1"),
+            ("--ema-decay", m.ema_decay, 0 <= m.ema_decay < 1, "in [0, 1), e.g. 0.99"),
+            ("--consistency-weight", m.consistency_weight, m.consistency_weight >= 0, ">= 0, e.g. 1.0"),
+            ("--rampup-fraction", m.rampup_fraction, 0 <= m.rampup_fraction <= 1, "in [0, 1], e.g. 0.4"),
+            ("--threshold", m.threshold, 0 <= m.threshold <= 1, "a probability in [0, 1], e.g. 0.95"),
+            ("method.noise_std", m.noise_std, m.noise_std >= 0, ">= 0"),
+            ("method.cutmix_prob", m.cutmix_prob, 0 <= m.cutmix_prob <= 1, "in [0, 1]"),
+            ("method.feature_dropout", m.feature_dropout, 0 <= m.feature_dropout < 1, "in [0, 1)"),
+            ("method.uncertainty_threshold", m.uncertainty_threshold, m.uncertainty_threshold >= 0, ">= 0"),
+            ("--iterations", t.iterations, t.iterations >= 1, "at least 1"),
+            ("--batch-size", t.batch_size, t.batch_size >= 1, "at least 1"),
+            ("--lr", t.lr, t.lr is None or t.lr > 0, "positive, e.g. 0.01 (sgd) or 1e-3 (adamw)"),
+            ("train.weight_decay", t.weight_decay, t.weight_decay >= 0, ">= 0"),
+            ("--val-every", t.val_every, t.val_every >= 1, "at least 1"),
+            ("--val-max-samples", t.val_max_samples, t.val_max_samples is None or t.val_max_samples >= 1,
+             "at least 1"),
+            ("train.log_every", t.log_every, t.log_every >= 1, "at least 1"),
+            ("train.image_every", t.image_every, t.image_every >= 1, "at least 1"),
+        ]
+        for flag, value, ok, valid in checks:
+            if isinstance(value, float) and not math.isfinite(value):
+                ok = False
+            if not ok:
+                raise UserError(f"{flag} {value}: must be {valid}")
+        for flag, value, choices in (("--optimizer", t.optimizer, ("sgd", "adamw")),
+                                     ("--consistency", m.consistency, ("mse", "kl")),
+                                     ("--amp", t.amp, ("auto", "bf16", "fp16", "off"))):
+            if value not in choices:
+                raise UserError(f"{flag} {value}: use {' or '.join(choices)}")
+
+    def with_absolute_paths(self) -> "RunConfig":
+        """A copy whose DATA, split file and synthetic folders are absolute (runs work from any directory)."""
+        cfg = dataclasses.replace(self, data=dataclasses.replace(self.data))
+        cfg.data.data = absolute_data(cfg.data.data)
+        cfg.data.split_file = absolute_data(cfg.data.split_file) if cfg.data.split_file else None
+        cfg.data.synthetic = [absolute_data(p) for p in cfg.data.synthetic]
+        return cfg
+
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON-safe)."""
         return dataclasses.asdict(self)
@@ -125,6 +177,40 @@ class RunConfig:
             return cls.from_dict(json.loads(path.read_text()))
         except json.JSONDecodeError as e:
             raise UserError(f"{path}: not valid JSON ({e}); re-run training or fix the file") from None
+
+
+# fields a resumed run may change: how long it runs, where, and how it reports (a longer run stretches the lr decay)
+RESUMABLE = ("train.iterations", "train.val_every", "train.val_max_samples", "train.log_every",
+             "train.image_every", "train.progress", "train.device", "train.amp", "data.num_workers", "data.cache_mb",
+             "out")
+
+
+def resume_differences(saved: RunConfig, new: RunConfig) -> list[str]:
+    """['method.name: saved 'cps', now 'unimatch'', ...] for fields outside RESUMABLE that differ."""
+    old, cur = _flatten(saved.with_absolute_paths().to_dict()), _flatten(new.with_absolute_paths().to_dict())
+    return [f"{k}: saved {old.get(k)!r}, now {cur.get(k)!r}" for k in sorted(set(old) | set(cur))
+            if k not in RESUMABLE and _norm(old.get(k)) != _norm(cur.get(k))]
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _norm(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def absolute_data(data: str) -> str:
+    """A DATA string with a filesystem path made absolute (phantom:<task> and other schemes unchanged)."""
+    if data.startswith("phantom:") or ":" in data.split("/")[0]:
+        return data
+    return os.path.abspath(os.path.expanduser(data))
 
 
 def _build(cls: type, values: dict[str, Any]) -> Any:

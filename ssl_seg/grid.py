@@ -5,17 +5,19 @@ from __future__ import annotations
 import copy
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from tqdm import tqdm
 
+from . import locks
 from .config import RunConfig
 from .errors import UserError
 from .io_utils import atomic_write_json
 from .report import evaluate_run
-from .runner import run_training
+from .runner import check_config, run_training
 
 
 @dataclass
@@ -67,28 +69,52 @@ def run_one(run: GridRun, root: Path) -> dict[str, Any]:
     run_dir = root / "runs" / run.name
     cfg = copy.deepcopy(run.cfg)
     cfg.out = str(run_dir)
-    resume = (run_dir / "last.pt").is_file()
-    result = run_training(cfg, resume=resume)
-    best = evaluate_run(run_dir, checkpoint="best", split="test", device=cfg.train.device)
-    last = evaluate_run(run_dir, checkpoint="last", split="test", device=cfg.train.device)
-    result.update({"name": run.name, "tags": run.tags, "test": test_summary(best), "test_last": test_summary(last)})
-    atomic_write_json(run_dir / "result.json", result)
+    with locks.locked(run_dir, "grid cell"):
+        resume = (run_dir / "last.pt").is_file()
+        result = run_training(cfg, resume=resume)
+        best = evaluate_run(run_dir, checkpoint="best", split="test", device=cfg.train.device)
+        last = evaluate_run(run_dir, checkpoint="last", split="test", device=cfg.train.device)
+        result.update({"name": run.name, "tags": run.tags, "test": test_summary(best),
+                       "test_last": test_summary(last)})
+        atomic_write_json(run_dir / "result.json", result)
     return result
+
+
+def check_grid(runs: list[GridRun]) -> None:
+    """Every cell's config and data paths are valid before the first cell trains (errors name the cell)."""
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise ValueError("grid run names must be unique")
+    for run in runs:
+        try:
+            cfg = check_config(run.cfg)
+        except UserError as e:
+            raise UserError(f"grid cell {run.name}: {e}") from None
+        for path in [cfg.data.data, *cfg.data.synthetic]:
+            if not path.startswith("phantom:") and not Path(path).exists():
+                raise UserError(f"grid cell {run.name}: {path} does not exist; fix --data / --synthetic")
 
 
 def run_grid(runs: list[GridRun], root: str | Path, shard_spec: str | None = None,
              progress: bool = True) -> list[dict[str, Any]]:
     """Run this shard's unfinished runs in order; returns the results of the shard's finished runs."""
     root = Path(root)
-    names = [r.name for r in runs]
-    if len(set(names)) != len(names):
-        raise ValueError("grid run names must be unique")
+    if root.exists() and not root.is_dir():
+        raise UserError(f"--out {root} is a file; give a folder for the grid")
+    check_grid(runs)
     mine = shard(runs, shard_spec)
     todo = [r for r in mine if not is_finished(root / "runs" / r.name)]
     print(f"grid: {len(runs)} runs, shard {shard_spec or '0/1'} has {len(mine)}, {len(mine) - len(todo)} done already")
     bar: Iterable[GridRun] = tqdm(todo, desc="grid", disable=not progress)
+    busy = []
     for run in bar:
-        run_one(run, root)
+        try:
+            run_one(run, root)
+        except locks.Locked:  # another process (e.g. a second launch of this grid) is training this cell
+            busy.append(run.name)
+    if busy:
+        print(f"grid: {len(busy)} cell(s) were being trained by another process and were left to it: "
+              f"{', '.join(busy)}", file=sys.stderr)
     return collect(root, [r.name for r in mine])
 
 

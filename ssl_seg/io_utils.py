@@ -11,6 +11,8 @@ from typing import Any, Iterator
 
 import torch
 
+from .errors import UserError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -46,4 +48,9 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save to `path` atomically (a killed run never leaves a half-written checkpoint)."""
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:  # torch reports a failed write (full disk, size limit) as a RuntimeError
+            raise UserError(f"{path}: writing failed ({str(e).splitlines()[0]}); the disk may be full; files "
+                            f"finished before are intact (every write is atomic), the previous {Path(path).name} "
+                            "too; free space, then rerun (train: add --resume)") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -14,12 +15,13 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
+from . import locks
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import RunConfig
+from .config import RunConfig, resume_differences
 from .data.concat import ConcatSource
 from .data.cache import CachedSource
 from .data.datasets import PairDataset, StepBatches, raise_user_errors
-from .data.mixing import build_schedule
+from .data.mixing import build_schedule, schedule_names
 from .data.readers import SampleSource, open_source
 from .data.splits import Split, make_split, resolve_split_file
 from .data.transforms import JointTransform
@@ -28,10 +30,15 @@ from .errors import UserError
 from .evaluation import evaluate_model, selection_score
 from .hooks import CheckpointHook, ProgressHook, TensorBoardHook, ValidationHook
 from .io_utils import atomic_write_json
-from .losses import build_loss
+from .losses import LOSSES, build_loss
 from .methods import build_method
+from .methods.registry import method_names
 from .models import build_model
+from .models.registry import model_names
 from .trainer import Trainer, constant_lr, poly_lr
+
+
+RESUMABLE_FLAGS = "--iterations, --val-every, --val-max-samples, --device, --amp, --num-workers, --no-progress"
 
 
 def seed_everything(seed: int) -> None:
@@ -74,8 +81,6 @@ def source_info(source: SampleSource) -> dict[str, Any]:
 
 
 def _check_patch(cfg: RunConfig, source: SampleSource, ids: list[str]) -> None:
-    if cfg.data.patch_size < 8:
-        raise UserError(f"--patch-size {cfg.data.patch_size}: use at least 8 (e.g. 64 or 128)")
     if cfg.data.pad:
         return
     smallest = min(min(source.load(source.index_of(i)).image.shape[-2:]) for i in ids[:64])
@@ -92,8 +97,6 @@ def _batch_sizes(cfg: RunConfig, ssl: bool) -> tuple[int, int]:
     training. With it, --batch-size is the total and the labeled part is --labeled-batch-size (SSL4MIS style).
     """
     b, lb = cfg.train.batch_size, cfg.train.labeled_batch_size
-    if b < 1:
-        raise UserError(f"--batch-size {b}: must be at least 1")
     if not ssl:
         return b, 0
     if lb is None:
@@ -116,13 +119,68 @@ def build_method_for(cfg: RunConfig, info: dict[str, Any], device: torch.device)
     return method
 
 
+def check_names(cfg: RunConfig) -> None:
+    """Backbone, method, loss and ratio schedule exist in their registries (before any data is read)."""
+    choices = (("--backbone", cfg.model.backbone, model_names()), ("--method", cfg.method.name, method_names()),
+               ("--loss", cfg.method.loss, list(LOSSES)), ("--ratio-schedule", cfg.data.ratio_schedule, schedule_names()))
+    for flag, value, valid in choices:
+        if value not in valid:
+            raise UserError(f"{flag} {value}: unknown; valid: {', '.join(valid)}")
+
+
+def check_config(cfg: RunConfig) -> RunConfig:
+    """Ranges and names of `cfg` checked; returns it with absolute data paths (what a run saves)."""
+    cfg.validate()
+    check_names(cfg)
+    return cfg.with_absolute_paths()
+
+
 def run_training(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
-    """Train one run into cfg.out (config.json, split.json, best.pt, last.pt, tb/, result.json); return the result."""
+    """Train one run into cfg.out (config.json, split.json, best.pt, last.pt, tb/, result.json); return the result.
+
+    The run directory is locked for the whole run (a second process on it stops at once). A resumed run's
+    saved config is checked against `cfg` before anything is written; only config.RESUMABLE fields may differ.
+    """
     rank, world = distributed_context()
+    cfg = check_config(cfg)
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for the run (a new name, or an existing run with --resume)")
+    if rank != 0:
+        return _run_training(cfg, resume, rank, world)
+    with locks.locked(out):
+        return _run_training(cfg, resume, rank, world)
+
+
+def _resumed_checkpoint(cfg: RunConfig, out: Path, device: torch.device) -> dict[str, Any]:
+    """last.pt of the run in `out`, refused (before anything is written) when `cfg` changes what it trains."""
+    ckpt = load_checkpoint(out / "last.pt", map_location=device)
+    differ = resume_differences(RunConfig.from_dict(ckpt["config"]), cfg)
+    if differ:
+        raise UserError(f"--resume: {out} was trained with other settings ({'; '.join(differ)}); give the run's own "
+                        f"flags (only {RESUMABLE_FLAGS} may change) or start a new --out")
+    return ckpt
+
+
+def _check_resumed_data(out: Path, ckpt: dict[str, Any], info: dict[str, Any], split: Split) -> None:
+    """The data and split seen now are the ones the checkpoint was trained on."""
+    changed = [k for k in ("num_classes", "in_channels", "class_names") if ckpt["info"].get(k) != info[k]]
+    if changed:
+        raise UserError(f"--resume: the data at {info['data']} changed since {out} was trained ({', '.join(changed)}: "
+                        f"{[ckpt['info'].get(k) for k in changed]} -> {[info[k] for k in changed]}); "
+                        "restore the data or start a new --out")
+    saved = out / "split.json"
+    if saved.is_file():
+        old = Split.load(saved)
+        if any(getattr(old, k) != getattr(split, k) for k in ("labeled", "unlabeled", "val", "test")):
+            raise UserError(f"--resume: the split drawn now differs from {saved} (the data or split file changed); "
+                            "restore them or start a new --out")
+
+
+def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int) -> dict[str, Any]:
+    """run_training without the lock and the checks."""
     t0 = time.time()
     tc = cfg.train
-    if tc.iterations < 1:
-        raise UserError(f"--iterations {tc.iterations}: must be at least 1")
     device = resolve_device(tc.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -132,12 +190,18 @@ def run_training(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
         raise UserError(f"{out} already holds a run; add --resume to continue it or choose another --out")
     if resume and not (out / "last.pt").exists():
         raise UserError(f"{out / 'last.pt'} not found: nothing to resume; drop --resume to start this run")
+    ckpt = _resumed_checkpoint(cfg, out, device) if resume else None
 
     seed_everything(tc.seed)
     source = open_source(cfg.data.data)
     split = build_split(cfg, source)
     _check_patch(cfg, source, split.labeled)
     info = source_info(source)
+    if ckpt is not None:
+        _check_resumed_data(out, ckpt, info, split)
+    notes = list(getattr(source, "notes", []))
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "config.json")
@@ -161,7 +225,12 @@ def run_training(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
     steps = _step_batches(cfg, source, split, rank)
     batches = _loader_factory(steps, cfg)
     dtype = amp_dtype(device, tc.amp)
-    payload = _payload_fn(cfg, info)
+    earlier = dict(ckpt.get("timing", {})) if ckpt is not None else {}
+    clock = {"t0": t0, "t_train": time.time()}
+    timing = lambda: {"train_s": earlier.get("train_s", 0.0) + time.time() - clock["t_train"],
+                      "wall_s": earlier.get("wall_s", 0.0) + time.time() - clock["t0"],
+                      "segments": int(earlier.get("segments", 0)) + 1}
+    payload = _payload_fn(cfg, info, timing)
     hooks: list = []
     if rank == 0:  # the callbacks read `trainer` when called, after it exists
         tb = TensorBoardHook(out / "tb", tc.log_every, tc.image_every, info["num_classes"])
@@ -177,14 +246,13 @@ def run_training(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
         hooks += [CheckpointHook(tc.val_every, out / "last.pt", payload), tb, progress]
     trainer = Trainer(method, optimizer, lr_at, batches, tc.iterations, device, dtype, tc.channels_last, hooks,
                       grad_sync=allreduce_gradients if world > 1 else None)
-    if resume:
-        trainer.load_state_dict(load_checkpoint(out / "last.pt", map_location=device))
-    start = trainer.state.step + 1
-    t_train = time.time()
+    if ckpt is not None:
+        trainer.load_state_dict(ckpt)
+    clock["t_train"] = time.time()
     state = trainer.fit()
-    train_seconds = time.time() - t_train
     if not split.val and rank == 0:  # no validation data: the last weights are also the best
         save_checkpoint(out / "best.pt", payload(trainer))
+    total = timing()  # every segment of a resumed run, up to its last checkpoint, plus this one
     result = {
         "run_dir": str(out), "data": source.name, "backbone": cfg.model.backbone, "method": cfg.method.name,
         "labeled_fraction": cfg.data.labeled_fraction, "labeled_cases": cfg.data.labeled_cases,
@@ -192,10 +260,12 @@ def run_training(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
         "seed": tc.seed, "iterations": tc.iterations,
         "val_dice": state.best_score if state.best_score > -float("inf") else None,
         "best_step": state.best_step, "best_model": state.best_model,
-        "wall_time_s": time.time() - t0,
-        "s_per_iteration": train_seconds / max(tc.iterations - start, 1),
+        "wall_time_s": total["wall_s"],
+        "s_per_iteration": total["train_s"] / tc.iterations,
+        "segments": total["segments"],
         "device": str(device), "world_size": world,
         "synthetic_ratio_mean": _realised_ratio(steps),
+        "data_notes": notes,
         "val_history": trainer.history,
     }
     if rank == 0:
@@ -205,9 +275,11 @@ def run_training(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
     return result
 
 
-def _payload_fn(cfg: RunConfig, info: dict[str, Any]) -> Callable[[Trainer], dict[str, Any]]:
+def _payload_fn(cfg: RunConfig, info: dict[str, Any], timing: Callable[[], dict[str, float]]
+                ) -> Callable[[Trainer], dict[str, Any]]:
     def payload(trainer: Trainer) -> dict[str, Any]:
-        return {"config": cfg.to_dict(), "info": info, **trainer.state_dict()}
+        return {"config": cfg.to_dict(), "info": info, "timing": timing(),
+                **trainer.state_dict()}
     return payload
 
 

@@ -214,7 +214,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     base = base_config(args.data, prof, args.device)
     base.model.backbone = args.backbone
     base.data.split_seed = args.split_seed
-    if args.iterations:
+    if args.iterations is not None:
         base.train.iterations = base.train.image_every = args.iterations
         base.train.val_every = min(base.train.val_every, args.iterations)
     root = Path(args.out)

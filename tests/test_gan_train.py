@@ -155,9 +155,13 @@ def test_resume_refuses_changed_architecture(tmp_path: Path) -> None:
     assert train_gan(longer, resume=True)["iterations"] == 3
 
 
-def test_non_finite_loss_stops_with_user_error(tmp_path: Path) -> None:
+def test_non_finite_loss_stops_with_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(UserError, match="--lambda-l1 nan"):  # refused as a setting before training
+        tiny(tmp_path / "nan", lambda_l1=float("nan"))
+    original = Pix2Pix.train_step
+    monkeypatch.setattr(Pix2Pix, "train_step", lambda *a: {**original(*a), "G_L1": torch.tensor(float("nan"))})
     with pytest.raises(UserError, match="non-finite GAN loss"):
-        train_gan(tiny(tmp_path / "nan", lambda_l1=float("nan")))
+        train_gan(tiny(tmp_path / "nan"))
 
 
 def test_cli_train_and_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
