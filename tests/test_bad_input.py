@@ -127,25 +127,18 @@ def test_resume_reuses_the_saved_config_and_may_extend_iterations(finished_run, 
     assert result["iterations"] == 6 and result["segments"] == 2
 
 
-def test_resume_after_kill_is_bit_exact_and_times_all_segments(tmp_path, monkeypatch):
-    assert main(TRAIN + ["--out", str(tmp_path / "straight")]) == 0
+def test_resumed_run_times_every_segment(tmp_path, monkeypatch):
+    """(Bit-exact resume itself is tests/test_trainer.py::test_resume_is_exact.)"""
     original = Trainer.train_step
-
-    def dies_at_step_3(self, step, batch):
-        if step == 3:
-            raise KeyboardInterrupt
-        return original(self, step, batch)
-
-    monkeypatch.setattr(Trainer, "train_step", dies_at_step_3)
+    monkeypatch.setattr(Trainer, "train_step", lambda self, step, batch: (
+        (_ for _ in ()).throw(KeyboardInterrupt) if step == 3 else original(self, step, batch)))
     assert main(TRAIN + ["--out", str(tmp_path / "killed")]) == 130
-    first = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["timing"]["train_s"]
+    first = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["timing"]
     monkeypatch.setattr(Trainer, "train_step", original)
     assert main(TRAIN + ["--out", str(tmp_path / "killed"), "--resume"]) == 0
-    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)["models"]["model"]
-    b = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["models"]["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
     result = json.loads((tmp_path / "killed" / "result.json").read_text())
-    assert result["segments"] == 2 and result["s_per_iteration"] * 4 > first  # both segments are timed
+    assert result["segments"] == 2
+    assert result["s_per_iteration"] * 4 > first["train_s"] and result["wall_time_s"] > first["wall_s"]
 
 
 # ------------------------------------------------------------------ ranges, validated in one place
