@@ -26,6 +26,7 @@ TRAIN_FLAGS: dict[str, tuple[str, str]] = {
     "iterations": ("train", "iterations"), "batch_size": ("train", "batch_size"),
     "labeled_batch_size": ("train", "labeled_batch_size"), "optimizer": ("train", "optimizer"),
     "lr": ("train", "lr"), "seed": ("train", "seed"), "device": ("train", "device"), "amp": ("train", "amp"),
+    "threads": ("train", "threads"),
     "val_every": ("train", "val_every"), "val_max_samples": ("train", "val_max_samples"),
 }
 
@@ -47,7 +48,8 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--group-by", help="REGEX on the sample id; its first group is the case id")
     p.add_argument("--split-file", help="JSON split file (see data_splits/)")
     p.add_argument("--device", help="auto | cuda | cpu")
-    p.add_argument("--amp", help="auto | bf16 | fp16 | off (CUDA only)")
+    p.add_argument("--amp", help="auto | bf16 | fp16 | off (on CPU: bf16 or float32)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: per process share of the cores)")
     p.add_argument("--optimizer", help="sgd (poly decay) | adamw")
     p.add_argument("--lr", type=float)
     p.add_argument("--base-channels", type=int)

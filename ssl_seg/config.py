@@ -76,8 +76,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     device: str = "auto"  # auto | cuda | cpu
-    amp: str = "auto"  # auto | bf16 | fp16 | off (CUDA only)
-    channels_last: bool = True
+    amp: str = "auto"  # auto | bf16 | fp16 | off; on CPU only bf16 autocasts (auto stays float32)
+    channels_last: bool = True  # CUDA and CPU (measured faster for the U-Net on both)
+    threads: int | None = None  # torch threads; None: SLURM_CPUS_PER_TASK, cores / torchrun's local processes, or torch's default
     val_every: int = 200
     log_every: int = 20
     image_every: int = 500

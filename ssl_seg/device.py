@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import ContextManager
 
 import torch
@@ -21,11 +22,26 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def cpu_supports_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 natively on this CPU (AVX512-BF16 / AMX); elsewhere bf16 is emulated, slowly."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for `amp` ('auto'|'bf16'|'fp16'|'off'); None means full precision (always on CPU)."""
+    """The autocast dtype for `amp` ('auto'|'bf16'|'fp16'|'off'); None means full precision.
+
+    On CPU only an explicit 'bf16' autocasts (refused on a CPU without native bf16); 'auto' and 'fp16' stay
+    float32 there, so CPU results keep their numerics unless bf16 is asked for.
+    """
     if amp not in ("auto", "bf16", "fp16", "off"):
         raise UserError(f"--amp {amp}: use auto, bf16, fp16 or off")
-    if device.type != "cuda" or amp == "off":
+    if device.type != "cuda":
+        if amp != "bf16":
+            return None
+        if not cpu_supports_bf16():
+            raise UserError("--amp bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX); use --amp off")
+        return torch.bfloat16
+    if amp == "off":
         return None
     if amp == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -39,9 +55,36 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> ContextManager:
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def to_memory_format(x: torch.Tensor | torch.nn.Module, device: torch.device, channels_last: bool):
-    """Apply channels_last on CUDA 4-D tensors/modules when asked; unchanged otherwise."""
-    if channels_last and device.type == "cuda":
+def to_memory_format(x: torch.Tensor | torch.nn.Module, device: torch.device, channels_last: bool,
+                     on_cpu: bool = False):
+    """Apply channels_last to 4-D tensors/modules when asked, on CUDA (and on CPU with `on_cpu`); else unchanged.
+
+    `on_cpu` only where measured faster (benchmarks/RESULTS.md): a 128 px U-Net training step took 0.70x the
+    time in channels_last on this AVX512 CPU, but the pix2pix GAN step 1.28x (its transposed convolutions).
+    """
+    if channels_last and (device.type == "cuda" or (on_cpu and device.type == "cpu")):
         if isinstance(x, torch.nn.Module) or x.dim() == 4:
             return x.to(memory_format=torch.channels_last)
     return x
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def resolve_threads(requested: int | None) -> int | None:
+    """torch CPU threads for a run: as asked, else this process's share of the cores, else None (torch's default).
+
+    The share: SLURM_CPUS_PER_TASK under Slurm (grid cells submitted with --executor slurm), cores divided by
+    torchrun's LOCAL_WORLD_SIZE for data-parallel processes. Two processes with 2 threads each on 2 cores ran
+    2-4x slower than with 1 thread each (issue 9), so processes sharing a machine must not each take all cores.
+    """
+    if requested is not None:
+        if requested < 1:
+            raise UserError(f"--threads {requested}: use at least 1")
+        return requested
+    if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
+        return max(1, int(os.environ["SLURM_CPUS_PER_TASK"]))
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, cpu_cores() // local) if local > 1 else None

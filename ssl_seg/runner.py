@@ -25,7 +25,7 @@ from .data.mixing import build_schedule, schedule_names
 from .data.readers import SampleSource, open_source
 from .data.splits import Split, make_split, resolve_split_file
 from .data.transforms import JointTransform
-from .device import amp_dtype, resolve_device, to_memory_format
+from .device import amp_dtype, cpu_cores, resolve_device, resolve_threads, to_memory_format
 from .errors import UserError
 from .evaluation import evaluate_model, selection_score
 from .hooks import CheckpointHook, ProgressHook, TensorBoardHook, ValidationHook
@@ -111,7 +111,7 @@ def build_method_for(cfg: RunConfig, info: dict[str, Any], device: torch.device)
     model = build_model(cfg.model.backbone, info["in_channels"], info["num_classes"],
                         base_channels=cfg.model.base_channels,
                         **({"deep_supervision": True} if cfg.model.deep_supervision else {}))
-    model = to_memory_format(model.to(device), device, cfg.train.channels_last)
+    model = to_memory_format(model.to(device), device, cfg.train.channels_last, on_cpu=True)
     loss = build_loss(cfg.method.loss)
     method = build_method(cfg.method.name, model, cfg.method, info["num_classes"], cfg.train.iterations, loss)
     for m in method.models.values():
@@ -182,6 +182,9 @@ def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int) -> dict[s
     t0 = time.time()
     tc = cfg.train
     device = resolve_device(tc.device)
+    threads = resolve_threads(tc.threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
@@ -314,8 +317,7 @@ def resolve_workers(requested: int | None) -> int:
         if requested < 0:
             raise UserError(f"--num-workers {requested}: use 0 (load in the training process) or more")
         return requested
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(2, cores - torch.get_num_threads()))
+    return max(0, min(2, cpu_cores() - torch.get_num_threads()))
 
 
 def _loader_factory(steps: StepBatches, cfg: RunConfig) -> Callable[[int], Iterable[dict]]:

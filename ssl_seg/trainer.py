@@ -142,7 +142,7 @@ class Trainer:
                 out[key] = self._to_device(value)
             elif isinstance(value, torch.Tensor):
                 value = value.to(self.device, non_blocking=True)
-                out[key] = to_memory_format(value, self.device, self.channels_last) if value.is_floating_point() else value
+                out[key] = to_memory_format(value, self.device, self.channels_last, on_cpu=True) if value.is_floating_point() else value
             else:
                 out[key] = value
         return out

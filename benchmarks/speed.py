@@ -1,0 +1,195 @@
+"""Per-step speed of every method and of the GAN step, each as a ratio to a bare PyTorch loop timed beside it.
+
+Every candidate is timed in ONE process next to its reference (the same network, batch and optimizer in a
+plain loop): both warm up, then alternating segments of `--steps` steps each; the ratio is candidate time /
+reference time summed over the segments (the spread over segments is printed too). On a shared machine
+only these ratios mean something; absolute seconds move with the other jobs' load. Also the data pipeline
+alone: batches per second of the training batches (decode, augment, crop) at 128 and 256 px.
+
+    OMP_NUM_THREADS=1 python benchmarks/speed.py                   # default: a few minutes on 2 cores
+    OMP_NUM_THREADS=1 python benchmarks/speed.py --only mean-teacher gan --segments 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import subprocess
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ssl_seg.config import RunConfig
+from ssl_seg.data.readers import open_source
+from ssl_seg.device import amp_dtype
+from ssl_seg.methods import method_names
+from ssl_seg.models import build_model
+from ssl_seg.runner import _loader_factory, _step_batches, build_method_for, build_split
+from ssl_seg.trainer import Trainer, poly_lr
+
+K = 4  # phantom:cardiac classes
+
+
+def side_by_side(candidate: Callable[[], None], reference: Callable[[], None], warmup: int, segments: int,
+                 steps: int) -> tuple[float, list[float], float]:
+    """(total ratio candidate/reference, per-segment ratios, reference seconds per step) over alternating segments."""
+    for _ in range(warmup):
+        reference()
+        candidate()
+    ratios, cand_total, ref_total = [], 0.0, 0.0
+    for segment in range(segments):
+        times = {}
+        order = (("ref", reference), ("cand", candidate)) if segment % 2 == 0 else (("cand", candidate), ("ref", reference))
+        for key, fn in order:
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            times[key] = time.perf_counter() - t0
+        ratios.append(times["cand"] / times["ref"])
+        cand_total += times["cand"]
+        ref_total += times["ref"]
+    return cand_total / ref_total, ratios, ref_total / (segments * steps)
+
+
+def phantom_images(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n z-scored-like images (n, 1, S, S) with K-class masks (n, S, S): fixed data shared by both loops."""
+    g = torch.Generator().manual_seed(seed)
+    masks = torch.randint(0, K, (n, size // 8, size // 8), generator=g)
+    masks = F.interpolate(masks[:, None].float(), size=size, mode="nearest")[:, 0].long()
+    return masks[:, None].float() + 0.3 * torch.randn(n, 1, size, size, generator=g), masks
+
+
+def bare_supervised(size: int, base: int, batch: int, seed: int) -> Callable[[], None]:
+    """SSL4MIS-style plain step: one U-Net, CE + soft Dice on `batch` labeled images, SGD (momentum, nesterov)."""
+    torch.manual_seed(seed)
+    model = build_model("unet", 1, K, base_channels=base).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4, nesterov=True)
+    x, y = phantom_images(batch, size, seed)
+    onehot = F.one_hot(y, K).permute(0, 3, 1, 2).float()
+
+    def step() -> None:
+        logits = model(x)
+        probs = logits.softmax(dim=1)
+        inter, union = (probs * onehot).sum((0, 2, 3)), (probs + onehot).sum((0, 2, 3))
+        loss = F.cross_entropy(logits, y) + 1 - (2 * inter[1:] / (union[1:] + 1e-5)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def method_step(name: str, size: int, base: int, labeled: int, unlabeled: int, seed: int,
+                amp: str) -> Callable[[], None]:
+    """One medseg-lab training step (Trainer.train_step: method losses, backward, optimizer, after_step)."""
+    torch.manual_seed(seed)
+    cfg = RunConfig()  # the run defaults (channels_last on), as `ssl-seg train` builds them
+    cfg.model.base_channels, cfg.method.name, cfg.train.iterations = base, name, 10_000
+    device = torch.device("cpu")
+    method = build_method_for(cfg, {"in_channels": 1, "num_classes": K}, device)
+    opt = torch.optim.SGD(list(method.parameters()), lr=0.01, momentum=0.9, weight_decay=1e-4, nesterov=True)
+    trainer = Trainer(method, opt, poly_lr(0.01, 10_000), lambda s: [], 10_000, device, amp_dtype(device, amp),
+                      cfg.train.channels_last)
+    x, y = phantom_images(labeled + unlabeled, size, seed)
+    batch = {"labeled": {"image": x[:labeled], "mask": y[:labeled], "roi": torch.ones_like(y[:labeled], dtype=torch.bool)},
+             "unlabeled": {"image": x[labeled:]} if name != "supervised" else None}
+    counter = iter(range(10**9))
+    return lambda: trainer.train_step(next(counter), batch)
+
+
+def bare_gan(size: int, batch: int, seed: int) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(gan_aug Pix2Pix.train_step, pix2pix's optimize_parameters as a plain loop) on copies of the same G and D."""
+    from gan_aug.config import GanConfig
+    from gan_aug.networks import auto_n_down, one_hot
+    from gan_aug.train import build_pix2pix
+
+    torch.manual_seed(seed)
+    device = torch.device("cpu")
+    model = build_pix2pix(GanConfig(patch_size=size, iterations=10_000, n_down=auto_n_down(size)), K, 1, device)
+    G, D = copy.deepcopy(model.G), copy.deepcopy(model.D)
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    x, y = phantom_images(batch, size, seed)
+    mask, real = one_hot(y, K), x.clamp(-1, 1)
+    bce = torch.nn.BCEWithLogitsLoss()
+
+    def reference() -> None:
+        fake = G(mask)
+        pred_fake, pred_real = D(mask, fake.detach())[0][-1], D(mask, real)[0][-1]
+        loss_d = 0.5 * (bce(pred_fake, torch.zeros_like(pred_fake)) + bce(pred_real, torch.ones_like(pred_real)))
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+        D.requires_grad_(False)
+        pred = D(mask, fake)[0][-1]
+        loss_g = bce(pred, torch.ones_like(pred)) + 100.0 * F.l1_loss(fake, real)
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+        D.requires_grad_(True)
+
+    counter = iter(range(10**9))
+    return (lambda: model.train_step(mask, real, next(counter))), reference
+
+
+def data_rate(size: int, batch: int, workers: int, n: int) -> float:
+    """Training batches per second (labeled + unlabeled parts of `batch` each) from phantom:cardiac at `size` px."""
+    cfg = RunConfig()
+    cfg.data.data = f"phantom:cardiac?n=64&size={size}"
+    cfg.data.patch_size, cfg.data.num_workers = size, workers
+    cfg.method.name, cfg.train.batch_size, cfg.train.iterations = "mean-teacher", batch, n
+    source = open_source(cfg.data.data)
+    steps = _step_batches(cfg, source, build_split(cfg, source), 0)
+    for s in range(min(n, 16)):  # decode every sample once: the rate of a warm pipeline
+        steps[s]
+    t0 = time.perf_counter()
+    for _ in _loader_factory(steps, cfg)(0):
+        pass
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", nargs="*", help="subset of: the method names, gan, data (default: all)")
+    p.add_argument("--size", type=int, default=128, help="patch size of the step benchmarks (px)")
+    p.add_argument("--base-channels", type=int, default=16)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (pinned for the whole run)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--segments", type=int, default=4)
+    p.add_argument("--steps", type=int, default=3, help="steps per segment")
+    p.add_argument("--amp", default="off", help="method steps' autocast: off | bf16 (the reference stays fp32)")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    wanted = set(args.only or [*method_names(), "gan", "data"])
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    print(f"# speed.py  commit {commit}  torch {torch.__version__}  threads {torch.get_num_threads()}  "
+          f"size {args.size}  segments {args.segments} x {args.steps} steps (warm-up {args.warmup})")
+    print("| step | reference | ref s/step | ratio | segment ratios |\n|---|---|---|---|---|")
+
+    def row(label: str, ref_label: str, cand: Callable[[], None], ref: Callable[[], None]) -> None:
+        ratio, ratios, ref_s = side_by_side(cand, ref, args.warmup, args.segments, args.steps)
+        spread = " ".join(f"{r:.2f}" for r in ratios)
+        print(f"| {label} | {ref_label} | {ref_s:.3f} | **{ratio:.2f}** | {spread} |", flush=True)
+
+    for name in method_names():
+        if name not in wanted:
+            continue
+        labeled, unlabeled = (8, 0) if name == "supervised" else (4, 4)
+        cand = method_step(name, args.size, args.base_channels, labeled, unlabeled, 0, args.amp)
+        ref = bare_supervised(args.size, args.base_channels, 8, 0)
+        row(f"{name} ({labeled}+{unlabeled}, amp {args.amp})", "bare supervised U-Net, 8 images", cand, ref)
+    if "gan" in wanted:
+        cand, ref = bare_gan(128, 8, 0)
+        row("gan_aug Pix2Pix.train_step (batch 8, 128 px)", "bare pix2pix loop, same G and D", cand, ref)
+    if "data" in wanted:
+        print("\n| data pipeline (mean-teacher batch 8 + 8, phantom:cardiac) | workers | batches/s |\n|---|---|---|")
+        for size in (128, 256):
+            for workers in (0, 2):
+                print(f"| {size} px | {workers} | {data_rate(size, 8, workers, 24):.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
