@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from ssl_seg import locks
 from ssl_seg.checkpoint import rng_state, save_checkpoint, set_rng_state
+from ssl_seg.curves import plot_curves
 from ssl_seg.data.readers import open_source
 from ssl_seg.device import resolve_device
 from ssl_seg.errors import UserError
@@ -54,7 +55,7 @@ DIVERGED = 1e6
 
 
 def train_gan(cfg: GanConfig, resume: bool = False) -> dict[str, Any]:
-    """Train into cfg.out (config.json, split.json, checkpoint.pt, tb/, result.json); return the result dict.
+    """Train into cfg.out (config.json, split.json, checkpoint.pt, tb/, curves.png, result.json); return the result.
 
     The run directory is locked while training, so a second process on the same --out stops at once.
     """
@@ -135,6 +136,7 @@ def _train_gan(cfg: GanConfig, resume: bool) -> dict[str, Any]:
         bar.update(1)
     bar.close()
     writer.close()
+    plot_curves(out / "tb", out / "curves.png")  # losses, lr, validation L1 for users without TensorBoard
     result = {"gan_dir": str(out), "data": source.name, "n_labeled": len(split.labeled),
               "iterations": cfg.iterations, "final_losses": losses,
               "val_l1": history[-1]["l1"] if history else None, "wall_time_s": time.time() - t0,

@@ -13,14 +13,14 @@ from torchvision.utils import make_grid
 from ssl_seg.io_utils import atomic_path
 
 # background black, then well-separated hues (tab10-like); repeats after 10 classes
-_PALETTE = torch.tensor([[0, 0, 0], [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40],
+PALETTE = torch.tensor([[0, 0, 0], [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40],
                          [148, 103, 189], [140, 86, 75], [227, 119, 194], [188, 189, 34], [23, 190, 207]],
                         dtype=torch.float32) / 255.0
 
 
 def colorize_mask(mask: Tensor) -> Tensor:
     """Class indices (B, H, W) -> RGB (B, 3, H, W) in [0, 1]."""
-    return _PALETTE[mask.long().cpu() % len(_PALETTE)].permute(0, 3, 1, 2)
+    return PALETTE[mask.long().cpu() % len(PALETTE)].permute(0, 3, 1, 2)
 
 
 def to_rgb(image: Tensor) -> Tensor:

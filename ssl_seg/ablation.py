@@ -298,8 +298,24 @@ def _score_tables(rows: list[dict[str, Any]], dice_key: str, hd_key: str) -> lis
     return lines
 
 
+def error_points(ax, rows: list[dict[str, Any]], x: str, color: str, marker: str, label: str,
+                 join: bool = True, y: str = "dice") -> None:
+    """Mean `y` per value of `x` with +-1 std bars over seeds (n >= 2) or a hollow marker (n = 1); n in the label."""
+    by_x = group([r for r in rows if r[x] is not None], (x,))
+    xs = sorted(v for (v,) in by_x)
+    st = [mean_std([r[y] for r in by_x[(v,)]]) for v in xs]
+    m, s, n = np.array([t[0] for t in st]), np.array([t[1] for t in st]), [t[2] for t in st]
+    if join and len(xs) > 1:
+        ax.plot(xs, m, color=color, lw=1, alpha=0.6)
+    ns = sorted(set(n))
+    label = f"{label} (n = {ns[0]})" if len(ns) == 1 else f"{label} (n = {ns[0]}-{ns[-1]})"
+    for k, (xv, mk, sk, nk) in enumerate(zip(xs, m, s, n)):
+        ax.errorbar([xv], [mk], yerr=[sk] if nk > 1 else None, fmt=marker, color=color, capsize=3,
+                    mfc=color if nk > 1 else "white", label=label if k == 0 else None)
+
+
 def plot_dice_vs_labels(rows: list[dict[str, Any]], path: Path) -> None:
-    """Dice against label fraction, one line per (backbone, method), band = +-1 std over seeds."""
+    """Test Dice against label fraction, one series per (backbone, method): +-1 std bars over seeds, hollow n = 1."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -307,24 +323,38 @@ def plot_dice_vs_labels(rows: list[dict[str, Any]], path: Path) -> None:
 
     frac_rows = [r for r in rows if r["fraction"] is not None]
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for (backbone, method), sub in sorted(group(frac_rows, ("backbone", "method")).items()):
-        by_f = group(sub, ("fraction",))
-        fs = sorted(f for (f,) in by_f)
-        stats = [mean_std([r["dice"] for r in by_f[(f,)]]) for f in fs]
-        m, s = np.array([x[0] for x in stats]), np.array([x[1] for x in stats])
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, ((backbone, method), sub) in enumerate(sorted(group(frac_rows, ("backbone", "method")).items())):
         label = method if len({r["backbone"] for r in rows}) == 1 else f"{backbone} / {method}"
-        ax.plot(fs, m, marker="o", label=label)
-        ax.fill_between(fs, m - s, m + s, alpha=0.15)
+        error_points(ax, sub, "fraction", colors[i % len(colors)], "o", label)
     ax.set_xscale("log")
     ax.set_xlabel("labeled fraction of training cases")
     ax.set_ylabel("test Dice (mean over foreground classes)")
+    ax.set_title("bars: +-1 std over seeds (seed s = split s); hollow: n = 1", fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     save_figure(fig, path)
 
 
+def gap_recovery_per_seed(rows: list[dict[str, Any]], backbone: str) -> dict[tuple[str, str], list[float]]:
+    """(method, labels) -> per seed (SSL - supervised of that seed) / (full-label mean - supervised mean)."""
+    full = mean_std([r["dice"] for r in rows if r["backbone"] == backbone and r["method"] == "supervised"
+                     and r["labels"] == "f1"])[0]
+    sub = [r for r in rows if r["backbone"] == backbone and r["dice"] is not None]
+    out = {}
+    for (method, labels), cell in group(sub, ("method", "labels")).items():
+        sup = {r["seed"]: r["dice"] for r in sub if r["method"] == "supervised" and r["labels"] == labels}
+        gap = full - mean_std(list(sup.values()))[0]
+        if method == "supervised" or labels == "f1" or not np.isfinite(gap) or gap <= 0:
+            continue
+        values = [(r["dice"] - sup[r["seed"]]) / gap for r in cell if r["seed"] in sup]
+        if values:
+            out[(method, labels)] = values
+    return out
+
+
 def plot_gap_recovery(rows: list[dict[str, Any]], path: Path) -> None:
-    """Bars of gap recovered per method and label budget."""
+    """Bars of gap recovered per method and label budget: mean over seeds, +-1 std bars (none for n = 1)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -332,18 +362,20 @@ def plot_gap_recovery(rows: list[dict[str, Any]], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.5, 4.0))
     entries = []
+    several = len({r["backbone"] for r in rows}) > 1
     for backbone in sorted({r["backbone"] for r in rows}):
-        for (method, labels), value in sorted(gap_recovery(rows, backbone).items(),
-                                              key=lambda kv: (_label_order(kv[0][1]), kv[0][0])):
-            entries.append((f"{backbone}\n{method}\n{labels}" if len({r['backbone'] for r in rows}) > 1
-                            else f"{method}\n{labels}", value))
+        for (method, labels), values in sorted(gap_recovery_per_seed(rows, backbone).items(),
+                                               key=lambda kv: (_label_order(kv[0][1]), kv[0][0])):
+            name = f"{backbone}\n{method}\n{labels}" if several else f"{method}\n{labels}"
+            entries.append((f"{name}\nn = {len(values)}", mean_std(values)))
     if entries:
-        ax.bar(range(len(entries)), [v for _, v in entries], color="tab:blue")
+        means, stds = [e[1][0] for e in entries], [e[1][1] if e[1][2] > 1 else 0.0 for e in entries]
+        ax.bar(range(len(entries)), means, yerr=stds, capsize=4, color="tab:blue")
         ax.set_xticks(range(len(entries)), [n for n, _ in entries], fontsize=7, rotation=45, ha="right")
     ax.axhline(0, color="black", lw=0.8)
     ax.axhline(1, color="gray", lw=0.8, ls="--")
     ax.set_ylabel("gap recovered: (SSL - sup) / (full - sup)")
-    ax.set_title("share of the supervised label gap recovered")
+    ax.set_title("share of the supervised label gap recovered (bars: +-1 std over seeds)", fontsize=9)
     save_figure(fig, path)
 
 

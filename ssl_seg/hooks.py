@@ -9,6 +9,7 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import save_checkpoint
+from .curves import plot_curves
 from .evaluation import selection_score
 from .trainer import Trainer
 
@@ -93,12 +94,13 @@ class CheckpointHook(BaseHook):
 
 
 class TensorBoardHook(BaseHook):
-    """Scalars (losses, lr, synthetic share, validation metrics) and image panels (input | truth | prediction)."""
+    """Scalars (losses, lr, synthetic share, validation metrics) and image panels (input | truth | prediction);
+    at the end, the same scalars as RUN_DIR/curves.png."""
 
     def __init__(self, log_dir: Path, log_every: int, image_every: int, num_classes: int):
         from torch.utils.tensorboard import SummaryWriter  # imported here: tensorboard is slow to import
 
-        self.writer = SummaryWriter(str(log_dir))
+        self.writer, self.log_dir = SummaryWriter(str(log_dir)), Path(log_dir)
         self.log_every, self.image_every, self.num_classes = log_every, image_every, num_classes
 
     def after_step(self, trainer: Trainer) -> None:
@@ -134,3 +136,4 @@ class TensorBoardHook(BaseHook):
 
     def after_train(self, trainer: Trainer) -> None:
         self.writer.close()
+        plot_curves(self.log_dir, self.log_dir.parent / "curves.png")  # for users without TensorBoard

@@ -16,11 +16,12 @@ from typing import Any, Callable
 import numpy as np
 from scipy import stats
 
-from .ablation import save_figure, base_config, group, label_key, mean_std, profile, write_csv
+from .ablation import base_config, error_points, group, label_key, mean_std, profile, save_figure, write_csv
 from .config import RunConfig
 from .errors import UserError
 from .grid import GridRun, collect, run_grid
 from .io_utils import atomic_write_text
+from .stats import fmt_gain, fmt_mean_std
 
 
 def sweep_runs(base: RunConfig, synthetic: dict[float, list[str]], ratios: list[float], schedules: list[str],
@@ -72,72 +73,100 @@ def sweep_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def paired_gains(rows: list[dict[str, Any]], method: str, labels: str, schedule: str, ratio: float,
+                 key: str = "dice") -> dict[int, float]:
+    """seed -> `key` at (`schedule`, `ratio`) minus the real-only run of the same seed (seeds with both only)."""
+    def by_seed(match) -> dict[int, float]:
+        return {r["seed"]: r[key] for r in rows if r["method"] == method and r["labels"] == labels and match(r)
+                and r[key] is not None}
+
+    base = by_seed(lambda r: is_real_only(r["schedule"], r["ratio"]))
+    this = by_seed(lambda r: r["schedule"] == schedule and r["ratio"] == ratio)
+    return {s: this[s] - base[s] for s in sorted(this) if s in base}
+
+
 def gain_over_real(rows: list[dict[str, Any]], method: str, labels: str, schedule: str,
                    ratio: float) -> tuple[float, float, float, int]:
     """(mean gain, std, paired t-test p, n seeds) of Dice at (`schedule`, `ratio`) over real-only, paired by seed."""
-    base = {r["seed"]: r["dice"] for r in rows if r["method"] == method and r["labels"] == labels
-            and is_real_only(r["schedule"], r["ratio"])}
-    this = {r["seed"]: r["dice"] for r in rows if r["method"] == method and r["labels"] == labels
-            and r["schedule"] == schedule and r["ratio"] == ratio}
-    seeds = sorted(s for s in this if s in base and this[s] is not None and base[s] is not None)
-    diffs = np.array([this[s] - base[s] for s in seeds])
+    diffs = np.array(list(paired_gains(rows, method, labels, schedule, ratio).values()))
     if diffs.size == 0:
         return float("nan"), float("nan"), float("nan"), 0
-    p = float(stats.ttest_rel([this[s] for s in seeds], [base[s] for s in seeds]).pvalue) if diffs.size > 1 \
-        and np.ptp(diffs) > 0 else float("nan")
+    p = float(stats.ttest_1samp(diffs, 0.0).pvalue) if diffs.size > 1 and np.ptp(diffs) > 0 else float("nan")
     return float(diffs.mean()), float(diffs.std(ddof=1)) if diffs.size > 1 else 0.0, p, int(diffs.size)
 
 
+def best_on_validation(rows: list[dict[str, Any]]) -> tuple[str, float] | None:
+    """The (schedule, ratio) cell with the highest mean validation Dice (ties: real-only, then the smaller ratio)."""
+    means = {k: mean_std([r["val_dice"] for r in v])[0] for k, v in group(rows, ("schedule", "ratio")).items()}
+    means = {k: m for k, m in means.items() if np.isfinite(m)}
+    return max(means, key=lambda k: (means[k], is_real_only(*k), -k[1])) if means else None
+
+
 def sweep_markdown(rows: list[dict[str, Any]], title: str) -> str:
-    """Mean +- std per (method, labels, schedule, ratio), best ratio per label budget in bold, paired gains."""
-    lines = [f"# {title}", "", f"{len(rows)} finished runs; test Dice (mean over foreground classes), mean +- std "
-             "over seeds. Ratio: the schedule's start. Gain = Dice minus the real-only (constant ratio 0) run of "
-             "the same seed; p = paired t-test across seeds. **Bold**: best ratio per method and label budget.", ""]
+    """Per (method, labels, schedule, ratio): validation and test Dice, the paired gain over real-only with its
+    95 % interval; the cell chosen on validation in bold (it is reported on test, never chosen there)."""
+    lines = [f"# {title}", "", f"{len(rows)} finished runs. Dice is the mean over foreground classes; mean +- std "
+             "over seeds when n >= 2, else the single value (n = 1). Ratio: the schedule's start. Gain = test Dice "
+             "minus the real-only (constant ratio 0) run of the same seed, with its 95 % t-interval over seeds; "
+             "p = paired t-test. **Bold**: the cell with the best mean validation Dice per method and label budget "
+             "(chosen on validation, reported on test).", ""]
     for (method, labels), sub in sorted(group(rows, ("method", "labels")).items()):
         cells = group(sub, ("schedule", "ratio"))
-        means = {k: mean_std([r["dice"] for r in v]) for k, v in cells.items()}
-        best = max(means, key=lambda k: means[k][0] if np.isfinite(means[k][0]) else -1)
-        lines += [f"## {method}, labels {labels}", "", "| schedule | ratio | realised | Dice | HD95 | gain over "
-                  "real only | p | seeds |", "|---|---|---|---|---|---|---|---|"]
+        chosen = best_on_validation(sub)
+        lines += [f"## {method}, labels {labels}", "", "| schedule | ratio | realised | val Dice | test Dice | HD95 "
+                  "| gain over real only | p | n |", "|---|---|---|---|---|---|---|---|---|"]
         for key in sorted(cells, key=lambda k: (not is_real_only(*k), k[0], k[1])):
             schedule, ratio = key
-            m, s, n = means[key]
-            hm, hs, _ = mean_std([r["hd95"] for r in cells[key]])
-            dice = f"{m:.4f} +- {s:.4f}"
-            if key == best:
+            cell = cells[key]
+            dice = fmt_mean_std([r["dice"] for r in cell], n_label=False)
+            if key == chosen:
                 dice = f"**{dice}**"
-            realised = np.mean([r["realised_ratio"] or 0.0 for r in cells[key]])
+            realised = np.mean([r["realised_ratio"] or 0.0 for r in cell])
             if is_real_only(schedule, ratio):
                 gain_txt, p_txt = "-", "-"
             else:
-                g, gs, p, _ = gain_over_real(sub, method, labels, schedule, ratio)
-                gain_txt, p_txt = f"{g:+.4f} +- {gs:.4f}", ("n/a" if not np.isfinite(p) else f"{p:.3f}")
-            hd = f"{hm:.2f}" if np.isfinite(hm) else "n/a"
-            lines.append(f"| {schedule} | {ratio:g} | {realised:.3f} | {dice} | {hd} | {gain_txt} | {p_txt} | {n} |")
-        lines += ["", f"Best: {best[0]} schedule at ratio {best[1]:g} ({means[best][0]:.4f}).", ""]
+                diffs = list(paired_gains(sub, method, labels, schedule, ratio).values())
+                p = gain_over_real(sub, method, labels, schedule, ratio)[2]
+                gain_txt, p_txt = fmt_gain(diffs), ("n/a" if not np.isfinite(p) else f"{p:.3f}")
+            lines.append(f"| {schedule} | {ratio:g} | {realised:.3f} | "
+                         f"{fmt_mean_std([r['val_dice'] for r in cell], n_label=False)} | {dice} | "
+                         f"{fmt_mean_std([r['hd95'] for r in cell], n_label=False)} | {gain_txt} | {p_txt} | "
+                         f"{len(cell)} |")
+        if chosen is not None:
+            lines += ["", f"Chosen on validation: {chosen[0]} schedule at ratio {chosen[1]:g}; its test Dice "
+                      f"{fmt_mean_std([r['dice'] for r in cells[chosen]])}.", ""]
     return "\n".join(lines)
 
 
-def plot_dice_vs_ratio(rows: list[dict[str, Any]], path: Path) -> None:
-    """Dice against constant synthetic ratio, one line per (method, label fraction), band = +-1 std."""
+def plot_dice_vs_ratio(rows: list[dict[str, Any]], path: Path,
+                       extra: dict[str, list[dict[str, Any]]] | None = None) -> None:
+    """Test Dice against constant synthetic ratio per (method, label fraction): mean with +-1 std bars over
+    seeds (hollow markers: n = 1, no bar), the real-only run as a dashed reference line with its std band,
+    and `extra` labelled point sets (e.g. an oracle row) in their own style."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = plt.subplots(figsize=(6.8, 4.4))
     constant = [r for r in rows if r["schedule"] == "constant"]
-    for (method, labels), sub in sorted(group(constant, ("method", "labels")).items()):
-        by_r = group(sub, ("ratio",))
-        rs = sorted(r for (r,) in by_r)
-        st = [mean_std([x["dice"] for x in by_r[(r,)]]) for r in rs]
-        m, s = np.array([x[0] for x in st]), np.array([x[1] for x in st])
-        ax.plot(rs, m, marker="o", label=f"{method}, {labels}")
-        ax.fill_between(rs, m - s, m + s, alpha=0.15)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    series = sorted(group(constant, ("method", "labels")).items())
+    for i, ((method, labels), sub) in enumerate(series):
+        color = colors[i % len(colors)]
+        error_points(ax, sub, "ratio", color, "o", f"{method}, {labels}")
+        m, s, n = mean_std([r["dice"] for r in sub if r["ratio"] == 0])
+        if n:
+            ax.axhline(m, color=color, ls="--", lw=1, label=f"{method}, {labels}: real only (n = {n})")
+            if n > 1:
+                ax.axhspan(m - s, m + s, color=color, alpha=0.08)
+    for j, (label, extra_rows) in enumerate((extra or {}).items()):
+        error_points(ax, extra_rows, "ratio", colors[(len(series) + j) % len(colors)], "D", label, join=False)
     ax.set_xlabel("share of synthetic pairs in each labeled batch")
     ax.set_ylabel("test Dice (mean over foreground classes)")
+    ax.set_title("bars: +-1 std over seeds; hollow: n = 1", fontsize=8)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     save_figure(fig, path)
 
 

@@ -9,7 +9,8 @@ import pytest
 
 import gan_aug.provider as provider
 from gan_aug.config import GanConfig
-from gan_aug.study import PLANS, best_ratio, findings, plan
+from gan_aug.study import PLANS, plan
+from gan_aug.study_report import best_ssl_method, chosen_ratio, findings
 from gan_aug.train import train_gan
 from ssl_seg import grid
 from ssl_seg.ablation import PROFILES
@@ -30,33 +31,43 @@ def test_every_profile_has_a_consistent_plan():
         assert p.sweep_fraction in p.fractions and p.ratios[0] == 0 and "supervised" in p.methods
 
 
-def _low(method: str, labels: str, seed: int, dice: float) -> dict:
-    return {"backbone": "unet", "method": method, "labels": labels, "seed": seed, "dice": dice, "n_labeled": 8}
+def _low(method: str, labels: str, seed: int, dice: float, val: float) -> dict:
+    return {"backbone": "unet", "method": method, "labels": labels, "seed": seed, "dice": dice, "val_dice": val,
+            "n_labeled": 8}
 
 
-def _sweep(method: str, ratio: float, seed: int, dice: float) -> dict:
-    return {"method": method, "labels": "f0.1", "schedule": "constant", "ratio": ratio, "seed": seed, "dice": dice}
+def _sweep(method: str, ratio: float, seed: int, dice: float, val: float) -> dict:
+    return {"method": method, "labels": "f0.1", "schedule": "constant", "ratio": ratio, "seed": seed, "dice": dice,
+            "val_dice": val}
 
 
-def test_findings_state_the_numbers():
-    low = [_low("supervised", "f0.1", 0, 0.50), _low("supervised", "f0.1", 1, 0.60),
-           _low("unimatch", "f0.1", 0, 0.62), _low("unimatch", "f0.1", 1, 0.68),
-           _low("supervised", "f1", 0, 0.80), _low("supervised", "f1", 1, 0.80)]
-    sweep = [_sweep("supervised", 0.0, 0, 0.50), _sweep("supervised", 0.5, 0, 0.58),
-             _sweep("supervised", 1.0, 0, 0.30), _sweep("unimatch", 0.0, 0, 0.62), _sweep("unimatch", 0.5, 0, 0.61)]
-    text = "\n".join(findings(low, sweep, "f0.1"))
-    # unimatch 0.65 vs supervised 0.55: +0.100; gap (0.65 - 0.55) / (0.80 - 0.55) = 40 %
-    assert "best method **unimatch**, test Dice 0.650 (2 seed(s)), +0.100 over supervised (0.550)" in text
-    assert "recovers 40% of the gap" in text and "Full-label supervised reference: test Dice 0.800" in text
-    assert ("**Ratio sweep, supervised, labels f0.1**: best ratio **0.5** (Dice 0.580; real only 0.500); the best "
-            "synthetic ratio 0.5 changes Dice by +0.080 +- 0.000 (1 seed(s)); synthetic pairs alone (ratio 1) "
-            "give 0.300.") in text
-    assert "best ratio **0** (Dice 0.620; real only 0.620)" in text and "changes Dice by -0.010" in text
-    # the fewest seeds of any cell (the sweep's 1) and the largest ablation std (supervised 0.5, 0.6: 0.0707)
-    assert "Seeds: as few as 1 per cell. Seed-to-seed std of test Dice reaches 0.071 (supervised, f0.1)" in text
-    assert best_ratio(sweep, "supervised", "f0.1", nonzero=True) == 0.5
-    assert best_ratio([_sweep("supervised", 0.5, 0, 0.5), _sweep("supervised", 0.25, 0, 0.5)],
-                      "supervised", "f0.1") == 0.25  # ties go to the smaller ratio
+def test_findings_state_each_conclusion_with_its_interval():
+    low = [_low("supervised", "f0.1", s, d, 0.5) for s, d in enumerate((0.50, 0.60, 0.55))]
+    low += [_low("unimatch", "f0.1", s, d, 0.6) for s, d in enumerate((0.62, 0.68, 0.60))]
+    low += [_low("mean-teacher", "f0.1", s, d, 0.7) for s, d in enumerate((0.60, 0.70, 0.66))]
+    low += [_low("supervised", "f1", 0, 0.80, 0.8)]
+    sweep = [_sweep("supervised", 0.0, 0, 0.50, 0.60), _sweep("supervised", 0.0, 1, 0.60, 0.60),
+             _sweep("supervised", 0.25, 0, 0.70, 0.65), _sweep("supervised", 0.25, 1, 0.75, 0.65),
+             _sweep("supervised", 0.5, 0, 0.58, 0.70), _sweep("supervised", 0.5, 1, 0.61, 0.70)]
+    oracle = [_sweep("supervised", 0.5, 0, 0.80, 0.9), _sweep("supervised", 0.5, 1, 0.82, 0.9)]
+    # chosen on validation: ratio 0.5 (val 0.70) although 0.25 is better on test; mean-teacher (val 0.7)
+    assert chosen_ratio(sweep, "supervised", "f0.1") == 0.5
+    assert best_ssl_method(low, "f0.1") == "mean-teacher"
+    text = "\n".join(findings(low, sweep, oracle, "f0.1", {"ratio": 0.5, "mask_source": "deform"}))
+    # unimatch - supervised: 0.12, 0.08, 0.05 -> mean 0.0833, sd 0.03512, half-width t(.975, 2) 4.3027 * sd / sqrt 3
+    # = 0.0872 -> [-0.004, +0.171]; mean-teacher: 0.10, 0.10, 0.11 -> 0.1033, half-width 0.0143 -> [+0.089, +0.118]
+    assert "supervised test Dice 0.550 +- 0.050 (n = 3)" in text
+    assert "unimatch - supervised: +0.083 [-0.004, +0.171] (95 % CI, n = 3): not established." in text
+    assert "mean-teacher - supervised: +0.103 [+0.089, +0.118] (95 % CI, n = 3): established." in text
+    assert "Best SSL method on validation: mean-teacher." in text
+    assert "Full-label supervised reference: test Dice 0.800 (n = 1)." in text
+    # ratio 0.5 vs real only: 0.08, 0.01 -> mean 0.045, half-width t(.975, 1) 12.706 * 0.0495 / sqrt 2 = 0.4447
+    assert "ratio 0.5 chosen on validation (validation Dice 0.700, above real only's 0.600)" in text
+    assert "test Dice gain over real only: +0.04 [-0.40, +0.49] (95 % CI, n = 2): not established." in text
+    # oracle: 0.30, 0.22 over real only; over deform 0.22, 0.21 -> 0.215, half-width 12.706 * 0.00707 / sqrt 2 = 0.0635
+    assert "gain over real only +0.26 [-0.25, +0.77] (95 % CI, n = 2): not established" in text
+    assert "oracle minus `deform` masks +0.215 [+0.151, +0.279] (95 % CI, n = 2): established" in text
+    assert "+- 0.000" not in text
 
 
 def test_no_default_mask_source_is_the_phantom_oracle():
@@ -96,26 +107,38 @@ def test_provider_resumes_a_killed_gan_and_refuses_other_settings(tmp_path, monk
 
 def test_tiny_study_end_to_end_then_resume_redoes_nothing(tmp_path, monkeypatch, capsys):
     out = tmp_path / "study"
-    argv = ["study", "--profile", "tiny", "--out", str(out), "--device", "cpu"]
+    argv = ["study", "--profile", "tiny", "--out", str(out), "--device", "cpu", "--workers", "1"]
     assert main(argv) == 0
     report = (out / "report.md").read_text()
     links = re.findall(r"\]\(([^)]+)\)", report)
     assert links and all((out / link).exists() for link in links), [l for l in links if not (out / l).exists()]
     for artefact in ("low_label/summary.md", "low_label/dice_vs_labels.png", "low_label/gap_recovery.png",
-                     "ratio_sweep/dice_vs_ratio.png", "synthetic/f0.25/synthetic_deform/samples.png",
-                     "synthetic/f0.25/synthetic_deform/synthetic.h5", "study.json"):
+                     "ratio_sweep/dice_vs_ratio.png", "synthetic/f0.25/synthetic_deform/preview.png",
+                     "synthetic/f0.25/synthetic_deform/synthetic.h5", "synthetic/f0.25/gan/curves.png", "study.json"):
         assert f"]({artefact})" in report
-    assert "## Findings" in report and "| supervised | f0.25 |" in report and "| constant | 0.5 | 0.500 |" in report
+    # what a person can trust: no machine paths, no spread claimed from one seed, n stated, the oracle labelled
+    assert str(tmp_path) not in report and not re.search(r"(^|[\s(`'\"])/(tmp|home|work|Users|root)/", report)
+    assert "--out OUT" in report and "+- 0.000" not in report and "(n = 1" in report
+    assert "| supervised | f0.25 |" in report and "| supervised | deform | 0.5 (chosen on validation) |" in report
+    assert "Oracle upper bound, not a result" in report and "| supervised | phantom (oracle) | 0.5 |" in report
     study = json.loads((out / "study.json").read_text())
     assert study["profile"] == "tiny" and study["data"] == DATA
-    leg = study["ssl_with_synthetic"]
-    assert leg == {"method": "mean-teacher", "ratio": 0.5}
+    decisions = study["decisions"]
+    assert decisions["ratio"] == 0.5 and decisions["mask_source"] == "deform"
+    assert decisions["ssl_with_synthetic"] == {"method": "mean-teacher", "ratio": 0.5}
+    manifest = json.loads((out / study["synthetic"]["deform"]).parent.joinpath("manifest.json").read_text())
+    assert manifest["mask_source"] == "deform" and "phantom" in study["synthetic"]
     # the GAN saw exactly the labeled pairs the sweep trains on
     gan_labeled = Split.load(out / "synthetic" / "f0.25" / "gan" / "split.json").labeled
     sweep_run = out / "ratio_sweep" / "runs" / "supervised__f0.25__constant__r0.5__s0"
     assert Split.load(sweep_run / "split.json").labeled == gan_labeled
     assert json.loads((sweep_run / "result.json").read_text())["synthetic_ratio_mean"] == 0.5
-    assert (out / "ratio_sweep" / "runs" / "mean-teacher__f0.25__constant__r0.5__s0" / "result.json").is_file()
+    assert (out / "ratio_sweep" / "runs" / "mean-teacher__f0.25__constant__r0.5__s1" / "result.json").is_file()
+    oracle_run = out / "oracle" / "runs" / "supervised__f0.25__constant__r0.5__s0__oracle"
+    assert json.loads((oracle_run / "config.json").read_text())["data"]["synthetic"] == [
+        str(out / study["synthetic"]["phantom"])]
+    run_dirs = [d for root in ("low_label", "ratio_sweep", "oracle") for d in (out / root / "runs").iterdir()]
+    assert len(run_dirs) == 3 + 2 * 2 + 2 + 2 * 2 and all((d / "curves.png").stat().st_size > 1000 for d in run_dirs)
 
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("**/*") if p.suffix in (".pt", ".h5")}
     monkeypatch.setattr(grid, "run_one", lambda run, root: pytest.fail(f"re-trained {run.name}"))
@@ -124,7 +147,16 @@ def test_tiny_study_end_to_end_then_resume_redoes_nothing(tmp_path, monkeypatch,
     capsys.readouterr()
     assert main(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in out.glob("**/*") if p.suffix in (".pt", ".h5")} == stamps
-    assert "3 done already" in capsys.readouterr().out
+    assert "3 runs, 3 done already" in capsys.readouterr().out
 
     assert main(["study", "--profile", "quick", "--out", str(out), "--device", "cpu"]) == 2
     assert "another profile" in capsys.readouterr().err
+
+
+def test_run_tasks_on_two_workers_keeps_the_order():
+    import math
+
+    from gan_aug.study import run_tasks
+
+    tasks = [(math.pow, (2.0, float(k))) for k in range(5)]
+    assert run_tasks(tasks, workers=2) == run_tasks(tasks, workers=1) == [1.0, 2.0, 4.0, 8.0, 16.0]

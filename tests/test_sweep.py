@@ -61,9 +61,10 @@ def test_grid_has_one_real_only_run_per_cell_and_shards_cover_it():
     assert sum(len(s) for s in shards) == len(runs)
 
 
-def _row(seed: int, ratio: float, dice: float, method: str = "supervised") -> dict:
+def _row(seed: int, ratio: float, dice: float, method: str = "supervised", val: float | None = None) -> dict:
     return {"name": f"{method}{ratio}{seed}", "method": method, "labels": "f0.1", "schedule": "constant",
-            "ratio": ratio, "seed": seed, "dice": dice, "hd95": 4.0, "realised_ratio": ratio}
+            "ratio": ratio, "seed": seed, "dice": dice, "hd95": 4.0, "realised_ratio": ratio,
+            "val_dice": {0.0: 0.5, 0.5: 0.6, 1.0: 0.7}[ratio] if val is None else val}
 
 
 def test_paired_gain_and_table_match_hand_computed_values():
@@ -81,17 +82,25 @@ def test_paired_gain_and_table_match_hand_computed_values():
 
     md = sweep_markdown(rows, "t")
     line = next(l for l in md.splitlines() if l.startswith("| constant | 0.5 |"))
-    # Dice 0.6, 0.65, 0.9 -> 0.7167 +- 0.1607, the best ratio (bold)
-    assert line == "| constant | 0.5 | 0.500 | **0.7167 +- 0.1607** | 4.00 | +0.1167 +- 0.0764 | 0.118 | 3 |"
-    assert "| constant | 0 | 0.000 | 0.6000 +- 0.1000 | 4.00 | - | - | 3 |" in md
-    assert "Best: constant schedule at ratio 0.5 (0.7167)." in md
+    # test Dice 0.6, 0.65, 0.9 -> 0.7167 +- 0.1607: two significant digits of the std. Gains 0.1, 0.05, 0.2:
+    # mean 0.1167, half-width t(0.975, 2) * 0.07638 / sqrt(3) = 4.3027 * 0.04410 = 0.1897 -> [-0.07, +0.31]
+    assert line == ("| constant | 0.5 | 0.500 | 0.6000 +- 0.0000 | 0.72 +- 0.16 | 4.0000 +- 0.0000 | "
+                    "+0.12 [-0.07, +0.31] (95 % CI, n = 3): not established | 0.118 | 3 |")
+    assert "| constant | 0 | 0.000 | 0.5000 +- 0.0000 | 0.60 +- 0.10 | 4.0000 +- 0.0000 | - | - | 3 |" in md
+    # ratio 1 has the best validation Dice (0.7): it is the chosen (bold) cell although 0.5 is better on test
+    assert "| constant | 1 | 1.000 | 0.7000 +- 0.0000 | **0.65 +- 0.35** |" in md
+    assert "| -0.100 (n = 1, no interval): not established |" in md  # one paired seed: no interval
+    assert "Chosen on validation: constant schedule at ratio 1; its test Dice 0.65 +- 0.35 (n = 2)." in md
 
     # a warmup from ratio 0 uses synthetic pairs: it is measured against the real-only runs, not counted as one
     ramp = [{**_row(s, 0.0, d), "schedule": "warmup", "name": f"w{s}"} for s, d in ((0, 0.8), (1, 0.8), (2, 0.8))]
     gain, _, _, n = gain_over_real(rows + ramp, "supervised", "f0.1", "warmup", 0.0)
     assert (gain, n) == (pytest.approx(0.2), 3)
     assert gain_over_real(rows + ramp, "supervised", "f0.1", "constant", 0.5)[0] == pytest.approx(0.35 / 3)
-    assert "| warmup | 0 | 0.000 | **0.8000 +- 0.0000** | 4.00 | +0.2000 +- 0.1000 |" in sweep_markdown(rows + ramp, "t")
+    ramp = [{**r, "val_dice": 0.9} for r in ramp]
+    # gains 0.3, 0.2, 0.1: mean 0.2, half-width 4.3027 * 0.1 / sqrt(3) = 0.2484
+    assert ("| warmup | 0 | 0.000 | 0.9000 +- 0.0000 | **0.8000 +- 0.0000** | 4.0000 +- 0.0000 | "
+            "+0.20 [-0.05, +0.45] (95 % CI, n = 3): not established |") in sweep_markdown(rows + ramp, "t")
 
 
 def test_parse_synthetic(tmp_path):

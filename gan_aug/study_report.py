@@ -1,0 +1,222 @@
+"""What a study's numbers say, with their uncertainty: choices made on validation, gains with 95 % intervals,
+and OUT/report.md (findings, tables, figures, only links that exist, no absolute paths)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ssl_seg.ablation import Profile, group, mean_std
+from ssl_seg.stats import fmt_gain, fmt_mean_std
+from ssl_seg.sweep import is_real_only
+
+Rows = list[dict[str, Any]]
+ORACLE_LABEL = "oracle: phantom masks"
+
+
+# ---------------------------------------------------------------- choices (validation only)
+
+
+def val_means(rows: Rows, key: str) -> dict[Any, float]:
+    """value of `key` -> mean validation Dice of its rows (finite means only)."""
+    means = {k: mean_std([r["val_dice"] for r in v])[0] for (k,), v in group(rows, (key,)).items()}
+    return {k: m for k, m in means.items() if np.isfinite(m)}
+
+
+def best_ssl_method(low_rows: Rows, labels: str) -> str | None:
+    """The SSL method with the best mean validation Dice at `labels` (never chosen on test)."""
+    means = val_means([r for r in low_rows if r["labels"] == labels and r["method"] != "supervised"], "method")
+    return max(means, key=lambda m: (means[m], m)) if means else None
+
+
+def chosen_ratio(sweep: Rows, method: str, labels: str) -> float | None:
+    """The non-zero constant ratio with the best mean validation Dice (ties: the smaller ratio)."""
+    rows = [r for r in sweep if (r["method"], r["labels"], r["schedule"]) == (method, labels, "constant")
+            and r["ratio"] > 0]
+    means = val_means(rows, "ratio")
+    return max(means, key=lambda r: (means[r], -r)) if means else None
+
+
+# ---------------------------------------------------------------- paired comparisons (test)
+
+
+def by_seed(rows: Rows, key: str = "dice", **match: Any) -> dict[int, float]:
+    """seed -> `key` of the rows whose fields equal `match`."""
+    return {r["seed"]: r[key] for r in rows if all(r[k] == v for k, v in match.items()) and r[key] is not None}
+
+
+def paired_diffs(a: dict[int, float], b: dict[int, float]) -> list[float]:
+    """a - b for the seeds both have."""
+    return [a[s] - b[s] for s in sorted(a) if s in b]
+
+
+def _real_only(sweep: Rows, method: str, labels: str) -> dict[int, float]:
+    """seed -> test Dice of the real-only runs of `method` at `labels`."""
+    return by_seed([r for r in sweep if is_real_only(r["schedule"], r["ratio"])], method=method, labels=labels)
+
+
+def _at_ratio(rows: Rows, method: str, labels: str, ratio: float) -> dict[int, float]:
+    """seed -> test Dice of the constant-ratio runs of `method` at `labels`."""
+    return by_seed(rows, method=method, labels=labels, schedule="constant", ratio=ratio)
+
+
+# ---------------------------------------------------------------- findings
+
+
+def findings(low_rows: Rows, sweep: Rows, oracle: Rows, labels: str, decisions: dict[str, Any]) -> list[str]:
+    """Markdown bullets: each conclusion with its 95 % interval and whether it is established."""
+    out = []
+    for lab in sorted({r["labels"] for r in low_rows} - {"f1"}, key=lambda k: float(k[1:])):
+        sup = by_seed(low_rows, method="supervised", labels=lab)
+        n_lab = int(np.mean([r["n_labeled"] for r in low_rows if r["labels"] == lab]))
+        text = [f"- **Semi-supervised vs supervised, labels {lab}** ({n_lab} labeled; supervised test Dice "
+                f"{fmt_mean_std(sup.values())})."]
+        for method in sorted({r["method"] for r in low_rows if r["labels"] == lab} - {"supervised"}):
+            diffs = paired_diffs(by_seed(low_rows, method=method, labels=lab), sup)
+            text.append(f"{method} - supervised: {fmt_gain(diffs)}.")
+        best = best_ssl_method(low_rows, lab)
+        if best is not None:
+            text.append(f"Best SSL method on validation: {best}.")
+        out.append(" ".join(text))
+    full = by_seed(low_rows, method="supervised", labels="f1")
+    if full:
+        out.append(f"- Full-label supervised reference: test Dice {fmt_mean_std(full.values())}.")
+    ratio = decisions.get("ratio")
+    base = _real_only(sweep, "supervised", labels)
+    if ratio is not None:
+        masks = decisions.get("mask_source", "deform")
+        val = val_means([r for r in sweep if r["method"] == "supervised" and r["labels"] == labels
+                         and r["schedule"] == "constant"], "ratio")
+        prefers = "above" if val.get(ratio, -1) > val.get(0.0, np.inf) else "not above"
+        gain = paired_diffs(_at_ratio(sweep, "supervised", labels, ratio), base)
+        out.append(f"- **Synthetic pairs from `{masks}` masks** (new masks made from the labeled ones only), "
+                   f"supervised, labels {labels}: ratio {ratio:g} chosen on validation (validation Dice "
+                   f"{val.get(ratio, float('nan')):.3f}, {prefers} real only's {val.get(0.0, float('nan')):.3f}); "
+                   f"test Dice gain over real only: {fmt_gain(gain)}.")
+        if oracle:
+            o = _at_ratio(oracle, "supervised", labels, ratio)
+            out.append(f"- **Oracle upper bound, not a result**: the same GAN fed `phantom` masks, drawn by the "
+                       f"generator that made the test set (no real dataset has one), at ratio {ratio:g}: gain over "
+                       f"real only {fmt_gain(paired_diffs(o, base))}; oracle minus `{masks}` masks "
+                       f"{fmt_gain(paired_diffs(o, _at_ratio(sweep, 'supervised', labels, ratio)))}. This is how much "
+                       "of a phantom-mask gain is the oracle.")
+    leg = decisions.get("ssl_with_synthetic")
+    if leg:
+        m = leg["method"]
+        diffs = paired_diffs(_at_ratio(sweep, m, labels, leg["ratio"]), _real_only(sweep, m, labels))
+        out.append(f"- **{m} with synthetic pairs** (ratio {leg['ratio']:g}, chosen for supervised on validation) "
+                   f"vs {m} on real pairs only: {fmt_gain(diffs)}.")
+    out.append("- How to read these: mean +- std over seeds (seed s of the ablation also draws split s); a gain is "
+               "a paired difference per seed with its 95 % t-interval; \"not established\" means the interval "
+               "includes 0 or n = 1. Ratios and methods are chosen on validation and reported on test.")
+    return out
+
+
+# ---------------------------------------------------------------- tables
+
+
+def low_label_table(low_rows: Rows) -> list[str]:
+    """method | labels | n labeled | val Dice | test Dice | gain over supervised (paired by seed)."""
+    lines = ["| method | labels | n labeled | val Dice | test Dice | test gain over supervised | n |",
+             "|---|---|---|---|---|---|---|"]
+    cells = group(low_rows, ("method", "labels"))
+    for (method, labels) in sorted(cells, key=lambda k: (float(k[1][1:]), k[0] != "supervised", k[0])):
+        cell = cells[(method, labels)]
+        gain = "-"
+        if method != "supervised":
+            gain = fmt_gain(paired_diffs(by_seed(cell), by_seed(low_rows, method="supervised", labels=labels)))
+        n_lab = int(np.mean([r["n_labeled"] for r in cell]))
+        lines.append(f"| {method} | {labels} | {n_lab} | {fmt_mean_std([r['val_dice'] for r in cell], False)} | "
+                     f"{fmt_mean_std([r['dice'] for r in cell], False)} | {gain} | {len(cell)} |")
+    return lines
+
+
+def sweep_table(sweep: Rows, oracle: Rows, labels: str, chosen: float | None, masks: str) -> list[str]:
+    """One row per (method, masks, ratio): val and test Dice, the paired test gain over real only."""
+    lines = ["| method | masks | ratio | val Dice | test Dice | test gain over real only | n |",
+             "|---|---|---|---|---|---|---|"]
+    sets = [(masks, [r for r in sweep if r["labels"] == labels and r["schedule"] == "constant"])]
+    if oracle:
+        sets.append(("phantom (oracle)", [r for r in oracle if r["labels"] == labels]))
+    for mask_name, rows in sets:
+        for (method, ratio), cell in sorted(group(rows, ("method", "ratio")).items(),
+                                            key=lambda kv: (kv[0][0] != "supervised", kv[0])):
+            base = _real_only(sweep, method, labels)
+            gain = "-" if ratio == 0 else fmt_gain(paired_diffs(by_seed(cell), base))
+            name = "real only" if ratio == 0 else mask_name
+            mark = " (chosen on validation)" if (method, ratio) == ("supervised", chosen) and mask_name == masks else ""
+            lines.append(f"| {method} | {name} | {ratio:g}{mark} | {fmt_mean_std([r['val_dice'] for r in cell], False)}"
+                         f" | {fmt_mean_std([r['dice'] for r in cell], False)} | {gain} | {len(cell)} |")
+    return lines
+
+
+# ---------------------------------------------------------------- the report
+
+
+def _links(out: Path, entries: list[tuple[str, str]]) -> list[str]:
+    """'- [rel](rel): what' for the entries that exist under out."""
+    return [f"- [{rel}]({rel}): {what}" for rel, what in entries if (out / rel).exists()]
+
+
+def _image(out: Path, rel: str, alt: str) -> list[str]:
+    return [f"![{alt}]({rel})", ""] if (out / rel).is_file() else []
+
+
+def report_markdown(out: Path, study: dict[str, Any], prof: Profile, low_rows: Rows, sweep: Rows, oracle: Rows,
+                    syn_rel: str) -> str:
+    """OUT/report.md: findings with their uncertainty, tables, figures, the synthetic set, where files lie."""
+    p, decisions = study["plan"], study.get("decisions", {})
+    labels = f"f{p['sweep_fraction']:g}"
+    syn_dir = out / syn_rel
+    gan_rel = (syn_dir.parent / "gan").relative_to(out).as_posix()
+    manifest = json.loads((syn_dir / "manifest.json").read_text())
+    gan = json.loads((out / gan_rel / "result.json").read_text())
+    val_l1 = "n/a" if gan["val_l1"] is None else f"{gan['val_l1']:.3f}"
+    iterations = p["iterations"] or prof.iterations
+    seeds = ", ".join(map(str, p["seeds"]))
+    lines = [f"# Study: scarce labels and synthetic pairs on `{study['data']}`", "",
+             f"Profile `{study['profile']}`: U-Net, {iterations} iterations ({prof.optimizer}, lr {prof.lr:g}), "
+             f"batch {prof.batch_size}, {prof.patch_size} px patches, {prof.base_channels} base channels; "
+             f"device `{study['device']}`. Re-run the same command to resume; finished work is skipped. "
+             "OUT is this report's folder.", "",
+             "```", study["command"], "```", "", "## Findings", "",
+             *findings(low_rows, sweep, oracle, labels, decisions), "",
+             "## 1. Low-label ablation", "",
+             f"Methods {', '.join(p['methods'])} at labeled fractions {', '.join(f'{f:g}' for f in p['fractions'])}, "
+             f"seeds {seeds} (seed s also draws split s, so methods are compared on the same labeled set), and "
+             "the full-label supervised reference. Gains are paired by seed, with 95 % t-intervals.", "",
+             *low_label_table(low_rows), "",
+             *_image(out, "low_label/dice_vs_labels.png", "test Dice against labeled fraction"),
+             *_image(out, "low_label/gap_recovery.png", "share of the label gap recovered"),
+             "## 2. Synthetic pairs", "",
+             f"A pix2pix GAN trained for {gan['iterations']} steps on the {gan['n_labeled']} labeled pairs of split "
+             f"{decisions.get('split_seed', 0)} at labeled fraction {p['sweep_fraction']:g} (validation L1 {val_l1}, "
+             f"{gan['wall_time_s']:.0f} s), then {manifest['n']} pairs generated from `{manifest['mask_source']}` "
+             "masks, made from the labeled masks only. Rows: held-out real masks, their real images, what the "
+             "GAN draws for those masks, then new masks and their generated images.", "",
+             *_image(out, f"{syn_rel}/preview.png", "real and synthetic pairs"),
+             "## 3. Real-vs-synthetic ratio sweep", "",
+             f"Supervised at labeled fraction {p['sweep_fraction']:g} on the GAN's split, ratios "
+             f"{', '.join(f'{r:g}' for r in p['ratios'])} (share of synthetic pairs in each labeled batch), seeds "
+             f"{', '.join(map(str, p['sweep_seeds']))}. The ratio is chosen on validation Dice and reported on test."
+             + (" The oracle row uses masks no user has; it bounds what perfect masks could add." if oracle else ""),
+             "", *sweep_table(sweep, oracle, labels, decisions.get("ratio"), manifest["mask_source"]), "",
+             *_image(out, "ratio_sweep/dice_vs_ratio.png", "test Dice against synthetic ratio"),
+             "## Artefacts", "",
+             "Every run folder holds `curves.png` (losses, learning rate, validation scores), `config.json`, "
+             "`split.json`, checkpoints, `tb/` and `result.json`.", ""]
+    lines += _links(out, [
+        ("study.json", "the study's profile, data, plan and decisions"),
+        ("low_label/summary.md", "ablation table (all scores)"), ("low_label/summary.csv", "one row per ablation run"),
+        ("low_label/runs", "one folder per ablation run"),
+        (gan_rel, "the GAN run"), (f"{gan_rel}/curves.png", "GAN losses and validation L1"),
+        (f"{syn_rel}/synthetic.h5", "the synthetic pairs (project HDF5; pass to --synthetic)"),
+        (f"{syn_rel}/manifest.json", "how they were made"),
+        ("ratio_sweep/summary.md", "sweep table (all scores)"), ("ratio_sweep/summary.csv", "one row per sweep run"),
+        ("ratio_sweep/runs", "one folder per sweep run"), ("oracle/runs", "the oracle runs (phantom masks)"),
+    ])
+    return "\n".join(lines) + "\n"
+
