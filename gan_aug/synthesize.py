@@ -1,15 +1,18 @@
 """Synthetic paired datasets: masks from a mask source -> EMA generator -> HDF5 or PNG folder, built atomically.
 
 Everything is written into `SYN_DIR.tmp-XXXX` beside SYN_DIR and renamed at the end, so an interrupted
-run never leaves a SYN_DIR. Samples stream in chunks of `batch_size`: memory does not grow with N.
+run never leaves a SYN_DIR (and the next run removes the temporary folder it left). Samples stream in chunks of `batch_size`: memory does not grow with N.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
+import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -21,8 +24,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from ssl_seg import locks
 from ssl_seg.data.h5format import H5DatasetWriter
-from ssl_seg.data.readers import open_source
+from ssl_seg.data.readers import open_source, task_differences
 from ssl_seg.device import amp_dtype, autocast, resolve_device, to_memory_format
 from ssl_seg.errors import UserError
 from ssl_seg.io_utils import atomic_write_json
@@ -47,23 +51,64 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+MARK = ".gan-aug-synthesize"  # inside the temporary folders of a synthesize run, never in a finished SYN_DIR
+
+
+def made_by_synthesize(folder: Path) -> bool:
+    """Whether `folder` is a synthetic dataset this tool wrote (it holds synthesize's manifest.json)."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and {"generator_sha256", "format", "n"} <= set(manifest)
+
+
+def clean_stale(final: Path) -> list[Path]:
+    """Remove `final.tmp-*` / `final.old-*` folders left by a killed synthesize (marked, and unlocked); returns them."""
+    stale = [p for pattern in (".tmp-*", ".old-*") for p in final.parent.glob(glob.escape(final.name) + pattern)
+             if p.is_dir() and (p / MARK).is_file() and not locks.is_locked(p)]
+    for path in stale:
+        shutil.rmtree(path)
+    return stale
+
+
+def _marked_tmp(final: Path, kind: str) -> Path:
+    tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}.{kind}-", dir=final.parent))
+    (tmp / MARK).write_text("temporary folder of gan-aug synthesize; removed by its next run once unused\n")
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield an empty temp folder `final.tmp-XXXX` beside `final`; rename it onto `final` only on success."""
-    if final.exists() and not overwrite:
-        raise UserError(f"--out {final} already exists; choose a new folder or pass --overwrite")
+    """Yield an empty temp folder `final.tmp-XXXX` beside `final`; rename it onto `final` only on success.
+
+    `overwrite` replaces only a folder synthesize made. The temp folder is marked and locked while in use, so
+    a later run removes it when a killed run left it behind.
+    """
+    if final.exists():
+        if not overwrite:
+            raise UserError(f"--out {final} already exists; choose a new folder or pass --overwrite")
+        if not made_by_synthesize(final):
+            raise UserError(f"--overwrite: {final} is not a dataset written by gan-aug synthesize (no manifest.json "
+                            "of it), so it is kept; choose another --out or remove it yourself")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}.tmp-", dir=final.parent))
+    for path in clean_stale(final):
+        print(f"removed {path}, left by a synthesize run that was stopped", file=sys.stderr)
+    tmp = _marked_tmp(final, "tmp")
+    lock = locks.acquire(tmp, "synthesize folder")
     try:
         yield tmp
+        (tmp / MARK).unlink()
+        locks.release(lock)
         if final.exists():  # overwrite: move the old folder aside first, delete it after the swap
-            old = Path(tempfile.mkdtemp(prefix=f"{final.name}.old-", dir=final.parent))
+            old = _marked_tmp(final, "old")
             os.replace(final, old / final.name)
             os.replace(tmp, final)
             shutil.rmtree(old)
         else:
             os.replace(tmp, final)
     finally:
+        locks.release(lock)
         if tmp.exists():
             shutil.rmtree(tmp)
 
@@ -120,6 +165,11 @@ def synthesize(checkpoint: str | Path, n: int, out: str | Path, mask_source: str
     num_classes, channels, size = info["num_classes"], info["in_channels"], cfg.patch_size
     masks_from = mask_data or cfg.data
     labeled = None
+    if mask_data is not None:
+        differ = task_differences(info, open_source(mask_data))
+        if differ:
+            raise UserError(f"--mask-data {mask_data}: another task than the GAN's data {cfg.data} "
+                            f"({'; '.join(differ)}); take masks of the same classes")
     if mask_source != "phantom":
         source = open_source(masks_from)
         labeled = load_masks(source, ckpt["labeled_ids"] if mask_data is None else list(source.ids))

@@ -22,7 +22,7 @@ from .data.concat import ConcatSource
 from .data.cache import CachedSource
 from .data.datasets import PairDataset, StepBatches, raise_user_errors
 from .data.mixing import build_schedule, schedule_names
-from .data.readers import SampleSource, open_source
+from .data.readers import SampleSource, open_source, task_differences
 from .data.splits import Split, make_split, resolve_split_file
 from .data.transforms import JointTransform
 from .device import amp_dtype, cpu_cores, resolve_device, resolve_threads, to_memory_format
@@ -339,9 +339,9 @@ def _synthetic_pairs(cfg: RunConfig, source: SampleSource, transform: JointTrans
                      cache_bytes: int) -> PairDataset:
     sources = [open_source(p) for p in cfg.data.synthetic]
     for syn in sources:
-        if syn.num_classes > source.num_classes or syn.in_channels != source.in_channels:
-            raise UserError(f"{syn.name}: synthetic data has {syn.num_classes} classes / {syn.in_channels} channels "
-                            f"but {source.name} has {source.num_classes} / {source.in_channels}; "
+        differ = task_differences(source, syn)
+        if differ:
+            raise UserError(f"--synthetic {syn.name}: another task than {source.name} ({'; '.join(differ)}); "
                             "synthesize from a GAN trained on this dataset")
     merged = sources[0] if len(sources) == 1 else ConcatSource(sources)
     return PairDataset(CachedSource(merged, cache_bytes), list(merged.ids), transform)

@@ -121,6 +121,10 @@ class Trainer:
             losses = self.method.training_step(batch, step)
         total = loss_total(losses)
         if not torch.isfinite(total):
+            images = [part["image"] for part in batch.values() if isinstance(part, dict) and "image" in part]
+            if not all(torch.isfinite(x).all() for x in images):
+                raise UserError(f"the images of step {step} hold NaN or infinite pixels: a data problem, not the "
+                                "learning rate; find and fix those pixels in the data")
             bad = [k for k, v in losses.items() if not torch.isfinite(v)]
             raise UserError(f"non-finite loss {bad} at step {step}; lower --lr, or use --amp off, "
                             "then --resume from the last checkpoint")

@@ -263,3 +263,171 @@ def test_gan_config_stores_absolute_data_path(tmp_path, monkeypatch):
     argv = [a if a != DATA else "d/phantom_cardiac.h5" for a in GAN_TRAIN]
     assert gan_main(argv + ["--out", "g", "--labeled-fraction", "0.5"]) == 0
     assert json.loads((tmp_path / "g" / "config.json").read_text())["data"] == str(tmp_path / "d" / "phantom_cardiac.h5")
+
+
+# ------------------------------------------------------------------ 4. mask values read strictly
+
+
+def _folder(root: Path, masks: list[np.ndarray], images: list[np.ndarray] | None = None, mask_format: str = "PNG"
+            ) -> Path:
+    """DIR/images/<i>.png + DIR/masks/<i>.png (masks optionally passed through JPEG first)."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i, mask in enumerate(masks):
+        image = images[i] if images is not None else (mask * 40 + 20).astype(np.uint8)
+        Image.fromarray(image).save(root / "images" / f"s{i:02d}.png")
+        if mask_format == "JPEG":
+            import io
+
+            buf = io.BytesIO()
+            Image.fromarray(mask.astype(np.uint8)).save(buf, format="JPEG", quality=75)
+            mask = np.asarray(Image.open(buf))
+        Image.fromarray(mask.astype(np.uint8)).save(root / "masks" / f"s{i:02d}.png")
+    return root
+
+
+def _phantom_masks(n: int = 8, task: str = "cardiac") -> list[np.ndarray]:
+    from ssl_seg.data.phantoms import PhantomSource
+
+    src = PhantomSource(task, n=n, size=32)
+    return [src.load(i).mask for i in range(n)]
+
+
+def test_near_binary_masks_are_refused(tmp_path, capsys):
+    masks = [np.where(m > 0, 254, 0) for m in _phantom_masks()]
+    for m in masks:
+        m[0, :4] = 128  # anti-aliased edge pixels
+    data = _folder(tmp_path / "d", masks)
+    line = one_line_error(capsys, main(TRAIN + ["--data", str(data), "--out", str(tmp_path / "r")]), "[0, 128, 254]")
+    assert "threshold" in line and not (tmp_path / "r").exists()
+
+
+def test_jpeg_compressed_index_masks_are_refused(tmp_path, capsys):
+    data = _folder(tmp_path / "d", _phantom_masks(), mask_format="JPEG")
+    values = np.unique(np.concatenate([np.asarray(Image.open(p)).ravel() for p in (data / "masks").iterdir()]))
+    assert values.max() > 3  # the compression made values no class has
+    line = one_line_error(capsys, main(TRAIN + ["--data", str(data), "--out", str(tmp_path / "r")]), "JPEG")
+    assert "PNG" in line
+
+
+def test_image_like_masks_are_refused(tmp_path, capsys):
+    ramp = np.tile(np.arange(64, dtype=np.uint8), (32, 1))[:, :32]
+    data = _folder(tmp_path / "d", [ramp + 32 * (i % 2) for i in range(4)])
+    one_line_error(capsys, main(TRAIN + ["--data", str(data), "--out", str(tmp_path / "r")]), "look like images")
+
+
+def test_stated_classes_name_the_classes(tmp_path):
+    data = _folder(tmp_path / "d", _phantom_masks())
+    (data / "classes.json").write_text(json.dumps({"classes": ["background", "rv", "myo", "lv"]}))
+    from ssl_seg.data.readers import open_source
+
+    assert open_source(str(data)).class_names == ["background", "rv", "myo", "lv"]
+
+
+def test_12_bit_values_in_16_bit_images_are_scaled_by_their_range_with_a_note(tmp_path, capsys):
+    masks = _phantom_masks()
+    images = [(m * 1000 + 95).astype(np.uint16) for m in masks]  # at most 3095: a 12-bit range
+    data = _folder(tmp_path / "d", masks, images)
+    from ssl_seg.data.readers import open_source
+
+    src = open_source(str(data))
+    assert max(src.load(i).image.max() for i in range(len(src))) == pytest.approx(3095 / 4095)
+    assert main(TRAIN + ["--data", str(data), "--out", str(tmp_path / "r"), "--iterations", "2"]) == 0
+    assert "4095" in capsys.readouterr().err
+    assert "4095" in json.loads((tmp_path / "r" / "result.json").read_text())["data_notes"][0]
+
+
+def test_truncated_image_is_found_when_the_data_is_opened(tmp_path, capsys):
+    data = _folder(tmp_path / "d", _phantom_masks())
+    last = data / "images" / "s07.png"
+    last.write_bytes(last.read_bytes()[:-40])
+    one_line_error(capsys, main(TRAIN + ["--data", str(data), "--out", str(tmp_path / "r")]), "s07.png: the image file is truncated")
+    assert not (tmp_path / "r").exists()
+
+
+def test_nan_pixels_are_a_data_problem(tmp_path, capsys):
+    import h5py
+
+    assert main(["make-phantoms", "--n", "12", "--size", "32", "--out", str(tmp_path)]) == 0
+    with h5py.File(tmp_path / "phantom_cardiac.h5", "r+") as f:
+        f["images"][:, 0, 5, 5] = np.nan
+    code = main(TRAIN + ["--data", str(tmp_path / "phantom_cardiac.h5"), "--out", str(tmp_path / "r")])
+    line = one_line_error(capsys, code, "NaN")
+    assert "data problem" in line and "--lr" not in line
+
+
+# ------------------------------------------------------------------ 5. synthetic data of another task
+
+
+@pytest.fixture(scope="module")
+def gan_dir(tmp_path_factory) -> Path:
+    """A 2-step GAN on cardiac phantoms."""
+    out = tmp_path_factory.mktemp("gan") / "g"
+    assert gan_main(GAN_TRAIN + ["--out", str(out)]) == 0
+    return out
+
+
+def test_synthetic_pairs_of_another_task_are_refused(tmp_path, capsys):
+    assert main(["make-phantoms", "--task", "lesion", "--n", "8", "--size", "32", "--out", str(tmp_path)]) == 0
+    code = main(TRAIN + ["--synthetic", str(tmp_path / "phantom_lesion.h5"), "--synthetic-ratio", "0.5",
+                         "--out", str(tmp_path / "r")])
+    one_line_error(capsys, code, "another task")
+
+
+def test_synthesize_mask_data_of_another_task_is_refused(gan_dir, tmp_path, capsys):
+    code = gan_main(["synthesize", "--checkpoint", str(gan_dir), "--n", "4", "--out", str(tmp_path / "syn"),
+                     "--mask-data", "phantom:lesion?n=8&size=32", "--device", "cpu", "--no-progress"])
+    one_line_error(capsys, code, "--mask-data")
+    assert not (tmp_path / "syn").exists()
+
+
+# ------------------------------------------------------------------ 3. --overwrite replaces only synthesize's output
+
+
+def _synthesize(gan_dir: Path, out: Path, *extra: str) -> int:
+    return gan_main(["synthesize", "--checkpoint", str(gan_dir), "--n", "4", "--batch-size", "4", "--out", str(out),
+                     "--device", "cpu", "--no-progress", *extra])
+
+
+def test_overwrite_refuses_a_folder_synthesize_did_not_make(gan_dir, tmp_path, capsys):
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "chapter1.tex").write_text("years of work")
+    one_line_error(capsys, _synthesize(gan_dir, precious, "--overwrite"), "not a dataset written by gan-aug")
+    assert (precious / "chapter1.tex").read_text() == "years of work"
+
+
+def test_overwrite_refuses_a_file(gan_dir, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("keep me")
+    one_line_error(capsys, _synthesize(gan_dir, tmp_path / "notes.txt", "--overwrite"), "notes.txt")
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_overwrite_replaces_synthesize_output(gan_dir, tmp_path):
+    assert _synthesize(gan_dir, tmp_path / "syn") == 0
+    assert _synthesize(gan_dir, tmp_path / "syn", "--overwrite", "--seed", "1") == 0
+    assert json.loads((tmp_path / "syn" / "manifest.json").read_text())["seed"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["syn"]
+
+
+def test_killed_synthesize_temp_folder_is_removed_by_the_next_run(gan_dir, tmp_path):
+    from gan_aug.synthesize import MARK
+
+    out = tmp_path / "syn"
+    writer = subprocess.Popen([sys.executable, "-c", "import time; from pathlib import Path; "
+                               "from gan_aug.synthesize import atomic_dir\n"
+                               f"with atomic_dir(Path({str(out)!r})) as tmp:\n"
+                               "    (tmp / 'synthetic.h5').write_bytes(b'half'); print(tmp, flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, env=env())
+    leftover = Path(writer.stdout.readline().strip())
+    foreign = tmp_path / "syn.tmp-mine"  # the same name pattern, but not synthesize's: kept
+    foreign.mkdir()
+    try:
+        assert _synthesize(gan_dir, out) == 0
+        assert leftover.is_dir()  # still being written by a live process: kept
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    assert _synthesize(gan_dir, out, "--overwrite") == 0
+    assert not leftover.exists() and foreign.exists()
+    assert not (out / MARK).exists() and not (out / locks.LOCK_NAME).exists()

@@ -84,7 +84,8 @@ def test_rgba_uint16_and_float_tiff_intensity_scaling(tmp_path):
     src = FolderSource(root)
     assert src.in_channels == 3
     np.testing.assert_allclose(src.load(src.index_of("rgba")).image[:, 0, 0], [0, 1, 0])  # alpha dropped
-    np.testing.assert_allclose(src.load(src.index_of("u16")).image, 0.2, rtol=1e-6)      # 13107 / 65535
+    np.testing.assert_allclose(src.load(src.index_of("u16")).image, 13107 / 16383, rtol=1e-6)  # 14-bit range
+    assert "16383" in src.notes[0]
     np.testing.assert_allclose(src.load(src.index_of("f")).image[0], [[0, 0.25], [0.5, 1]])  # per-image min-max
 
 
@@ -98,11 +99,13 @@ def test_roi_nonzero_is_inside(tmp_path):
     np.testing.assert_array_equal(s.roi, roi > 0)
 
 
-def test_index_masks_with_gap_warn(tmp_path):
+def test_index_masks_with_gap_need_stated_classes(tmp_path):
     root = _folder(tmp_path, {"a": np.array([[0, 3]] * 2, np.uint8)})
-    with pytest.warns(UserWarning, match=r"class\(es\) \[1, 2\]"):
-        src = FolderSource(root)
-    assert src.num_classes == 4
+    with pytest.raises(UserError, match=r"no pixel has \[1, 2\]"):
+        FolderSource(root)
+    (root / "classes.json").write_text('{"classes": ["background", "a", "b", "c"]}')
+    src = FolderSource(root)
+    assert src.num_classes == 4 and src.class_names[3] == "c"
     np.testing.assert_array_equal(src.load(0).mask, [[0, 3], [0, 3]])
 
 

@@ -180,7 +180,7 @@ def test_user_errors(gan_dir: Path, tmp_path: Path) -> None:
     garbage.write_text("not a checkpoint")
     with pytest.raises(UserError, match="unreadable"):
         synthesize(garbage, 4, tmp_path / "o", device="cpu")
-    with pytest.raises(UserError, match="trained with 4"):
+    with pytest.raises(UserError, match="num_classes 2 instead of 4"):
         synthesize(gan_dir, 4, tmp_path / "o", mask_source="phantom", mask_data="phantom:lesion", device="cpu")
     synthesize(gan_dir, 2, tmp_path / "once", device="cpu", progress=False)
     with pytest.raises(UserError, match="--overwrite"):

@@ -200,6 +200,9 @@ class H5Source(IndexedSource):
         except (OSError, ValueError) as e:
             raise UserError(f"{self.path}: cannot read sample {index} ({e}); the file is damaged; "
                             "re-create it") from None
+        if not np.isfinite(image).all():
+            raise UserError(f"{self.path}: sample '{self.ids[index]}' has NaN or infinite pixels: a data problem; "
+                            "fix the tool that wrote the file and re-create it")
         return Sample(image=image, mask=mask, id=self.ids[index], case=self.cases[index], roi=roi)
 
     def _handle(self) -> h5py.File:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import warnings
 from pathlib import Path
 from typing import Iterator, Protocol
 
@@ -19,7 +18,9 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UserError
+from . import mask_scheme
 from .h5format import H5Source
+from .mask_scheme import MaskStats
 from .msd import MSDSliceSource, is_msd_folder
 from .sample import IndexedSource, Sample
 
@@ -48,6 +49,16 @@ class SampleSource(Protocol):
     def load(self, index: int) -> Sample: ...
 
     def index_of(self, id: str) -> int: ...
+
+
+def task_differences(expected: SampleSource | dict, found: SampleSource | dict) -> list[str]:
+    """What differs between two datasets' tasks: class count, class names (in order), channels."""
+    def get(obj: SampleSource | dict, key: str):
+        value = obj[key] if isinstance(obj, dict) else getattr(obj, key)
+        return list(value) if isinstance(value, (list, tuple)) else value
+
+    return [f"{key} {get(found, key)} instead of {get(expected, key)}"
+            for key in ("num_classes", "class_names", "in_channels") if get(found, key) != get(expected, key)]
 
 
 def open_source(data: str) -> SampleSource:
@@ -99,8 +110,8 @@ def _open_phantom(data: str) -> SampleSource:
 class FolderSource(IndexedSource):
     """Pairs DIR/images/<stem>.<png|jpg|jpeg|tif|tiff> + DIR/masks/<stem>.png, optional DIR/roi/<stem>.png.
 
-    Masks are binary {0, 255} (255 -> class 1) or class indices 0..K-1, decided once over all masks.
-    Gray and RGB images may be mixed (gray is then repeated to RGB); sizes may differ. Case id = stem.
+    Masks are binary {0, 255} (255 -> class 1) or class indices 0..K-1, decided strictly once over all masks
+    (see mask_scheme; DIR/classes.json may name the classes). 16-bit images are scaled by their bit range. Gray and RGB images may be mixed (gray is then repeated to RGB); sizes may differ. Case id = stem.
     """
 
     def __init__(self, root: str | Path, name: str | None = None):
@@ -127,52 +138,45 @@ class FolderSource(IndexedSource):
         self._mask_paths = [masks[s] for s in self.ids]
         self._roi_paths = [rois[s] for s in self.ids] if rois is not None else None
         self._index_ids()
+        self.notes: list[str] = []  # facts about the data a run should record (e.g. how 16-bit images are scaled)
         sizes, channels = self._scan_images()
         self.in_channels = max(channels)
-        self.num_classes, self._binary = self._scan_masks(sizes)
-        self.class_names = (["background", "foreground"] if self._binary
-                            else ["background"] + [f"class_{k}" for k in range(1, self.num_classes)])
+        stats = MaskStats()
+        for path, image_path, size in zip(self._mask_paths, self._image_paths, sizes):
+            mask = _read_mask(path)
+            _check_size(path, mask.shape, image_path, size)
+            stats.add(mask, path)
+        self.class_names, self._binary = mask_scheme.decide(stats, masks_dir, mask_scheme.stated_classes(self.root))
+        self.num_classes = len(self.class_names)
 
     def _scan_images(self) -> tuple[list[tuple[int, int]], list[int]]:
-        """Image headers only: (H, W) and channel count per image; ROI sizes checked against them."""
-        sizes, channels = [], []
+        """Image headers (H, W, channels), complete files, ROI sizes; the value range of 16-bit images."""
+        sizes, channels, high16 = [], [], 0
         for i, path in enumerate(self._image_paths):
+            _check_complete(path, "image")
             with _open(path, "image") as im:
                 if getattr(im, "n_frames", 1) > 1:
                     raise UserError(f"{path}: multi-page image ({im.n_frames} pages); save one 2D image per file")
                 sizes.append((im.height, im.width))
                 channels.append(1 if im.mode in _GRAY_MODES else 3)
+                if im.mode.startswith("I;16"):
+                    im.load()
+                    high16 = max(high16, int(np.asarray(im).max()))
             if self._roi_paths is not None:
+                _check_complete(self._roi_paths[i], "roi")
                 with _open(self._roi_paths[i], "roi") as roi:
                     _check_size(self._roi_paths[i], (roi.height, roi.width), path, sizes[-1])
+        self._scale16 = float(2 ** max(high16.bit_length(), 8) - 1)
+        if high16 and self._scale16 < 65535:
+            self.notes.append(f"{self.root / 'images'}: 16-bit images hold values up to {high16}, so they are "
+                              f"scaled by {self._scale16:.0f} ({high16.bit_length()}-bit range), not 65535")
         return sizes, channels
-
-    def _scan_masks(self, sizes: list[tuple[int, int]]) -> tuple[int, bool]:
-        """Read every mask once: check its size, and decide binary {0,255} vs class indices -> (K, binary)."""
-        per_file = []
-        for path, image_path, size in zip(self._mask_paths, self._image_paths, sizes):
-            mask = _read_mask(path)
-            _check_size(path, mask.shape, image_path, size)
-            per_file.append((path, np.unique(mask)))
-        values = set(np.unique(np.concatenate([v for _, v in per_file])).tolist())
-        if 255 in values:
-            for path, file_values in per_file:
-                if set(file_values.tolist()) - {0, 255}:
-                    raise UserError(f"{path}: mask values {file_values.tolist()}, but masks of this dataset also use "
-                                    "255; use either binary masks {0, 255} or class indices 0..K-1 in every mask")
-            return 2, True
-        num_classes = max(2, max(values) + 1)
-        missing = sorted(set(range(1, num_classes)) - values)
-        if missing:
-            warnings.warn(f"{self.root / 'masks'}: no mask contains class(es) {missing}; treating masks as class "
-                          f"indices with K={num_classes}", stacklevel=2)
-        return num_classes, False
 
     def load(self, index: int) -> Sample:
         """Read pair `index`: image (C, H, W) float32 in [0, 1], mask (H, W) int64, roi (H, W) bool or None."""
         path = self._image_paths[index]
         with _open(path, "image", decode=True) as im:
-            image = _image_array(im, path)
+            image = _image_array(im, path, self._scale16)
         if image.shape[0] < self.in_channels:
             image = np.repeat(image, self.in_channels, axis=0)
         mask = _read_mask(self._mask_paths[index])
@@ -244,8 +248,22 @@ def _read_mask(path: Path) -> np.ndarray:
     return mask
 
 
-def _image_array(im: Image.Image, path: Path) -> np.ndarray:
-    """PIL image -> (C, H, W) float32 in [0, 1]: RGBA/palette/CMYK -> RGB, gray+alpha -> gray."""
+def _check_complete(path: Path, what: str) -> None:
+    """A PNG must end with its IEND chunk and a JPEG with its end marker: a cheap test for truncated files."""
+    suffix = path.suffix.lower()
+    if suffix not in (".png", ".jpg", ".jpeg"):
+        return
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        f.seek(max(f.tell() - 1024, 0))
+        tail = f.read()
+    complete = tail.endswith(b"IEND\xaeB`\x82") if suffix == ".png" else b"\xff\xd9" in tail
+    if not complete:
+        raise UserError(f"{path}: the {what} file is truncated (its end is missing); copy or re-export it")
+
+
+def _image_array(im: Image.Image, path: Path, scale16: float = 65535.0) -> np.ndarray:
+    """PIL image -> (C, H, W) float32 in [0, 1]: RGBA/palette/CMYK -> RGB, gray+alpha -> gray; 16-bit / scale16."""
     if im.mode in ("LA", "La"):
         im = im.convert("L")
     elif im.mode not in _GRAY_MODES and im.mode != "RGB":
@@ -256,7 +274,7 @@ def _image_array(im: Image.Image, path: Path) -> np.ndarray:
     elif a.dtype == np.uint8:
         a = a.astype(np.float32) / 255.0
     elif a.dtype == np.uint16:
-        a = a.astype(np.float32) / 65535.0
+        a = np.minimum(a.astype(np.float32) / scale16, 1.0)
     else:
         a = minmax(a, path)
     return a[None] if a.ndim == 2 else np.ascontiguousarray(a.transpose(2, 0, 1))
