@@ -15,7 +15,7 @@ from .config import GanConfig
 def gan_split(cfg: GanConfig, source: SampleSource) -> Split:
     """The split `ssl-seg train` would use with the same data/split flags (split file, else seeded and grouped)."""
     if cfg.split_file:
-        return resolve_split_file(cfg.split_file, source)
+        return resolve_split_file(cfg.split_file, source, cfg.group_by)
     return make_split(source, seed=cfg.split_seed, fractions=tuple(cfg.fractions), group_by=cfg.group_by,
                       labeled_fraction=cfg.labeled_fraction, labeled_cases=cfg.labeled_cases)
 

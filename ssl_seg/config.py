@@ -124,6 +124,7 @@ class RunConfig:
             ("--val-every", t.val_every, t.val_every >= 1, "at least 1"),
             ("--val-max-samples", t.val_max_samples, t.val_max_samples is None or t.val_max_samples >= 1,
              "at least 1"),
+            ("--threads", t.threads, t.threads is None or t.threads >= 1, "at least 1"),
             ("train.log_every", t.log_every, t.log_every >= 1, "at least 1"),
             ("train.image_every", t.image_every, t.image_every >= 1, "at least 1"),
         ]
@@ -183,7 +184,7 @@ class RunConfig:
 # fields a resumed run may change: how long it runs, where, and how it reports (a longer run stretches the lr decay)
 RESUMABLE = ("train.iterations", "train.val_every", "train.val_max_samples", "train.log_every",
              "train.image_every", "train.progress", "train.device", "train.amp", "data.num_workers", "data.cache_mb",
-             "out")
+             "train.threads", "out")
 
 
 def resume_differences(saved: RunConfig, new: RunConfig) -> list[str]:

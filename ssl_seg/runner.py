@@ -38,7 +38,8 @@ from .models.registry import model_names
 from .trainer import Trainer, constant_lr, poly_lr
 
 
-RESUMABLE_FLAGS = "--iterations, --val-every, --val-max-samples, --device, --amp, --num-workers, --no-progress"
+RESUMABLE_FLAGS = ("--iterations, --val-every, --val-max-samples, --device, --amp, --num-workers, --threads, "
+                   "--no-progress")
 
 
 def seed_everything(seed: int) -> None:
@@ -69,7 +70,7 @@ def build_split(cfg: RunConfig, source: SampleSource) -> Split:
     """The run's split: from --split-file, else drawn by seed and grouped by case."""
     d = cfg.data
     if d.split_file:
-        return resolve_split_file(d.split_file, source)
+        return resolve_split_file(d.split_file, source, d.group_by)
     return make_split(source, seed=d.split_seed, fractions=tuple(d.fractions), group_by=d.group_by,
                       labeled_fraction=d.labeled_fraction, labeled_cases=d.labeled_cases)
 

@@ -19,7 +19,7 @@ from scipy import stats
 from .ablation import base_config, error_points, group, label_key, mean_std, profile, save_figure, write_csv
 from .config import RunConfig
 from .errors import UserError
-from .grid import GridRun, collect, run_grid
+from .grid import GridRun, check_grid, collect, run_grid
 from .io_utils import atomic_write_text
 from .stats import fmt_gain, fmt_mean_std
 
@@ -249,6 +249,9 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     root = Path(args.out)
     synthetic = parse_synthetic(args.synthetic, args.fractions)
     if args.train_gan and not args.summary_only:
+        planned = {f: dirs or [str(root / "synthetic" / label_key(f, None))] for f, dirs in synthetic.items()}
+        check_grid(sweep_runs(base, planned, args.ratios, args.schedules, args.ratio_end, args.methods, args.seeds),
+                   paths=False)  # every cell's settings are checked before the GANs train
         make = synthesizer()
         for f, dirs in synthetic.items():
             if not dirs:

@@ -431,3 +431,52 @@ def test_killed_synthesize_temp_folder_is_removed_by_the_next_run(gan_dir, tmp_p
     assert _synthesize(gan_dir, out, "--overwrite") == 0
     assert not leftover.exists() and foreign.exists()
     assert not (out / MARK).exists() and not (out / locks.LOCK_NAME).exists()
+
+
+# ------------------------------------------------------------------ more outputs the system refuses
+
+
+def test_make_phantoms_out_unwritable(capsys):
+    code = main(["make-phantoms", "--n", "4", "--size", "32", "--out", "/sys/medseg_lab_test"])
+    one_line_error(capsys, code, "/sys/medseg_lab_test")
+
+
+def test_synthesize_out_unwritable(gan_dir, capsys):
+    one_line_error(capsys, _synthesize(gan_dir, Path("/sys/medseg_lab_test/syn")), "/sys/medseg_lab_test")
+
+
+def test_predict_out_unwritable(finished_run, tmp_path, capsys):
+    images = tmp_path / "in"
+    images.mkdir()
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(images / "a.png")
+    code = main(["predict", "--run", str(finished_run), "--input", str(images), "--out", "/sys/medseg_lab_test",
+                 "--device", "cpu"])
+    one_line_error(capsys, code, "/sys/medseg_lab_test")
+
+
+def test_sweep_with_train_gan_checks_the_grid_before_training_gans(tmp_path, capsys):
+    code = main(["sweep", "--profile", "tiny", "--fractions", "0.5", "--seeds", "0", "--device", "cpu",
+                 "--train-gan", "--schedules", "zigzag", "--ratio-end", "0.5", "--out", str(tmp_path / "grid")])
+    one_line_error(capsys, code, "--ratio-schedule zigzag")
+    assert not (tmp_path / "grid" / "synthetic").exists()
+
+
+# ------------------------------------------------------------------ split files name cases through --group-by
+
+
+def test_split_file_of_patient_ids_works_on_a_folder_of_slices_with_group_by(tmp_path):
+    masks = _phantom_masks(12)
+    data = tmp_path / "slices"
+    _folder(data, masks)
+    for i, path in enumerate(sorted((data / "images").iterdir())):  # 4 patients x 3 slices
+        for folder in ("images", "masks"):
+            (data / folder / path.name).rename(data / folder / f"patient{i // 3:03d}_slice{i % 3}.png")
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"labeled": ["patient000"], "unlabeled": ["patient001"], "val": ["patient002"],
+                                 "test": ["patient003"]}))
+    argv = [a for a in TRAIN if a not in ("--labeled-fraction", "0.5")]
+    assert main(argv + ["--data", str(data), "--group-by", "^(patient[0-9]+)", "--split-file", str(split),
+                        "--iterations", "2", "--out", str(tmp_path / "r")]) == 0
+    saved = json.loads((tmp_path / "r" / "split.json").read_text())
+    assert saved["labeled"] == [f"patient000_slice{k}" for k in range(3)]
+    assert saved["test"] == [f"patient003_slice{k}" for k in range(3)]

@@ -132,12 +132,13 @@ def case_ids(source: SampleSource, group_by: str | None) -> list[str]:
     return out
 
 
-def resolve_split_file(path: str | Path, source: SampleSource) -> Split:
-    """Load a split file and expand its names against `source`: a case id stands for all of its samples."""
+def resolve_split_file(path: str | Path, source: SampleSource, group_by: str | None = None) -> Split:
+    """Load a split file and expand its names against `source`: a case id (from `group_by`, else the
+    source's cases) stands for all of its samples, so a protocol listing patients works on a folder of slices."""
     raw = Split.load(path)
     known = set(source.ids)
     by_case: dict[str, list[str]] = defaultdict(list)
-    for sample_id, case in zip(source.ids, source.cases):
+    for sample_id, case in zip(source.ids, case_ids(source, group_by)):
         by_case[case].append(sample_id)
     lists: dict[str, list[str]] = {}
     unknown: list[str] = []
@@ -157,7 +158,8 @@ def resolve_split_file(path: str | Path, source: SampleSource) -> Split:
     if not lists["labeled"]:
         raise UserError(f"{path}: 'labeled' is empty; list at least one labeled sample or case id")
     _check_disjoint(lists, Path(path))
-    return Split(**lists, meta={**raw.meta, "split_file": str(path), "data": source.name})
+    return Split(**lists, meta={**raw.meta, "split_file": str(path), "data": source.name,
+                                       **({"group_by": group_by} if group_by else {})})
 
 
 def _check_fractions(fractions: tuple[float, ...]) -> tuple[float, float, float]:
