@@ -49,6 +49,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split-file", help="JSON split file (see data_splits/)")
     p.add_argument("--device", help="auto | cuda | cpu")
     p.add_argument("--amp", help="auto | bf16 | fp16 | off (on CPU: bf16 or float32)")
+    p.add_argument("--sync-bn", action="store_true", help="torchrun data parallel: SyncBatchNorm (CUDA only)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: per process share of the cores)")
     p.add_argument("--optimizer", help="sgd (poly decay) | adamw")
     p.add_argument("--lr", type=float)
@@ -92,6 +93,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         cfg.out = args.out
     if getattr(args, "deep_supervision", False):
         cfg.model.deep_supervision = True
+    if getattr(args, "sync_bn", False):
+        cfg.train.sync_bn = True
     if getattr(args, "no_augment", False):
         cfg.data.augment = False
     if getattr(args, "no_pad", False):

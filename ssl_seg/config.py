@@ -78,6 +78,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cuda | cpu
     amp: str = "auto"  # auto | bf16 | fp16 | off; on CPU only bf16 autocasts (auto stays float32)
     channels_last: bool = True  # CUDA and CPU (measured faster for the U-Net on both)
+    sync_bn: bool = False  # data parallel (torchrun): SyncBatchNorm in the trainable nets (CUDA only)
     threads: int | None = None  # torch threads; None: SLURM_CPUS_PER_TASK, cores / torchrun's local processes, or torch's default
     val_every: int = 200
     log_every: int = 20

@@ -20,6 +20,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RunConfig, resume_differences
 from .data.concat import ConcatSource
 from .data.cache import CachedSource
+from .distributed import data_parallel, distributed_context
 from .data.datasets import PairDataset, StepBatches, raise_user_errors
 from .data.mixing import build_schedule, schedule_names
 from .data.readers import SampleSource, open_source, task_differences
@@ -47,23 +48,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def distributed_context() -> tuple[int, int]:
-    """(rank, world size); joins the torchrun process group when WORLD_SIZE > 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank() if world > 1 else 0), world
-
-
-def allreduce_gradients(params: Iterable[torch.nn.Parameter]) -> None:
-    """Average gradients over all processes (data parallelism through torch.distributed)."""
-    world = dist.get_world_size()
-    for p in params:
-        if p.grad is not None:
-            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-            p.grad.div_(world)
 
 
 def build_split(cfg: RunConfig, source: SampleSource) -> Split:
@@ -223,8 +207,7 @@ def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int) -> dict[s
     else:
         raise UserError(f"--optimizer {tc.optimizer}: use sgd or adamw")
     if world > 1:
-        for p in params:
-            dist.broadcast(p.data, src=0)
+        data_parallel(method, device, tc.sync_bn)
 
     steps = _step_batches(cfg, source, split, rank)
     batches = _loader_factory(steps, cfg)
@@ -248,8 +231,7 @@ def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int) -> dict[s
             evaluate = lambda model: evaluate_model(model, source, val_ids, cfg.data.patch_size, device, dtype)
             hooks.append(ValidationHook(evaluate, tc.val_every, out / "best.pt", payload, callbacks))
         hooks += [CheckpointHook(tc.val_every, out / "last.pt", payload), tb, progress]
-    trainer = Trainer(method, optimizer, lr_at, batches, tc.iterations, device, dtype, tc.channels_last, hooks,
-                      grad_sync=allreduce_gradients if world > 1 else None)
+    trainer = Trainer(method, optimizer, lr_at, batches, tc.iterations, device, dtype, tc.channels_last, hooks)
     if ckpt is not None:
         trainer.load_state_dict(ckpt)
     clock["t_train"] = time.time()

@@ -60,13 +60,11 @@ class Trainer:
         amp_dtype: torch.dtype | None = None,
         channels_last: bool = False,
         hooks: list[Hook] | None = None,
-        grad_sync: Callable[[Iterable[torch.nn.Parameter]], None] | None = None,
     ):
         self.method, self.optimizer, self.lr_at = method, optimizer, lr_at
         self.batches, self.iterations, self.device = batches, iterations, device
         self.amp_dtype, self.channels_last = amp_dtype, channels_last
         self.hooks = hooks or []
-        self.grad_sync = grad_sync
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         self.state = TrainState()
         self.history: list[dict[str, Any]] = []  # validation scores, kept across resumes
@@ -130,8 +128,6 @@ class Trainer:
                             "then --resume from the last checkpoint")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
-        if self.grad_sync is not None:
-            self.grad_sync(self.method.parameters())
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.method.after_step(step)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import torch
@@ -52,6 +52,18 @@ class MethodBase:
     def eval_models(self) -> dict[str, nn.Module]:
         """The trainable networks; the first is evaluated and checkpointed as best by default."""
         return dict(self.models)
+
+    def distribute(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """Make training passes go through `wrap(net)` (e.g. DistributedDataParallel) for every trainable net.
+
+        Each attribute that holds a net of `models` is replaced by its wrapper; `models` keeps the bare
+        networks (their parameters, checkpoints and evaluation are unchanged).
+        """
+        for net in self.models.values():
+            wrapped = wrap(net)
+            for attr, value in list(vars(self).items()):
+                if value is net:
+                    setattr(self, attr, wrapped)
 
     def state_dict(self) -> dict[str, Any]:
         """No state beyond the trainable networks."""

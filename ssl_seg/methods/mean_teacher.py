@@ -92,11 +92,11 @@ class MeanTeacher(MethodBase):
 
     def after_step(self, step: int) -> None:
         """EMA update of the teacher."""
-        self.teacher.update(self.student, step)
+        self.teacher.update(self.models["student"], step)
 
     def eval_models(self) -> dict[str, nn.Module]:
         """Teacher first (the usual one to report), then the student."""
-        return {"teacher": self.teacher.module, "student": self.student}
+        return {"teacher": self.teacher.module, "student": self.models["student"]}
 
     def state_dict(self) -> dict[str, Any]:
         """The teacher's weights and buffers."""

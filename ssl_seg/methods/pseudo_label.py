@@ -59,7 +59,7 @@ class PseudoLabel(MethodBase):
         boxes = cutmix_boxes(m, h, w, weak.device, p=self.cutmix_prob)  # (B', H, W)
         strong = cutmix(strong_augment(weak), boxes)  # (B', C, H, W)
         if self.teacher is None:
-            probs_w = gradient_free(self.model, weak).float().softmax(dim=1)  # (B', K, H, W)
+            probs_w = gradient_free(self.models["model"], weak).float().softmax(dim=1)  # (B', K, H, W)
         else:
             probs_w = self.teacher.predict(weak).float().softmax(dim=1)
         logits_l, logits_s = forward_apart(self.model, labeled["image"], strong)
@@ -76,13 +76,13 @@ class PseudoLabel(MethodBase):
     def after_step(self, step: int) -> None:
         """EMA update of the teacher, when pseudo-labels come from one."""
         if self.teacher is not None:
-            self.teacher.update(self.model, step)
+            self.teacher.update(self.models["model"], step)
 
     def eval_models(self) -> dict[str, nn.Module]:
         """The teacher first when there is one, then the trained network."""
         if self.teacher is None:
-            return {"model": self.model}
-        return {"teacher": self.teacher.module, "model": self.model}
+            return {"model": self.models["model"]}
+        return {"teacher": self.teacher.module, "model": self.models["model"]}
 
     def state_dict(self) -> dict[str, Any]:
         """The teacher's weights when there is one."""

@@ -66,7 +66,7 @@ class UniMatch(MethodBase):
         strong2 = cutmix(strong_augment(weak), boxes2)
 
         logits_l = self.model(labeled["image"])  # its own pass: see forward_apart
-        logits_w = gradient_free(self.model, weak)
+        logits_w = gradient_free(self.models["model"], weak)  # the bare net: no DDP for a gradient-free pass
         logits_fp = self.model(weak, feature_dropout=self.feature_dropout)  # (B', K, H, W)
         logits_s1, logits_s2 = self.model(torch.cat([strong1, strong2])).chunk(2)
 
