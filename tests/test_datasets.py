@@ -142,27 +142,36 @@ def test_cache_is_bounded_and_least_recently_used_goes_first():
     assert CachedSource(source, 0).load(3) is not None and CachedSource(source, 0).nbytes == 0
 
 
-def test_a_bad_file_read_by_a_worker_gives_the_one_line_error(tmp_path, capsys):
-    from PIL import Image
+class _BreaksAt:
+    """A phantom source whose sample `bad` fails to load the way a damaged file does (UserError)."""
 
-    from ssl_seg.cli import main
+    def __init__(self, source, bad: int):
+        self.source, self.bad = source, bad
 
-    (tmp_path / "ds" / "images").mkdir(parents=True)
-    (tmp_path / "ds" / "masks").mkdir()
-    for i in range(8):
-        mask = np.zeros((32, 32), np.uint8)
-        mask[4 + i : 20, 6:20] = 1
-        Image.fromarray(np.full((32, 32), 40 + i, np.uint8)).save(tmp_path / "ds" / "images" / f"s{i}.png")
-        Image.fromarray(mask).save(tmp_path / "ds" / "masks" / f"s{i}.png")
-    for i in range(8):  # truncate every image's pixel data: the header (read when opening) stays intact
-        path = tmp_path / "ds" / "images" / f"s{i}.png"
-        path.write_bytes(path.read_bytes()[:60])
-    messages = []
-    for workers in ("0", "1"):
-        code = main(["train", "--data", str(tmp_path / "ds"), "--iterations", "2", "--batch-size", "2",
-                     "--patch-size", "32", "--base-channels", "4", "--labeled-fraction", "0.5", "--device", "cpu",
-                     "--no-progress", "--num-workers", workers, "--out", str(tmp_path / f"run{workers}")])
-        err = capsys.readouterr().err.strip()
-        assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: ") and ".png" in err, err
-        messages.append(err)
-    assert messages[0] == messages[1]
+    def __getattr__(self, name):
+        return getattr(self.source, name)
+
+    def load(self, index: int):
+        if index == self.bad:
+            raise UserError(f"images/s{index}.png: corrupt or truncated image; re-export or delete it")
+        return self.source.load(index)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_bad_file_read_by_a_worker_gives_the_one_line_error(workers, capsys):
+    from types import SimpleNamespace
+
+    from ssl_seg.cli import run_command
+    from ssl_seg.runner import _loader_factory
+
+    steps, cfg = _steps_and_cfg(workers, 0)
+    source = _BreaksAt(steps.labeled.source, steps.labeled.indices[0])
+    steps.labeled.source = steps.unlabeled.source = source
+
+    def train(args):
+        for _ in _loader_factory(steps, cfg)(0):
+            pass
+
+    assert run_command(SimpleNamespace(func=train)) == 2  # what the CLI does with it
+    err = capsys.readouterr().err
+    assert err == f"error: images/s{source.bad}.png: corrupt or truncated image; re-export or delete it\n"
