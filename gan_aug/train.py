@@ -15,7 +15,7 @@ from tqdm import tqdm
 from ssl_seg import locks
 from ssl_seg.checkpoint import rng_state, save_checkpoint, set_rng_state
 from ssl_seg.curves import plot_curves
-from ssl_seg.data.readers import open_source
+from ssl_seg.data.readers import open_source, task_differences
 from ssl_seg.device import resolve_device
 from ssl_seg.errors import UserError
 from ssl_seg.io_utils import atomic_write_json
@@ -79,6 +79,9 @@ def _train_gan(cfg: GanConfig, resume: bool) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     if cfg.n_down is None:
         cfg = dataclasses.replace(cfg, n_down=auto_n_down(cfg.patch_size))
+    ckpt = load_gan_checkpoint(ckpt_file, map_location=device) if resume else None
+    if ckpt is not None:  # refuses settings a resumed run may not change, before anything is written
+        GanConfig.from_dict(ckpt["config"]).with_absolute_paths().resumed_with(cfg.to_dict())
 
     _seed_everything(cfg.seed)
     source = open_source(cfg.data)
@@ -86,10 +89,13 @@ def _train_gan(cfg: GanConfig, resume: bool) -> dict[str, Any]:
     bank = PairBank(source, split.labeled)
     info = {"num_classes": source.num_classes, "in_channels": source.in_channels,
             "class_names": list(source.class_names), "data": source.name}
+    if ckpt is not None and (task_differences(ckpt["info"], info) or ckpt["labeled_ids"] != list(split.labeled)):
+        raise UserError(f"--resume: the data or split at {cfg.data} changed since {out} was trained "
+                        f"({'; '.join(task_differences(ckpt['info'], info)) or 'other labeled ids'}); "
+                        "restore them or start a new --out")
     model = build_pix2pix(cfg, info["num_classes"], info["in_channels"], device)
     start, history = 0, []
-    if resume:
-        ckpt = load_gan_checkpoint(ckpt_file, map_location=device)
+    if ckpt is not None:
         model.load_state_dict(ckpt["networks"])
         set_rng_state(ckpt["rng"])
         start, history = ckpt["step"] + 1, list(ckpt["val_history"])

@@ -480,3 +480,18 @@ def test_split_file_of_patient_ids_works_on_a_folder_of_slices_with_group_by(tmp
     saved = json.loads((tmp_path / "r" / "split.json").read_text())
     assert saved["labeled"] == [f"patient000_slice{k}" for k in range(3)]
     assert saved["test"] == [f"patient003_slice{k}" for k in range(3)]
+
+
+def test_gan_resume_through_the_library_with_other_settings_is_refused_before_writing(gan_dir, tmp_path):
+    from gan_aug.config import GanConfig
+    from gan_aug.train import train_gan
+    from ssl_seg.errors import UserError
+
+    run = tmp_path / "g"
+    shutil.copytree(gan_dir, run)
+    before = _snapshot(run)
+    changed = GanConfig.load(run / "config.json")
+    changed.out, changed.ngf, changed.iterations = str(run), 16, 4
+    with pytest.raises(UserError, match="ngf"):
+        train_gan(changed, resume=True)
+    assert _snapshot(run) == before
