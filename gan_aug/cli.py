@@ -20,6 +20,11 @@ TRAIN_FLAGS: dict[str, tuple[type, str]] = {
     "labeled_cases": (int, "number of labeled training cases (wins over --labeled-fraction)"),
     "split_file": (str, "JSON split file; the GAN trains on its 'labeled' ids"),
     "split_seed": (int, "seed of the train/val/test and labeled draw"),
+    "pseudo_labels": (str, "RUN_DIR of an 'ssl-seg train' run on the same data: also train on its confident, "
+                           "class-balanced pseudo-labeled pairs of the unlabeled images"),
+    "pseudo_threshold": (float, "top class probability of a confident pixel (default 0.9)"),
+    "pseudo_min_confident": (float, "share of confident pixels for a pseudo-labeled image to be kept (0.95)"),
+    "pseudo_max_per_labeled": (float, "pseudo-labeled pairs per labeled pair, at most (4)"),
     "group_by": (str, "REGEX on the sample id; its first group is the case id"),
     "out": (str, "GAN run directory"),
     "iterations": (int, "training steps"),

@@ -31,6 +31,10 @@ class GanConfig:
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
     group_by: str | None = None
     out: str = "runs/gan"
+    pseudo_labels: str | None = None  # RUN_DIR of a semi-supervised run: add its confident pseudo-labeled pairs
+    pseudo_threshold: float = 0.9  # top class probability of a confident pixel
+    pseudo_min_confident: float = 0.95  # share of confident pixels for an image to be kept
+    pseudo_max_per_labeled: float = 4.0  # pseudo pairs per labeled pair, at most (class-balanced)
 
     iterations: int = 20000
     batch_size: int = 4
@@ -93,6 +97,11 @@ class GanConfig:
             ("--num-D", self.num_D, self.num_D >= 1, "at least 1"),
             ("--n-down", self.n_down, self.n_down is None or self.n_down >= 1, "at least 1"),
             ("val_max_samples", self.val_max_samples, self.val_max_samples >= 1, "at least 1"),
+            ("--pseudo-threshold", self.pseudo_threshold, 0 < self.pseudo_threshold <= 1, "in (0, 1], e.g. 0.9"),
+            ("--pseudo-min-confident", self.pseudo_min_confident, 0 < self.pseudo_min_confident <= 1,
+             "in (0, 1], e.g. 0.95"),
+            ("--pseudo-max-per-labeled", self.pseudo_max_per_labeled, self.pseudo_max_per_labeled > 0,
+             "positive, e.g. 4"),
         ]
         for flag, value, ok, valid in checks:
             if not ok or (isinstance(value, float) and not math.isfinite(value)):
@@ -111,7 +120,9 @@ class GanConfig:
     def with_absolute_paths(self) -> "GanConfig":
         """A copy whose DATA and split file are absolute (the run works from any directory)."""
         return dataclasses.replace(self, data=absolute_data(self.data),
-                                   split_file=absolute_data(self.split_file) if self.split_file else None)
+                                   split_file=absolute_data(self.split_file) if self.split_file else None,
+                                   pseudo_labels=str(Path(self.pseudo_labels).resolve()) if self.pseudo_labels
+                                   else None)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-safe dict."""

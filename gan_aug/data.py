@@ -49,6 +49,13 @@ class PairBank:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def add(self, source: SampleSource, ids: list[str], masks: list[np.ndarray]) -> None:
+        """Add pairs whose masks come from elsewhere (pseudo-labels): images of `ids` from `source`."""
+        for sample_id, mask in zip(ids, masks, strict=True):
+            self.images.append(source.load(source.index_of(sample_id)).image.astype(np.float32))
+            self.masks.append(mask.astype(np.int64))
+            self.ids.append(sample_id)
+
     def batch(self, batch_size: int, patch: int, seed: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Random crops with random h/v flips, a pure function of (seed, step).
 

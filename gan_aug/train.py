@@ -25,6 +25,7 @@ from .config import GanConfig
 from .data import PairBank, gan_split
 from .networks import auto_n_down, build_discriminator, one_hot
 from .pix2pix import Pix2Pix
+from .pseudo import PseudoFilter, pseudo_label
 from .viz import pair_grid
 
 
@@ -87,6 +88,7 @@ def _train_gan(cfg: GanConfig, resume: bool) -> dict[str, Any]:
     source = open_source(cfg.data)
     split = gan_split(cfg, source)
     bank = PairBank(source, split.labeled)
+    pseudo = _add_pseudo_pairs(cfg, source, split, bank) if cfg.pseudo_labels else None
     info = {"num_classes": source.num_classes, "in_channels": source.in_channels,
             "class_names": list(source.class_names), "data": source.name}
     if ckpt is not None and (task_differences(ckpt["info"], info) or ckpt["labeled_ids"] != list(split.labeled)):
@@ -102,6 +104,8 @@ def _train_gan(cfg: GanConfig, resume: bool) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.json")
     split.save(out / "split.json")
+    if pseudo is not None:
+        atomic_write_json(out / "pseudo_labels.json", pseudo)
 
     val_bank = PairBank(source, split.val[:cfg.val_max_samples]) if split.val else bank
     val_mask, val_image = val_bank.center_batch(cfg.patch_size, cfg.val_max_samples)
@@ -146,9 +150,20 @@ def _train_gan(cfg: GanConfig, resume: bool) -> dict[str, Any]:
     result = {"gan_dir": str(out), "data": source.name, "n_labeled": len(split.labeled),
               "iterations": cfg.iterations, "final_losses": losses,
               "val_l1": history[-1]["l1"] if history else None, "wall_time_s": time.time() - t0,
-              "s_per_iteration": (time.time() - t_loop) / max(cfg.iterations - start, 1), "device": str(device)}
+              "s_per_iteration": (time.time() - t_loop) / max(cfg.iterations - start, 1), "device": str(device),
+              "n_pseudo": len(bank) - len(split.labeled)}
     atomic_write_json(out / "result.json", result)
     return result
+
+
+def _add_pseudo_pairs(cfg: GanConfig, source, split, bank: PairBank) -> dict[str, Any]:
+    """Add the confident, class-balanced pseudo-labeled pairs of cfg.pseudo_labels to `bank`; their summary."""
+    filt = PseudoFilter(cfg.pseudo_threshold, cfg.pseudo_min_confident, cfg.pseudo_max_per_labeled)
+    chosen, summary = pseudo_label(cfg.pseudo_labels, source, split, list(bank.masks), filt, cfg.device)
+    bank.add(source, [c.id for c in chosen], [c.mask for c in chosen])
+    print(f"pseudo-labels: {summary['unlabeled']} unlabeled images, {summary['accepted_per_image']} confident, "
+          f"{len(chosen)} kept after class balance (+{len(chosen)} pairs to {summary['labeled']} labeled)")
+    return summary
 
 
 @torch.no_grad()
