@@ -78,9 +78,12 @@ def plan(name: str) -> StudyPlan:
     return PLANS[name]
 
 
-def study_base(data: str, profile_name: str, device: str) -> RunConfig:
-    """The profile's base RunConfig with the plan's iteration count."""
+def study_base(data: str, profile_name: str, device: str, workers: int = 1) -> RunConfig:
+    """The profile's base RunConfig with the plan's iteration count; with several workers, runs load their
+    data in their own process (the other runs use the cores, and a pool's processes may not have children)."""
     base, iterations = base_config(data, ssl_profile(profile_name), device), plan(profile_name).iterations
+    if workers > 1:
+        base.data.num_workers = 0
     if iterations:
         base.train.iterations = base.train.image_every = iterations
         base.train.val_every = min(base.train.val_every, iterations)
@@ -122,18 +125,22 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _call(task: tuple[Callable[..., Any], tuple]) -> Any:
-    return task[0](*task[1])
+def _call(indexed: tuple[int, tuple[Callable[..., Any], tuple]]) -> tuple[int, Any]:
+    k, (fn, args) = indexed
+    return k, fn(*args)
 
 
 def run_tasks(tasks: list[tuple[Callable[..., Any], tuple]], workers: int, threads: int = 1) -> list[Any]:
     """Results of fn(*args) for each (fn, args), in order; with workers > 1 in that many spawned processes of
-    `threads` torch threads each, handed out one task at a time (put the longest first)."""
+    `threads` torch threads each, handed out one task at a time (put the longest first). The first task
+    that fails stops the others and raises its error."""
     if workers <= 1 or len(tasks) <= 1:
         return [fn(*args) for fn, args in tasks]
+    results: list[Any] = [None] * len(tasks)
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(min(workers, len(tasks)), initializer=_init_worker, initargs=(threads,)) as pool:
-        results = pool.map(_call, tasks, chunksize=1)
+        for k, result in pool.imap_unordered(_call, list(enumerate(tasks)), chunksize=1):
+            results[k] = result
         pool.close()
         pool.join()
     return results
@@ -181,7 +188,7 @@ def run_study(data: str, profile_name: str, out: Path, device: str, command: str
               threads: int = 1) -> Path:
     """Run (or resume) the stages into `out` on `workers` processes; returns the report's path."""
     prof, the_plan = ssl_profile(profile_name), plan(profile_name)
-    base = study_base(data, profile_name, device)
+    base = study_base(data, profile_name, device, workers)
     data = base.data.data
     labels = label_key(the_plan.sweep_fraction, None)
     oracle = the_plan.oracle and data.startswith("phantom:")

@@ -107,7 +107,7 @@ def test_provider_resumes_a_killed_gan_and_refuses_other_settings(tmp_path, monk
 
 def test_tiny_study_end_to_end_then_resume_redoes_nothing(tmp_path, monkeypatch, capsys):
     out = tmp_path / "study"
-    argv = ["study", "--profile", "tiny", "--out", str(out), "--device", "cpu", "--workers", "1"]
+    argv = ["study", "--profile", "tiny", "--out", str(out), "--device", "cpu", "--workers", "2"]
     assert main(argv) == 0
     report = (out / "report.md").read_text()
     links = re.findall(r"\]\(([^)]+)\)", report)
