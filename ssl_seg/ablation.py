@@ -145,16 +145,20 @@ def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _extra_scores(result: dict[str, Any]) -> dict[str, Any]:
-    """Per-volume (vol_*) and last-checkpoint (*_last) test scores of a grid result, where it has them."""
+    """Per-volume (vol_*), post-processed (*_pp) and last-checkpoint (*_last) test scores, where present."""
     out: dict[str, Any] = {}
     for suffix, key in (("", "test"), ("_last", "test_last")):
         test = result.get(key)
         if test is None:
             continue
-        if suffix:
-            out.update({"dice_last": test["dice"], "hd95_last": test["hd95"]})
-        if "volume" in test:
-            out.update({f"vol_dice{suffix}": test["volume"]["dice"], f"vol_hd95{suffix}": test["volume"]["hd95"]})
+        for pp, scores in (("", test), ("_pp", test.get("postprocessed"))):
+            if scores is None:
+                continue
+            if suffix or pp:
+                out.update({f"dice{pp}{suffix}": scores["dice"], f"hd95{pp}{suffix}": scores["hd95"]})
+            if "volume" in scores:
+                out.update({f"vol_dice{pp}{suffix}": scores["volume"]["dice"],
+                            f"vol_hd95{pp}{suffix}": scores["volume"]["hd95"]})
     return out
 
 
@@ -230,10 +234,10 @@ def gap_recovery(rows: list[dict[str, Any]], backbone: str, key: str = "dice") -
     return out
 
 
-SCORE_TABLES = (("dice", "hd95", "slice/case means, best-on-validation checkpoint"),
-                ("dice_last", "hd95_last", "slice/case means, last checkpoint"),
-                ("vol_dice", "vol_hd95", "per volume (3D), best-on-validation checkpoint"),
-                ("vol_dice_last", "vol_hd95_last", "per volume (3D), last checkpoint"))
+SCORE_TABLES = tuple((f"{v}dice{pp}{c}", f"{v}hd95{pp}{c}", f"{vn}, {cn} checkpoint{ppn}")
+                     for v, vn in (("", "slice/case means"), ("vol_", "per volume (3D)"))
+                     for pp, ppn in (("", ""), ("_pp", ", largest-component post-processing chosen on validation"))
+                     for c, cn in (("", "best-on-validation"), ("_last", "last")))
 
 
 def summary_markdown(rows: list[dict[str, Any]], title: str) -> str:

@@ -22,7 +22,8 @@ TRAIN_FLAGS: dict[str, tuple[str, str]] = {
     "base_channels": ("model", "base_channels"), "method": ("method", "name"), "loss": ("method", "loss"),
     "ema_decay": ("method", "ema_decay"), "consistency": ("method", "consistency"),
     "consistency_weight": ("method", "consistency_weight"), "threshold": ("method", "threshold"),
-    "rampup_fraction": ("method", "rampup_fraction"),
+    "rampup_fraction": ("method", "rampup_fraction"), "pretrain_fraction": ("method", "pretrain_fraction"),
+    "mixed_unlabeled_weight": ("method", "mixed_unlabeled_weight"),
     "iterations": ("train", "iterations"), "batch_size": ("train", "batch_size"),
     "labeled_batch_size": ("train", "labeled_batch_size"), "optimizer": ("train", "optimizer"),
     "lr": ("train", "lr"), "seed": ("train", "seed"), "device": ("train", "device"), "amp": ("train", "amp"),
@@ -35,7 +36,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     """The flags of `ssl-seg train` (also reused by sweeps)."""
     p.add_argument("--data", help="folder, HDF5 file, or phantom:<task>[?n=400&size=128] (default phantom:cardiac)")
     p.add_argument("--backbone", help="unet | unetpp | attention_unet | fcn")
-    p.add_argument("--method", help="supervised | mean-teacher | pseudo-label | cps | unimatch")
+    p.add_argument("--method", help="supervised | mean-teacher | pseudo-label | cps | unimatch | uncertainty-mt | bcp")
     p.add_argument("--labeled-fraction", type=float)
     p.add_argument("--labeled-cases", type=int)
     p.add_argument("--iterations", type=int)
@@ -62,6 +63,8 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, help="pseudo-label confidence threshold")
     p.add_argument("--rampup-fraction", type=float,
                    help="unlabeled losses ramp up (sigmoid) over this share of training; 0 = full weight at once")
+    p.add_argument("--pretrain-fraction", type=float, help="bcp: share of iterations of labeled copy-paste pre-training")
+    p.add_argument("--mixed-unlabeled-weight", type=float, help="bcp: loss weight of pixels from unlabeled images")
     p.add_argument("--val-every", type=int)
     p.add_argument("--val-max-samples", type=int)
     p.add_argument("--num-workers", type=int)
@@ -115,19 +118,19 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .report import evaluate_run, format_metrics_table
+    from .report import evaluate_run, format_metrics_table, metrics_path
 
     metrics = evaluate_run(args.run, checkpoint=args.checkpoint, split=args.split, data=args.data,
-                           device=args.device, spacing=tuple(args.spacing))
+                           device=args.device, spacing=tuple(args.spacing), postprocess=not args.no_postprocess)
     print(format_metrics_table(metrics))
-    print(f"wrote {Path(args.run) / f'metrics_{args.split}.json'}")
+    print(f"wrote {metrics_path(args.run, args.split, args.checkpoint)}")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from .predict import predict_folder
 
     written = predict_folder(args.run, args.input, args.out, checkpoint=args.checkpoint, overlay=args.overlay,
-                             device=args.device)
+                             device=args.device, postprocess=not args.no_postprocess)
     print(f"wrote {written} mask(s) to {args.out}")
 
 
@@ -165,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spacing", type=float, nargs=2, default=[1.0, 1.0], metavar=("DY", "DX"),
                    help="pixel spacing for HD95/ASD (e.g. mm)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--no-postprocess", action="store_true",
+                   help="skip the largest-component filter chosen on validation (scores are then reported without it)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="write predicted mask PNGs for a folder of images")
@@ -174,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.add_argument("--overlay", action="store_true", help="also write colour overlays")
     p.add_argument("--device", default="auto")
+    p.add_argument("--no-postprocess", action="store_true",
+                   help="do not apply the largest-component filter chosen on validation by 'ssl-seg evaluate'")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("make-phantoms", help="write a phantom dataset in the project HDF5 format")

@@ -62,6 +62,8 @@ class MethodConfig:
     cutmix_prob: float = 0.5
     feature_dropout: float = 0.5
     uncertainty_threshold: float = 0.75
+    pretrain_fraction: float = 0.25  # BCP: labeled copy-paste pre-training share of the iterations (theirs 10k of 40k)
+    mixed_unlabeled_weight: float = 0.5  # BCP: weight of the pixels that come from unlabeled images
 
 
 @dataclass

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -14,6 +15,7 @@ from .data.readers import SampleSource
 from .device import autocast
 from .inference import predict_probs
 from .metrics import aggregate, evaluate_case
+from .postprocess import largest_component
 
 
 @torch.no_grad()
@@ -28,56 +30,84 @@ def predict_image(model: torch.nn.Module, image: torch.Tensor, patch_size: int |
 
 def evaluate_model(model: torch.nn.Module, source: SampleSource, ids: list[str], patch_size: int | None,
                    device: torch.device, amp_dtype: torch.dtype | None = None,
-                   spacing: tuple[float, float] = (1.0, 1.0), progress: bool = False) -> dict:
+                   spacing: tuple[float, float] = (1.0, 1.0), progress: bool = False,
+                   lcc_classes: Sequence[int] | None = None) -> dict:
     """Score `model` on samples `ids`: top-level means over cases, plus `per_class`, `per_case`, `per_sample`.
 
     Metrics are computed per 2-D sample; a case's value is the mean over its samples (nanmean), and the
     top-level value is the mean over cases, so a patient with many slices does not weigh more. For a
     volumetric source (slices of 3D volumes, e.g. MSD) `volume` also holds scores of each case's slices
     stacked back into its volume (3D Dice and HD95 with the volume's spacing), as SSL4MIS and UniMatch
-    score ACDC; `selection_score` prefers it.
+    score ACDC; `selection_score` prefers it. With `lcc_classes` (a list, possibly empty), `postprocessed`
+    holds the same scores after keeping the largest connected component of those classes (per 2D sample
+    for the sample scores, per stacked 3D volume for the volume scores).
     """
     data = EvalDataset(source, ids)
-    per_sample: dict[str, dict] = {}
-    case_of: dict[str, str] = {}
-    stacks: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = defaultdict(list)
-    volumetric = getattr(source, "volumetric", False)
+    predictions: list[Prediction] = []
     items: Iterable = tqdm(range(len(data)), desc="evaluate", leave=False, disable=not progress)
     for i in items:
         item = data[i]
         probs = predict_image(model, item["image"], patch_size, source.num_classes, device, amp_dtype)
-        pred = probs.argmax(0).numpy()
-        truth = item["mask"].numpy()
         roi = item["roi"].numpy()
-        per_sample[item["id"]] = evaluate_case(pred, truth, source.num_classes, spacing=spacing, roi=roi)
-        case_of[item["id"]] = item["case"]
-        if volumetric:
-            stacks[item["case"]].append((data.indices[i], np.where(roi, pred, 0).astype(np.uint8),
-                                         np.where(roi, truth, 0).astype(np.uint8)))
+        pred = np.where(roi, probs.argmax(0).numpy(), 0).astype(np.uint8)
+        truth = np.where(roi, item["mask"].numpy(), 0).astype(np.uint8)
+        predictions.append(Prediction(data.indices[i], item["id"], item["case"], pred, truth))
+    volume_spacing = getattr(source, "spacing", {}) if getattr(source, "volumetric", False) else None
+    result = score_predictions(predictions, source.num_classes, spacing, volume_spacing)
+    if lcc_classes is not None:
+        result["postprocessed"] = score_predictions(predictions, source.num_classes, spacing, volume_spacing,
+                                                    lcc_classes)
+        result["postprocessed"]["lcc_classes"] = sorted(int(c) for c in lcc_classes)
+    return _jsonable(result)
+
+
+@dataclass
+class Prediction:
+    """One scored sample: its index in the source, id, case, predicted and true labels (H, W) uint8 (roi applied)."""
+
+    index: int
+    id: str
+    case: str
+    pred: np.ndarray
+    truth: np.ndarray
+
+
+def score_predictions(predictions: list[Prediction], num_classes: int, spacing: tuple[float, float],
+                      volume_spacing: dict[str, tuple[float, float, float]] | None,
+                      lcc_classes: Sequence[int] = ()) -> dict:
+    """Sample, case and (when `volume_spacing` is given) per-volume scores, after the optional LCC filter."""
+    per_sample: dict[str, dict] = {}
     by_case: dict[str, list[dict]] = defaultdict(list)
-    for sid, metrics in per_sample.items():
-        by_case[case_of[sid]].append(metrics)
+    for p in predictions:
+        pred = largest_component(p.pred, lcc_classes) if lcc_classes else p.pred
+        per_sample[p.id] = evaluate_case(pred, p.truth, num_classes, spacing=spacing)
+        by_case[p.case].append(per_sample[p.id])
     per_case = {case: _strip(aggregate(ms)) for case, ms in by_case.items()}
     result = aggregate(list(per_case.values()))
     result["per_case"] = per_case
     result["per_sample"] = per_sample
     result["n_samples"] = len(per_sample)
-    if volumetric:
-        result["volume"] = score_volumes(stacks, source.num_classes, getattr(source, "spacing", {}))
-    return _jsonable(result)
+    if volume_spacing is not None:
+        stacks: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = defaultdict(list)
+        for p in predictions:
+            stacks[p.case].append((p.index, p.pred, p.truth))
+        result["volume"] = score_volumes(stacks, num_classes, volume_spacing, lcc_classes)
+    return result
 
 
 def score_volumes(stacks: dict[str, list[tuple[int, np.ndarray, np.ndarray]]], num_classes: int,
-                  spacing: dict[str, tuple[float, float, float]]) -> dict:
+                  spacing: dict[str, tuple[float, float, float]], lcc_classes: Sequence[int] = ()) -> dict:
     """Per-volume scores: each case's (slice index, pred, truth) slices stacked in index order -> 3D metrics.
 
     Returns `aggregate` over cases (means of per-volume Dice, HD95, ...) plus `per_case`. Spacing per case
-    is (slice axis, H, W); missing cases use 1.
+    is (slice axis, H, W); missing cases use 1. `lcc_classes` are cut to their largest 3D component first.
     """
     per_case = {}
     for case, slices in stacks.items():
         slices = sorted(slices, key=lambda s: s[0])
         pred, truth = np.stack([s[1] for s in slices]), np.stack([s[2] for s in slices])
+        if lcc_classes:
+            pred = largest_component(pred, lcc_classes)
         per_case[case] = evaluate_case(pred, truth, num_classes, spacing=spacing.get(case, (1.0, 1.0, 1.0)))
     result = aggregate(list(per_case.values()))
     result["per_case"] = {case: _strip(m) for case, m in per_case.items()}

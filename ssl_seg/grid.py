@@ -57,10 +57,13 @@ TEST_KEYS = ("dice", "iou", "hd95", "asd", "per_class", "n_cases")
 
 
 def test_summary(metrics: dict) -> dict[str, Any]:
-    """The test numbers a grid keeps: case means, and per-volume scores (without per-case detail) when present."""
+    """The test numbers a grid keeps: case means, per-volume and post-processed scores (no per-case detail)."""
     out = {k: metrics[k] for k in TEST_KEYS}
     if "volume" in metrics:
         out["volume"] = {k: metrics["volume"][k] for k in TEST_KEYS}
+    if "postprocessed" in metrics:
+        out["postprocessed"] = {k: v for k, v in test_summary(metrics["postprocessed"]).items()}
+        out["postprocessed"]["lcc_classes"] = metrics["postprocessed"]["lcc_classes"]
     return out
 
 

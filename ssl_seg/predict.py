@@ -15,6 +15,8 @@ from .device import resolve_device
 from .errors import UserError
 from .evaluation import predict_image
 from .io_utils import atomic_path
+from .postprocess import largest_component
+from .report import load_postprocessing
 from .runner import load_run
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -63,8 +65,12 @@ def overlay_image(image: np.ndarray, pred: np.ndarray, alpha: float = 0.45) -> n
 
 
 def predict_folder(run_dir: str | Path, input_dir: str | Path, out_dir: str | Path, checkpoint: str = "best",
-                   overlay: bool = False, device: str = "auto") -> int:
-    """Write OUT/<stem>.png for each image in INPUT (and OUT/overlay/<stem>.png); returns the count."""
+                   overlay: bool = False, device: str = "auto", postprocess: bool = True) -> int:
+    """Write OUT/<stem>.png for each image in INPUT (and OUT/overlay/<stem>.png); returns the count.
+
+    With `postprocess`, the largest-component filter the run chose on validation (RUN_DIR/postprocessing.json,
+    written by `ssl-seg evaluate` and grids) is applied to each 2D mask; a run without that choice is left as is.
+    """
     input_dir = Path(input_dir)
     if (input_dir / "images").is_dir():
         input_dir = input_dir / "images"
@@ -75,6 +81,7 @@ def predict_folder(run_dir: str | Path, input_dir: str | Path, out_dir: str | Pa
         raise UserError(f"{input_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
     dev = resolve_device(device)
     model, cfg, info = load_run(run_dir, checkpoint, dev)
+    lcc = load_postprocessing(run_dir, checkpoint) if postprocess else None
     out_dir = Path(out_dir)
     (out_dir / "overlay" if overlay else out_dir).mkdir(parents=True, exist_ok=True)
     for path in tqdm(files, desc="predict"):
@@ -82,6 +89,8 @@ def predict_folder(run_dir: str | Path, input_dir: str | Path, out_dir: str | Pa
         probs = predict_image(model, normalize(torch.from_numpy(image)), cfg.data.patch_size,
                               info["num_classes"], dev)
         pred = probs.argmax(0).numpy()
+        if lcc:
+            pred = largest_component(pred, lcc)
         _save_png(out_dir / f"{path.stem}.png", mask_to_png(pred, info["num_classes"]))
         if overlay:
             _save_png(out_dir / "overlay" / f"{path.stem}.png", overlay_image(image, pred))

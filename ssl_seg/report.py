@@ -11,6 +11,7 @@ from .device import resolve_device
 from .errors import UserError
 from .evaluation import evaluate_model
 from .io_utils import atomic_write_json
+from .postprocess import choose_lcc_classes
 from .runner import load_run
 
 
@@ -22,8 +23,12 @@ def split_ids(split: Split, name: str, all_ids: list[str]) -> list[str]:
 
 
 def evaluate_run(run_dir: str | Path, checkpoint: str = "best", split: str = "test", data: str | None = None,
-                 device: str = "auto", spacing: tuple[float, float] = (1.0, 1.0)) -> dict:
-    """Score the run's chosen network on `split`; writes RUN_DIR/metrics_<split>.json and returns it."""
+                 device: str = "auto", spacing: tuple[float, float] = (1.0, 1.0), postprocess: bool = True) -> dict:
+    """Score the run's chosen network on `split`; writes RUN_DIR/metrics_<split>[_last].json and returns it.
+
+    With `postprocess`, `postprocessed` also holds the scores after the largest-component filter chosen on the
+    run's validation split (`postprocessing_choice`).
+    """
     run_dir = Path(run_dir)
     dev = resolve_device(device)
     model, cfg, info = load_run(run_dir, checkpoint, dev)
@@ -40,11 +45,52 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", split: str = "te
                         f"(first: {missing[0]}); pass the run's data or use --split all")
     if not ids:
         raise UserError(f"{run_dir / 'split.json'}: the {split} split is empty; use another --split")
-    metrics = evaluate_model(model, source, ids, cfg.data.patch_size, dev, spacing=spacing, progress=True)
+    lcc = (postprocessing_choice(run_dir, checkpoint, model, source, the_split, cfg.data.patch_size, dev, spacing)
+           if postprocess else None)
+    metrics = evaluate_model(model, source, ids, cfg.data.patch_size, dev, spacing=spacing, progress=True,
+                             lcc_classes=lcc)
     metrics.update({"split": split, "checkpoint": checkpoint, "data": source.name,
                     "class_names": info["class_names"], "spacing": list(spacing)})
     atomic_write_json(metrics_path(run_dir, split, checkpoint), metrics)
     return metrics
+
+
+def postprocessing_path(run_dir: str | Path, checkpoint: str = "best") -> Path:
+    """RUN_DIR/postprocessing.json (best checkpoint) or postprocessing_last.json: the filter chosen on validation."""
+    return Path(run_dir) / f"postprocessing{'_last' if checkpoint == 'last' else ''}.json"
+
+
+def load_postprocessing(run_dir: str | Path, checkpoint: str = "best") -> list[int] | None:
+    """The classes whose largest component is kept, as chosen for this checkpoint; None when not chosen yet."""
+    path = postprocessing_path(run_dir, checkpoint)
+    return [int(c) for c in json.loads(path.read_text())["lcc_classes"]] if path.is_file() else None
+
+
+def postprocessing_choice(run_dir: str | Path, checkpoint: str, model, source, split: Split, patch_size: int,
+                          device, spacing: tuple[float, float]) -> list[int]:
+    """Classes whose largest-component filter raises validation Dice (per volume where scored), as nnU-Net.
+
+    Chosen once per checkpoint on the whole validation split and stored in `postprocessing_path`.
+    """
+    chosen = load_postprocessing(run_dir, checkpoint)
+    if chosen is not None:
+        return chosen
+    record: dict = {"lcc_classes": [], "checkpoint": checkpoint}
+    if split.val:
+        foreground = list(range(1, source.num_classes))
+        val = evaluate_model(model, source, list(split.val), patch_size, device, spacing=spacing,
+                             lcc_classes=foreground)
+        scored = "volume" if "volume" in val else "case"
+        without = (val["volume"] if scored == "volume" else val)["per_class"]
+        with_ = (val["postprocessed"]["volume"] if scored == "volume" else val["postprocessed"])["per_class"]
+        dice_without = {int(c): m["dice"] for c, m in without.items()}
+        dice_with = {int(c): m["dice"] for c, m in with_.items()}
+        record.update({"lcc_classes": choose_lcc_classes(dice_without, dice_with), "scored_on": f"val, {scored} Dice",
+                       "val_dice_without": dice_without, "val_dice_with": dice_with})
+    else:
+        record["scored_on"] = "no validation split: nothing chosen"
+    atomic_write_json(postprocessing_path(run_dir, checkpoint), record)
+    return record["lcc_classes"]
 
 
 def metrics_path(run_dir: str | Path, split: str, checkpoint: str = "best") -> Path:
@@ -65,9 +111,19 @@ def format_metrics_table(metrics: dict) -> str:
                 f"split {metrics.get('split', '?')}")
     volume = metrics.get("volume")
     if volume:
-        rows.append(f"{'per volume (3D)':<24}{_f(volume['dice']):>8}{_f(volume['iou']):>8}{_f(volume['hd95']):>9}"
-                    f"{_f(volume['asd']):>8}   ({volume['n_cases']} volumes)")
+        rows.append(_row("per volume (3D)", volume) + f"   ({volume['n_cases']} volumes)")
+    post = metrics.get("postprocessed")
+    if post is not None:
+        rows.append(f"post-processing chosen on validation: keep the largest component of classes "
+                    f"{post['lcc_classes'] or 'none'}")
+        rows.append(_row("mean, post-processed", post))
+        if post.get("volume"):
+            rows.append(_row("per volume, post-proc.", post["volume"]))
     return "\n".join(rows)
+
+
+def _row(label: str, m: dict) -> str:
+    return f"{label:<24}{_f(m['dice']):>8}{_f(m['iou']):>8}{_f(m['hd95']):>9}{_f(m['asd']):>8}"
 
 
 def _f(v) -> str:

@@ -9,7 +9,7 @@ import torch
 from ssl_seg.data.datasets import PairDataset, StepBatches, synthetic_count
 from ssl_seg.data.mixing import build_schedule
 from ssl_seg.data.readers import open_source
-from ssl_seg.data.transforms import JointTransform
+from ssl_seg.data.transforms import JointTransform, normalize
 from ssl_seg.errors import UserError
 
 
@@ -52,6 +52,23 @@ def test_augmentation_keeps_mask_aligned():
         bright = img[0] > img[0][inside].mean()
         agree = (bright == (m == 1))[inside].float().mean()
         assert agree > 0.95
+
+
+def test_padded_patch_is_normalised_like_the_whole_image():
+    """An image smaller than the patch: its real pixels get the z-scores the unpadded image gets at evaluation."""
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 20, 24, generator=g)
+    mask = torch.zeros(20, 24, dtype=torch.long)
+    roi = torch.ones(20, 24, dtype=torch.bool)
+    img, _, inside = JointTransform(32, augment=False)(image, mask, roi)
+    assert inside.sum() == 20 * 24
+    # the padded patch's real pixels, as a set, equal the evaluation z-scores of the whole image
+    expected = torch.sort(normalize(image).flatten()).values
+    torch.testing.assert_close(torch.sort(img[0][inside]).values, expected, atol=1e-5, rtol=1e-5)
+    # counting the padding (what the pipeline did before) gives other values
+    padded = torch.zeros(1, 32, 32)
+    padded[:, :20, :24] = image
+    assert not torch.allclose(normalize(padded)[0, :20, :24], normalize(image)[0], atol=0.1)
 
 
 @pytest.mark.parametrize("schedule, r0, r1", [("constant", 0.5, None), ("linear", 0.5, 0.0),

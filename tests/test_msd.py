@@ -124,6 +124,8 @@ def test_evaluate_model_scores_volumes_and_selects_on_them(tmp_path):
     assert vol["dice"] == 0.0  # every class is present in the volumes and never predicted
     assert selection_score(result) == vol["dice"]
     assert selection_score({"dice": 0.3}) == 0.3  # non-volumetric data falls back to the case mean
+    post = evaluate_model(Background(), src, src.ids, None, torch.device("cpu"), lcc_classes=[1, 2])["postprocessed"]
+    assert post["lcc_classes"] == [1, 2] and post["volume"]["n_cases"] == 2 and post["volume"]["dice"] == 0.0
 
 
 @pytest.mark.skipif(not (HIPPOCAMPUS / "dataset.json").is_file(), reason="shared hippocampus data not present")

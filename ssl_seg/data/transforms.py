@@ -22,10 +22,22 @@ def to_tensors(sample: Sample) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     return image, mask, roi
 
 
-def normalize(image: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Per-image, per-channel z-score: (C,H,W) -> (C,H,W)."""
-    mean = image.mean(dim=(-2, -1), keepdim=True)
-    std = image.std(dim=(-2, -1), keepdim=True)
+def normalize(image: torch.Tensor, valid: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
+    """Per-image, per-channel z-score with mean and std taken over the `valid` (H,W) pixels (None: all).
+
+    Pixels outside `valid` (padding, intensity 0) are transformed like any black pixel but do not count in the
+    statistics. Counting them made a padded training patch's statistics differ from
+    the whole, unpadded image scored at evaluation: on 35x50 px hippocampus slices padded to 64 px, that left a
+    U-Net predicting background only (volume Dice 0.00 at 1000 steps).
+    """
+    if valid is None or bool(valid.all()):  # the plain path, bit for bit as before
+        mean = image.mean(dim=(-2, -1), keepdim=True)
+        std = image.std(dim=(-2, -1), keepdim=True)
+        return (image - mean) / (std + eps)
+    w = valid.to(image.dtype)
+    n = w.sum().clamp(min=2)
+    mean = (image * w).sum(dim=(-2, -1), keepdim=True) / n
+    std = (((image - mean) ** 2 * w).sum(dim=(-2, -1), keepdim=True) / (n - 1)).sqrt()
     return (image - mean) / (std + eps)
 
 
@@ -51,9 +63,9 @@ class JointTransform:
         # Large images are first cut to a region 1.5x the patch, so rotation/elastic work on that, not the
         # whole image (a 512 px EM slice cost ~20x more than the 64 px patch it becomes).
         self.region = v2.RandomCrop(int(patch_size * 1.5))
-        self.geometric = v2.Compose(geometric)
+        self.geometric = v2.Compose(geometric or [v2.Identity()])  # Compose refuses an empty list
         self.crop = v2.RandomCrop(patch_size, pad_if_needed=True, fill=fill)
-        self.intensity = v2.Compose(intensity)
+        self.intensity = v2.Compose(intensity or [v2.Identity()])
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor, roi: torch.Tensor):
         """image (C,H,W), mask (H,W), roi (H,W) -> the same, cropped/padded to (patch, patch)."""
@@ -64,7 +76,12 @@ class JointTransform:
         if min(image.shape[-2:]) > self.region.size[0]:
             img, joint = self.region(img, joint)
         img, joint = self.geometric(img, joint)
+        # A fourth channel marks what the crop does not pad: only padding is left out of the z-score statistics
+        # (rotated corners count as before; leaving them out too lowered phantom validation Dice at 150 steps).
+        joint = tv_tensors.Mask(torch.cat([joint, torch.ones_like(joint[:1])]))
         img, joint = self.crop(img, joint)
         img = self.intensity(img.clamp(0, 1))
         label, inside = joint[0], joint[1].bool() & joint[2].bool()
-        return normalize(img.as_subclass(torch.Tensor)), label.as_subclass(torch.Tensor), inside.as_subclass(torch.Tensor)
+        unpadded = joint[3].bool().as_subclass(torch.Tensor)
+        return (normalize(img.as_subclass(torch.Tensor), unpadded), label.as_subclass(torch.Tensor),
+                inside.as_subclass(torch.Tensor))

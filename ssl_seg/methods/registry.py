@@ -11,6 +11,7 @@ from ..config import MethodConfig
 from ..errors import UserError
 from ..losses import LossFn
 from .base import Method
+from .bcp import BidirectionalCopyPaste
 from .cps import CrossPseudoSupervision
 from .mean_teacher import MeanTeacher
 from .pseudo_label import PseudoLabel
@@ -88,6 +89,14 @@ def _uncertainty_mt(model: nn.Module, cfg: MethodConfig, num_classes: int, total
     )
 
 
+def _bcp(model: nn.Module, cfg: MethodConfig, num_classes: int, total: int, loss: LossFn) -> Method:
+    """BCP: pre-training on pretrain_fraction of the steps, then copy-paste self-training with a ramp-up."""
+    pretrain = int(round(cfg.pretrain_fraction * total))
+    return BidirectionalCopyPaste(model, loss, ema_decay=cfg.ema_decay, pretrain_steps=pretrain,
+                                  unlabeled_weight=cfg.mixed_unlabeled_weight,
+                                  rampup_length=cfg.rampup_fraction * (total - pretrain))
+
+
 METHODS: dict[str, Builder] = {
     "supervised": _supervised,
     "mean-teacher": _mean_teacher,
@@ -95,6 +104,7 @@ METHODS: dict[str, Builder] = {
     "cps": _cps,
     "unimatch": _unimatch,
     "uncertainty-mt": _uncertainty_mt,
+    "bcp": _bcp,
 }
 
 

@@ -1,0 +1,128 @@
+"""BCP, bidirectional copy-paste (Bai et al., CVPR 2023), after the authors' 2D ACDC code (DeepMed-Lab-ECNU/BCP).
+
+Two stages in one run:
+1. Pre-training (the first `pretrain_steps`): labeled copy-paste. A box of `box_fraction` of each side is
+   cut from labeled image b and pasted into labeled image a; the label map is mixed with the same box.
+2. Self-training: the teacher starts as an exact copy of the pre-trained student, then follows it by EMA.
+   The teacher's hard pseudo-labels on the unlabeled images (largest connected component per class, as the
+   authors' `get_ACDC_masks`) stand in for their labels. Each step mixes in both directions with one box:
+   - inward: unlabeled image a with a labeled box from labeled image a,
+   - outward: labeled image b with an unlabeled box from unlabeled image b,
+   and trains the student on the mixed label maps. Pixels that come from unlabeled images weigh
+   `unlabeled_weight` (theirs 0.5) times `sigmoid_rampup(step - pretrain_steps, rampup_length)`; labeled
+   pixels weigh 1. The loss is the configured one, computed inside and outside the box separately
+   (their `mix_loss`), and the two directions are averaged.
+
+Image b of a batch is image a of the batch rolled by one. The two mixed batches go through the student in
+separate passes (`forward_apart`). Only the student is evaluated (the authors test the student).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..errors import UserError
+from ..losses import LossFn
+from ..postprocess import largest_component
+from .base import MethodBase, check_state_keys, forward_apart
+from .cutmix import paste
+from .ema import EMATeacher
+from .rampup import sigmoid_rampup
+
+
+def bcp_box(batch: int, height: int, width: int, device: torch.device | str, fraction: float = 2 / 3) -> Tensor:
+    """(B, H, W) bool: one random box of int(fraction * side) per side, the same for the whole batch (theirs)."""
+    box_h, box_w = max(1, int(height * fraction)), max(1, int(width * fraction))
+    top = int(torch.randint(0, height - box_h + 1, (1,)))
+    left = int(torch.randint(0, width - box_w + 1, (1,)))
+    box = torch.zeros(height, width, dtype=torch.bool, device=device)
+    box[top:top + box_h, left:left + box_w] = True
+    return box.expand(batch, height, width)
+
+
+def copy_paste(base: Tensor, pasted: Tensor, box: Tensor) -> Tensor:
+    """`base` outside `box` (B, H, W) and `pasted` inside it; images (B, C, H, W) or label maps (B, H, W)."""
+    return paste(base, pasted, box)
+
+
+def lcc_pseudo_labels(logits: Tensor) -> Tensor:
+    """Hard labels (B, H, W) from logits (B, K, H, W), each foreground class cut to its largest component."""
+    hard = logits.argmax(1).cpu().numpy()
+    classes = range(1, logits.shape[1])
+    kept = np.stack([largest_component(h, classes) for h in hard])
+    return torch.from_numpy(kept).to(logits.device, torch.long)
+
+
+class BidirectionalCopyPaste(MethodBase):
+    """Labeled copy-paste pre-training, then mean-teacher copy-paste between labeled and unlabeled images."""
+
+    def __init__(self, model: nn.Module, loss: LossFn, ema_decay: float, pretrain_steps: int,
+                 unlabeled_weight: float, rampup_length: float, box_fraction: float = 2 / 3) -> None:
+        super().__init__(loss)
+        if not 0 < box_fraction < 1:
+            raise UserError(f"BCP box fraction {box_fraction}: must be in (0, 1)")
+        self.student = model
+        self.teacher = EMATeacher(model, ema_decay)
+        self.models = {"student": model}
+        self.pretrain_steps = pretrain_steps
+        self.unlabeled_weight = unlabeled_weight
+        self.rampup_length = rampup_length
+        self.box_fraction = box_fraction
+
+    def region_loss(self, logits: Tensor, target: Tensor, roi: Tensor, box: Tensor,
+                    inside_weight: float, outside_weight: float) -> Tensor:
+        """The configured loss inside and outside `box`, weighted (the authors' mix_loss)."""
+        return (inside_weight * self.loss(logits, target, roi & box)
+                + outside_weight * self.loss(logits, target, roi & ~box))
+
+    def training_step(self, batch: dict[str, Any], step: int) -> dict[str, Tensor]:
+        """Pre-training: {"sup"} on labeled copy-paste; then {"in", "out", "stat/u_weight"} (averaged directions)."""
+        labeled, unlabeled = batch["labeled"], batch["unlabeled"]
+        x, y, roi = labeled["image"], labeled["mask"], labeled["roi"]
+        box = bcp_box(x.shape[0], x.shape[-2], x.shape[-1], x.device, self.box_fraction)
+        if step < self.pretrain_steps or unlabeled is None:
+            mixed_x = copy_paste(x, x.roll(1, 0), box)
+            mixed_y, mixed_roi = copy_paste(y, y.roll(1, 0), box), copy_paste(roi, roi.roll(1, 0), box)
+            return {"sup": self.loss(self.student(mixed_x), mixed_y, mixed_roi)}
+        u = unlabeled["image"]
+        n = min(x.shape[0], u.shape[0])
+        x, y, roi, u, box = x[:n], y[:n], roi[:n], u[:n], box[:n]
+        pseudo = lcc_pseudo_labels(self.teacher.predict(u))
+        ones = torch.ones_like(roi)
+        # inward: unlabeled a outside, labeled a inside the box; outward: labeled b outside, unlabeled b inside
+        in_x, in_y = copy_paste(u, x, box), copy_paste(pseudo, y, box)
+        in_roi = copy_paste(ones, roi, box)
+        xb, yb, roib, ub, pb = x.roll(1, 0), y.roll(1, 0), roi.roll(1, 0), u.roll(1, 0), pseudo.roll(1, 0)
+        out_x, out_y = copy_paste(xb, ub, box), copy_paste(yb, pb, box)
+        out_roi = copy_paste(roib, ones, box)
+        in_logits, out_logits = forward_apart(self.student, in_x, out_x)
+        w = self.unlabeled_weight * sigmoid_rampup(step - self.pretrain_steps, self.rampup_length)
+        return {
+            "in": 0.5 * self.region_loss(in_logits, in_y, in_roi, box, inside_weight=1.0, outside_weight=w),
+            "out": 0.5 * self.region_loss(out_logits, out_y, out_roi, box, inside_weight=w, outside_weight=1.0),
+            "stat/u_weight": torch.tensor(w),
+        }
+
+    def after_step(self, step: int) -> None:
+        """End of pre-training: the teacher becomes the student; afterwards it follows it by EMA."""
+        if step + 1 == self.pretrain_steps:
+            self.teacher.module.load_state_dict(self.student.state_dict())
+        elif step + 1 > self.pretrain_steps:
+            self.teacher.update(self.student, step)
+
+    def eval_models(self) -> dict[str, nn.Module]:
+        """The student only: the authors test it, and the teacher is an untrained copy during pre-training."""
+        return {"student": self.student}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The teacher's weights and buffers."""
+        return {"teacher": self.teacher.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the teacher saved by `state_dict`."""
+        check_state_keys(state, {"teacher"}, type(self).__name__)
+        self.teacher.load_state_dict(state["teacher"])
