@@ -15,6 +15,7 @@ import numpy as np
 
 from .config import RunConfig
 from .errors import UserError
+from .executors import add_executor_flags, build_executor
 from .grid import GridRun, collect, run_grid
 from .io_utils import atomic_path, atomic_write_text
 
@@ -419,6 +420,7 @@ def add_ablate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=int, help="override the profile's iterations")
     p.add_argument("--no-full-reference", action="store_true", help="skip the 100 %% labels supervised runs")
     p.add_argument("--shard", help="i/N: run every N-th run starting at i (spread a grid over machines)")
+    add_executor_flags(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, help="grid directory (runs/, summary.*)")
     p.add_argument("--summary-only", action="store_true", help="only rebuild the tables and figures")
@@ -437,6 +439,6 @@ def cmd_ablate(args: argparse.Namespace) -> None:
                          full_reference=not args.no_full_reference)
     root = Path(args.out)
     if not args.summary_only:
-        run_grid(runs, root, args.shard)
+        run_grid(runs, root, args.shard, executor=build_executor(args, root))
     rows = write_summary(root, f"Low-label ablation on {base.data.data} ({args.profile} profile)")
     print(f"{len(rows)} finished runs summarised in {root / 'summary.md'}")

@@ -98,9 +98,45 @@ def check_grid(runs: list[GridRun], paths: bool = True) -> None:
                 raise UserError(f"grid cell {run.name}: {path} does not exist; fix --data / --synthetic")
 
 
+def run_cell(run: GridRun, root: Path) -> str | None:
+    """run_one, or the cell's name when another process holds its lock (that process finishes it)."""
+    try:
+        run_one(run, root)
+    except locks.Locked:
+        return run.name
+    return None
+
+
+def submit_cells(todo: list[GridRun], root: Path, executor: Any) -> list[str]:
+    """Run the cells as jobs of a submitit `executor` (one array job), wait for all; the names left to others.
+
+    A failed cell is reported after all jobs end, in one line naming its log; a relaunch skips finished cells.
+    """
+    try:
+        jobs = executor.map_array(run_cell, todo, [root] * len(todo))
+    except (OSError, RuntimeError) as e:  # e.g. no sbatch here
+        raise UserError(f"--executor: could not submit the grid's jobs ({str(e).splitlines()[0]}); "
+                        "run on a Slurm login node or use --executor local") from None
+    print(f"grid: {len(jobs)} cell job(s) submitted (first {jobs[0].job_id}); logs in {executor.folder}")
+    busy, failed = [], []
+    for run, job in zip(todo, jobs):
+        try:
+            name = job.result()
+        except Exception:  # the cell's own error and traceback are in its log
+            failed.append(f"{run.name} (log {job.paths.stderr})")
+            continue
+        if name is not None:
+            busy.append(name)
+    if failed:
+        raise UserError(f"grid: {len(failed)} cell job(s) failed: {'; '.join(failed)}; fix the cause and relaunch "
+                        "(finished cells are skipped)")
+    return busy
+
+
 def run_grid(runs: list[GridRun], root: str | Path, shard_spec: str | None = None,
-             progress: bool = True) -> list[dict[str, Any]]:
-    """Run this shard's unfinished runs in order; returns the results of the shard's finished runs."""
+             progress: bool = True, executor: Any | None = None) -> list[dict[str, Any]]:
+    """Run this shard's unfinished runs (here in order, or as jobs of a submitit `executor`); returns the results
+    of the shard's finished runs."""
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise UserError(f"--out {root} is a file; give a folder for the grid")
@@ -108,13 +144,11 @@ def run_grid(runs: list[GridRun], root: str | Path, shard_spec: str | None = Non
     mine = shard(runs, shard_spec)
     todo = [r for r in mine if not is_finished(root / "runs" / r.name)]
     print(f"grid: {len(runs)} runs, shard {shard_spec or '0/1'} has {len(mine)}, {len(mine) - len(todo)} done already")
-    bar: Iterable[GridRun] = tqdm(todo, desc="grid", disable=not progress)
-    busy = []
-    for run in bar:
-        try:
-            run_one(run, root)
-        except locks.Locked:  # another process (e.g. a second launch of this grid) is training this cell
-            busy.append(run.name)
+    if executor is not None and todo:
+        busy = submit_cells(todo, root, executor)
+    else:
+        bar: Iterable[GridRun] = tqdm(todo, desc="grid", disable=not progress)
+        busy = [name for name in (run_cell(run, root) for run in bar) if name is not None]
     if busy:
         print(f"grid: {len(busy)} cell(s) were being trained by another process and were left to it: "
               f"{', '.join(busy)}", file=sys.stderr)

@@ -19,6 +19,7 @@ from scipy import stats
 from .ablation import base_config, error_points, group, label_key, mean_std, profile, save_figure, write_csv
 from .config import RunConfig
 from .errors import UserError
+from .executors import add_executor_flags, build_executor
 from .grid import GridRun, check_grid, collect, run_grid
 from .io_utils import atomic_write_text
 from .stats import fmt_gain, fmt_mean_std
@@ -229,7 +230,8 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default="unet")
     p.add_argument("--profile", default="quick", help="tiny | quick | standard")
     p.add_argument("--iterations", type=int)
-    p.add_argument("--shard")
+    p.add_argument("--shard", help="i/N: run every N-th run starting at i (spread a grid over machines)")
+    add_executor_flags(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True)
     p.add_argument("--summary-only", action="store_true")
@@ -263,6 +265,6 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         raise UserError(f"no synthetic data for fraction(s) {missing}: pass --synthetic or --train-gan")
     runs = sweep_runs(base, synthetic, args.ratios, args.schedules, args.ratio_end, args.methods, args.seeds)
     if not args.summary_only:
-        run_grid(runs, root, args.shard)
+        run_grid(runs, root, args.shard, executor=build_executor(args, root))
     rows = write_sweep_summary(root, f"Real-vs-synthetic ratio sweep on {base.data.data} ({args.profile} profile)")
     print(f"{len(rows)} finished runs summarised in {root / 'summary.md'}")

@@ -1,0 +1,49 @@
+"""Where a grid's cells run: here, one after another (`local`), or one Slurm job each through submitit (`slurm`).
+
+submitit is the Slurm client of the PyTorch research world (facebookincubator/submitit): it pickles the call,
+writes the sbatch script, and brings back each job's result or its error and log paths. It is an optional
+extra (`pip install medseg-lab[slurm]`), imported only when `--executor slurm` is asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+EXECUTORS = ("local", "slurm")
+
+
+def add_executor_flags(p: argparse.ArgumentParser) -> None:
+    """--executor and the Slurm job resources of `ssl-seg ablate` / `sweep` (and any grid command)."""
+    p.add_argument("--executor", default="local",
+                   help="local (cells run here, in order) | slurm (one Slurm job per unfinished cell, via submitit)")
+    p.add_argument("--slurm-partition", help="Slurm partition of the cell jobs (default: the cluster's)")
+    p.add_argument("--slurm-time", type=int, default=240, help="minutes each cell job may run (default 240)")
+    p.add_argument("--slurm-cpus", type=int, default=4, help="CPUs per cell job; also its torch threads (default 4)")
+    p.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per cell job (default 0)")
+
+
+def build_executor(args: argparse.Namespace, root: Path) -> Any | None:
+    """None for `local`; for `slurm` a submitit executor writing its scripts and logs under ROOT/submitit."""
+    name = getattr(args, "executor", "local") or "local"
+    if name not in EXECUTORS:
+        raise UserError(f"--executor {name}: use one of {', '.join(EXECUTORS)}")
+    if name == "local":
+        return None
+    try:
+        import submitit
+    except ImportError:
+        raise UserError("--executor slurm needs submitit; pip install 'medseg-lab[slurm]' (or: pip install submitit)")
+    for flag, value in (("--slurm-time", args.slurm_time), ("--slurm-cpus", args.slurm_cpus)):
+        if value < 1:
+            raise UserError(f"{flag} {value}: must be at least 1")
+    executor = submitit.AutoExecutor(folder=root / "submitit", cluster="slurm")
+    params: dict[str, Any] = {"timeout_min": args.slurm_time, "cpus_per_task": args.slurm_cpus,
+                              "gpus_per_node": args.slurm_gpus, "name": f"medseg-{root.name}"}
+    if args.slurm_partition:
+        params["slurm_partition"] = args.slurm_partition
+    executor.update_parameters(**params)
+    return executor

@@ -1,0 +1,58 @@
+"""Grid cells as submitit jobs: submitit's local executor stands in for Slurm (same submission, pickling, results)."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+
+import pytest
+
+from ssl_seg import grid
+from ssl_seg.ablation import ablation_runs, base_config, profile
+from ssl_seg.errors import UserError
+from ssl_seg.executors import add_executor_flags, build_executor
+
+submitit = pytest.importorskip("submitit")
+
+
+def _two_cells():
+    base = base_config("phantom:cardiac?n=24&size=32", profile("tiny"), "cpu")
+    base.data.patch_size, base.model.base_channels, base.train.iterations = 32, 4, 2
+    base.train.val_every = base.train.image_every = 2
+    return ablation_runs(base, ["supervised"], [0.5], [], [0, 1], ["unet"], full_reference=False)
+
+
+def test_cells_run_as_jobs_a_failure_is_one_line_and_a_relaunch_skips_finished_cells(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])))
+    runs = _two_cells()
+    broken = copy.deepcopy(runs[0])
+    broken.name, broken.cfg.data.data = "broken", "phantom:nosuchtask"
+    monkeypatch.setattr(grid, "check_grid", lambda runs: None)  # let the bad cell reach its job
+    executor = submitit.LocalExecutor(folder=tmp_path / "submitit")
+    executor.update_parameters(timeout_min=5)
+    with pytest.raises(UserError, match=r"1 cell job\(s\) failed: broken \(log .*submitit") as info:
+        grid.run_grid([*runs, broken], tmp_path, executor=executor, progress=False)
+    assert "\n" not in str(info.value) and "3 cell job(s) submitted" in capsys.readouterr().out
+    assert all(grid.is_finished(tmp_path / "runs" / r.name) for r in runs)  # the two good cells finished
+    stamps = [(tmp_path / "runs" / r.name / "result.json").stat().st_mtime_ns for r in runs]
+
+    class NoSubmissions:
+        def map_array(self, *args):
+            raise AssertionError("a finished cell was submitted again")
+
+    again = grid.run_grid(runs, tmp_path, executor=NoSubmissions(), progress=False)
+    assert sorted(r["name"] for r in again) == sorted(r.name for r in runs)
+    assert "2 done already" in capsys.readouterr().out
+    assert stamps == [(tmp_path / "runs" / r.name / "result.json").stat().st_mtime_ns for r in runs]
+
+
+def test_executor_flags():
+    p = argparse.ArgumentParser()
+    add_executor_flags(p)
+    assert build_executor(p.parse_args([]), "unused") is None
+    with pytest.raises(UserError, match="--executor pbs"):
+        build_executor(p.parse_args(["--executor", "pbs"]), "unused")
+    with pytest.raises(UserError, match="--slurm-cpus 0"):
+        build_executor(p.parse_args(["--executor", "slurm", "--slurm-cpus", "0"]), "unused")
