@@ -495,3 +495,20 @@ def test_gan_resume_through_the_library_with_other_settings_is_refused_before_wr
     with pytest.raises(UserError, match="ngf"):
         train_gan(changed, resume=True)
     assert _snapshot(run) == before
+
+
+def test_evaluate_run_folder_unwritable(finished_run, capsys, monkeypatch):
+    """Root ignores file permissions, so the refusal a read-only run folder gives is raised where it would be."""
+    import errno
+
+    from ssl_seg import io_utils
+
+    def read_only(final):
+        raise PermissionError(errno.EACCES, "Permission denied", str(final))
+
+    monkeypatch.setattr(io_utils, "atomic_path", read_only)
+    code = main(["evaluate", "--run", str(finished_run), "--device", "cpu"])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and "Traceback" not in err and len(errors) == 1  # after evaluate's progress bar
+    assert "metrics_test.json: Permission denied" in errors[0]
