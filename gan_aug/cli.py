@@ -76,7 +76,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     overrides = train_overrides(args)
     if "out" not in overrides:
         raise UserError("gan-aug train needs --out GAN_DIR")
-    for key in ("data", "split_file"):
+    for key in ("data", "split_file", "pseudo_labels"):
         if overrides.get(key):
             overrides[key] = absolute_data(overrides[key])
     if args.resume:

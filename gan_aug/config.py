@@ -121,7 +121,7 @@ class GanConfig:
         """A copy whose DATA and split file are absolute (the run works from any directory)."""
         return dataclasses.replace(self, data=absolute_data(self.data),
                                    split_file=absolute_data(self.split_file) if self.split_file else None,
-                                   pseudo_labels=str(Path(self.pseudo_labels).resolve()) if self.pseudo_labels
+                                   pseudo_labels=absolute_data(self.pseudo_labels) if self.pseudo_labels
                                    else None)
 
     def to_dict(self) -> dict[str, Any]:
