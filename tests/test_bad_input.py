@@ -511,4 +511,4 @@ def test_evaluate_run_folder_unwritable(finished_run, capsys, monkeypatch):
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert code == 2 and "Traceback" not in err and len(errors) == 1  # after evaluate's progress bar
-    assert "metrics_test.json: Permission denied" in errors[0]
+    assert errors[0].startswith(f"error: {finished_run}/") and "Permission denied" in errors[0]
