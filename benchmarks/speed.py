@@ -159,7 +159,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (pinned for the whole run)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--segments", type=int, default=4)
-    p.add_argument("--steps", type=int, default=3, help="steps per segment")
+    p.add_argument("--steps", type=int, default=2, help="steps per segment")
     p.add_argument("--amp", default="off", help="method steps' autocast: off | bf16 (the reference stays fp32)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
