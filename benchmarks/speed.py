@@ -100,7 +100,7 @@ def method_step(name: str, size: int, base: int, labeled: int, unlabeled: int, s
     return lambda: trainer.train_step(next(counter), batch)
 
 
-def bare_gan(size: int, batch: int, seed: int) -> tuple[Callable[[], None], Callable[[], None]]:
+def bare_gan(size: int, batch: int, seed: int, amp: str) -> tuple[Callable[[], None], Callable[[], None]]:
     """(gan_aug Pix2Pix.train_step, pix2pix's optimize_parameters as a plain loop) on copies of the same G and D."""
     from gan_aug.config import GanConfig
     from gan_aug.networks import auto_n_down, one_hot
@@ -108,7 +108,7 @@ def bare_gan(size: int, batch: int, seed: int) -> tuple[Callable[[], None], Call
 
     torch.manual_seed(seed)
     device = torch.device("cpu")
-    model = build_pix2pix(GanConfig(patch_size=size, iterations=10_000, n_down=auto_n_down(size)), K, 1, device)
+    model = build_pix2pix(GanConfig(patch_size=size, iterations=10_000, n_down=auto_n_down(size), amp=amp), K, 1, device)
     G, D = copy.deepcopy(model.G), copy.deepcopy(model.D)
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -160,7 +160,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--segments", type=int, default=4)
     p.add_argument("--steps", type=int, default=2, help="steps per segment")
-    p.add_argument("--amp", default="off", help="method steps' autocast: off | bf16 (the reference stays fp32)")
+    p.add_argument("--amp", default="off", help="autocast of the method and GAN steps: off | bf16 (references stay fp32)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     wanted = set(args.only or [*method_names(), "gan", "data"])
@@ -182,8 +182,9 @@ def main() -> None:
         ref = bare_supervised(args.size, args.base_channels, 8, 0)
         row(f"{name} ({labeled}+{unlabeled}, amp {args.amp})", "bare supervised U-Net, 8 images", cand, ref)
     if "gan" in wanted:
-        cand, ref = bare_gan(128, 8, 0)
-        row("gan_aug Pix2Pix.train_step (batch 8, 128 px)", "bare pix2pix loop, same G and D", cand, ref)
+        cand, ref = bare_gan(128, 8, 0, args.amp)
+        row(f"gan_aug Pix2Pix.train_step (batch 8, 128 px, amp {args.amp})", "bare pix2pix loop, same G and D",
+            cand, ref)
     if "data" in wanted:
         print("\n| data pipeline (mean-teacher batch 8 + 8, phantom:cardiac) | workers | batches/s |\n|---|---|---|")
         for size in (128, 256):
