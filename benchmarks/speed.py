@@ -4,7 +4,8 @@ Every candidate is timed in ONE process next to its reference (the same network,
 plain loop): both warm up, then alternating segments of `--steps` steps each; the ratio is candidate time /
 reference time summed over the segments (the spread over segments is printed too). On a shared machine
 only these ratios mean something; absolute seconds move with the other jobs' load. Also the data pipeline
-alone: batches per second of the training batches (decode, augment, crop) at 128 and 256 px.
+alone: batches per second of the training batches (decode, augment, crop) at 128 and 256 px; and
+`gan-aug synthesize` (32 pairs at 128 px) as now against its float32 path of before, also side by side.
 
     OMP_NUM_THREADS=1 python benchmarks/speed.py                   # default: a few minutes on 2 cores
     OMP_NUM_THREADS=1 python benchmarks/speed.py --only mean-teacher gan --segments 6
@@ -14,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -24,7 +26,7 @@ import torch.nn.functional as F
 
 from ssl_seg.config import RunConfig
 from ssl_seg.data.readers import open_source
-from ssl_seg.device import amp_dtype
+from ssl_seg.device import amp_dtype, cpu_supports_bf16
 from ssl_seg.methods import method_names
 from ssl_seg.models import build_model
 from ssl_seg.runner import _loader_factory, _step_batches, build_method_for, build_split
@@ -135,6 +137,29 @@ def bare_gan(size: int, batch: int, seed: int, amp: str) -> tuple[Callable[[], N
     return (lambda: model.train_step(mask, real, next(counter))), reference
 
 
+def synthesize_rates(tmp: Path, n: int, segments: int) -> tuple[float, float, list[float]]:
+    """pairs/s of `gan-aug synthesize` as now (--amp auto) and on its float32 path of before, alternating runs.
+
+    The rate is the manifest's: the generation loop (masks, generator, writing), without loading the checkpoint.
+    The generator is the full-width pix2pix U-Net of a 1-step GAN at 128 px: its weights do not change the speed.
+    """
+    from gan_aug.config import GanConfig
+    from gan_aug.synthesize import synthesize
+    from gan_aug.train import train_gan
+
+    train_gan(GanConfig(data="phantom:cardiac?n=16&size=128", labeled_fraction=0.5, out=str(tmp / "gan"),
+                        iterations=1, batch_size=2, patch_size=128, device="cpu", progress=False))
+    seconds = {"auto": [], "off": []}
+    for segment in range(segments + 1):  # the first pair warms up
+        for amp in ("off", "auto") if segment % 2 == 0 else ("auto", "off"):
+            manifest = synthesize(tmp / "gan", n, tmp / f"syn_{amp}", seed=0, device="cpu", amp=amp, overwrite=True,
+                                  progress=False)
+            if segment:
+                seconds[amp].append(manifest["seconds"])
+    ratios = [off / auto for auto, off in zip(seconds["auto"], seconds["off"])]
+    return n * segments / sum(seconds["auto"]), n * segments / sum(seconds["off"]), ratios
+
+
 def data_rate(size: int, batch: int, workers: int, n: int) -> float:
     """Training batches per second (labeled + unlabeled parts of `batch` each) from phantom:cardiac at `size` px."""
     cfg = RunConfig()
@@ -153,7 +178,7 @@ def data_rate(size: int, batch: int, workers: int, n: int) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", nargs="*", help="subset of: the method names, gan, data (default: all)")
+    p.add_argument("--only", nargs="*", help="subset of: the method names, gan, synthesize, data (default: all)")
     p.add_argument("--size", type=int, default=128, help="patch size of the step benchmarks (px)")
     p.add_argument("--base-channels", type=int, default=16)
     p.add_argument("--threads", type=int, default=1, help="torch threads (pinned for the whole run)")
@@ -163,7 +188,7 @@ def main() -> None:
     p.add_argument("--amp", default="off", help="autocast of the method and GAN steps: off | bf16 (references stay fp32)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    wanted = set(args.only or [*method_names(), "gan", "data"])
+    wanted = set(args.only or [*method_names(), "gan", "synthesize", "data"])
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"# speed.py  commit {commit}  torch {torch.__version__}  threads {torch.get_num_threads()}  "
           f"size {args.size}  segments {args.segments} x {args.steps} steps (warm-up {args.warmup})")
@@ -185,6 +210,13 @@ def main() -> None:
         cand, ref = bare_gan(128, 8, 0, args.amp)
         row(f"gan_aug Pix2Pix.train_step (batch 8, 128 px, amp {args.amp})", "bare pix2pix loop, same G and D",
             cand, ref)
+    if "synthesize" in wanted:
+        with tempfile.TemporaryDirectory() as tmp:
+            now, before, ratios = synthesize_rates(Path(tmp), 64, args.segments)
+        mode = "bf16" if cpu_supports_bf16() else "fp32"
+        print(f"\n| gan-aug synthesize, 64 pairs at 128 px | pairs/s now (--amp auto = {mode}) | pairs/s float32 "
+              f"(before) | speed-up | per segment |\n|---|---|---|---|---|\n| generation loop | {now:.1f} | "
+              f"{before:.1f} | **{now / before:.2f}x** | {' '.join(f'{r:.2f}' for r in ratios)} |", flush=True)
     if "data" in wanted:
         print("\n| data pipeline (mean-teacher batch 8 + 8, phantom:cardiac) | workers | batches/s |\n|---|---|---|")
         for size in (128, 256):

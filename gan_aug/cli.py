@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="hdf5", help="hdf5 (SYN_DIR/synthetic.h5) | png (images/ + masks/)")
     p.add_argument("--batch-size", type=int, default=32, help="pairs generated per chunk")
     p.add_argument("--device", default="auto")
-    p.add_argument("--amp", default="auto")
+    p.add_argument("--amp", default="auto", help="auto (bf16 on CPUs with native bf16, else as on CUDA) | bf16 | fp16 | off")
     p.add_argument("--overwrite", action="store_true", help="replace an existing SYN_DIR")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_synthesize)

@@ -138,6 +138,18 @@ def test_seed_decides_the_output(gan_dir: Path, tmp_path: Path) -> None:
     assert not np.array_equal(a.image, c.image)
 
 
+def test_auto_precision_is_bf16_on_a_bf16_cpu_and_close_to_float32(gan_dir: Path, tmp_path: Path) -> None:
+    from ssl_seg.device import cpu_supports_bf16
+
+    auto = synthesize(gan_dir, 4, tmp_path / "auto", seed=3, device="cpu", progress=False)
+    off = synthesize(gan_dir, 4, tmp_path / "off", seed=3, device="cpu", amp="off", progress=False)
+    assert (auto["dtype"], off["dtype"]) == ("bfloat16" if cpu_supports_bf16() else "float32", "float32")
+    a, b = (open_source(str(tmp_path / n / "synthetic.h5")) for n in ("auto", "off"))
+    for i in range(4):
+        assert np.array_equal(a.load(i).mask, b.load(i).mask)
+        assert np.abs(a.load(i).image - b.load(i).image).mean() < 0.01  # same pixels up to bf16 rounding
+
+
 @pytest.mark.parametrize("fmt, writer", [("hdf5", "_H5Writer"), ("png", "_PngWriter")])
 def test_killed_synthesis_leaves_no_output(gan_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                            fmt: str, writer: str) -> None:
