@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="GAN_DIR of 'gan-aug train' (or its checkpoint.pt)")
     p.add_argument("--n", type=int, required=True, help="number of pairs")
     p.add_argument("--out", required=True, help="SYN_DIR to create (atomically)")
-    p.add_argument("--mask-source", default="deform", help="deform | mix (new masks from the labeled ones) | phantom "
+    p.add_argument("--mask-source", default="deform", help="deform | mix | shape (new masks from the labeled ones) | phantom "
                    "(oracle: draws from the phantom test set's own generator; an upper bound, never a result)")
     p.add_argument("--mask-data", help="take masks from this DATA instead of the GAN's labeled training masks")
     p.add_argument("--seed", type=int, default=0)

@@ -1,4 +1,5 @@
-"""Mask sources for synthesis, chosen by name: `deform` and `mix` reuse labeled masks, `phantom` draws new ones.
+"""Mask sources for synthesis, chosen by name: `deform` and `mix` reuse labeled masks, `shape` (a statistical
+shape model fitted on them, shape_model.py) draws new ones, `phantom` draws from the phantom generator.
 
 `phantom` is an oracle: it draws from the generator that made the phantom test set, which no user has for
 real data. It exists only for an explicitly labelled upper-bound row; every default is DEFAULT_MASK_SOURCE.
@@ -10,7 +11,7 @@ from its seed. Deformations resample with nearest neighbour, so every output pix
 from __future__ import annotations
 
 import warnings
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 from scipy import ndimage
@@ -21,7 +22,7 @@ from ssl_seg.errors import UserError
 
 from .data import pad_to
 
-MASK_SOURCES = ("deform", "mix", "phantom")
+MASK_SOURCES = ("deform", "mix", "shape", "phantom")
 DEFAULT_MASK_SOURCE = "deform"  # new masks only from the labeled ones
 ORACLE_MASK_SOURCES = frozenset({"phantom"})
 _EIGHT = np.ones((3, 3), bool)  # 8-connectivity
@@ -194,11 +195,11 @@ class PhantomMasks:
 
 
 def build_mask_source(name: str, *, data: str, num_classes: int, size: int, seed: int,
-                      masks: list[np.ndarray] | None = None) -> DeformMasks | MixMasks | PhantomMasks:
+                      masks: list[np.ndarray] | None = None) -> Iterable[np.ndarray]:
     """The mask source `name` for a generator with `num_classes` classes at `size` px.
 
     `data` names where masks come from (for `phantom`, a phantom:<task> DATA string); `masks` are the
-    labeled masks that `deform` and `mix` recombine. Class counts that do not match raise UserError.
+    labeled masks that `deform`, `mix` and `shape` learn from. Class counts that do not match raise UserError.
     """
     if name not in MASK_SOURCES:
         raise UserError(f"--mask-source {name}: unknown mask source; valid: {', '.join(MASK_SOURCES)}")
@@ -213,6 +214,10 @@ def build_mask_source(name: str, *, data: str, num_classes: int, size: int, seed
         raise UserError(f"--mask-source {name}: no labeled masks from '{data}' to build masks from")
     highest = max(int(m.max()) for m in masks)
     _check_classes(data, max(highest + 1, 2), num_classes, exact=False)
+    if name == "shape":
+        from .shape_model import ShapeModelMasks  # imports random_crop / random_flip from here
+
+        return ShapeModelMasks(masks, size, seed, num_classes)
     return DeformMasks(masks, size, seed) if name == "deform" else MixMasks(masks, size, seed)
 
 

@@ -219,7 +219,7 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-gan", action="store_true", help="train a GAN per label fraction and synthesize")
     p.add_argument("--n-synthetic", type=int, default=None, help="pairs to synthesize per fraction (--train-gan)")
     p.add_argument("--mask-source", default="deform", help="masks of the synthesized pairs (--train-gan): deform | "
-                   "mix (from the labeled masks); phantom is an oracle (the test set's own generator)")
+                   "mix | shape (from the labeled masks); phantom is an oracle (the test set's own generator)")
     p.add_argument("--ratios", nargs="+", type=float, default=[0.0, 0.25, 0.5, 0.75, 1.0])
     p.add_argument("--schedules", nargs="+", default=["constant"], help="constant linear cosine step warmup")
     p.add_argument("--ratio-end", type=float, default=0.0, help="final ratio of non-constant schedules")
