@@ -100,7 +100,7 @@ def test_mask_source_errors_name_the_fix() -> None:
         build_mask_source("phantom", data="phantom:lesion", num_classes=4, size=32, seed=0)
     with pytest.raises(UserError, match="phantom:<task>"):
         build_mask_source("phantom", data="/some/folder", num_classes=2, size=32, seed=0)
-    with pytest.raises(UserError, match="deform, mix, phantom"):
+    with pytest.raises(UserError, match="deform, mix, shape, phantom"):
         build_mask_source("learned", data="x", num_classes=2, size=32, seed=0)
     phantom = build_mask_source("phantom", data="phantom:cardiac", num_classes=4, size=32, seed=0)
     assert next(iter(phantom)).shape == (32, 32)
