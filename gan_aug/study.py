@@ -187,7 +187,7 @@ def sweep_grid(base: RunConfig, fraction: float, synthetic: str, ratios: list[fl
 def run_study(data: str, profile_name: str, out: Path, device: str, command: str, workers: int = 1,
               threads: int = 1) -> Path:
     """Run (or resume) the stages into `out` on `workers` processes; returns the report's path."""
-    prof, the_plan = ssl_profile(profile_name), plan(profile_name)
+    the_plan = plan(profile_name)
     base = study_base(data, profile_name, device, workers)
     data = base.data.data
     labels = label_key(the_plan.sweep_fraction, None)
@@ -229,17 +229,28 @@ def run_study(data: str, profile_name: str, out: Path, device: str, command: str
     _done(t0)
 
     t0 = _stage(4, "tables, figures, report", out / "report.md")
-    sweep = write_sweep_summary(sweep_root, f"Real-vs-synthetic ratio sweep on {data} ({profile_name} profile)")
-    oracle_rows = sweep_rows(collect(out / "oracle"))
-    if sweep:
-        plot_dice_vs_ratio(sweep, sweep_root / "dice_vs_ratio.png", {ORACLE_LABEL: oracle_rows} if oracle_rows else None)
-    syn_rel = Path(sets[DEFAULT_MASK_SOURCE]).parent.relative_to(out).as_posix()
     study["synthetic"] = {m: Path(p).relative_to(out).as_posix() for m, p in sets.items()}
     atomic_write_json(out / "study.json", study)
-    report = out / "report.md"
-    atomic_write_text(report, report_markdown(out, study, prof, low_rows, sweep, oracle_rows, syn_rel))
+    report = write_report(out, study)
     _done(t0)
     print(f"study finished in {time.time() - t_start:.0f} s: {report}")
+    return report
+
+
+def write_report(out: Path, study: dict[str, Any]) -> Path:
+    """Tables, figures and OUT/report.md from the finished runs under `out` and its study.json decisions."""
+    data, profile_name = study["data"], study["profile"]
+    low_rows = write_summary(out / "low_label", f"Low-label ablation on {data} ({profile_name} profile)")
+    sweep = write_sweep_summary(out / "ratio_sweep", f"Real-vs-synthetic ratio sweep on {data} ({profile_name} "
+                                "profile)")
+    oracle_rows = sweep_rows(collect(out / "oracle"))
+    if sweep:
+        plot_dice_vs_ratio(sweep, out / "ratio_sweep" / "dice_vs_ratio.png",
+                           {ORACLE_LABEL: oracle_rows} if oracle_rows else None)
+    syn_rel = Path(study["synthetic"][DEFAULT_MASK_SOURCE]).parent.as_posix()
+    report = out / "report.md"
+    atomic_write_text(report, report_markdown(out, study, ssl_profile(profile_name), low_rows, sweep, oracle_rows,
+                                              syn_rel))
     return report
 
 
@@ -258,6 +269,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "CPU core on the CPU, 1 on CUDA)")
     p.add_argument("--threads", type=int, help="torch CPU threads per worker (default on the CPU: 1, since these "
                    "small networks lose far more to thread contention than they gain)")
+    p.add_argument("--report-only", action="store_true", help="only rebuild the tables, figures and report of the "
+                   "finished study in --out (its run folders need only result.json)")
     p.set_defaults(func=cmd_study)
 
 
@@ -271,6 +284,12 @@ def cmd_study(args: argparse.Namespace) -> None:
         if value is not None and value < 1:
             raise UserError(f"{flag} {value}: must be at least 1")
     plan(args.profile)
+    if args.report_only:
+        study_file = Path(args.out) / "study.json"
+        if not study_file.is_file() or "synthetic" not in json.loads(study_file.read_text()):
+            raise UserError(f"--report-only: {study_file} of a finished study not found; run the study first")
+        print(f"report: {write_report(Path(args.out), json.loads(study_file.read_text()))}")
+        return
     cpu = resolve_device(args.device).type == "cpu"
     workers = args.workers or ((os.cpu_count() or 1) if cpu else 1)
     shown_out = "OUT" if Path(args.out).is_absolute() else args.out  # a report never shows a machine's paths

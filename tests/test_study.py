@@ -148,6 +148,9 @@ def test_tiny_study_end_to_end_then_resume_redoes_nothing(tmp_path, monkeypatch,
     assert main(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in out.glob("**/*") if p.suffix in (".pt", ".h5")} == stamps
     assert "3 runs, 3 done already" in capsys.readouterr().out
+    (out / "report.md").unlink()
+    assert main(argv + ["--report-only"]) == 0 and (out / "report.md").read_text() == report
+    assert main(["study", "--profile", "tiny", "--out", str(tmp_path / "none"), "--report-only"]) == 2
 
     assert main(["study", "--profile", "quick", "--out", str(out), "--device", "cpu"]) == 2
     assert "another profile" in capsys.readouterr().err
