@@ -98,7 +98,7 @@ def method_step(name: str, size: int, base: int, labeled: int, unlabeled: int, s
     x, y = phantom_images(labeled + unlabeled, size, seed)
     batch = {"labeled": {"image": x[:labeled], "mask": y[:labeled], "roi": torch.ones_like(y[:labeled], dtype=torch.bool)},
              "unlabeled": {"image": x[labeled:]} if name != "supervised" else None}
-    counter = iter(range(10**9))
+    counter = iter(range(5_000, 10_000))  # mid-run steps: past any pre-training stage (BCP's)
     return lambda: trainer.train_step(next(counter), batch)
 
 

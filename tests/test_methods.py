@@ -305,6 +305,10 @@ PASSES = {
 }
 
 
+def test_every_method_has_its_passes_checked() -> None:
+    assert set(PASSES) == set(METHODS)
+
+
 @pytest.mark.parametrize("name", list(PASSES))
 def test_forward_passes_are_not_wasted(name: str) -> None:
     method = _build(name)

@@ -110,13 +110,13 @@ class BidirectionalCopyPaste(MethodBase):
     def after_step(self, step: int) -> None:
         """End of pre-training: the teacher becomes the student; afterwards it follows it by EMA."""
         if step + 1 == self.pretrain_steps:
-            self.teacher.module.load_state_dict(self.student.state_dict())
+            self.teacher.module.load_state_dict(self.models["student"].state_dict())
         elif step + 1 > self.pretrain_steps:
-            self.teacher.update(self.student, step)
+            self.teacher.update(self.models["student"], step)
 
     def eval_models(self) -> dict[str, nn.Module]:
         """The student only: the authors test it, and the teacher is an untrained copy during pre-training."""
-        return {"student": self.student}
+        return {"student": self.models["student"]}
 
     def state_dict(self) -> dict[str, Any]:
         """The teacher's weights and buffers."""
