@@ -1,13 +1,16 @@
 """Exclusive locks on output folders: one process per run directory, visible to a second process at once.
 
-A lock is the file `<folder>/.lock` held with `fcntl.flock`: the kernel releases it when the holder exits,
-even after kill -9, so a stale lock file never blocks a later run. The file names its holder
-(pid, host, start time) for the message a second process prints; it is removed on a clean release.
+A lock is the file `<folder>/.lock` naming its holder (pid, host, process start time). It is held with
+`fcntl.flock`: the kernel releases it when the holder exits, even after kill -9, so a stale lock file never
+blocks a later run. On a file system without flock (some NFS/Lustre mounts) the file is created with
+O_EXCL instead, and a file left by a dead process of this host (pid gone, or reused by a process that
+started later) is taken over. The file is removed on a clean release.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -20,20 +23,99 @@ from .errors import UserError
 
 LOCK_NAME = ".lock"
 _held: dict[Path, int] = {}  # lock file -> open descriptor, for locks this process holds (re-entrant)
+_NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 
 
 class Locked(UserError):
     """The folder is locked by another live process."""
 
 
-def _holder(path: Path) -> str:
-    """'pid 123 on host since 02:11:41 UTC' from a lock file, or 'another process' when unreadable."""
+def _proc_start(pid: int) -> str | None:
+    """Start time of process `pid` in clock ticks since boot (Linux /proc), None where unknown."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _read(path: Path) -> dict | None:
     try:
         info = json.loads(path.read_text())
+        return info if isinstance(info, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _holder(path: Path) -> str:
+    """'pid 123 on host since 02:11:41 UTC' from a lock file, or 'another process' when unreadable."""
+    info = _read(path)
+    try:
         since = time.strftime("%H:%M:%S UTC", time.gmtime(info["started"]))
         return f"pid {info['pid']} on {info['host']} since {since}"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (TypeError, KeyError, ValueError, OverflowError):
         return "another process"
+
+
+def _alive(info: dict | None) -> bool:
+    """Whether the holder a lock file names still runs; holders on other hosts count as alive."""
+    if not info or info.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(info["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, ValueError, TypeError):
+        return True
+    start = _proc_start(int(info["pid"]))
+    return start is None or info.get("proc_start") in (None, start)  # a reused pid started at another time
+
+
+def _busy(folder: Path, path: Path, what: str) -> Locked:
+    return Locked(f"{folder}: this {what} is in use by {_holder(path)}; wait for it to finish or choose another --out")
+
+
+def _flock(path: Path) -> int | None:
+    """An open descriptor of the live lock file with an exclusive flock, None if flock is unsupported here."""
+    while True:
+        try:
+            fd, created = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+        except FileExistsError:
+            try:
+                fd, created = os.open(path, os.O_RDWR), False
+            except FileNotFoundError:
+                continue  # removed in between: try again
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise
+        except OSError as e:
+            if created:  # leave no holderless file for the O_EXCL path to find
+                path.unlink()
+            os.close(fd)
+            if e.errno in _NO_FLOCK:
+                return None
+            raise
+        try:  # the holder before us may have removed the file after we opened it: lock the live file
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+
+
+def _exclusive(folder: Path, path: Path, what: str) -> int:
+    """The lock file created with O_EXCL, taking over one whose holder on this host is dead."""
+    for _ in range(2):
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            if _alive(_read(path)):
+                raise _busy(folder, path, what) from None
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # left by a process that died (kill -9, power loss)
+    raise _busy(folder, path, what)
 
 
 def acquire(folder: str | os.PathLike, what: str = "run directory") -> Path:
@@ -43,23 +125,15 @@ def acquire(folder: str | os.PathLike, what: str = "run directory") -> Path:
     if path in _held:
         return path
     folder.mkdir(parents=True, exist_ok=True)
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise Locked(f"{folder}: this {what} is in use by {_holder(path)}; wait for it to finish "
-                         "or choose another --out") from None
-        try:  # the holder before us may have removed the file after we opened it: lock the live file
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
+    try:
+        fd = _flock(path)
+    except BlockingIOError:
+        raise _busy(folder, path, what) from None
+    if fd is None:
+        fd = _exclusive(folder, path, what)
     os.ftruncate(fd, 0)
-    os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}).encode())
+    os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+                             "proc_start": _proc_start(os.getpid())}).encode())
     _held[path] = fd
     return path
 
@@ -106,5 +180,9 @@ def is_locked(folder: str | os.PathLike) -> bool:
         return False
     except BlockingIOError:
         return True
+    except OSError as e:
+        if e.errno in _NO_FLOCK:
+            return _alive(_read(path))
+        raise
     finally:
         os.close(fd)

@@ -103,6 +103,51 @@ def test_grid_cell_locked_by_another_process_is_left_to_it(tmp_path, capsys):
         holder.wait()
 
 
+def _no_flock(monkeypatch) -> None:
+    """A file system without flock (some NFS/Lustre mounts): the O_EXCL lock file takes over."""
+    import errno
+    import fcntl
+
+    def refuse(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+
+
+def test_without_flock_a_live_holder_still_blocks(tmp_path, monkeypatch):
+    _no_flock(monkeypatch)
+    path = locks.acquire(tmp_path / "run")
+    try:
+        code = subprocess.run([sys.executable, "-c", "import errno, fcntl, sys\n"
+                               "def refuse(fd, op): raise OSError(errno.ENOLCK, 'No locks available')\n"
+                               "fcntl.flock = refuse\n"
+                               "from ssl_seg import locks\n"
+                               f"try: locks.acquire({str(tmp_path / 'run')!r})\n"
+                               "except locks.Locked as e: print(e); sys.exit(3)"],
+                              capture_output=True, text=True, env=env())
+        assert code.returncode == 3 and f"pid {os.getpid()}" in code.stdout
+    finally:
+        locks.release(path)
+
+
+def test_without_flock_a_lock_left_by_kill_9_is_taken_over(tmp_path, monkeypatch):
+    _no_flock(monkeypatch)
+    dead = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead.send_signal(signal.SIGKILL)
+    dead.wait()
+    run = tmp_path / "run"
+    run.mkdir()
+    import socket
+
+    (run / locks.LOCK_NAME).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": 0}))
+    with locks.locked(run):
+        assert json.loads((run / locks.LOCK_NAME).read_text())["pid"] == os.getpid()
+    (run / locks.LOCK_NAME).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": 0,
+                                                   "proc_start": "1"}))  # our pid, but reused: another start
+    with locks.locked(run):
+        assert json.loads((run / locks.LOCK_NAME).read_text())["proc_start"] != "1"
+
+
 # ------------------------------------------------------------------ 2. resume checks the flags first
 
 
