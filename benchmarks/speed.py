@@ -1,11 +1,11 @@
 """Per-step speed of every method and of the GAN step, each as a ratio to a bare PyTorch loop timed beside it.
 
 Every candidate is timed in ONE process next to its reference (the same network, batch and optimizer in a
-plain loop): both warm up, then alternating segments of `--steps` steps each; the ratio is candidate time /
+plain loop, float32, contiguous layout): both warm up, then alternating segments of `--steps` steps each; the ratio is candidate time /
 reference time summed over the segments (the spread over segments is printed too). On a shared machine
 only these ratios mean something; absolute seconds move with the other jobs' load. Also the data pipeline
 alone: batches per second of the training batches (decode, augment, crop) at 128 and 256 px; and
-`gan-aug synthesize` (32 pairs at 128 px) as now against its float32 path of before, also side by side.
+`gan-aug synthesize` (64 pairs at 128 px) as now against its float32 path of before, also side by side.
 
     OMP_NUM_THREADS=1 python benchmarks/speed.py                   # default: a few minutes on 2 cores
     OMP_NUM_THREADS=1 python benchmarks/speed.py --only mean-teacher gan --segments 6
@@ -85,11 +85,12 @@ def bare_supervised(size: int, base: int, batch: int, seed: int) -> Callable[[],
 
 
 def method_step(name: str, size: int, base: int, labeled: int, unlabeled: int, seed: int,
-                amp: str) -> Callable[[], None]:
+                amp: str, channels_last: bool = True) -> Callable[[], None]:
     """One medseg-lab training step (Trainer.train_step: method losses, backward, optimizer, after_step)."""
     torch.manual_seed(seed)
     cfg = RunConfig()  # the run defaults (channels_last on), as `ssl-seg train` builds them
     cfg.model.base_channels, cfg.method.name, cfg.train.iterations = base, name, 10_000
+    cfg.train.channels_last = channels_last
     device = torch.device("cpu")
     method = build_method_for(cfg, {"in_channels": 1, "num_classes": K}, device)
     opt = torch.optim.SGD(list(method.parameters()), lr=0.01, momentum=0.9, weight_decay=1e-4, nesterov=True)
@@ -186,6 +187,8 @@ def main() -> None:
     p.add_argument("--segments", type=int, default=4)
     p.add_argument("--steps", type=int, default=2, help="steps per segment")
     p.add_argument("--amp", default="off", help="autocast of the method and GAN steps: off | bf16 (references stay fp32)")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                   help="method steps in the contiguous layout (the run default is channels_last)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     wanted = set(args.only or [*method_names(), "gan", "synthesize", "data"])
@@ -203,9 +206,10 @@ def main() -> None:
         if name not in wanted:
             continue
         labeled, unlabeled = (8, 0) if name == "supervised" else (4, 4)
-        cand = method_step(name, args.size, args.base_channels, labeled, unlabeled, 0, args.amp)
+        cand = method_step(name, args.size, args.base_channels, labeled, unlabeled, 0, args.amp, args.channels_last)
         ref = bare_supervised(args.size, args.base_channels, 8, 0)
-        row(f"{name} ({labeled}+{unlabeled}, amp {args.amp})", "bare supervised U-Net, 8 images", cand, ref)
+        layout = "channels_last" if args.channels_last else "contiguous"
+        row(f"{name} ({labeled}+{unlabeled}, amp {args.amp}, {layout})", "bare supervised U-Net, 8 images", cand, ref)
     if "gan" in wanted:
         cand, ref = bare_gan(128, 8, 0, args.amp)
         row(f"gan_aug Pix2Pix.train_step (batch 8, 128 px, amp {args.amp})", "bare pix2pix loop, same G and D",
