@@ -59,8 +59,8 @@ def to_memory_format(x: torch.Tensor | torch.nn.Module, device: torch.device, ch
                      on_cpu: bool = False):
     """Apply channels_last to 4-D tensors/modules when asked, on CUDA (and on CPU with `on_cpu`); else unchanged.
 
-    `on_cpu` only where measured faster (benchmarks/RESULTS.md): a 128 px U-Net training step took 0.70x the
-    time in channels_last on this AVX512 CPU, but the pix2pix GAN step 1.28x (its transposed convolutions).
+    `on_cpu` only where measured faster (benchmarks/RESULTS.md): a 128 px supervised U-Net step took 0.83x a bare
+    contiguous step in channels_last (0.98x contiguous), but the pix2pix GAN step got slower (1.28x).
     """
     if channels_last and (device.type == "cuda" or (on_cpu and device.type == "cpu")):
         if isinstance(x, torch.nn.Module) or x.dim() == 4:
