@@ -103,6 +103,10 @@ def pseudo_label(run_dir: str | Path, source: SampleSource, split: Split, labele
         raise UserError(f"--pseudo-labels {run_dir}: that run was trained on '{cfg.data.data}' "
                         f"({info['num_classes']} classes), the GAN on '{source.name}' ({source.num_classes}); "
                         "use a run on the GAN's data")
+    leaked = set(Split.load(run_dir / "split.json").labeled) & (set(split.val) | set(split.test))
+    if leaked:
+        raise UserError(f"--pseudo-labels {run_dir}: that run trained on the labels of {len(leaked)} validation/test "
+                        f"image(s) of the GAN's split (e.g. {sorted(leaked)[0]}); use a run on the GAN's split")
     held_out = set(split.labeled) | set(split.val) | set(split.test)
     pool = [i for i in split.unlabeled if i not in held_out]
     if not pool:

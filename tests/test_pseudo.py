@@ -52,7 +52,7 @@ def test_select_follows_the_labeled_class_mix_most_confident_first():
     assert len(select(ones + both, labeled, PseudoFilter(max_per_labeled=0.5))) == 2  # quotas 1.5 -> 2, 0.5 -> 0
 
 
-def test_gan_trains_on_labeled_plus_pseudo_labeled_pairs(tiny_cfg, tmp_path, monkeypatch):
+def test_gan_trains_on_labeled_plus_pseudo_labeled_pairs(tiny_cfg, tmp_path, monkeypatch, capsys):
     tiny_cfg.data.labeled_fraction = 0.3  # the GAN's split below
     run_training(tiny_cfg)
     source = open_source(tiny_cfg.data.data)
@@ -73,6 +73,12 @@ def test_gan_trains_on_labeled_plus_pseudo_labeled_pairs(tiny_cfg, tmp_path, mon
     assert summary["unlabeled"] == len(split.unlabeled) and summary["accepted_per_image"] == len(split.unlabeled)
     assert 0 < len(kept) <= len(split.labeled) and set(kept) <= set(split.unlabeled)  # never val / test / labeled
     assert json.loads((tmp_path / "gan" / "result.json").read_text())["n_pseudo"] == len(kept)
+
+    # a run on another split trained on labels of the GAN's val/test images (3 of them for split seed 1)
+    tiny_cfg.data.split_seed, tiny_cfg.out = 1, str(tmp_path / "split1")
+    run_training(tiny_cfg)
+    assert gan_main(argv[:-4] + ["--out", str(tmp_path / "gan1"), "--pseudo-labels", tiny_cfg.out]) == 2
+    assert "validation/test" in capsys.readouterr().err
 
     tiny_cfg.data.data, tiny_cfg.out = "phantom:lesion?n=24&size=32", str(tmp_path / "lesion")
     run_training(tiny_cfg)
