@@ -18,6 +18,7 @@ from .errors import UserError
 from .executors import add_executor_flags, build_executor
 from .grid import GridRun, collect, run_grid
 from .io_utils import atomic_path, atomic_write_text
+from .stats import decimals_for
 
 
 @dataclass(frozen=True)
@@ -260,10 +261,13 @@ def summary_markdown(rows: list[dict[str, Any]], title: str) -> str:
 
 
 def _fmt_stat(mean: float, std: float, n: int, digits: int) -> str:
-    """'m +- s (n)' for n >= 2, 'm (n=1)' for one run, 'n/a' for none."""
+    """'m +- s (n)' for n >= 2 with decimals matching the std, 'm (n=1)' (`digits` decimals) for one run."""
     if n == 0 or not np.isfinite(mean):
         return "n/a"
-    return f"{mean:.{digits}f} +- {std:.{digits}f} (n={n})" if n >= 2 else f"{mean:.{digits}f} (n=1)"
+    if n == 1:
+        return f"{mean:.{digits}f} (n=1)"
+    d = decimals_for(std)
+    return f"{mean:.{d}f} +- {std:.{d}f} (n={n})"
 
 
 def _score_tables(rows: list[dict[str, Any]], dice_key: str, hd_key: str) -> list[str]:
@@ -293,7 +297,7 @@ def _score_tables(rows: list[dict[str, Any]], dice_key: str, hd_key: str) -> lis
             beats = "-" if method == "supervised" else f"{wins}/{compared}"
             g, half, gn = paired_gain(sub, method, backbone, labels, dice_key)
             gain = ("-" if method == "supervised" or gn == 0 else f"{g:+.4f} (n=1)" if gn == 1
-                    else f"{g:+.4f} +- {half:.4f} (n={gn})")
+                    else f"{g:+.{decimals_for(half)}f} +- {half:.{decimals_for(half)}f} (n={gn})")
             rec = recovery.get((method, labels))
             speed = float(np.mean([r["s_per_iteration"] for r in cells[(method, labels)]]))
             n_lab = int(np.mean([r["n_labeled"] for r in cells[(method, labels)]]))

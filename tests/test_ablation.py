@@ -101,6 +101,6 @@ def test_summary_math():
     md = summary_markdown(summary_rows(results), "t")
     # unimatch mean 0.625 vs supervised 0.55, full 0.9: recovered (0.625-0.55)/(0.9-0.55) = 21 %
     line = next(l for l in md.splitlines() if l.startswith("| unimatch | f0.1"))
-    assert "**0.6250 +- 0.1061 (n=2)**" in line and "| 1/2 |" in line and "21%" in line
+    assert "**0.62 +- 0.11 (n=2)**" in line  # 0.625 +- 0.1061: two significant digits of the std and "| 1/2 |" in line and "21%" in line
     # paired gains per seed +0.20 and -0.05: mean +0.075, 95 % t half-width 12.706 * 0.17678 / sqrt(2) = 1.5883
-    assert "| +0.0750 +- 1.5883 (n=2) |" in line
+    assert "| +0.1 +- 1.6 (n=2) |" in line
