@@ -443,6 +443,6 @@ def cmd_ablate(args: argparse.Namespace) -> None:
                          full_reference=not args.no_full_reference)
     root = Path(args.out)
     if not args.summary_only:
-        run_grid(runs, root, args.shard, executor=build_executor(args, root))
+        run_grid(runs, root, args.shard, executor=build_executor(args, root), threads=args.threads)
     rows = write_summary(root, f"Low-label ablation on {base.data.data} ({args.profile} profile)")
     print(f"{len(rows)} finished runs summarised in {root / 'summary.md'}")

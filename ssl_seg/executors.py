@@ -17,9 +17,11 @@ EXECUTORS = ("local", "slurm")
 
 
 def add_executor_flags(p: argparse.ArgumentParser) -> None:
-    """--executor and the Slurm job resources of `ssl-seg ablate` / `sweep` (and any grid command)."""
+    """--executor, --threads and the Slurm job resources of `ssl-seg ablate` / `sweep` (and any grid command)."""
     p.add_argument("--executor", default="local",
                    help="local (cells run here, in order) | slurm (one Slurm job per unfinished cell, via submitit)")
+    p.add_argument("--threads", type=int, help="torch threads of every cell (default: its job's CPUs under Slurm, "
+                   "else torch's default; use 1 per process when several grid processes share a machine)")
     p.add_argument("--slurm-partition", help="Slurm partition of the cell jobs (default: the cluster's)")
     p.add_argument("--slurm-time", type=int, default=240, help="minutes each cell job may run (default 240)")
     p.add_argument("--slurm-cpus", type=int, default=4, help="CPUs per cell job; also its torch threads (default 4)")

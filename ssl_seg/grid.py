@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 import sys
@@ -134,10 +135,13 @@ def submit_cells(todo: list[GridRun], root: Path, executor: Any) -> list[str]:
 
 
 def run_grid(runs: list[GridRun], root: str | Path, shard_spec: str | None = None,
-             progress: bool = True, executor: Any | None = None) -> list[dict[str, Any]]:
-    """Run this shard's unfinished runs (here in order, or as jobs of a submitit `executor`); returns the results
-    of the shard's finished runs."""
+             progress: bool = True, executor: Any | None = None, threads: int | None = None) -> list[dict[str, Any]]:
+    """Run this shard's unfinished runs (here in order, or as jobs of a submitit `executor`), each with `threads`
+    torch threads when given; returns the results of the shard's finished runs."""
     root = Path(root)
+    if threads is not None:
+        runs = [GridRun(r.name, dataclasses.replace(r.cfg, train=dataclasses.replace(r.cfg.train, threads=threads)),
+                        r.tags) for r in runs]
     if root.exists() and not root.is_dir():
         raise UserError(f"--out {root} is a file; give a folder for the grid")
     check_grid(runs)

@@ -265,6 +265,6 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         raise UserError(f"no synthetic data for fraction(s) {missing}: pass --synthetic or --train-gan")
     runs = sweep_runs(base, synthetic, args.ratios, args.schedules, args.ratio_end, args.methods, args.seeds)
     if not args.summary_only:
-        run_grid(runs, root, args.shard, executor=build_executor(args, root))
+        run_grid(runs, root, args.shard, executor=build_executor(args, root), threads=args.threads)
     rows = write_sweep_summary(root, f"Real-vs-synthetic ratio sweep on {base.data.data} ({args.profile} profile)")
     print(f"{len(rows)} finished runs summarised in {root / 'summary.md'}")

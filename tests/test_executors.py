@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 
 import pytest
@@ -33,9 +34,11 @@ def test_cells_run_as_jobs_a_failure_is_one_line_and_a_relaunch_skips_finished_c
     executor = submitit.LocalExecutor(folder=tmp_path / "submitit")
     executor.update_parameters(timeout_min=5)
     with pytest.raises(UserError, match=r"1 cell job\(s\) failed: broken \(log .*submitit") as info:
-        grid.run_grid([*runs, broken], tmp_path, executor=executor, progress=False)
+        grid.run_grid([*runs, broken], tmp_path, executor=executor, progress=False, threads=1)
     assert "\n" not in str(info.value) and "3 cell job(s) submitted" in capsys.readouterr().out
     assert all(grid.is_finished(tmp_path / "runs" / r.name) for r in runs)  # the two good cells finished
+    assert all(json.loads((tmp_path / "runs" / r.name / "config.json").read_text())["train"]["threads"] == 1
+               for r in runs)  # --threads reached the jobs
     stamps = [(tmp_path / "runs" / r.name / "result.json").stat().st_mtime_ns for r in runs]
 
     class NoSubmissions:
