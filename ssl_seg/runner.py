@@ -311,7 +311,7 @@ def _loader_factory(steps: StepBatches, cfg: RunConfig) -> Callable[[int], Itera
         # Its own generator: a DataLoader draws a base seed when iterated, which must not shift the global RNG.
         generator = torch.Generator().manual_seed(cfg.train.seed)
         loader = DataLoader(steps, batch_size=None, sampler=range(start, cfg.train.iterations), num_workers=workers,
-                            pin_memory=torch.cuda.is_available(), persistent_workers=False,
+                            pin_memory=resolve_device(cfg.train.device).type == "cuda", persistent_workers=False,
                             prefetch_factor=4 if workers else None, generator=generator)
         return raise_user_errors(loader)
 
