@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import doctest
+import hashlib
 import io
 
 import pytest
 import torch
 
 from ssl_seg.errors import UserError
-from ssl_seg.models import MODELS, build_model, model_names
+from ssl_seg.models import MODELS, build_model, model_names, volumetric_model_names
 from ssl_seg.models import attention_unet, fcn, unet, unetpp
 from ssl_seg.models.attention_unet import AttentionGate
 from ssl_seg.models.blocks import pad_to_multiple
@@ -23,6 +24,14 @@ def tiny(name: str, in_channels: int = 1, num_classes: int = 2, **kw) -> torch.n
     """A 4-channel-wide model with fixed weights."""
     torch.manual_seed(0)
     return build_model(name, in_channels, num_classes, base_channels=4, **kw)
+
+
+def assert_every_parameter_has_gradient(model: torch.nn.Module) -> None:
+    """Every parameter got a finite, not all-zero gradient from the last backward."""
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{pname} got no gradient"
+        assert torch.isfinite(p.grad).all(), f"{pname} has a non-finite gradient"
+        assert p.grad.abs().sum() > 0, f"{pname} has an all-zero gradient"
 
 
 def test_registry_names() -> None:
@@ -65,10 +74,7 @@ def test_backward_reaches_every_parameter(name: str, kw: dict) -> None:
     loss = torch.nn.functional.cross_entropy(out, torch.randint(0, 4, (2, 40, 36)))
     loss.backward()
     assert torch.isfinite(out).all() and torch.isfinite(loss)
-    for pname, p in model.named_parameters():
-        assert p.grad is not None, f"{pname} got no gradient"
-        assert torch.isfinite(p.grad).all(), f"{pname} has a non-finite gradient"
-        assert p.grad.abs().sum() > 0, f"{pname} has an all-zero gradient"
+    assert_every_parameter_has_gradient(model)
 
 
 @pytest.mark.parametrize(("name", "kw"), CONFIGS, ids=IDS)
@@ -179,3 +185,97 @@ def test_pad_to_multiple() -> None:
 def test_docstring_examples_run(module) -> None:
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
+
+
+# Computed with the code before spatial_dims existed (commit 7510a12): torch.manual_seed(0), build_model(name, 2, 3,
+# base_channels=4, dropout=0.1), eval, input torch.rand(1, 2, 19, 23) from a Generator seeded 1. Columns: sha1[:12]
+# of the state-dict names and shapes, then the output's sum, sum of |.|, sum of squares (float64).
+PRE_3D_OUTPUTS = {
+    "attention_unet": ("070f7e799a5c", -79.778986, 333.381699, 109.844389),
+    "fcn": ("da959ec9f3fc", 164.554555, 164.554555, 29.120086),
+    "unet": ("9091f33f25f9", -79.429819, 332.882479, 109.554170),
+    "unetpp": ("224a8eb4b7ab", -50.625995, 480.121044, 190.627603),
+}
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_2d_models_unchanged_by_spatial_dims(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, 2, 3, base_channels=4, dropout=0.1).eval()
+    names = "|".join(f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items())
+    x = torch.rand(1, 2, 19, 23, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = model(x).double()
+    keys, total, absolute, squares = PRE_3D_OUTPUTS[name]
+    assert hashlib.sha1(names.encode()).hexdigest()[:12] == keys  # old checkpoints still load
+    got = [y.sum().item(), y.abs().sum().item(), (y * y).sum().item()]
+    assert got == pytest.approx([total, absolute, squares], rel=1e-6, abs=1e-5)
+
+
+def test_volumetric_names() -> None:
+    assert volumetric_model_names() == ["attention_unet", "unet"]
+
+
+@pytest.mark.parametrize("name", ["unet", "attention_unet"])
+def test_3d_forward_backward_every_parameter(name: str) -> None:
+    model = tiny(name, 2, 3, depth=3, spatial_dims=3).train()
+    assert model.spatial_dims == 3
+    assert not any(isinstance(m, (torch.nn.Conv2d, torch.nn.BatchNorm2d)) for m in model.modules())
+    out = model(torch.rand(1, 2, 16, 16, 16))
+    assert out.shape == (1, 3, 16, 16, 16)
+    loss = torch.nn.functional.cross_entropy(out, torch.randint(0, 3, (1, 16, 16, 16)))
+    loss.backward()
+    assert torch.isfinite(out).all() and torch.isfinite(loss)
+    assert_every_parameter_has_gradient(model)
+
+
+@pytest.mark.parametrize("name", ["unet", "attention_unet"])
+def test_3d_odd_sizes_padded_and_cropped_back(name: str) -> None:
+    model = tiny(name, 1, 2, depth=2, spatial_dims=3)
+    model.train()
+    model(torch.rand(2, 1, 8, 8, 8))  # BatchNorm running statistics off their defaults
+    model.eval()
+    x = torch.rand(1, 1, 5, 9, 7)
+    padded = torch.zeros(1, 1, 8, 12, 8)
+    padded[..., :5, :9, :7] = x  # zeros at the high end of each axis, as pad_to_multiple does
+    with torch.no_grad():
+        out, full = model(x), model(padded)
+        encoded = model.encode(pad_to_multiple(x, model.stride))
+    assert out.shape == (1, 2, 5, 9, 7)
+    assert [f.shape[2:] for f in encoded] == [(8, 12, 8), (4, 6, 4), (2, 3, 2)]
+    torch.testing.assert_close(out, full[..., :5, :9, :7])
+
+
+@pytest.mark.parametrize("name", ["unet", "attention_unet"])
+def test_3d_feature_dropout_and_state_dict(name: str) -> None:
+    model = tiny(name, depth=2, spatial_dims=3).eval()
+    x = torch.rand(1, 1, 8, 8, 8)
+    with torch.no_grad():
+        plain, perturbed = model(x), model(x, feature_dropout=0.5)
+    assert not torch.allclose(plain, perturbed)
+    clone = build_model(name, 1, 2, base_channels=4, depth=2, spatial_dims=3).eval()
+    clone.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(clone(x), plain)
+
+
+def test_3d_refused_for_2d_only_backbones() -> None:
+    for name in sorted(set(model_names()) - set(volumetric_model_names())):
+        with pytest.raises(UserError, match=f"'{name}'.*2D only.*attention_unet, unet"):
+            build_model(name, 1, 2, spatial_dims=3)
+    with pytest.raises(UserError, match="spatial_dims must be 2"):
+        build_model("unet", 1, 2, spatial_dims=4)
+
+
+def test_input_rank_must_match_spatial_dims() -> None:
+    with pytest.raises(ValueError, match="spatial_dims=2 expects a 4-D input"):
+        tiny("unet")(torch.rand(1, 1, 8, 8, 8))
+    with pytest.raises(ValueError, match="spatial_dims=3 expects a 5-D input"):
+        tiny("unet", spatial_dims=3)(torch.rand(1, 1, 8, 8))
+
+
+def test_pad_to_multiple_3d() -> None:
+    x = torch.ones(1, 2, 3, 5, 8)
+    padded = pad_to_multiple(x, 4)
+    assert padded.shape == (1, 2, 4, 8, 8)
+    assert padded[..., :3, :5, :].sum() == 2 * 3 * 5 * 8 and padded.sum() == x.sum()

@@ -14,6 +14,10 @@ class FCN8s(SegmentationNet):
     The encoder has five ConvBlock + max-pool stages (widths base, 2, 4, 8, 8 x base) and, as the paper's
     fc6/fc7, a 3x3 and a 1x1 conv (16 x base, ReLU, Dropout2d(dropout)); it has no `depth` (stride is 32).
 
+    2D only: a fixed stride of 32 pads every axis to 32 voxels, while clinical volumes often have far
+    fewer (thick) slices, and its x8 final upsampling is too coarse for small 3D structures. Use unet or
+    attention_unet for volumes.
+
     >>> import torch
     >>> from ssl_seg.models import build_model
     >>> m = build_model("fcn", 1, 4, base_channels=8)

@@ -15,6 +15,10 @@ class UNetPlusPlus(SegmentationNet):
     MEAN of their logits, so a loss on the output sends gradient to every head (and to every sub-network).
     With False, only X0_depth has a head.
 
+    2D only: its depth * (depth + 1) / 2 dense decoder nodes keep depth full-resolution feature maps alive
+    at the top row, which in 3D multiplies the memory of a U-Net's top level by `depth` on volumes where
+    that level already dominates; no 3D semi-supervised reference uses it. Use unet or attention_unet.
+
     >>> import torch
     >>> from ssl_seg.models import build_model
     >>> m = build_model("unetpp", 1, 4, base_channels=8, deep_supervision=True)
