@@ -47,9 +47,11 @@ def test_resume_is_exact(tiny_cfg, tmp_path, monkeypatch, method):
     tiny_cfg.method.name = method
     tiny_cfg.train.iterations = 8
     tiny_cfg.train.val_every = 4
+    tiny_cfg.data.num_workers, tiny_cfg.data.cache_mb = 0, 0  # the plain path: no workers, no cache
     straight = run_training(tiny_cfg)
 
     tiny_cfg.out = str(tmp_path / "killed")
+    tiny_cfg.data.num_workers, tiny_cfg.data.cache_mb = 2, 64  # killed and resumed with prefetching and a cache
     original = Trainer.train_step
 
     def dies_at_step_6(self, step, batch):
