@@ -1,4 +1,4 @@
-"""Sliding-window inference: equals a whole-image forward for a pointwise model, weighting, edge cases."""
+"""Sliding-window inference (2D and 3D): equals a whole-image forward for a pointwise model, weighting, edge cases."""
 
 from __future__ import annotations
 
@@ -8,16 +8,17 @@ from torch import Tensor, nn
 
 from ssl_seg.errors import UserError
 from ssl_seg.inference import _tile_starts, gaussian_weight, predict_probs, sliding_window_predict
+from ssl_seg.models import build_model
 
 K = 4
 
 
 class Recorder(nn.Module):
-    """A 1x1 convolution (translation-equivariant) that records input shapes and feature_dropout."""
+    """A 1x1(x1) convolution (translation-equivariant) that records input shapes and feature_dropout."""
 
-    def __init__(self, in_channels: int = 3, num_classes: int = K) -> None:
+    def __init__(self, in_channels: int = 3, num_classes: int = K, spatial_dims: int = 2) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, num_classes, 1)
+        self.conv = (nn.Conv2d if spatial_dims == 2 else nn.Conv3d)(in_channels, num_classes, 1)
         g = torch.Generator().manual_seed(0)
         with torch.no_grad():
             self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=g))
@@ -28,19 +29,19 @@ class Recorder(nn.Module):
     def forward(self, x: Tensor, feature_dropout: float = 0.0) -> Tensor:
         self.shapes.append(tuple(x.shape))
         self.dropouts.append(feature_dropout)
-        return self.conv(x)  # (B, K, H, W)
+        return self.conv(x)  # (B, K, *S)
 
 
 class TileMean(nn.Module):
-    """Logits (0, mean of the tile) at every pixel: output depends on where the tile lies."""
+    """Logits (0, mean of the tile) at every pixel/voxel: output depends on where the tile lies."""
 
     def forward(self, x: Tensor) -> Tensor:
-        mean = x.mean(dim=(1, 2, 3), keepdim=True).expand(-1, 1, *x.shape[-2:])  # (B, 1, H, W)
-        return torch.cat([torch.zeros_like(mean), mean], 1)  # (B, 2, H, W)
+        mean = x.mean(dim=tuple(range(1, x.ndim)), keepdim=True).expand(-1, 1, *x.shape[2:])  # (B, 1, *S)
+        return torch.cat([torch.zeros_like(mean), mean], 1)  # (B, 2, *S)
 
 
-def _image(shape: tuple[int, int, int, int]) -> Tensor:
-    """Seeded random image (B, C, H, W)."""
+def _image(shape: tuple[int, ...]) -> Tensor:
+    """Seeded random image (B, C, *S)."""
     return torch.rand(shape, generator=torch.Generator().manual_seed(1))
 
 
@@ -132,3 +133,56 @@ def test_bad_arguments() -> None:
         sliding_window_predict(model, image, 0, K)
     with pytest.raises(ValueError, match="num_classes"):
         sliding_window_predict(model, image, 16, K + 1)
+
+
+def test_gaussian_weight_3d_is_outer_product_of_axes() -> None:
+    w = gaussian_weight((8, 6, 4))
+    assert w.shape == (8, 6, 4) and w.dtype == torch.float32
+    assert w[4, 3, 2] == 1.0 and w.min() > 0
+    rows = [gaussian_weight((n,)) for n in (8, 6, 4)]  # 1D weights, each peak 1
+    torch.testing.assert_close(w, rows[0][:, None, None] * rows[1][None, :, None] * rows[2][None, None, :])
+
+
+@pytest.mark.parametrize(("patch", "overlap"), [(8, 0.5), ((8, 32, 6), 0.25), ((16, 8, 8), 0.0)])
+def test_3d_matches_whole_volume_forward(patch, overlap: float) -> None:
+    model, volume = Recorder(spatial_dims=3), _image((2, 3, 21, 18, 13))  # no axis divisible by the patch
+    whole = torch.softmax(model.conv(volume), dim=1)
+    probs = sliding_window_predict(model, volume, patch, K, overlap=overlap, batch_size=3)
+    assert probs.shape == (2, K, 21, 18, 13) and probs.dtype == torch.float32
+    torch.testing.assert_close(probs, whole, atol=1e-5, rtol=1e-5)
+    expected_tile = (patch,) * 3 if isinstance(patch, int) else patch
+    assert len(model.shapes) > 1 and all(s[2:] == expected_tile and s[0] <= 3 * 2 for s in model.shapes)
+
+
+def test_3d_gaussian_weighting_along_depth() -> None:
+    # D = 24, patch 16, overlap 0.5 -> tiles at depths 0 and 8; H and W equal to the patch (one tile each).
+    volume = torch.linspace(0, 1, 24)[:, None, None].expand(1, 1, 24, 16, 16).contiguous()
+    model = TileMean()
+    probs = sliding_window_predict(model, volume, 16, 2)
+    p_front = torch.softmax(model(volume[:, :, :16]), 1)[0, 1, 0, 0, 0]
+    p_back = torch.softmax(model(volume[:, :, 8:]), 1)[0, 1, 0, 0, 0]
+    g = gaussian_weight((16,))
+    for z in (3, 10, 12, 20):
+        w_front = g[z] if z < 16 else 0.0
+        w_back = g[z - 8] if z >= 8 else 0.0
+        expected = (w_front * p_front + w_back * p_back) / (w_front + w_back)
+        assert probs[0, 1, z, 5, 7].item() == pytest.approx(float(expected), abs=1e-6)
+
+
+def test_3d_predict_probs_with_unet() -> None:
+    torch.manual_seed(0)
+    model = build_model("unet", 1, 3, base_channels=4, depth=2, spatial_dims=3).eval()
+    volume = _image((1, 1, 12, 10, 9))
+    whole = predict_probs(model, volume, patch_size=(12, 10, 9), num_classes=3)  # fits: one forward
+    torch.testing.assert_close(whole, torch.softmax(model(volume), 1))
+    tiled = predict_probs(model, volume, patch_size=8, num_classes=3)
+    assert tiled.shape == (1, 3, 12, 10, 9)
+    torch.testing.assert_close(tiled.sum(1), torch.ones(1, 12, 10, 9))
+    assert not torch.allclose(tiled, whole)  # a U-Net sees different context per tile: tiling is taken
+
+
+def test_patch_size_rank_must_match_image() -> None:
+    with pytest.raises(UserError, match="needs 3 sizes"):
+        sliding_window_predict(Recorder(spatial_dims=3), _image((1, 3, 8, 8, 8)), (4, 4), K)
+    with pytest.raises(UserError, match="needs 2 sizes"):
+        predict_probs(Recorder(), _image((1, 3, 8, 8)), patch_size=(4, 4, 4), num_classes=K)

@@ -108,6 +108,43 @@ def test_3d_volume_with_spacing() -> None:
     assert dice(pred, truth, 1) == 0.0
 
 
+def test_3d_anisotropic_spacing_changes_the_nearest_voxel() -> None:
+    # Thick slices (5 mm) and fine in-plane columns (0.5 mm): truth voxel T = (2, 2, 2); prediction voxels
+    # A = (3, 2, 2), one slice away, and B = (2, 2, 6), four columns away. Hand computed:
+    # pred -> truth: A 5 mm, B 4 * 0.5 = 2 mm; truth -> pred: min(5, 2) = 2 mm (B, whereas in voxels A is nearer).
+    # Pooled [5, 2, 2]: ASD 3; HD95 = numpy's linear percentile: 2 + 0.9 * (5 - 2) = 4.7.
+    pred, truth = np.zeros((5, 4, 8), np.int64), np.zeros((5, 4, 8), np.int64)
+    truth[2, 2, 2] = 1
+    pred[3, 2, 2] = pred[2, 2, 6] = 1
+    spacing = (5.0, 1.0, 0.5)
+    assert hd95(pred, truth, 1, spacing) == pytest.approx(4.7)
+    assert asd(pred, truth, 1, spacing) == pytest.approx(3.0)
+    # In voxels: pooled [1, 4, 1] -> ASD 2, HD95 1 + 0.9 * 3 = 3.7. Axis order matters: (0.5, 1, 5) -> [0.5, 20, 0.5].
+    assert (hd95(pred, truth, 1), asd(pred, truth, 1)) == (pytest.approx(3.7), pytest.approx(2.0))
+    assert asd(pred, truth, 1, (0.5, 1.0, 5.0)) == pytest.approx(7.0)
+    case = evaluate_case(pred, truth, 2, spacing=spacing)
+    assert (case["hd95"], case["asd"], case["dice"]) == (pytest.approx(4.7), pytest.approx(3.0), 0.0)
+
+
+def test_3d_anisotropic_matches_brute_force() -> None:
+    truth = np.zeros((6, 12, 12), np.int64)
+    pred = np.zeros_like(truth)
+    truth[1:4, 2:9, 3:10] = 1  # a box
+    pred[2:6, 4:11, 2:8] = 1  # another box, shifted on every axis
+    spacing = (4.0, 0.7, 0.9)
+
+    def surface_points(mask: np.ndarray) -> np.ndarray:
+        m = mask == 1
+        edge = m & ~ndimage.binary_erosion(m, structure=ndimage.generate_binary_structure(3, 1))
+        return np.argwhere(edge) * np.asarray(spacing)  # (N, 3) in mm
+
+    pair = cdist(surface_points(pred), surface_points(truth))
+    pooled = np.concatenate([pair.min(axis=1), pair.min(axis=0)])
+    assert hd95(pred, truth, 1, spacing) == pytest.approx(np.percentile(pooled, 95))
+    assert asd(pred, truth, 1, spacing) == pytest.approx(pooled.mean())
+    assert hd95(pred, truth, 1, spacing) != pytest.approx(hd95(pred, truth, 1))
+
+
 def test_empty_conventions() -> None:
     empty, obj = np.zeros((6, 6), np.int64), _square(6, 1, 1, 2)
     assert (dice(empty, empty, 1), iou(empty, empty, 1)) == (1.0, 1.0)
