@@ -1,5 +1,5 @@
-"""samples.png of a study: held-out real pairs beside what the GAN makes of their masks, then pairs of the
-synthetic set, with a legend naming each mask colour's class."""
+"""samples.png of a synthetic set: held-out real pairs beside what the GAN makes of their masks, then pairs of
+the set, with a legend naming each mask colour's class."""
 
 from __future__ import annotations
 
@@ -9,33 +9,28 @@ import numpy as np
 import torch
 
 from ssl_seg.data.readers import open_source
-from ssl_seg.data.splits import Split
+from ssl_seg.device import to_memory_format
 from ssl_seg.io_utils import atomic_path
 
-from .checkpoint import checkpoint_path, load_gan_checkpoint, load_generator
 from .config import GanConfig
-from .data import PairBank
+from .data import PairBank, gan_split
 from .networks import one_hot
 from .viz import PALETTE, colorize_mask, to_rgb
 
 
-def preview_pairs(gan_dir: Path, synthetic: Path, k: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
-    """k held-out real masks/images (the GAN's validation split, else its labeled pairs), the EMA generator's
-    images for those masks, and the first k synthetic pairs; images (k, C, S, S) in [0, 1], masks (k, S, S)."""
-    ckpt = load_gan_checkpoint(checkpoint_path(gan_dir))
-    cfg = GanConfig.from_dict(ckpt["config"])
+@torch.no_grad()
+def held_out_pairs(generator: torch.nn.Module, cfg: GanConfig, num_classes: int, device: torch.device,
+                   k: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
+    """k held-out real masks and images (the GAN split's validation pairs, else its labeled ones) and the
+    generator's images for those masks; images (k, C, S, S) in [0, 1], masks (k, S, S)."""
     source = open_source(cfg.data)
-    split = Split.load(Path(gan_dir) / "split.json")
+    split = gan_split(cfg, source)
     mask, image = PairBank(source, split.val or split.labeled).center_batch(cfg.patch_size, k)  # image in [-1, 1]
-    generator = load_generator(ckpt, torch.device("cpu"))
     torch.manual_seed(seed)
-    with torch.no_grad():
-        fake = generator(one_hot(mask, ckpt["info"]["num_classes"])).float()
-    syn = open_source(str(synthetic))
-    samples = [syn.load(i) for i in range(min(k, len(syn)))]
+    x = to_memory_format(one_hot(mask.to(device), num_classes), device, cfg.channels_last)
+    fake = generator(x).float().cpu()
     return {"real_mask": mask.numpy(), "real_image": ((image + 1) / 2).clamp(0, 1).numpy(),
-            "gan_image": ((fake + 1) / 2).clamp(0, 1).numpy(),
-            "syn_mask": np.stack([s.mask for s in samples]), "syn_image": np.stack([s.image for s in samples])}
+            "gan_image": ((fake + 1) / 2).clamp(0, 1).numpy()}
 
 
 def plot_preview(pairs: dict[str, np.ndarray], class_names: list[str], mask_source: str, path: Path) -> None:

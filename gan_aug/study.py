@@ -33,8 +33,7 @@ from ssl_seg.io_utils import atomic_write_json, atomic_write_text
 from ssl_seg.sweep import plot_dice_vs_ratio, sweep_rows, sweep_runs, write_sweep_summary
 
 from .masks import DEFAULT_MASK_SOURCE
-from .preview import plot_preview, preview_pairs
-from .provider import GAN_SUBDIR, train_and_synthesize
+from .provider import train_and_synthesize
 from .study_report import ORACLE_LABEL, best_ssl_method, chosen_ratio, report_markdown
 
 SPLIT_SEED = 0  # the sweep's split: the GAN is trained on its labeled pairs
@@ -167,11 +166,6 @@ def synthetic_sets(data: str, fraction: float, split_seed: int, out_dir: Path, p
     sources = [DEFAULT_MASK_SOURCE] + (["phantom"] if oracle else [])
     sets = {m: str(train_and_synthesize(data, fraction, split_seed, out_dir, profile_name, device, mask_source=m))
             for m in sources}
-    gan_dir, syn = out_dir / GAN_SUBDIR, Path(sets[DEFAULT_MASK_SOURCE])
-    preview = syn.parent / "preview.png"
-    if not preview.is_file():
-        names = json.loads((syn.parent / "manifest.json").read_text())["class_names"]
-        plot_preview(preview_pairs(gan_dir, syn), names, DEFAULT_MASK_SOURCE, preview)
     return sets
 
 

@@ -197,7 +197,7 @@ def report_markdown(out: Path, study: dict[str, Any], prof: Profile, low_rows: R
              f"{gan['wall_time_s']:.0f} s), then {manifest['n']} pairs generated from `{manifest['mask_source']}` "
              "masks, made from the labeled masks only. Rows: held-out real masks, their real images, what the "
              "GAN draws for those masks, then new masks and their generated images.", "",
-             *_image(out, f"{syn_rel}/preview.png", "real and synthetic pairs"),
+             *_image(out, f"{syn_rel}/samples.png", "real and synthetic pairs"),
              "## 3. Real-vs-synthetic ratio sweep", "",
              f"Supervised at labeled fraction {p['sweep_fraction']:g} on the GAN's split, ratios "
              f"{', '.join(f'{r:g}' for r in p['ratios'])} (share of synthetic pairs in each labeled batch), seeds "

@@ -35,11 +35,11 @@ from .checkpoint import checkpoint_path, load_gan_checkpoint, load_generator
 from .config import GanConfig
 from .masks import build_mask_source, load_masks
 from .networks import one_hot
-from .viz import pair_grid, save_png
+from .preview import held_out_pairs, plot_preview
 
 FORMATS = ("hdf5", "png")
 H5_NAME = "synthetic.h5"
-PREVIEW = 16
+PREVIEW = 4  # pairs in samples.png: held-out real ones, then generated ones
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -209,7 +209,9 @@ def synthesize(checkpoint: str | Path, n: int, out: str | Path, mask_source: str
                                     cfg.channels_last, progress)
         seconds = time.perf_counter() - t0
         stack.close()  # the HDF5 file is complete (renamed into tmp) before the folder is
-        save_png(pair_grid(torch.from_numpy(preview[0]), torch.from_numpy(preview[1]), per_row=4), tmp / "samples.png")
+        real = held_out_pairs(generator, cfg, num_classes, dev, k=PREVIEW)
+        plot_preview({**real, "syn_mask": preview[0][:PREVIEW], "syn_image": preview[1][:PREVIEW]},
+                     info["class_names"], mask_source, tmp / "samples.png")
         manifest.update({
             "class_pixel_frequency": dict(zip(info["class_names"], (counts / counts.sum()).tolist())),
             "mask_fallbacks": getattr(masks, "fallbacks", 0), "seconds": seconds,

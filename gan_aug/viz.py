@@ -1,16 +1,10 @@
-"""Pictures of mask/image pairs: coloured masks, RGB conversion, side-by-side grids saved as PNG."""
+"""Pictures of mask/image pairs: coloured masks, RGB conversion, side-by-side grids."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torchvision.utils import make_grid
-
-from ssl_seg.io_utils import atomic_path
 
 # background black, then well-separated hues (tab10-like); repeats after 10 classes
 PALETTE = torch.tensor([[0, 0, 0], [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40],
@@ -34,10 +28,3 @@ def pair_grid(mask: Tensor, *images: Tensor, per_row: int = 1) -> Tensor:
     columns = [colorize_mask(mask)] + [to_rgb(im) for im in images]
     tiles = torch.stack(columns, dim=1).flatten(0, 1)  # (B * n_columns, 3, H, W), sample-major
     return make_grid(tiles, nrow=len(columns) * per_row, padding=2, pad_value=1.0)
-
-
-def save_png(grid: Tensor, path: str | Path) -> None:
-    """Write a (3, H, W) [0, 1] tensor as an 8-bit PNG (atomically)."""
-    array = (grid.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-    with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")

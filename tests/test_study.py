@@ -113,7 +113,7 @@ def test_tiny_study_end_to_end_then_resume_redoes_nothing(tmp_path, monkeypatch,
     links = re.findall(r"\]\(([^)]+)\)", report)
     assert links and all((out / link).exists() for link in links), [l for l in links if not (out / l).exists()]
     for artefact in ("low_label/summary.md", "low_label/dice_vs_labels.png", "low_label/gap_recovery.png",
-                     "ratio_sweep/dice_vs_ratio.png", "synthetic/f0.25/synthetic_deform/preview.png",
+                     "ratio_sweep/dice_vs_ratio.png", "synthetic/f0.25/synthetic_deform/samples.png",
                      "synthetic/f0.25/synthetic_deform/synthetic.h5", "synthetic/f0.25/gan/curves.png", "study.json"):
         assert f"]({artefact})" in report
     # what a person can trust: no machine paths, no spread claimed from one seed, n stated, the oracle labelled
