@@ -57,15 +57,18 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> ContextManager:
 
 def to_memory_format(x: torch.Tensor | torch.nn.Module, device: torch.device, channels_last: bool,
                      on_cpu: bool = False):
-    """Apply channels_last to 4-D tensors/modules when asked, on CUDA (and on CPU with `on_cpu`); else unchanged.
+    """Apply channels_last to 2-D nets and 4-D tensors when asked, on CUDA (and on CPU with `on_cpu`); else unchanged.
 
     `on_cpu` only where measured faster (benchmarks/RESULTS.md): a 128 px supervised U-Net step took 0.83x a bare
-    contiguous step in channels_last (0.98x contiguous), but the pix2pix GAN step got slower (1.28x).
+    contiguous step in channels_last (0.98x contiguous), but the pix2pix GAN step got slower (1.28x). Nets with
+    3-D (5-D weight) convolutions stay as they are: channels_last_3d has not been measured here.
     """
-    if channels_last and (device.type == "cuda" or (on_cpu and device.type == "cpu")):
-        if isinstance(x, torch.nn.Module) or x.dim() == 4:
-            return x.to(memory_format=torch.channels_last)
-    return x
+    if not channels_last or not (device.type == "cuda" or (on_cpu and device.type == "cpu")):
+        return x
+    if isinstance(x, torch.nn.Module):
+        planar = all(p.dim() != 5 for p in x.parameters())
+        return x.to(memory_format=torch.channels_last) if planar else x
+    return x.to(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
 def cpu_cores() -> int:

@@ -60,3 +60,16 @@ def test_threads_per_process(monkeypatch):
     assert resolve_threads(None) == 5
     with pytest.raises(UserError, match="--threads 0"):
         resolve_threads(0)
+
+
+def test_volumetric_nets_and_tensors_keep_their_layout():
+    from ssl_seg.device import to_memory_format
+    from ssl_seg.models import build_model
+
+    try:
+        net = build_model("unet", 1, 2, base_channels=4, spatial_dims=3)
+    except TypeError:
+        pytest.skip("no 3-D U-Net in this tree")
+    net = to_memory_format(net, CPU, True, on_cpu=True)
+    x = to_memory_format(torch.randn(2, 1, 16, 16, 16), CPU, True, on_cpu=True)
+    assert x.is_contiguous() and net(x).shape == (2, 2, 16, 16, 16)
