@@ -9,6 +9,7 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 from .config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
+from .data.phantom_volumes import VOLUME_TASK as VOLUME_PHANTOM
 from .errors import UserError
 
 # flag -> (config section, field); only flags the user actually gave override the config.
@@ -134,11 +135,31 @@ def cmd_predict(args: argparse.Namespace) -> None:
     print(f"wrote {written} mask(s) to {args.out}")
 
 
+def _spacing_flag(text: str) -> tuple[float, float, float]:
+    """'3,1,1' -> (3.0, 1.0, 1.0): --spacing in mm along (D, H, W)."""
+    try:
+        spacing = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        spacing = ()
+    if len(spacing) != 3 or not all(v > 0 for v in spacing):
+        raise UserError(f"--spacing {text!r} must be three positive numbers in mm, e.g. 3,1,1 (D, H, W)")
+    return spacing  # type: ignore[return-value]
+
+
 def cmd_make_phantoms(args: argparse.Namespace) -> None:
     from .data.h5format import write_source_to_h5
     from .data.phantoms import PhantomSource
 
     out = Path(args.out)
+    if args.task == VOLUME_PHANTOM:
+        from .data.nifti_writer import write_phantom_msd
+
+        folder = out / f"phantom_{args.task}"
+        spacing = _spacing_flag(args.spacing)
+        write_phantom_msd(folder, args.n, (args.depth, args.size, args.size), spacing, args.seed)
+        print(f"wrote {args.n} {args.depth}x{args.size}x{args.size} {args.task} volumes "
+              f"({args.spacing} mm) as NIfTI to {folder}")
+        return
     path = out if out.suffix in (".h5", ".hdf5") else out / f"phantom_{args.task}.h5"
     source = PhantomSource(args.task, n=args.n, size=args.size, seed=args.seed)
     write_source_to_h5(source, path, provenance={"generator": source.name, "task": args.task, "n": args.n,
@@ -183,12 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not apply the largest-component filter chosen on validation by 'ssl-seg evaluate'")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("make-phantoms", help="write a phantom dataset in the project HDF5 format")
-    p.add_argument("--task", default="cardiac")
+    p = sub.add_parser("make-phantoms", help="write a phantom dataset in the project HDF5 format, or the 3D "
+                       f"phantom ({VOLUME_PHANTOM}) as an MSD / nnU-Net NIfTI folder")
+    p.add_argument("--task", default="cardiac", help=f"a 2D phantom task, or {VOLUME_PHANTOM} (3D, NIfTI)")
     p.add_argument("--n", type=int, default=400)
-    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--size", type=int, default=128, help="image side (2D) or H = W of each volume (3D)")
+    p.add_argument("--depth", type=int, default=24, help=f"slices per volume ({VOLUME_PHANTOM} only)")
+    p.add_argument("--spacing", default="3,1,1", help=f"voxel size D,H,W in mm ({VOLUME_PHANTOM} only)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="folder (writes phantom_<task>.h5) or a .h5 path")
+    p.add_argument("--out", required=True, help="folder (writes phantom_<task>.h5, or the NIfTI folder "
+                   f"phantom_{VOLUME_PHANTOM}/) or a .h5 path")
     p.set_defaults(func=cmd_make_phantoms)
 
     from .ablation import add_ablate_args, cmd_ablate

@@ -66,6 +66,19 @@ def test_make_phantoms_then_train_from_hdf5(tmp_path, capsys):
     assert (tmp_path / "r" / "result.json").is_file()
 
 
+def test_make_volume_phantoms_as_nifti_then_train_on_slices(tmp_path, capsys):
+    argv = ["make-phantoms", "--task", "lesion_volume", "--n", "6", "--size", "32", "--depth", "8",
+            "--spacing", "2.5,1,1", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    folder = tmp_path / "phantom_lesion_volume"
+    assert "6 8x32x32 lesion_volume volumes" in capsys.readouterr().out
+    assert len(list((folder / "imagesTr").glob("*.nii.gz"))) == 6 and (folder / "dataset.json").is_file()
+    assert main(BASE + ["--data", str(folder), "--labeled-cases", "1", "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "result.json").is_file()
+    _fails(capsys, argv, "already exists")  # a second write is refused, nothing overwritten
+    _fails(capsys, [*argv[:-4], "--spacing", "2.5,1", "--out", str(tmp_path / "other")], "--spacing")
+
+
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "ssl_seg.cli", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0

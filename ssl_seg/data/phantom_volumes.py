@@ -16,6 +16,7 @@ from scipy import ndimage
 
 from ..errors import UserError
 
+VOLUME_TASK = "lesion_volume"  # the task name of `ssl-seg make-phantoms --task`
 LESION_CLASSES = ("background", "organ", "lesion")
 MIN_VOXELS = 8  # per axis
 
@@ -101,7 +102,7 @@ def lesion_volume(
         raise UserError(f"phantom volume spacing {tuple(spacing)} needs 3 positive sizes in mm (D, H, W)")
     shape = tuple(int(n) for n in shape)
     spacing = tuple(float(s) for s in spacing)
-    rng = np.random.default_rng([seed, index, zlib.crc32(b"lesion_volume")])
+    rng = np.random.default_rng([seed, index, zlib.crc32(VOLUME_TASK.encode())])
     grid = _physical_grid(shape, spacing)
     extent = np.array([n * s for n, s in zip(shape, spacing)]) / max(n * s for n, s in zip(shape, spacing))
     organ = _Organ(rng)
@@ -118,4 +119,4 @@ def lesion_volume(
     image = image * (1.0 + 0.1 * _SmoothField(rng, cells=2)(grid))  # bias field
     image = image + rng.normal(0.0, rng.uniform(0.02, 0.05), shape)
     image = np.clip(image, 0.0, 1.0).astype(np.float32)[None]  # (1, D, H, W)
-    return PhantomVolume(image, mask, spacing, f"lesion_volume_{seed}_{index:05d}")
+    return PhantomVolume(image, mask, spacing, f"{VOLUME_TASK}_{seed}_{index:05d}")
