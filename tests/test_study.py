@@ -107,7 +107,7 @@ def test_provider_resumes_a_killed_gan_and_refuses_other_settings(tmp_path, monk
 
 def test_tiny_study_end_to_end_then_resume_redoes_nothing(tmp_path, monkeypatch, capsys):
     out = tmp_path / "study"
-    argv = ["study", "--profile", "tiny", "--out", str(out), "--device", "cpu", "--workers", "2"]
+    argv = ["study", "--profile", "tiny", "--out", str(out), "--device", "cpu", "--workers", "2"]  # a spawned pool
     assert main(argv) == 0
     report = (out / "report.md").read_text()
     links = re.findall(r"\]\(([^)]+)\)", report)
@@ -155,11 +155,3 @@ def test_tiny_study_end_to_end_then_resume_redoes_nothing(tmp_path, monkeypatch,
     assert main(["study", "--profile", "quick", "--out", str(out), "--device", "cpu"]) == 2
     assert "another profile" in capsys.readouterr().err
 
-
-def test_run_tasks_on_two_workers_keeps_the_order():
-    import math
-
-    from gan_aug.study import run_tasks
-
-    tasks = [(math.pow, (2.0, float(k))) for k in range(5)]
-    assert run_tasks(tasks, workers=2) == run_tasks(tasks, workers=1) == [1.0, 2.0, 4.0, 8.0, 16.0]
