@@ -82,17 +82,25 @@ def test_non_finite_loss_stops_with_clear_error(tiny_cfg, monkeypatch):
 
 
 def test_training_learns_on_phantoms(tiny_cfg):
-    # base 4 at 60 steps sat at the edge (val Dice 0.05 on one machine, 0.08 on another); base 8 at 150 reaches 0.39
+    # Judged on the training data: validation Dice of so tiny a run (2-3 validation cases) moved between 0.05 and
+    # 0.39 with seeds and float rounding; the loss and the Dice on the labeled images move the same way every time.
+    from ssl_seg.curves import read_scalars
+
     tiny_cfg.model.base_channels = 8
     tiny_cfg.train.optimizer = "adamw"
     tiny_cfg.train.lr = 3e-3
     tiny_cfg.train.iterations = 1
-    before = run_training(tiny_cfg)
+    run_training(tiny_cfg)
+    before = evaluate_run(tiny_cfg.out, checkpoint="last", split="labeled", device="cpu", postprocess=False)["dice"]
     tiny_cfg.out = tiny_cfg.out + "_long"
     tiny_cfg.train.iterations = 150
     tiny_cfg.train.val_every = 150
-    after = run_training(tiny_cfg)
-    assert after["val_dice"] > before["val_dice"] + 0.2, (before["val_dice"], after["val_dice"])
+    run_training(tiny_cfg)
+    after = evaluate_run(tiny_cfg.out, checkpoint="last", split="labeled", device="cpu", postprocess=False)["dice"]
+    _, losses = read_scalars(Path(tiny_cfg.out) / "tb")["loss/sup"]
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10  # seeds 0-2: 2.1-2.5 -> 0.8-1.0
+    assert last < 0.6 * first, (first, last)
+    assert after > before + 0.1, (before, after)  # seeds 0-2: 0.01-0.02 -> 0.15-0.67
 
 
 def test_evaluate_and_predict(tiny_cfg, tmp_path):
