@@ -28,6 +28,7 @@ from ssl_seg.ablation import profile as ssl_profile
 from ssl_seg.ablation import write_summary
 from ssl_seg.config import RunConfig
 from ssl_seg.errors import UserError
+from ssl_seg.executors import add_executor_flags, build_executor, job_results, submission_error
 from ssl_seg.grid import GridRun, collect
 from ssl_seg.io_utils import atomic_write_json, atomic_write_text
 from ssl_seg.sweep import plot_dice_vs_ratio, sweep_rows, sweep_runs, write_sweep_summary
@@ -129,10 +130,25 @@ def _call(indexed: tuple[int, tuple[Callable[..., Any], tuple]]) -> tuple[int, A
     return k, fn(*args)
 
 
-def run_tasks(tasks: list[tuple[Callable[..., Any], tuple]], workers: int, threads: int = 1) -> list[Any]:
-    """Results of fn(*args) for each (fn, args), in order; with workers > 1 in that many spawned processes of
-    `threads` torch threads each, handed out one task at a time (put the longest first). The first task
-    that fails stops the others and raises its error."""
+def _threaded(threads: int, fn: Callable[..., Any], args: tuple) -> Any:
+    """fn(*args) with `threads` torch threads: what one job of an executor runs."""
+    _init_worker(threads)
+    return fn(*args)
+
+
+def run_tasks(tasks: list[tuple[Callable[..., Any], tuple]], workers: int, threads: int = 1,
+              executor: Any | None = None) -> list[Any]:
+    """Results of fn(*args) for each (fn, args), in order: as jobs of a submitit `executor` when given (each with
+    `threads` torch threads; failed jobs end in one error naming their logs), else with workers > 1 in that many
+    spawned processes of `threads` torch threads each, handed out one task at a time (put the longest first),
+    where the first task that fails stops the others and raises its error."""
+    if executor is not None and tasks:
+        try:
+            jobs = [executor.submit(_threaded, threads, fn, args) for fn, args in tasks]
+        except (OSError, RuntimeError) as e:  # e.g. no sbatch here
+            raise submission_error(e) from None
+        print(f"   {len(jobs)} job(s) submitted; logs in {executor.folder}", flush=True)
+        return job_results(jobs, [getattr(args[0], "name", fn.__name__) for fn, args in tasks])  # run name or stage
     if workers <= 1 or len(tasks) <= 1:
         return [fn(*args) for fn, args in tasks]
     results: list[Any] = [None] * len(tasks)
@@ -179,8 +195,9 @@ def sweep_grid(base: RunConfig, fraction: float, synthetic: str, ratios: list[fl
 
 
 def run_study(data: str, profile_name: str, out: Path, device: str, command: str, workers: int = 1,
-              threads: int = 1) -> Path:
-    """Run (or resume) the stages into `out` on `workers` processes; returns the report's path."""
+              threads: int = 1, executor: Any | None = None) -> Path:
+    """Run (or resume) the stages into `out` on `workers` processes, or as jobs of a submitit `executor`;
+    returns the report's path."""
     the_plan = plan(profile_name)
     base = study_base(data, profile_name, device, workers)
     data = base.data.data
@@ -195,7 +212,7 @@ def run_study(data: str, profile_name: str, out: Path, device: str, command: str
     runs = ablation_runs(base, list(the_plan.methods), list(the_plan.fractions), [], list(the_plan.seeds),
                          [base.model.backbone])
     gan_task = (synthetic_sets, (data, the_plan.sweep_fraction, SPLIT_SEED, syn_root, profile_name, device, oracle))
-    sets = run_tasks([gan_task, *grid_tasks(runs, out / "low_label")], workers, threads)[0]
+    sets = run_tasks([gan_task, *grid_tasks(runs, out / "low_label")], workers, threads, executor)[0]
     low_rows = write_summary(out / "low_label", f"Low-label ablation on {data} ({profile_name} profile)")
     _done(t0)
 
@@ -203,7 +220,7 @@ def run_study(data: str, profile_name: str, out: Path, device: str, command: str
     sweep_root = out / "ratio_sweep"
     runs = sweep_grid(base, the_plan.sweep_fraction, sets[DEFAULT_MASK_SOURCE], list(the_plan.ratios),
                       ["supervised"], list(the_plan.sweep_seeds))
-    run_tasks(grid_tasks(runs, sweep_root), workers, threads)
+    run_tasks(grid_tasks(runs, sweep_root), workers, threads, executor)
     ratio = chosen_ratio(sweep_rows(collect(sweep_root)), "supervised", labels)
     study["decisions"]["ratio"] = ratio
     _done(t0)
@@ -219,7 +236,7 @@ def run_study(data: str, profile_name: str, out: Path, device: str, command: str
         print(f"   {method} (best SSL method on validation) at ratio {ratio:g} and at 0", flush=True)
         tasks += grid_tasks(sweep_grid(base, the_plan.sweep_fraction, sets[DEFAULT_MASK_SOURCE], [0.0, ratio],
                                        [method], list(the_plan.sweep_seeds)), sweep_root)
-    run_tasks(tasks, workers, threads)
+    run_tasks(tasks, workers, threads, executor)
     _done(t0)
 
     t0 = _stage(4, "tables, figures, report", out / "report.md")
@@ -263,6 +280,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "CPU core on the CPU, 1 on CUDA)")
     p.add_argument("--threads", type=int, help="torch CPU threads per worker (default on the CPU: 1, since these "
                    "small networks lose far more to thread contention than they gain)")
+    add_executor_flags(p)
     p.add_argument("--report-only", action="store_true", help="only rebuild the tables, figures and report of the "
                    "finished study in --out (its run folders need only result.json)")
     p.set_defaults(func=cmd_study)
@@ -293,7 +311,9 @@ def cmd_study(args: argparse.Namespace) -> None:
     threads = torch.get_num_threads()
     if args.threads is not None or cpu:
         torch.set_num_threads(args.threads or 1)
+    executor = build_executor(args, Path(args.out))
+    per_run = args.threads or (args.slurm_cpus if executor is not None else 1)
     try:
-        run_study(args.data, args.profile, Path(args.out), args.device, command, workers, args.threads or 1)
+        run_study(args.data, args.profile, Path(args.out), args.device, command, workers, per_run, executor)
     finally:
         torch.set_num_threads(threads)

@@ -15,7 +15,7 @@ import numpy as np
 
 from .config import RunConfig
 from .errors import UserError
-from .executors import add_executor_flags, build_executor
+from .executors import add_executor_flags, add_threads_flag, build_executor
 from .grid import GridRun, collect, run_grid
 from .io_utils import atomic_path, atomic_write_text
 from .stats import decimals_for
@@ -425,6 +425,7 @@ def add_ablate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-full-reference", action="store_true", help="skip the 100 %% labels supervised runs")
     p.add_argument("--shard", help="i/N: run every N-th run starting at i (spread a grid over machines)")
     add_executor_flags(p)
+    add_threads_flag(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, help="grid directory (runs/, summary.*)")
     p.add_argument("--summary-only", action="store_true", help="only rebuild the tables and figures")

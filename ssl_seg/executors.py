@@ -17,15 +17,40 @@ EXECUTORS = ("local", "slurm")
 
 
 def add_executor_flags(p: argparse.ArgumentParser) -> None:
-    """--executor, --threads and the Slurm job resources of `ssl-seg ablate` / `sweep` (and any grid command)."""
+    """--executor and the Slurm job resources of `ssl-seg ablate` / `sweep` / `study` (and any grid command)."""
     p.add_argument("--executor", default="local",
-                   help="local (cells run here, in order) | slurm (one Slurm job per unfinished cell, via submitit)")
+                   help="local (runs here) | slurm (one Slurm job per unfinished run, via submitit)")
+    p.add_argument("--slurm-partition", help="Slurm partition of the jobs (default: the cluster's)")
+    p.add_argument("--slurm-time", type=int, default=240, help="minutes each job may run (default 240)")
+    p.add_argument("--slurm-cpus", type=int, default=4, help="CPUs per job; also its torch threads (default 4)")
+    p.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per job (default 0)")
+
+
+def add_threads_flag(p: argparse.ArgumentParser) -> None:
+    """--threads of a grid command: torch threads of every cell."""
     p.add_argument("--threads", type=int, help="torch threads of every cell (default: its job's CPUs under Slurm, "
                    "else torch's default; use 1 per process when several grid processes share a machine)")
-    p.add_argument("--slurm-partition", help="Slurm partition of the cell jobs (default: the cluster's)")
-    p.add_argument("--slurm-time", type=int, default=240, help="minutes each cell job may run (default 240)")
-    p.add_argument("--slurm-cpus", type=int, default=4, help="CPUs per cell job; also its torch threads (default 4)")
-    p.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per cell job (default 0)")
+
+
+def submission_error(e: Exception) -> UserError:
+    """The one-line error for jobs that could not be submitted (e.g. no sbatch on this machine)."""
+    return UserError(f"--executor: could not submit the jobs ({str(e).splitlines()[0]}); "
+                     "run on a Slurm login node or use --executor local")
+
+
+def job_results(jobs: list[Any], labels: list[str]) -> list[Any]:
+    """Each job's result in order, once all have ended; failed jobs end in one UserError naming their logs."""
+    results, failed = [], []
+    for label, job in zip(labels, jobs):
+        try:
+            results.append(job.result())
+        except Exception:  # the job's own error and traceback are in its log
+            failed.append(f"{label} (log {job.paths.stderr})")
+            results.append(None)
+    if failed:
+        raise UserError(f"{len(failed)} job(s) failed: {'; '.join(failed)}; fix the cause and relaunch "
+                        "(finished runs are skipped)")
+    return results
 
 
 def build_executor(args: argparse.Namespace, root: Path) -> Any | None:

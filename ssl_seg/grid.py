@@ -16,6 +16,7 @@ from tqdm import tqdm
 from . import locks
 from .config import RunConfig
 from .errors import UserError
+from .executors import job_results, submission_error
 from .io_utils import atomic_write_json
 from .report import evaluate_run
 from .runner import check_config, run_training
@@ -116,22 +117,9 @@ def submit_cells(todo: list[GridRun], root: Path, executor: Any) -> list[str]:
     try:
         jobs = executor.map_array(run_cell, todo, [root] * len(todo))
     except (OSError, RuntimeError) as e:  # e.g. no sbatch here
-        raise UserError(f"--executor: could not submit the grid's jobs ({str(e).splitlines()[0]}); "
-                        "run on a Slurm login node or use --executor local") from None
+        raise submission_error(e) from None
     print(f"grid: {len(jobs)} cell job(s) submitted (first {jobs[0].job_id}); logs in {executor.folder}")
-    busy, failed = [], []
-    for run, job in zip(todo, jobs):
-        try:
-            name = job.result()
-        except Exception:  # the cell's own error and traceback are in its log
-            failed.append(f"{run.name} (log {job.paths.stderr})")
-            continue
-        if name is not None:
-            busy.append(name)
-    if failed:
-        raise UserError(f"grid: {len(failed)} cell job(s) failed: {'; '.join(failed)}; fix the cause and relaunch "
-                        "(finished cells are skipped)")
-    return busy
+    return [name for name in job_results(jobs, [run.name for run in todo]) if name is not None]
 
 
 def run_grid(runs: list[GridRun], root: str | Path, shard_spec: str | None = None,

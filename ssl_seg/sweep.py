@@ -19,7 +19,7 @@ from scipy import stats
 from .ablation import base_config, error_points, group, label_key, mean_std, profile, save_figure, write_csv
 from .config import RunConfig
 from .errors import UserError
-from .executors import add_executor_flags, build_executor
+from .executors import add_executor_flags, add_threads_flag, build_executor
 from .grid import GridRun, check_grid, collect, run_grid
 from .io_utils import atomic_write_text
 from .stats import fmt_gain, fmt_mean_std
@@ -232,6 +232,7 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=int)
     p.add_argument("--shard", help="i/N: run every N-th run starting at i (spread a grid over machines)")
     add_executor_flags(p)
+    add_threads_flag(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True)
     p.add_argument("--summary-only", action="store_true")
