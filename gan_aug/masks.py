@@ -24,7 +24,6 @@ from .data import pad_to
 
 MASK_SOURCES = ("deform", "mix", "shape", "phantom")
 DEFAULT_MASK_SOURCE = "deform"  # new masks only from the labeled ones
-ORACLE_MASK_SOURCES = frozenset({"phantom"})
 _EIGHT = np.ones((3, 3), bool)  # 8-connectivity
 
 

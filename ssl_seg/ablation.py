@@ -18,7 +18,7 @@ from .errors import UserError
 from .executors import add_executor_flags, add_threads_flag, build_executor
 from .grid import GridRun, collect, run_grid
 from .io_utils import atomic_path, atomic_write_text
-from .stats import decimals_for
+from .stats import decimals_for, fmt_gain
 
 
 @dataclass(frozen=True)
@@ -205,20 +205,14 @@ def paired_wins(rows: list[dict[str, Any]], method: str, backbone: str, labels: 
     return sum(by_seed[s] > sup[s] for s in common), len(common)
 
 
-def paired_gain(rows: list[dict[str, Any]], method: str, backbone: str, labels: str,
-                key: str = "dice") -> tuple[float, float, int]:
-    """(mean per-seed gain of `method` over supervised on `key`, 95 % t half-width (NaN for n < 2), n seeds)."""
-    from scipy import stats
-
+def paired_diffs(rows: list[dict[str, Any]], method: str, backbone: str, labels: str,
+                 key: str = "dice") -> list[float]:
+    """Per-seed `key` of `method` minus supervised on the same labeled set (seeds with both only)."""
     this = {r["seed"]: r.get(key) for r in rows if (r["method"], r["backbone"], r["labels"]) == (method, backbone,
                                                                                               labels)}
     sup = {r["seed"]: r.get(key) for r in rows if (r["method"], r["backbone"], r["labels"]) == ("supervised",
                                                                                              backbone, labels)}
-    d = np.array([this[s] - sup[s] for s in this if s in sup and this[s] is not None and sup[s] is not None])
-    if d.size == 0:
-        return float("nan"), float("nan"), 0
-    half = float(stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
-    return float(d.mean()), half, int(d.size)
+    return [this[s] - sup[s] for s in sorted(this) if s in sup and this[s] is not None and sup[s] is not None]
 
 
 def gap_recovery(rows: list[dict[str, Any]], backbone: str, key: str = "dice") -> dict[tuple[str, str], float]:
@@ -295,9 +289,7 @@ def _score_tables(rows: list[dict[str, Any]], dice_key: str, hd_key: str) -> lis
                 hd = f"**{hd}**"
             wins, compared = paired_wins(sub, method, backbone, labels, dice_key)
             beats = "-" if method == "supervised" else f"{wins}/{compared}"
-            g, half, gn = paired_gain(sub, method, backbone, labels, dice_key)
-            gain = ("-" if method == "supervised" or gn == 0 else f"{g:+.4f} (n=1)" if gn == 1
-                    else f"{g:+.{decimals_for(half)}f} +- {half:.{decimals_for(half)}f} (n={gn})")
+            gain = "-" if method == "supervised" else fmt_gain(paired_diffs(sub, method, backbone, labels, dice_key))
             rec = recovery.get((method, labels))
             speed = float(np.mean([r["s_per_iteration"] for r in cells[(method, labels)]]))
             n_lab = int(np.mean([r["n_labeled"] for r in cells[(method, labels)]]))
