@@ -19,9 +19,9 @@ from gan_aug.provider import GAN_SUBDIR, synthetic_dir
 from gan_aug.study import grid_tasks, run_tasks, study_base, sweep_grid
 from gan_aug.study_report import by_seed, paired_diffs
 from gan_aug.synthesize import H5_NAME, synthesize
-from ssl_seg.grid import collect
-from ssl_seg.stats import fmt_gain, fmt_mean_std
-from ssl_seg.sweep import sweep_rows
+from ssl_seg.experiments.grid import collect
+from ssl_seg.experiments.stats import fmt_gain, fmt_mean_std
+from ssl_seg.experiments.sweep import sweep_rows
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,10 +12,10 @@ import json
 import sys
 from pathlib import Path
 
-from ssl_seg.ablation import write_summary
-from ssl_seg.grid import collect, test_summary
+from ssl_seg.experiments.ablation import write_summary
+from ssl_seg.experiments.grid import collect, test_summary
 from ssl_seg.io_utils import atomic_write_json
-from ssl_seg.report import evaluate_run
+from ssl_seg.engine.report import evaluate_run
 
 
 def main(argv: list[str]) -> int:

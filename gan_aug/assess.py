@@ -147,7 +147,7 @@ def segmenter_config(gan_cfg: GanConfig, data: str, out: Path, iterations: int, 
 
 def train_or_reuse(cfg: RunConfig, device: torch.device) -> torch.nn.Module:
     """Train the run (or reuse it when its folder already holds result.json) and return its best model."""
-    from ssl_seg.runner import load_run, run_training
+    from ssl_seg.engine.runner import load_run, run_training
 
     if not (Path(cfg.out) / "result.json").is_file():
         run_training(cfg)
@@ -157,7 +157,7 @@ def train_or_reuse(cfg: RunConfig, device: torch.device) -> torch.nn.Module:
 def mask_fidelity(model: torch.nn.Module, patch: int, syn: SampleSource, syn_ids: list[str], real: SampleSource,
                   test_ids: list[str], device: torch.device) -> dict[str, Any]:
     """Segmenter Dice on synthetic images vs their conditioning masks, and on real test images."""
-    from ssl_seg.evaluation import evaluate_model
+    from ssl_seg.evaluation.scoring import evaluate_model
 
     return {"synthetic_dice": evaluate_model(model, syn, syn_ids, patch, device)["dice"],
             "real_dice": evaluate_model(model, real, test_ids, patch, device)["dice"],
@@ -167,7 +167,7 @@ def mask_fidelity(model: torch.nn.Module, patch: int, syn: SampleSource, syn_ids
 def train_synthetic_test_real(syn_model: torch.nn.Module, real_model: torch.nn.Module, patch: int,
                               real: SampleSource, test_ids: list[str], device: torch.device) -> dict[str, Any]:
     """Real-test Dice of the synthetic-only segmenter, of the real-only one, and their ratio (TSTR / TRTR)."""
-    from ssl_seg.evaluation import evaluate_model
+    from ssl_seg.evaluation.scoring import evaluate_model
 
     tstr = evaluate_model(syn_model, real, test_ids, patch, device)["dice"]
     trtr = evaluate_model(real_model, real, test_ids, patch, device)["dice"]
@@ -212,7 +212,7 @@ def assess(synthetic: str | Path, data: str | None = None, segmenter: str | Path
     Without `segmenter`, the small real-data U-Net trained for the TSTR baseline also scores fidelity and
     provides the features. Segmenters trained here live in OUT/segmenter_{real,synthetic} and are reused.
     """
-    from ssl_seg.runner import load_run
+    from ssl_seg.engine.runner import load_run
 
     if max_samples < 4:
         raise UserError(f"--max-samples {max_samples}: use at least 4 (FID needs a covariance)")

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ssl_seg.checkpoint import load_checkpoint
+from ssl_seg.engine.checkpoint import load_checkpoint
 from ssl_seg.errors import UserError
 
 from .config import GanConfig

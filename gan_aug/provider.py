@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ssl_seg.ablation import profile as ssl_profile
+from ssl_seg.experiments.ablation import profile as ssl_profile
 from ssl_seg.errors import UserError
 
 from .checkpoint import CHECKPOINT_NAME

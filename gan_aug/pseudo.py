@@ -77,7 +77,7 @@ def predict_unlabeled(model, source: SampleSource, ids: list[str], patch_size: i
                       device) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """(id, class probabilities (K, H, W), roi (H, W)) of each sample, as `ssl-seg evaluate` predicts it."""
     from ssl_seg.data.datasets import EvalDataset
-    from ssl_seg.evaluation import predict_image
+    from ssl_seg.evaluation.scoring import predict_image
 
     data = EvalDataset(source, ids)
     for k in range(len(data)):
@@ -91,7 +91,7 @@ def pseudo_label(run_dir: str | Path, source: SampleSource, split: Split, labele
     """Predict the unlabeled training images of `split` with RUN_DIR's best network and keep the confident,
     class-balanced ones; returns them and a summary (counts at each filter, thresholds)."""
     from ssl_seg.device import resolve_device
-    from ssl_seg.runner import load_run
+    from ssl_seg.engine.runner import load_run
 
     run_dir = Path(run_dir)
     if not (run_dir / "best.pt").is_file():

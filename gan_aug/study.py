@@ -22,16 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ssl_seg import grid
-from ssl_seg.ablation import ablation_runs, base_config, label_key
-from ssl_seg.ablation import profile as ssl_profile
-from ssl_seg.ablation import write_summary
+from ssl_seg.experiments import grid
+from ssl_seg.experiments.ablation import ablation_runs, base_config, label_key
+from ssl_seg.experiments.ablation import profile as ssl_profile
+from ssl_seg.experiments.ablation import write_summary
 from ssl_seg.config import RunConfig
 from ssl_seg.errors import UserError
-from ssl_seg.executors import add_executor_flags, build_executor, job_results, submission_error
-from ssl_seg.grid import GridRun, collect
+from ssl_seg.experiments.executors import add_executor_flags, build_executor, job_results, submission_error
+from ssl_seg.experiments.grid import GridRun, collect
 from ssl_seg.io_utils import atomic_write_json, atomic_write_text
-from ssl_seg.sweep import plot_dice_vs_ratio, sweep_rows, sweep_runs, write_sweep_summary
+from ssl_seg.experiments.sweep import plot_dice_vs_ratio, sweep_rows, sweep_runs, write_sweep_summary
 
 from .masks import DEFAULT_MASK_SOURCE
 from .provider import train_and_synthesize

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from ssl_seg.ablation import Profile, group, mean_std
-from ssl_seg.stats import fmt_gain, fmt_mean_std
-from ssl_seg.sweep import is_real_only
+from ssl_seg.experiments.ablation import Profile, group, mean_std
+from ssl_seg.experiments.stats import fmt_gain, fmt_mean_std
+from ssl_seg.experiments.sweep import is_real_only
 
 Rows = list[dict[str, Any]]
 ORACLE_LABEL = "oracle: phantom masks"

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ssl_seg import locks
+from ssl_seg.engine import locks
 from ssl_seg.data.h5format import H5DatasetWriter
 from ssl_seg.data.readers import open_source, task_differences
 from ssl_seg.device import amp_dtype, autocast, cpu_supports_bf16, resolve_device, to_memory_format

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ssl_seg import locks
-from ssl_seg.checkpoint import rng_state, save_checkpoint, set_rng_state
-from ssl_seg.curves import plot_curves
+from ssl_seg.engine import locks
+from ssl_seg.engine.checkpoint import rng_state, save_checkpoint, set_rng_state
+from ssl_seg.engine.curves import plot_curves
 from ssl_seg.data.readers import open_source, task_differences
 from ssl_seg.device import resolve_device
 from ssl_seg.errors import UserError

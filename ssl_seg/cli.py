@@ -110,7 +110,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .runner import run_training
+    from .engine.runner import run_training
 
     cfg = config_from_args(args)
     result = run_training(cfg, resume=args.resume)
@@ -119,7 +119,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .report import evaluate_run, format_metrics_table, metrics_path
+    from .engine.report import evaluate_run, format_metrics_table, metrics_path
 
     metrics = evaluate_run(args.run, checkpoint=args.checkpoint, split=args.split, data=args.data,
                            device=args.device, spacing=tuple(args.spacing), postprocess=not args.no_postprocess)
@@ -128,7 +128,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from .predict import predict_folder
+    from .engine.predict import predict_folder
 
     written = predict_folder(args.run, args.input, args.out, checkpoint=args.checkpoint, overlay=args.overlay,
                              device=args.device, postprocess=not args.no_postprocess)
@@ -216,13 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
                    f"phantom_{VOLUME_PHANTOM}/) or a .h5 path")
     p.set_defaults(func=cmd_make_phantoms)
 
-    from .ablation import add_ablate_args, cmd_ablate
+    from .experiments.ablation import add_ablate_args, cmd_ablate
 
     p = sub.add_parser("ablate", help="low-label grid: methods x label fractions x seeds x backbones")
     add_ablate_args(p)
     p.set_defaults(func=cmd_ablate)
 
-    from .sweep import add_sweep_args, cmd_sweep
+    from .experiments.sweep import add_sweep_args, cmd_sweep
 
     p = sub.add_parser("sweep", help="real-vs-synthetic ratio grid: ratios x schedules x fractions x methods x seeds")
     add_sweep_args(p)

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from ssl_seg import grid
-from ssl_seg.ablation import (ablation_runs, base_config, native_patch, profile, summary_markdown, summary_rows,
+from ssl_seg.experiments import grid
+from ssl_seg.experiments.ablation import (ablation_runs, base_config, native_patch, profile, summary_markdown, summary_rows,
                               write_summary)
 from ssl_seg.cli import main
 from ssl_seg.errors import UserError

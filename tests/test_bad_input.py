@@ -21,9 +21,9 @@ import torch
 from PIL import Image
 
 from gan_aug.cli import main as gan_main
-from ssl_seg import locks
+from ssl_seg.engine import locks
 from ssl_seg.cli import main
-from ssl_seg.trainer import Trainer
+from ssl_seg.engine.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = "phantom:cardiac?n=24&size=32"
@@ -68,7 +68,7 @@ def _snapshot(run: Path) -> dict[str, bytes]:
 
 def test_second_run_on_a_locked_out_stops_at_once_and_a_killed_holder_frees_it(tmp_path, capsys):
     out = tmp_path / "dup"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from ssl_seg import locks; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from ssl_seg.engine import locks; "
                                f"locks.acquire({str(out)!r}); print('locked', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True, env=env())
     try:
@@ -85,13 +85,13 @@ def test_second_run_on_a_locked_out_stops_at_once_and_a_killed_holder_frees_it(t
 
 
 def test_grid_cell_locked_by_another_process_is_left_to_it(tmp_path, capsys):
-    from ssl_seg import grid
-    from ssl_seg.ablation import ablation_runs, base_config, profile
+    from ssl_seg.experiments import grid
+    from ssl_seg.experiments.ablation import ablation_runs, base_config, profile
 
     runs = ablation_runs(base_config("phantom:cardiac", profile("tiny"), "cpu"), ["supervised"], [0.5], [], [0],
                          ["unet"], full_reference=False)
     cell = tmp_path / "runs" / runs[0].name
-    holder = subprocess.Popen([sys.executable, "-c", "import time; from ssl_seg import locks; "
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from ssl_seg.engine import locks; "
                                f"locks.acquire({str(cell)!r}); print('locked', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True, env=env())
     try:
@@ -121,7 +121,7 @@ def test_without_flock_a_live_holder_still_blocks(tmp_path, monkeypatch):
         code = subprocess.run([sys.executable, "-c", "import errno, fcntl, sys\n"
                                "def refuse(fd, op): raise OSError(errno.ENOLCK, 'No locks available')\n"
                                "fcntl.flock = refuse\n"
-                               "from ssl_seg import locks\n"
+                               "from ssl_seg.engine import locks\n"
                                f"try: locks.acquire({str(tmp_path / 'run')!r})\n"
                                "except locks.Locked as e: print(e); sys.exit(3)"],
                               capture_output=True, text=True, env=env())

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 import ssl_seg.methods.bcp as bcp
 from ssl_seg.config import MethodConfig
-from ssl_seg.losses import build_loss
+from ssl_seg.methods.losses import build_loss
 from ssl_seg.methods import build_method
 from ssl_seg.methods.bcp import bcp_box, copy_paste, lcc_pseudo_labels
 

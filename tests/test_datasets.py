@@ -116,7 +116,7 @@ def test_ratio_zero_matches_real_only(sources):
 
 def _steps_and_cfg(workers: int | None, cache_mb: int):
     from ssl_seg.config import RunConfig
-    from ssl_seg.runner import _step_batches, build_split
+    from ssl_seg.engine.runner import _step_batches, build_split
 
     cfg = RunConfig()
     cfg.data.data, cfg.data.patch_size = "phantom:cardiac?n=12&size=32", 32
@@ -132,7 +132,7 @@ def _flat(batch: dict) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("start", [0, 5])  # 5: a resumed run starts its loader there
 def test_workers_and_cache_give_the_batches_of_the_plain_path(start):
-    from ssl_seg.runner import _loader_factory
+    from ssl_seg.engine.runner import _loader_factory
 
     plain_steps, plain_cfg = _steps_and_cfg(0, 0)
     plain = [_flat(b) for b in _loader_factory(plain_steps, plain_cfg)(start)]
@@ -179,7 +179,7 @@ def test_a_bad_file_read_by_a_worker_gives_the_one_line_error(workers, capsys):
     from types import SimpleNamespace
 
     from ssl_seg.cli import run_command
-    from ssl_seg.runner import _loader_factory
+    from ssl_seg.engine.runner import _loader_factory
 
     steps, cfg = _steps_and_cfg(workers, 0)
     source = _BreaksAt(steps.labeled.source, steps.labeled.indices[0])

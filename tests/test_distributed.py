@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssl_seg.checkpoint import load_checkpoint
+from ssl_seg.engine.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,7 @@ def _labeled(x: torch.Tensor, y: torch.Tensor) -> dict:
 
 
 def _one_step(method) -> None:
-    from ssl_seg.trainer import Trainer, constant_lr
+    from ssl_seg.engine.trainer import Trainer, constant_lr
 
     optimizer = torch.optim.SGD(list(method.parameters()), lr=0.5, momentum=0.9)
     x, y = _union_batch()
@@ -59,11 +59,11 @@ def _one_step(method) -> None:
 
 def _rank(rank: int, world: int, init_file: str, out: str) -> None:
     from ssl_seg.config import MethodConfig
-    from ssl_seg.distributed import data_parallel
-    from ssl_seg.losses import build_loss
+    from ssl_seg.engine.distributed import data_parallel
+    from ssl_seg.methods.losses import build_loss
     from ssl_seg.methods import build_method
     from ssl_seg.models import build_model
-    from ssl_seg.trainer import Trainer, constant_lr
+    from ssl_seg.engine.trainer import Trainer, constant_lr
 
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
@@ -94,7 +94,7 @@ def test_ddp_ranks_agree_and_equal_one_process_on_the_union_batch(tmp_path):
     import torch.multiprocessing as mp
 
     from ssl_seg.config import MethodConfig
-    from ssl_seg.losses import build_loss
+    from ssl_seg.methods.losses import build_loss
     from ssl_seg.methods import build_method
 
     import torch._dynamo  # noqa: F401  (DDP's constructor imports it: once here, not in both forked ranks)
@@ -116,9 +116,9 @@ def test_ddp_ranks_agree_and_equal_one_process_on_the_union_batch(tmp_path):
 
 def test_sync_bn_on_cpu_is_a_clear_error():
     from ssl_seg.config import MethodConfig
-    from ssl_seg.distributed import data_parallel
+    from ssl_seg.engine.distributed import data_parallel
     from ssl_seg.errors import UserError
-    from ssl_seg.losses import build_loss
+    from ssl_seg.methods.losses import build_loss
     from ssl_seg.methods import build_method
 
     method = build_method("supervised", _tiny_net(), MethodConfig(), 3, 1, build_loss("ce"))

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from ssl_seg import grid
-from ssl_seg.ablation import ablation_runs, base_config, profile
+from ssl_seg.experiments import grid
+from ssl_seg.experiments.ablation import ablation_runs, base_config, profile
 from ssl_seg.errors import UserError
-from ssl_seg.executors import add_executor_flags, add_threads_flag, build_executor
+from ssl_seg.experiments.executors import add_executor_flags, add_threads_flag, build_executor
 
 submitit = pytest.importorskip("submitit")
 ROOT = Path(__file__).resolve().parents[1]

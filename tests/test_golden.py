@@ -70,8 +70,8 @@ def _weight_sums(state: dict[str, torch.Tensor]) -> torch.Tensor:
 def _ssl_run(method: str) -> Callable[[Path], torch.Tensor]:
     def run(tmp: Path) -> torch.Tensor:
         from ssl_seg.config import RunConfig
-        from ssl_seg.checkpoint import load_checkpoint
-        from ssl_seg.runner import run_training
+        from ssl_seg.engine.checkpoint import load_checkpoint
+        from ssl_seg.engine.runner import run_training
 
         cfg = RunConfig()
         cfg.data.data = "phantom:cardiac?n=24&size=32"

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from ssl_seg.errors import UserError
-from ssl_seg.inference import _tile_starts, gaussian_weight, predict_probs, sliding_window_predict
+from ssl_seg.evaluation.inference import _tile_starts, gaussian_weight, predict_probs, sliding_window_predict
 from ssl_seg.models import build_model
 
 K = 4

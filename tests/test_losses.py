@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ssl_seg.errors import UserError
-from ssl_seg.losses import build_loss, cross_entropy, soft_dice_loss
+from ssl_seg.methods.losses import build_loss, cross_entropy, soft_dice_loss
 
 NAMES = ["ce", "dice", "dice_ce"]
 

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ssl_seg.config import MethodConfig
 from ssl_seg.errors import UserError
-from ssl_seg.losses import build_loss
+from ssl_seg.methods.losses import build_loss
 from ssl_seg.methods import METHODS, build_method, method_names
 from ssl_seg.methods.mean_teacher import noisy, softmax_consistency
 from ssl_seg.models import build_model

@@ -10,7 +10,7 @@ from scipy import ndimage
 from scipy.spatial.distance import cdist, directed_hausdorff
 
 from ssl_seg.errors import UserError
-from ssl_seg.metrics import aggregate, asd, dice, evaluate_case, hd95, iou
+from ssl_seg.evaluation.metrics import aggregate, asd, dice, evaluate_case, hd95, iou
 
 
 def _square(size: int, top: int, left: int, side: int, label: int = 1) -> np.ndarray:

@@ -12,7 +12,7 @@ import torch
 from ssl_seg.data.msd import MSDSliceSource
 from ssl_seg.data.readers import open_source
 from ssl_seg.errors import UserError
-from ssl_seg.evaluation import evaluate_model, score_volumes, selection_score
+from ssl_seg.evaluation.scoring import evaluate_model, score_volumes, selection_score
 
 nib = pytest.importorskip("nibabel")
 HIPPOCAMPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "hippocampus3d"

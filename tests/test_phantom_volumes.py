@@ -6,7 +6,7 @@ import torch
 
 from ssl_seg.data.phantom_volumes import LESION_CLASSES, lesion_volume
 from ssl_seg.errors import UserError
-from ssl_seg.inference import predict_probs
+from ssl_seg.evaluation.inference import predict_probs
 from ssl_seg.models import build_model
 
 SHAPE, SPACING = (12, 32, 32), (3.0, 1.0, 1.0)

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ssl_seg.postprocess import choose_lcc_classes, largest_component
-from ssl_seg.predict import predict_folder
-from ssl_seg.report import evaluate_run, load_postprocessing, postprocessing_path
-from ssl_seg.runner import run_training
+from ssl_seg.evaluation.postprocess import choose_lcc_classes, largest_component
+from ssl_seg.engine.predict import predict_folder
+from ssl_seg.engine.report import evaluate_run, load_postprocessing, postprocessing_path
+from ssl_seg.engine.runner import run_training
 
 
 def test_keeps_the_largest_component_of_each_listed_class_only():

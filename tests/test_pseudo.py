@@ -12,7 +12,7 @@ from gan_aug.cli import main as gan_main
 from gan_aug.pseudo import Candidate, PseudoFilter, score, select
 from ssl_seg.data.readers import open_source
 from ssl_seg.data.splits import Split
-from ssl_seg.runner import run_training
+from ssl_seg.engine.runner import run_training
 
 
 def test_score_counts_confident_pixels_inside_the_roi():

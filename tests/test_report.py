@@ -1,4 +1,4 @@
-"""ssl_seg.stats (numbers with their uncertainty) and ssl_seg.curves (curves.png from TensorBoard events)."""
+"""ssl_seg.experiments.stats (numbers with their uncertainty) and ssl_seg.engine.curves (curves.png from TensorBoard events)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import pytest
 from scipy import stats as scipy_stats
 
-from ssl_seg.curves import plot_curves, read_scalars
-from ssl_seg.stats import decimals_for, fmt_gain, fmt_interval, fmt_mean_std, paired_interval
+from ssl_seg.engine.curves import plot_curves, read_scalars
+from ssl_seg.experiments.stats import decimals_for, fmt_gain, fmt_interval, fmt_mean_std, paired_interval
 
 
 def test_decimals_follow_the_spread():

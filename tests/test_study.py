@@ -12,8 +12,8 @@ from gan_aug.config import GanConfig
 from gan_aug.study import PLANS, plan
 from gan_aug.study_report import best_ssl_method, chosen_ratio, findings
 from gan_aug.train import train_gan
-from ssl_seg import grid
-from ssl_seg.ablation import PROFILES
+from ssl_seg.experiments import grid
+from ssl_seg.experiments.ablation import PROFILES
 from ssl_seg.cli import main
 from ssl_seg.data.readers import open_source
 from ssl_seg.data.splits import Split
@@ -77,7 +77,7 @@ def test_no_default_mask_source_is_the_phantom_oracle():
     from gan_aug.cli import build_parser
     from gan_aug.masks import DEFAULT_MASK_SOURCE
     from gan_aug.synthesize import synthesize
-    from ssl_seg.sweep import add_sweep_args
+    from ssl_seg.experiments.sweep import add_sweep_args
 
     assert DEFAULT_MASK_SOURCE == "deform"
     defaults = [inspect.signature(f).parameters["mask_source"].default

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_seg import grid
-from ssl_seg.ablation import base_config, profile
-from ssl_seg.checkpoint import load_checkpoint
+from ssl_seg.experiments import grid
+from ssl_seg.experiments.ablation import base_config, profile
+from ssl_seg.engine.checkpoint import load_checkpoint
 from ssl_seg.cli import main
 from ssl_seg.data.h5format import H5DatasetWriter
 from ssl_seg.data.phantoms import PhantomSource
 from ssl_seg.errors import UserError
-from ssl_seg.runner import run_training
-from ssl_seg.sweep import gain_over_real, parse_synthetic, sweep_markdown, sweep_runs
+from ssl_seg.engine.runner import run_training
+from ssl_seg.experiments.sweep import gain_over_real, parse_synthetic, sweep_markdown, sweep_runs
 
 
 @pytest.fixture

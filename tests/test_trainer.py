@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_seg.checkpoint import load_checkpoint
+from ssl_seg.engine.checkpoint import load_checkpoint
 from ssl_seg.errors import UserError
-from ssl_seg.report import evaluate_run
-from ssl_seg.predict import predict_folder
-from ssl_seg.runner import run_training
-from ssl_seg.trainer import Trainer
+from ssl_seg.engine.report import evaluate_run
+from ssl_seg.engine.predict import predict_folder
+from ssl_seg.engine.runner import run_training
+from ssl_seg.engine.trainer import Trainer
 
 
 def test_run_writes_all_outputs(tiny_cfg):
@@ -84,7 +84,7 @@ def test_non_finite_loss_stops_with_clear_error(tiny_cfg, monkeypatch):
 def test_training_learns_on_phantoms(tiny_cfg):
     # Judged on the training data: validation Dice of so tiny a run (2-3 validation cases) moved between 0.05 and
     # 0.39 with seeds and float rounding; the loss and the Dice on the labeled images move the same way every time.
-    from ssl_seg.curves import read_scalars
+    from ssl_seg.engine.curves import read_scalars
 
     tiny_cfg.model.base_channels = 8
     tiny_cfg.train.optimizer = "adamw"
@@ -127,7 +127,7 @@ def test_evaluate_and_predict(tiny_cfg, tmp_path):
 
 
 def test_batch_composition_rules(tiny_cfg):
-    from ssl_seg.runner import _batch_sizes
+    from ssl_seg.engine.runner import _batch_sizes
 
     tiny_cfg.train.batch_size = 8
     assert _batch_sizes(tiny_cfg, ssl=False) == (8, 0)

@@ -1,4 +1,4 @@
-"""Semi-supervised methods: small objects with `training_step`, driven by the one loop in ssl_seg.trainer."""
+"""Semi-supervised methods: small objects with `training_step`, driven by the one loop in ssl_seg.engine.trainer."""
 
 from .base import Method, MethodBase
 from .registry import METHODS, build_method, method_names

@@ -9,11 +9,11 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
-from ..losses import LossFn
+from .losses import LossFn
 
 
 class Method(Protocol):
-    """A semi-supervised method: named losses per batch, trained by the one loop in ssl_seg.trainer."""
+    """A semi-supervised method: named losses per batch, trained by the one loop in ssl_seg.engine.trainer."""
 
     models: dict[str, nn.Module]
 

@@ -26,8 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
-from ..losses import LossFn
-from ..postprocess import largest_component
+from .losses import LossFn
+from ..evaluation.postprocess import largest_component
 from .base import MethodBase, check_state_keys, forward_apart
 from .cutmix import paste
 from .ema import EMATeacher

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..losses import LossFn
+from .losses import LossFn
 from .base import MethodBase, forward_apart
 from .rampup import sigmoid_rampup
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UserError
-from ..losses import LossFn
+from .losses import LossFn
 from .base import MethodBase, check_state_keys, forward_apart
 from .ema import EMATeacher
 from .rampup import sigmoid_rampup

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..losses import LossFn
+from .losses import LossFn
 from .base import MethodBase, check_state_keys, forward_apart, gradient_free
 from .confidence import confident_pseudo_labels, masked_cross_entropy
 from .cutmix import cutmix, cutmix_boxes

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..config import MethodConfig
 from ..errors import UserError
-from ..losses import LossFn
+from .losses import LossFn
 from .base import Method
 from .bcp import BidirectionalCopyPaste
 from .cps import CrossPseudoSupervision

@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..losses import LossFn
+from .losses import LossFn
 from .base import MethodBase
 
 

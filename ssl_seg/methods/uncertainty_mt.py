@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
-from ..losses import LossFn
+from .losses import LossFn
 from .mean_teacher import MeanTeacher, noisy, pixel_consistency
 from .rampup import sigmoid_rampup
 

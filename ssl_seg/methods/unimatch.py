@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..losses import LossFn, soft_dice_loss
+from .losses import LossFn, soft_dice_loss
 from .base import MethodBase, gradient_free
 from .confidence import confident_pseudo_labels
 from .cutmix import cutmix, cutmix_boxes

@@ -13,13 +13,13 @@ from typing import Any, Iterable
 
 from tqdm import tqdm
 
-from . import locks
-from .config import RunConfig
-from .errors import UserError
+from ..engine import locks
+from ..config import RunConfig
+from ..errors import UserError
 from .executors import job_results, submission_error
-from .io_utils import atomic_write_json
-from .report import evaluate_run
-from .runner import check_config, run_training
+from ..io_utils import atomic_write_json
+from ..engine.report import evaluate_run
+from ..engine.runner import check_config, run_training
 
 
 @dataclass

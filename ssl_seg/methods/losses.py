@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import UserError
+from ..errors import UserError
 
 LossFn = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 

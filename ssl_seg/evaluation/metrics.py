@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from .errors import UserError
+from ..errors import UserError
 
 METRICS = ("dice", "iou", "hd95", "asd")
 

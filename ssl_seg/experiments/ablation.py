@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from .config import RunConfig
-from .errors import UserError
+from ..config import RunConfig
+from ..errors import UserError
 from .executors import add_executor_flags, add_threads_flag, build_executor
 from .grid import GridRun, collect, run_grid
-from .io_utils import atomic_path, atomic_write_text
+from ..io_utils import atomic_path, atomic_write_text
 from .stats import decimals_for, fmt_gain
 
 
@@ -69,7 +69,7 @@ def resolve_data(data: str, prof: Profile) -> str:
 def native_patch(data: str, patch_size: int, stride: int = 16, probe: int = 64) -> int:
     """`patch_size`, or the data's native size when smaller: the largest image side among about `probe`
     samples, rounded up to a multiple of `stride` (a 35x50 px slice gets 64, not a mostly padded 128)."""
-    from .data.readers import open_source
+    from ..data.readers import open_source
 
     source = open_source(data)
     step = max(1, len(source) // probe)

@@ -10,12 +10,12 @@ from PIL import Image
 from skimage import io as skio
 from tqdm import tqdm
 
-from .data.transforms import normalize
-from .device import resolve_device
-from .errors import UserError
-from .evaluation import predict_image
-from .io_utils import atomic_path
-from .postprocess import largest_component
+from ..data.transforms import normalize
+from ..device import resolve_device
+from ..errors import UserError
+from ..evaluation.scoring import predict_image
+from ..io_utils import atomic_path
+from ..evaluation.postprocess import largest_component
 from .report import load_postprocessing
 from .runner import load_run
 

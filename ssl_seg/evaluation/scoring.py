@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .data.datasets import EvalDataset
-from .data.readers import SampleSource
-from .device import autocast
+from ..data.datasets import EvalDataset
+from ..data.readers import SampleSource
+from ..device import autocast
 from .inference import predict_probs
 from .metrics import aggregate, evaluate_case
 from .postprocess import largest_component

@@ -17,11 +17,11 @@ import numpy as np
 from scipy import stats
 
 from .ablation import base_config, error_points, group, label_key, mean_std, profile, save_figure, write_csv
-from .config import RunConfig
-from .errors import UserError
+from ..config import RunConfig
+from ..errors import UserError
 from .executors import add_executor_flags, add_threads_flag, build_executor
 from .grid import GridRun, check_grid, collect, run_grid
-from .io_utils import atomic_write_text
+from ..io_utils import atomic_write_text
 from .stats import fmt_gain, fmt_mean_std
 
 

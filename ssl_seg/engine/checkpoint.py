@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from .errors import UserError
-from .io_utils import atomic_torch_save
+from ..errors import UserError
+from ..io_utils import atomic_torch_save
 
 FORMAT_VERSION = 1
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .data.readers import open_source
-from .data.splits import Split
-from .device import resolve_device
-from .errors import UserError
-from .evaluation import evaluate_model
-from .io_utils import atomic_write_json
-from .postprocess import choose_lcc_classes
+from ..data.readers import open_source
+from ..data.splits import Split
+from ..device import resolve_device
+from ..errors import UserError
+from ..evaluation.scoring import evaluate_model
+from ..io_utils import atomic_write_json
+from ..evaluation.postprocess import choose_lcc_classes
 from .runner import load_run
 
 

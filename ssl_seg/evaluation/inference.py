@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def _patch_shape(patch_size: int | Sequence[int], spatial_dims: int) -> tuple[int, ...]:

@@ -9,8 +9,8 @@ from typing import Any, Callable, Iterable, Protocol
 import torch
 
 from .checkpoint import rng_state, set_rng_state
-from .device import autocast, to_memory_format
-from .errors import UserError
+from ..device import autocast, to_memory_format
+from ..errors import UserError
 
 
 class Hook(Protocol):

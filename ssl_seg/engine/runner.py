@@ -17,25 +17,25 @@ from torch.utils.data import DataLoader
 
 from . import locks
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import RunConfig, resume_differences
-from .data.concat import ConcatSource
-from .data.cache import CachedSource
+from ..config import RunConfig, resume_differences
+from ..data.concat import ConcatSource
+from ..data.cache import CachedSource
 from .distributed import data_parallel, distributed_context
-from .data.datasets import PairDataset, StepBatches, raise_user_errors
-from .data.mixing import build_schedule, schedule_names
-from .data.readers import SampleSource, open_source, task_differences
-from .data.splits import Split, make_split, resolve_split_file
-from .data.transforms import JointTransform
-from .device import amp_dtype, cpu_cores, resolve_device, resolve_threads, to_memory_format
-from .errors import UserError
-from .evaluation import evaluate_model, selection_score
+from ..data.datasets import PairDataset, StepBatches, raise_user_errors
+from ..data.mixing import build_schedule, schedule_names
+from ..data.readers import SampleSource, open_source, task_differences
+from ..data.splits import Split, make_split, resolve_split_file
+from ..data.transforms import JointTransform
+from ..device import amp_dtype, cpu_cores, resolve_device, resolve_threads, to_memory_format
+from ..errors import UserError
+from ..evaluation.scoring import evaluate_model, selection_score
 from .hooks import CheckpointHook, ProgressHook, TensorBoardHook, ValidationHook
-from .io_utils import atomic_write_json
-from .losses import LOSSES, build_loss
-from .methods import build_method
-from .methods.registry import method_names
-from .models import build_model
-from .models.registry import model_names
+from ..io_utils import atomic_write_json
+from ..methods.losses import LOSSES, build_loss
+from ..methods import build_method
+from ..methods.registry import method_names
+from ..models import build_model
+from ..models.registry import model_names
 from .trainer import Trainer, constant_lr, poly_lr
 
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from .errors import UserError
+from ..errors import UserError
 
 LOCK_NAME = ".lock"
 _held: dict[Path, int] = {}  # lock file -> open descriptor, for locks this process holds (re-entrant)

@@ -10,7 +10,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def distributed_context() -> tuple[int, int]:

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from .checkpoint import save_checkpoint
 from .curves import plot_curves
-from .evaluation import selection_score
+from ..evaluation.scoring import selection_score
 from .trainer import Trainer
 
 # A hook is any object with before_train / after_step / after_train; this base gives no-op defaults.

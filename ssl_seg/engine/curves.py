@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .io_utils import atomic_path
+from ..io_utils import atomic_path
 
 # panel title -> which scalar tags it shows
 PANELS = (("losses", lambda tag: tag.startswith("loss/")),
