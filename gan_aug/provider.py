@@ -9,10 +9,9 @@ synthetic set made by the same GAN settings is returned as is, and a killed GAN 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
-from ssl_seg.experiments.ablation import profile as ssl_profile
+from ssl_seg.experiments import profiles
 from ssl_seg.errors import UserError
 
 from .checkpoint import CHECKPOINT_NAME
@@ -28,37 +27,10 @@ SYN_SUBDIR = "synthetic"
 _INCIDENTAL = RESUMABLE - {"iterations"}
 
 
-@dataclass(frozen=True)
-class GanBudget:
-    """GAN width and training length for one ssl-seg profile, and how many pairs it synthesizes by default."""
-
-    iterations: int
-    batch_size: int
-    ngf: int
-    checkpoint_every: int
-    n: int
-
-
-GAN_BUDGETS: dict[str, GanBudget] = {
-    # tiny: a smoke test; quick: ~2 min on one busy CPU core at 64 px (0.19 s/step); standard: a usable generator
-    "tiny": GanBudget(iterations=4, batch_size=2, ngf=8, checkpoint_every=2, n=16),
-    "quick": GanBudget(iterations=600, batch_size=4, ngf=32, checkpoint_every=100, n=200),
-    "standard": GanBudget(iterations=4000, batch_size=4, ngf=64, checkpoint_every=500, n=400),
-}
-
-
-def gan_budget(name: str) -> GanBudget:
-    """The GAN budget of profile `name`; unknown names list the valid ones."""
-    ssl_profile(name)  # the same UserError as the segmentation side for a profile nobody defined
-    if name not in GAN_BUDGETS:
-        raise UserError(f"--profile {name}: no GAN budget for it; valid: {', '.join(GAN_BUDGETS)}")
-    return GAN_BUDGETS[name]
-
-
 def gan_config(data: str, labeled_fraction: float, split_seed: int, gan_dir: Path, profile_name: str,
                device: str) -> GanConfig:
     """The GanConfig of the profile: ssl-seg's split (default 0.7/0.1/0.2 fractions) at the profile's patch size."""
-    budget, patch = gan_budget(profile_name), ssl_profile(profile_name).patch_size
+    budget, patch = profiles.gan_budget(profile_name), profiles.profile(profile_name).seg.patch_size
     return GanConfig(data=data, labeled_fraction=labeled_fraction, split_seed=split_seed, out=str(gan_dir),
                      iterations=budget.iterations, batch_size=budget.batch_size, patch_size=patch,
                      n_down=auto_n_down(patch), ngf=budget.ngf, ndf=budget.ngf, device=device, progress=False,
@@ -86,7 +58,7 @@ def train_and_synthesize(data: str, labeled_fraction: float, split_seed: int, ou
     gan_dir, syn_dir = out_dir / GAN_SUBDIR, synthetic_dir(out_dir, mask_source)
     h5, manifest_file = syn_dir / H5_NAME, syn_dir / "manifest.json"
     wanted = gan_config(data, labeled_fraction, split_seed, gan_dir, profile, device)
-    n = gan_budget(profile).n if n is None else n
+    n = profiles.gan_budget(profile).n if n is None else n
     source = mask_source
     if manifest_file.is_file() and h5.is_file():
         manifest = json.loads(manifest_file.read_text())

@@ -18,14 +18,12 @@ import multiprocessing
 import os
 import shlex
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from ssl_seg.experiments import grid
-from ssl_seg.experiments.ablation import ablation_runs, base_config, label_key
-from ssl_seg.experiments.ablation import profile as ssl_profile
-from ssl_seg.experiments.ablation import write_summary
+from ssl_seg.experiments.ablation import ablation_runs, label_key, write_summary
+from ssl_seg.experiments.profiles import PROFILES, base_config, profile, study_plan
 from ssl_seg.config import RunConfig
 from ssl_seg.errors import UserError
 from ssl_seg.experiments.executors import add_executor_flags, build_executor, job_results, submission_error
@@ -40,53 +38,12 @@ from .study_report import ORACLE_LABEL, best_ssl_method, chosen_ratio, report_ma
 SPLIT_SEED = 0  # the sweep's split: the GAN is trained on its labeled pairs
 
 
-@dataclass(frozen=True)
-class StudyPlan:
-    """What a study runs on top of a segmentation profile (PROFILES) of the same name."""
-
-    methods: tuple[str, ...]  # low-label ablation methods
-    fractions: tuple[float, ...]  # their labeled fractions (the full-label supervised reference is added)
-    seeds: tuple[int, ...]  # ablation seeds; seed s also draws split s
-    sweep_fraction: float  # the labeled fraction whose pairs train the GAN and the ratio sweep
-    ratios: tuple[float, ...]  # synthetic shares of the labeled batch, 0 (real only) first
-    sweep_seeds: tuple[int, ...]  # training seeds of the sweep (split seed SPLIT_SEED)
-    ssl_with_synthetic: bool  # also train the best SSL method (on validation) at the chosen ratio and at 0
-    oracle: bool = True  # phantom data: also the oracle row (phantom masks) at the chosen ratio, labelled as such
-    iterations: int | None = None  # segmentation steps per run (None: the profile's)
-
-
-PLANS: dict[str, StudyPlan] = {
-    "tiny": StudyPlan(methods=("supervised", "mean-teacher"), fractions=(0.25,), seeds=(0,), sweep_fraction=0.25,
-                      ratios=(0.0, 0.5), sweep_seeds=(0, 1), ssl_with_synthetic=True),
-    # quick: under 8 min on an idle 2-core CPU with two workers (benchmarks/RESULTS.md). Three seeds per cell so
-    # every gain has a 95 % interval; 250 steps per run (at the profile's 120 the full-label reference is far
-    # from converged). No SSL-with-synthetic leg (standard has it): at n = 1 it could establish nothing.
-    "quick": StudyPlan(methods=("supervised", "mean-teacher", "unimatch"), fractions=(0.1,), seeds=(0, 1, 2),
-                       sweep_fraction=0.1, ratios=(0.0, 0.25, 0.5), sweep_seeds=(0, 1, 2), ssl_with_synthetic=False,
-                       iterations=250),
-    "standard": StudyPlan(methods=("supervised", "mean-teacher", "pseudo-label", "cps", "unimatch"),
-                          fractions=(0.05, 0.1), seeds=(0, 1, 2), sweep_fraction=0.05,
-                          ratios=(0.0, 0.25, 0.5, 0.75, 1.0), sweep_seeds=(0, 1, 2), ssl_with_synthetic=True),
-}
-
-
-def plan(name: str) -> StudyPlan:
-    """The study plan of profile `name`; unknown names list the valid ones."""
-    ssl_profile(name)
-    if name not in PLANS:
-        raise UserError(f"--profile {name}: no study plan for it; valid: {', '.join(PLANS)}")
-    return PLANS[name]
-
-
 def study_base(data: str, profile_name: str, device: str, workers: int = 1) -> RunConfig:
     """The profile's base RunConfig with the plan's iteration count; with several workers, runs load their
     data in their own process (the other runs use the cores, and a pool's processes may not have children)."""
-    base, iterations = base_config(data, ssl_profile(profile_name), device), plan(profile_name).iterations
+    base = base_config(data, profile(profile_name), device, study_plan(profile_name).iterations)
     if workers > 1:
         base.data.num_workers = 0
-    if iterations:
-        base.train.iterations = base.train.image_every = iterations
-        base.train.val_every = min(base.train.val_every, iterations)
     return base
 
 
@@ -198,7 +155,7 @@ def run_study(data: str, profile_name: str, out: Path, device: str, command: str
               threads: int = 1, executor: Any | None = None) -> Path:
     """Run (or resume) the stages into `out` on `workers` processes, or as jobs of a submitit `executor`;
     returns the report's path."""
-    the_plan = plan(profile_name)
+    the_plan = study_plan(profile_name)
     base = study_base(data, profile_name, device, workers)
     data = base.data.data
     labels = label_key(the_plan.sweep_fraction, None)
@@ -260,7 +217,7 @@ def write_report(out: Path, study: dict[str, Any]) -> Path:
                            {ORACLE_LABEL: oracle_rows} if oracle_rows else None)
     syn_rel = Path(study["synthetic"][DEFAULT_MASK_SOURCE]).parent.as_posix()
     report = out / "report.md"
-    atomic_write_text(report, report_markdown(out, study, ssl_profile(profile_name), low_rows, sweep, oracle_rows,
+    atomic_write_text(report, report_markdown(out, study, profile(profile_name).seg, low_rows, sweep, oracle_rows,
                                               syn_rel))
     return report
 
@@ -272,7 +229,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `study` to the ssl-seg command line (the `ssl_seg.commands` entry point)."""
     p = subparsers.add_parser("study", help="end to end: low-label ablation, GAN synthetic pairs, ratio sweep, report")
     p.add_argument("--data", default="phantom:cardiac", help="DATA (bare phantom:<task> gets the profile's size)")
-    p.add_argument("--profile", default="quick", help=f"{' | '.join(PLANS)} (quick: under 8 min on 2 idle CPU "
+    p.add_argument("--profile", default="quick", help=f"{' | '.join(k for k, p in PROFILES.items() if p.study)} (quick: under 8 min on 2 idle CPU "
                    "cores)")
     p.add_argument("--out", default="runs/study", help="study folder (re-run the same command to resume)")
     p.add_argument("--device", default="auto", help="auto | cuda | cpu")
@@ -295,7 +252,7 @@ def cmd_study(args: argparse.Namespace) -> None:
     for flag, value in (("--threads", args.threads), ("--workers", args.workers)):
         if value is not None and value < 1:
             raise UserError(f"{flag} {value}: must be at least 1")
-    plan(args.profile)
+    study_plan(args.profile)
     if args.report_only:
         study_file = Path(args.out) / "study.json"
         if not study_file.is_file() or "synthetic" not in json.loads(study_file.read_text()):

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from ssl_seg.experiments.ablation import Profile, group, mean_std
+from ssl_seg.experiments.ablation import group, mean_std
+from ssl_seg.experiments.profiles import SegBudget
 from ssl_seg.experiments.stats import fmt_gain, fmt_mean_std
 from ssl_seg.experiments.sweep import is_real_only
 
@@ -165,7 +166,7 @@ def _image(out: Path, rel: str, alt: str) -> list[str]:
     return [f"![{alt}]({rel})", ""] if (out / rel).is_file() else []
 
 
-def report_markdown(out: Path, study: dict[str, Any], prof: Profile, low_rows: Rows, sweep: Rows, oracle: Rows,
+def report_markdown(out: Path, study: dict[str, Any], prof: SegBudget, low_rows: Rows, sweep: Rows, oracle: Rows,
                     syn_rel: str) -> str:
     """OUT/report.md: findings with their uncertainty, tables, figures, the synthetic set, where files lie."""
     p, decisions = study["plan"], study.get("decisions", {})

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from ssl_seg.experiments import grid
-from ssl_seg.experiments.ablation import (ablation_runs, base_config, native_patch, profile, summary_markdown, summary_rows,
-                              write_summary)
+from ssl_seg.experiments.ablation import ablation_runs, summary_markdown, summary_rows, write_summary
+from ssl_seg.experiments.profiles import base_config, profile
 from ssl_seg.cli import main
 from ssl_seg.errors import UserError
 
@@ -76,17 +76,6 @@ def test_two_shards_then_summary(tmp_path):
     assert 0 <= result["test_last"]["dice"] <= 1
     assert "last checkpoint" in md and "best-on-validation checkpoint" in md
     assert "per volume" not in md  # phantoms are 2D images, not slices of volumes
-
-
-def test_realistic_profile_and_native_patch():
-    prof = profile("realistic")
-    assert 128 <= prof.patch_size <= 256 and 16 <= prof.base_channels <= 32
-    assert 2000 <= prof.iterations <= 3000 and 100 <= prof.val_every <= 200 and prof.val_max_samples is None
-    # images smaller than the profile's patch: the patch shrinks to the native size (rounded up to 16)
-    assert native_patch("phantom:cardiac?n=4&size=40", 128) == 48
-    assert native_patch("phantom:cardiac?n=4&size=200", 128) == 128
-    cfg = base_config("phantom:cardiac?n=4&size=40", prof, "cpu")
-    assert cfg.data.patch_size == 48 and cfg.train.val_max_samples is None and cfg.train.iterations == 2000
 
 
 def test_summary_math():

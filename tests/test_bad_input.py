@@ -86,7 +86,8 @@ def test_second_run_on_a_locked_out_stops_at_once_and_a_killed_holder_frees_it(t
 
 def test_grid_cell_locked_by_another_process_is_left_to_it(tmp_path, capsys):
     from ssl_seg.experiments import grid
-    from ssl_seg.experiments.ablation import ablation_runs, base_config, profile
+    from ssl_seg.experiments.ablation import ablation_runs
+    from ssl_seg.experiments.profiles import base_config, profile
 
     runs = ablation_runs(base_config("phantom:cardiac", profile("tiny"), "cpu"), ["supervised"], [0.5], [], [0],
                          ["unet"], full_reference=False)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from ssl_seg.experiments import grid
-from ssl_seg.experiments.ablation import ablation_runs, base_config, profile
+from ssl_seg.experiments.ablation import ablation_runs
+from ssl_seg.experiments.profiles import base_config, profile
 from ssl_seg.errors import UserError
 from ssl_seg.experiments.executors import add_executor_flags, add_threads_flag, build_executor
 

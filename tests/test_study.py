@@ -9,26 +9,15 @@ import pytest
 
 import gan_aug.provider as provider
 from gan_aug.config import GanConfig
-from gan_aug.study import PLANS, plan
 from gan_aug.study_report import best_ssl_method, chosen_ratio, findings
 from gan_aug.train import train_gan
 from ssl_seg.experiments import grid
-from ssl_seg.experiments.ablation import PROFILES
 from ssl_seg.cli import main
 from ssl_seg.data.readers import open_source
 from ssl_seg.data.splits import Split
 from ssl_seg.errors import UserError
 
 DATA = "phantom:cardiac?n=24&size=32"
-
-
-def test_every_profile_has_a_consistent_plan():
-    assert set(PLANS) == set(provider.GAN_BUDGETS) and set(PLANS) <= set(PROFILES)
-    for name in set(PROFILES) - set(PLANS):  # segmentation-only profiles (realistic): a clear error, no study
-        with pytest.raises(UserError, match="no study plan"):
-            plan(name)
-    for p in PLANS.values():
-        assert p.sweep_fraction in p.fractions and p.ratios[0] == 0 and "supervised" in p.methods
 
 
 def _low(method: str, labels: str, seed: int, dice: float, val: float) -> dict:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ssl_seg.experiments import grid
-from ssl_seg.experiments.ablation import base_config, profile
+from ssl_seg.experiments.profiles import base_config, profile
 from ssl_seg.engine.checkpoint import load_checkpoint
 from ssl_seg.cli import main
 from ssl_seg.data.h5format import H5DatasetWriter

@@ -7,7 +7,6 @@ import copy
 import csv
 import io
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,81 +16,9 @@ from ..config import RunConfig
 from ..errors import UserError
 from .executors import add_executor_flags, add_threads_flag, build_executor
 from .grid import GridRun, collect, run_grid
+from .profiles import PROFILES, base_config, profile
 from ..io_utils import atomic_path, atomic_write_text
 from .stats import decimals_for, fmt_gain
-
-
-@dataclass(frozen=True)
-class Profile:
-    """Training budget and sizes shared by every run of a grid."""
-
-    iterations: int
-    batch_size: int
-    patch_size: int
-    base_channels: int
-    val_every: int
-    phantom_n: int
-    phantom_size: int
-    optimizer: str = "adamw"  # short budgets: AdamW converges reliably where SGD+poly sometimes stalls
-    lr: float = 2e-3
-    val_max_samples: int | None = 64  # None: validate on every validation image (whole volumes)
-
-
-PROFILES: dict[str, Profile] = {
-    # `tiny` keeps smoke tests to seconds; `quick` finishes a small grid on 2 CPU cores in minutes;
-    # `standard` is what benchmarks/RESULTS.md reports.
-    "tiny": Profile(iterations=4, batch_size=4, patch_size=32, base_channels=4, val_every=4,
-                    phantom_n=24, phantom_size=32),
-    "quick": Profile(iterations=120, batch_size=8, patch_size=64, base_channels=8, val_every=60,
-                     phantom_n=120, phantom_size=64),
-    "standard": Profile(iterations=300, batch_size=8, patch_size=64, base_channels=8, val_every=100,
-                        phantom_n=200, phantom_size=64),
-    # `realistic`: the scale of the papers' 2D setups (issue 10); patches shrink to the data's native size.
-    "realistic": Profile(iterations=2000, batch_size=8, patch_size=128, base_channels=16, val_every=200,
-                         phantom_n=200, phantom_size=128, val_max_samples=None),
-}
-
-
-def profile(name: str) -> Profile:
-    """The named profile; unknown names list the valid ones."""
-    if name not in PROFILES:
-        raise UserError(f"--profile {name}: unknown; valid: {', '.join(PROFILES)}")
-    return PROFILES[name]
-
-
-def resolve_data(data: str, prof: Profile) -> str:
-    """A bare `phantom:<task>` gets the profile's count and size; anything else is used as given."""
-    if data.startswith("phantom:") and "?" not in data:
-        return f"{data}?n={prof.phantom_n}&size={prof.phantom_size}"
-    return data
-
-
-def native_patch(data: str, patch_size: int, stride: int = 16, probe: int = 64) -> int:
-    """`patch_size`, or the data's native size when smaller: the largest image side among about `probe`
-    samples, rounded up to a multiple of `stride` (a 35x50 px slice gets 64, not a mostly padded 128)."""
-    from ..data.readers import open_source
-
-    source = open_source(data)
-    step = max(1, len(source) // probe)
-    largest = max(max(source.load(i).image.shape[-2:]) for i in range(0, len(source), step))
-    return min(patch_size, -(-largest // stride) * stride)
-
-
-def base_config(data: str, prof: Profile, device: str) -> RunConfig:
-    """A RunConfig with the profile's budget (method, fraction, seed and backbone are set per run)."""
-    cfg = RunConfig()
-    cfg.data.data = resolve_data(data, prof)
-    cfg.data.patch_size = native_patch(cfg.data.data, prof.patch_size)
-    cfg.train.val_max_samples = prof.val_max_samples
-    cfg.model.base_channels = prof.base_channels
-    cfg.train.iterations = prof.iterations
-    cfg.train.batch_size = prof.batch_size
-    cfg.train.optimizer, cfg.train.lr = prof.optimizer, prof.lr
-    cfg.train.val_every = prof.val_every
-    cfg.train.image_every = prof.iterations
-    cfg.train.device = device
-    cfg.train.progress = False
-    return cfg
 
 
 def label_key(fraction: float | None, cases: int | None) -> str:
@@ -412,7 +339,7 @@ def add_ablate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labeled-cases", nargs="*", type=int, default=[], help="labeled case counts, e.g. 1 3 7")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--backbones", nargs="+", default=["unet"])
-    p.add_argument("--profile", default="quick", help="tiny | quick | standard | realistic")
+    p.add_argument("--profile", default="quick", help=" | ".join(PROFILES))
     p.add_argument("--iterations", type=int, help="override the profile's iterations")
     p.add_argument("--no-full-reference", action="store_true", help="skip the 100 %% labels supervised runs")
     p.add_argument("--shard", help="i/N: run every N-th run starting at i (spread a grid over machines)")
@@ -425,12 +352,7 @@ def add_ablate_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_ablate(args: argparse.Namespace) -> None:
     """Run (this shard of) the ablation grid, then write the summaries from all finished runs."""
-    prof = profile(args.profile)
-    base = base_config(args.data, prof, args.device)
-    if args.iterations is not None:
-        base.train.iterations = args.iterations
-        base.train.image_every = args.iterations
-        base.train.val_every = min(base.train.val_every, args.iterations)
+    base = base_config(args.data, profile(args.profile), args.device, args.iterations)
     fractions = args.fractions if args.fractions is not None else ([] if args.labeled_cases else [0.05, 0.1])
     runs = ablation_runs(base, args.methods, fractions, args.labeled_cases, args.seeds, args.backbones,
                          full_reference=not args.no_full_reference)

@@ -16,7 +16,8 @@ from typing import Any, Callable
 import numpy as np
 from scipy import stats
 
-from .ablation import base_config, error_points, group, label_key, mean_std, profile, save_figure, write_csv
+from .ablation import error_points, group, label_key, mean_std, save_figure, write_csv
+from .profiles import PROFILES, base_config, profile
 from ..config import RunConfig
 from ..errors import UserError
 from .executors import add_executor_flags, add_threads_flag, build_executor
@@ -228,7 +229,7 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--split-seed", type=int, default=0, help="one split per fraction (the GAN sees its labels)")
     p.add_argument("--backbone", default="unet")
-    p.add_argument("--profile", default="quick", help="tiny | quick | standard")
+    p.add_argument("--profile", default="quick", help=" | ".join(PROFILES) + " (--train-gan: those with a GAN budget)")
     p.add_argument("--iterations", type=int)
     p.add_argument("--shard", help="i/N: run every N-th run starting at i (spread a grid over machines)")
     add_executor_flags(p)
@@ -242,13 +243,9 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     """Run (this shard of) the ratio sweep, then write the summaries."""
     if 0.0 not in args.ratios:
         args.ratios = [0.0, *args.ratios]  # the real-only reference every gain is measured against
-    prof = profile(args.profile)
-    base = base_config(args.data, prof, args.device)
+    base = base_config(args.data, profile(args.profile), args.device, args.iterations)
     base.model.backbone = args.backbone
     base.data.split_seed = args.split_seed
-    if args.iterations is not None:
-        base.train.iterations = base.train.image_every = args.iterations
-        base.train.val_every = min(base.train.val_every, args.iterations)
     root = Path(args.out)
     synthetic = parse_synthetic(args.synthetic, args.fractions)
     if args.train_gan and not args.summary_only:

@@ -1,0 +1,50 @@
+"""The one profile registry: segmentation budget, GAN budget and study plan per name; `--iterations` rescaling."""
+
+from __future__ import annotations
+
+import pytest
+
+from ssl_seg.errors import UserError
+from ssl_seg.experiments.profiles import PROFILES, base_config, gan_budget, native_patch, profile, study_plan
+
+
+def test_every_study_plan_has_a_gan_budget_and_a_sane_plan():
+    for name, prof in PROFILES.items():
+        if prof.study is not None:  # a study trains a GAN: it needs the GAN budget of the same profile
+            assert gan_budget(name) is prof.gan and study_plan(name) is prof.study
+            p = prof.study
+            assert p.sweep_fraction in p.fractions and p.ratios[0] == 0 and "supervised" in p.methods
+    assert {"tiny", "quick", "standard"} <= {n for n, p in PROFILES.items() if p.study is not None}
+
+
+def test_segmentation_only_profile_and_unknown_names_fail_clearly():
+    with pytest.raises(UserError, match="no study plan for it; valid: tiny, quick, standard"):
+        study_plan("realistic")
+    with pytest.raises(UserError, match="no GAN budget"):
+        gan_budget("realistic")
+    with pytest.raises(UserError, match="--profile huge: unknown; valid: tiny, quick, standard, realistic"):
+        profile("huge")
+
+
+def test_iterations_override_rescales_the_dependent_steps():
+    cfg = base_config("phantom:cardiac?n=4&size=32", profile("quick"), "cpu")
+    assert (cfg.train.iterations, cfg.train.image_every, cfg.train.val_every) == (120, 120, 60)
+    cfg = base_config("phantom:cardiac?n=4&size=32", profile("quick"), "cpu", iterations=30)
+    assert (cfg.train.iterations, cfg.train.image_every, cfg.train.val_every) == (30, 30, 30)
+    cfg = base_config("phantom:cardiac?n=4&size=32", profile("quick"), "cpu", iterations=1000)
+    assert (cfg.train.iterations, cfg.train.image_every, cfg.train.val_every) == (1000, 1000, 60)
+
+
+def test_bare_phantom_gets_the_profile_size():
+    assert base_config("phantom:cardiac", profile("tiny"), "cpu").data.data == "phantom:cardiac?n=24&size=32"
+
+
+def test_realistic_profile_and_native_patch():
+    prof = profile("realistic").seg
+    assert 128 <= prof.patch_size <= 256 and 16 <= prof.base_channels <= 32
+    assert 2000 <= prof.iterations <= 3000 and 100 <= prof.val_every <= 200 and prof.val_max_samples is None
+    # images smaller than the profile's patch: the patch shrinks to the native size (rounded up to 16)
+    assert native_patch("phantom:cardiac?n=4&size=40", 128) == 48
+    assert native_patch("phantom:cardiac?n=4&size=200", 128) == 128
+    cfg = base_config("phantom:cardiac?n=4&size=40", profile("realistic"), "cpu")
+    assert cfg.data.patch_size == 48 and cfg.train.val_max_samples is None and cfg.train.iterations == 2000
