@@ -14,7 +14,7 @@ from .errors import UserError
 
 # flag -> (config section, field); only flags the user actually gave override the config.
 TRAIN_FLAGS: dict[str, tuple[str, str]] = {
-    "data": ("data", "data"), "patch_size": ("data", "patch_size"), "split_file": ("data", "split_file"),
+    "data": ("data", "data"), "patch_size": ("data", "patch_size"), "spatial_dims": ("data", "spatial_dims"), "split_file": ("data", "split_file"),
     "split_seed": ("data", "split_seed"), "group_by": ("data", "group_by"),
     "labeled_fraction": ("data", "labeled_fraction"), "labeled_cases": ("data", "labeled_cases"),
     "num_workers": ("data", "num_workers"), "synthetic": ("data", "synthetic"),
@@ -44,6 +44,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--labeled-batch-size", type=int, help="SSL: labeled part of --batch-size (default: --batch-size labeled plus as many unlabeled)")
     p.add_argument("--patch-size", type=int)
+    p.add_argument("--spatial-dims", type=int, help="2: images (volumes read as slices); 3: whole volumes, 3D nets")
     p.add_argument("--seed", type=int, help="training seed (init, augmentation, batch order)")
     p.add_argument("--split-seed", type=int, help="seed of the train/val/test and labeled draw")
     p.add_argument("--out", help="run directory")

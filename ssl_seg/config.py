@@ -20,6 +20,7 @@ class DataConfig:
 
     data: str = "phantom:cardiac"
     patch_size: int = 64
+    spatial_dims: int = 2  # 2: train on images (volumes as slices); 3: on whole volumes with 3D patches and nets
     pad: bool = True  # pad images smaller than the patch (off: such a patch size is an error)
     split_file: str | None = None
     split_seed: int = 0
@@ -107,6 +108,7 @@ class RunConfig:
              "in (0, 1], e.g. 0.1"),
             ("--labeled-cases", d.labeled_cases, d.labeled_cases is None or d.labeled_cases >= 1, "at least 1"),
             ("--patch-size", d.patch_size, d.patch_size >= 8, "at least 8, e.g. 64 or 128"),
+            ("--spatial-dims", d.spatial_dims, d.spatial_dims in (2, 3), "2 (images, volumes as slices) or 3 (volumes)"),
             ("--num-workers", d.num_workers, d.num_workers is None or d.num_workers >= 0, "0 or more"),
             ("data.cache_mb", d.cache_mb, d.cache_mb >= 0, "0 or more"),
             ("--synthetic-ratio", d.synthetic_ratio, 0 <= d.synthetic_ratio <= 1, "in [0, 1]"),

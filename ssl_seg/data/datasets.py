@@ -114,7 +114,7 @@ def _draw(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
 
 
 class EvalDataset(Dataset):
-    """Whole, unaugmented, normalised samples: item -> dict(image (C,H,W), mask (H,W), roi (H,W), id, case)."""
+    """Whole, unaugmented, normalised samples: item -> dict(image (C, *S), mask (*S), roi (*S), id, case)."""
 
     def __init__(self, source: SampleSource, ids: list[str]):
         self.source = source
@@ -126,4 +126,5 @@ class EvalDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         sample = self.source.load(self.indices[i])
         image, mask, roi = to_tensors(sample)
-        return {"image": normalize(image), "mask": mask, "roi": roi, "id": sample.id, "case": sample.case}
+        return {"image": normalize(image, spatial_dims=image.ndim - 1), "mask": mask, "roi": roi, "id": sample.id,
+                "case": sample.case}

@@ -1,13 +1,19 @@
-"""Medical Segmentation Decathlon / nnU-Net raw layout (DIR/dataset.json, imagesTr/, labelsTr/) served as 2D slices.
+"""Medical Segmentation Decathlon / nnU-Net raw layout (DIR/dataset.json, imagesTr/, labelsTr/): the index, one
+case's volumes read with their header geometry, and those volumes served as 2D slices.
 
 Each NIfTI volume is cut along its last spatial axis into slices `<case>_slice_<k>`; case = volume id, so a
-volume's slices never straddle splits and can be stacked back for per-volume scores. Kept separate from the
-2D readers so that a 3D reader can reuse `read_volume_pair` and `MSDIndex` and serve whole volumes instead.
+volume's slices never straddle splits and can be stacked back for per-volume scores. The volume reader
+(ssl_seg/data/volumes.py) reuses `read_index` and `read_case` and serves whole volumes instead.
+
+Input channels (modalities) come from one 4D image per case (MSD) or one file per channel,
+`<case>_0000.nii.gz`, `<case>_0001.nii.gz`, ... (nnU-Net); dataset.json's `modality` / `channel_names` keys
+must be 0..C-1.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +24,7 @@ from .sample import IndexedSource, Sample
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _CACHE_VOLUMES = 64  # decoded image volumes kept in memory (a hippocampus volume is ~250 kB)
+_AFFINE_TOLERANCE_MM = 1e-3  # image and label voxel-to-mm maps may differ by float rounding only
 
 
 def is_msd_folder(path: Path) -> bool:
@@ -35,23 +42,76 @@ def _nib():
 
 @dataclass
 class MSDIndex:
-    """What dataset.json says: (case, image path, label path) triples, class names, channel count."""
+    """What dataset.json says: per case its channel files (one 3D/4D file, or one file per channel) and label."""
 
     cases: list[str]
-    images: list[Path]
+    images: list[list[Path]]
     labels: list[Path]
     class_names: list[str]
-    in_channels: int
+    modalities: list[str]
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels per case: one per modality."""
+        return len(self.modalities)
+
+
+@dataclass
+class VolumeCase:
+    """One case as stored: image (C, X, Y, Z) float32 in [0, 1] or None, label (X, Y, Z) uint8, header geometry."""
+
+    image: np.ndarray | None
+    label: np.ndarray
+    spacing: tuple[float, float, float]  # mm along X, Y, Z (the header's zooms)
+    affine: np.ndarray  # (4, 4) voxel index (X, Y, Z) -> scanner mm, the label's (checked equal to the image's)
 
 
 def _case_of(path: Path) -> str:
-    """'hippocampus_001' from '.../hippocampus_001.nii.gz' (nnU-Net v2 images: drop the '_0000' channel tag)."""
+    """'hippocampus_001' from '.../hippocampus_001.nii.gz'."""
     name = path.name
     for suffix in NIFTI_SUFFIXES:
         if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
+            return name[: -len(suffix)]
     return name
+
+
+def _suffix_of(path: Path) -> str:
+    return ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+
+
+def _modalities(meta: dict, meta_path: Path) -> list[str]:
+    """Channel names in channel order; the keys must be 0..C-1 (anything else is an unknown modality)."""
+    modality = meta.get("modality") or meta.get("channel_names") or {"0": "image"}
+    if not isinstance(modality, dict):
+        raise UserError(f"{meta_path}: 'modality' / 'channel_names' must map channel numbers to names, e.g. "
+                        "{\"0\": \"T1\", \"1\": \"T2\"}")
+    keys = sorted(modality, key=lambda k: (not str(k).isdigit(), str(k).zfill(8)))
+    if [str(k) for k in keys] != [str(i) for i in range(len(keys))]:
+        raise UserError(f"{meta_path}: unknown modality key(s) {sorted(map(str, modality))}; number the channels "
+                        "0..C-1, e.g. {\"0\": \"T1\", \"1\": \"T2\"}")
+    return [str(modality[k]) for k in keys]
+
+
+def _channel_files(image: Path, channels: int, meta_path: Path) -> list[Path]:
+    """The files holding one case's channels: the listed file itself, or its nnU-Net `_000k` channel files."""
+    if image.is_file():
+        return [image]
+    case, suffix = _case_of(image), _suffix_of(image)
+    files = [image.with_name(f"{case}_{k:04d}{suffix}") for k in range(channels)]
+    if not files[0].is_file():
+        raise UserError(f"{meta_path}: lists {image} but neither it nor {files[0].name} exists; restore the file "
+                        "or remove the entry")
+    for path in files:
+        if not path.is_file():
+            raise UserError(f"{path}: missing; dataset.json lists {channels} modalities, so every case needs "
+                            f"{case}_0000..{case}_{channels - 1:04d}{suffix}")
+    pattern = re.compile(re.escape(case) + r"_(\d{4})" + re.escape(suffix) + "$")
+    extra = sorted(p.name for p in image.parent.iterdir() if (m := pattern.match(p.name)) and int(m[1]) >= channels)
+    if extra:
+        raise UserError(f"{image.parent / extra[0]}: channel {extra[0][len(case) + 1:len(case) + 5]} is an unknown "
+                        f"modality (dataset.json lists {channels}); add it to 'modality' / 'channel_names' or "
+                        "remove the file")
+    return files
 
 
 def read_index(root: Path) -> MSDIndex:
@@ -70,69 +130,95 @@ def read_index(root: Path) -> MSDIndex:
     except (TypeError, ValueError):
         raise UserError(f"{meta_path}: 'labels' must map class values to names") from None
     class_names = [by_value.get(k, f"class_{k}") for k in range(max(by_value) + 1)]
-    modality = meta.get("modality") or meta.get("channel_names") or {"0": "image"}
+    modalities = _modalities(meta, meta_path)
     training = meta.get("training")
     if isinstance(training, list) and training:
         try:
-            images = [root / entry["image"] for entry in training]
+            listed = [root / entry["image"] for entry in training]
             label_paths = [root / entry["label"] for entry in training]
         except (TypeError, KeyError):
             raise UserError(f"{meta_path}: each 'training' entry needs 'image' and 'label' paths") from None
-    else:  # nnU-Net v2: imagesTr/<case>_0000.nii.gz + labelsTr/<case>.nii.gz
+    else:  # nnU-Net v2: imagesTr/<case>_0000.nii.gz ... + labelsTr/<case>.nii.gz
         label_paths = sorted(p for p in (root / "labelsTr").glob("*.nii*") if not p.name.startswith("."))
-        images = [root / "imagesTr" / f"{_case_of(p)}_0000{p.name[len(_case_of(p)):]}" for p in label_paths]
-    for image, label in zip(images, label_paths):
-        for path in (image, label):
-            if not path.is_file():
-                raise UserError(f"{meta_path}: lists {path} but the file does not exist; restore it or remove "
-                                "the entry")
-    if not images:
+        listed = [root / "imagesTr" / f"{_case_of(p)}{_suffix_of(p)}" for p in label_paths]
+    for label in label_paths:
+        if not label.is_file():
+            raise UserError(f"{meta_path}: lists {label} but the file does not exist; restore it or remove the entry")
+    if not listed:
         raise UserError(f"{root}: no training volumes (dataset.json 'training' is empty and labelsTr/ has no "
                         "NIfTI files)")
-    return MSDIndex([_case_of(p) for p in label_paths], images, label_paths, class_names, len(modality))
+    images = [_channel_files(image, len(modalities), meta_path) for image in listed]
+    return MSDIndex([_case_of(p) for p in label_paths], images, label_paths, class_names, modalities)
 
 
-def read_volume_pair(image_path: Path, label_path: Path, in_channels: int,
-                     load_image: bool = True) -> tuple[np.ndarray | None, np.ndarray, tuple[float, float, float]]:
-    """(image (C, X, Y, Z) float32 in [0, 1] or None, label (X, Y, Z) uint8, spacing (sx, sy, sz) in mm).
+def _load(path: Path):
+    try:
+        return _nib().load(str(path))
+    except UserError:
+        raise
+    except Exception as e:  # nibabel raises many types for damaged files
+        raise UserError(f"{path}: cannot read NIfTI ({e}); restore the file") from None
+
+
+def integer_labels(label: np.ndarray, path: Path) -> np.ndarray:
+    """Label values as uint8; values that are not integers 0..255 are a UserError naming `path`."""
+    if not np.issubdtype(label.dtype, np.integer):
+        if not np.isfinite(label).all() or not np.array_equal(label, np.round(label)):
+            raise UserError(f"{path}: label values are not integers (e.g. {label[label != np.round(label)].flat[0]!r}); "
+                            "labels must be class indices")
+    if label.size and (label.min() < 0 or label.max() > 255):
+        raise UserError(f"{path}: label values [{label.min()}, {label.max()}] outside 0..255")
+    return label.astype(np.uint8)
+
+
+def read_case(image_paths: list[Path], label_path: Path, in_channels: int, load_image: bool = True) -> VolumeCase:
+    """One case's label, geometry and (optionally) image channels, checked against each other.
 
     Intensities are clipped to the volume's 0.5-99.5 percentiles and scaled to [0, 1] per channel (MRI has no
-    absolute scale). Shape mismatches and labels that are not integers 0..255 are UserErrors naming the file.
+    absolute scale). A 4D label, labels that are not integers 0..255, an image/label shape or affine mismatch
+    and a channel count other than dataset.json's modalities are UserErrors naming the file.
     """
-    nib = _nib()
-    try:
-        label_img, image_img = nib.load(str(label_path)), nib.load(str(image_path))
-    except Exception as e:  # nibabel raises many types for damaged files
-        raise UserError(f"{label_path.parent.parent}: cannot read {image_path.name} / {label_path.name} ({e}); "
-                        "restore the NIfTI files") from None
-    label_raw = np.asarray(label_img.dataobj)
-    image_shape = tuple(image_img.shape)
-    spatial = image_shape[:3]
-    if label_raw.ndim != 3 or tuple(label_raw.shape) != spatial or len(image_shape) not in (3, 4):
-        raise UserError(f"{label_path}: label shape {tuple(label_raw.shape)} does not match image "
-                        f"{image_path.name} {image_shape}; labels must be 3D volumes of the image's size")
-    channels = image_shape[3] if len(image_shape) == 4 else 1
+    label_img = _load(label_path)
+    channel_imgs = [_load(p) for p in image_paths]
+    label_shape = tuple(label_img.shape)
+    if len(label_shape) != 3:
+        raise UserError(f"{label_path}: label is {len(label_shape)}D {label_shape}; a label must be one 3D volume "
+                        "of class indices (no channel or time axis)")
+    for path, img in zip(image_paths, channel_imgs):
+        shape = tuple(img.shape)
+        if len(shape) not in (3, 4) or shape[:3] != label_shape:
+            raise UserError(f"{label_path}: label shape {label_shape} does not match image {path.name} {shape}; "
+                            "labels must be 3D volumes of the image's size")
+        if not np.allclose(img.affine, label_img.affine, rtol=0, atol=_AFFINE_TOLERANCE_MM):
+            raise UserError(f"{label_path}: affine (voxel-to-mm map) differs from image {path.name}'s "
+                            f"(largest difference {np.abs(img.affine - label_img.affine).max():.4g} mm); the label "
+                            "was saved on another grid: resample it onto the image")
+    channels = sum(img.shape[3] if len(img.shape) == 4 else 1 for img in channel_imgs)
     if channels != in_channels:
-        raise UserError(f"{image_path}: {channels} channel(s) but dataset.json lists {in_channels} modalities")
-    if not np.issubdtype(label_raw.dtype, np.integer):
-        if not np.isfinite(label_raw).all() or not np.array_equal(label_raw, np.round(label_raw)):
-            raise UserError(f"{label_path}: label values are not integers (e.g. "
-                            f"{label_raw[label_raw != np.round(label_raw)].flat[0]!r}); labels must be class indices")
-    if label_raw.size and (label_raw.min() < 0 or label_raw.max() > 255):
-        raise UserError(f"{label_path}: label values [{label_raw.min()}, {label_raw.max()}] outside 0..255")
-    label = label_raw.astype(np.uint8)
-    spacing = tuple(float(z) for z in image_img.header.get_zooms()[:3])
+        raise UserError(f"{image_paths[0]}: {channels} channel(s) but dataset.json lists {in_channels} modalities")
+    label = integer_labels(np.asarray(label_img.dataobj), label_path)
+    spacing = tuple(float(z) for z in label_img.header.get_zooms()[:3])
+    affine = np.asarray(label_img.affine, dtype=np.float64)
     if not load_image:
-        return None, label, spacing  # type: ignore[return-value]
-    data = np.asarray(image_img.dataobj, dtype=np.float32)
-    data = data[None] if data.ndim == 3 else np.moveaxis(data, -1, 0)
-    if not np.isfinite(data).all():
-        raise UserError(f"{image_path}: image contains NaN or infinite values; fix or re-export it")
+        return VolumeCase(None, label, spacing, affine)  # type: ignore[arg-type]
+    parts = []
+    for path, img in zip(image_paths, channel_imgs):
+        data = np.asarray(img.dataobj, dtype=np.float32)
+        parts.append(data[None] if data.ndim == 3 else np.moveaxis(data, -1, 0))
+        if not np.isfinite(parts[-1]).all():
+            raise UserError(f"{path}: image contains NaN or infinite values; fix or re-export it")
+    data = np.concatenate(parts)
     scaled = np.empty_like(data)
     for c, channel in enumerate(data):
         lo, hi = np.percentile(channel, (0.5, 99.5))
         scaled[c] = np.clip((channel - lo) / (hi - lo), 0, 1) if hi > lo else 0.0
-    return scaled, label, spacing  # type: ignore[return-value]
+    return VolumeCase(scaled, label, spacing, affine)  # type: ignore[arg-type]
+
+
+def class_names_for(index: MSDIndex, highest_label: int) -> list[str]:
+    """dataset.json's class names, extended with class_<k> up to the highest label value found (at least 2)."""
+    num_classes = max(2, highest_label + 1, len(index.class_names))
+    return index.class_names + [f"class_{k}" for k in range(len(index.class_names), num_classes)]
 
 
 class MSDSliceSource(IndexedSource):
@@ -155,7 +241,8 @@ class MSDSliceSource(IndexedSource):
         self.spacing: dict[str, tuple[float, float, float]] = {}
         highest = 0
         for v, (case, image, label_path) in enumerate(zip(index.cases, index.images, index.labels)):
-            _, label, (sx, sy, sz) = read_volume_pair(image, label_path, index.in_channels, load_image=False)
+            volume = read_case(image, label_path, index.in_channels, load_image=False)
+            label, (sx, sy, sz) = volume.label, volume.spacing
             self._labels.append(label)
             self.spacing[case] = (sz, sx, sy)
             highest = max(highest, int(label.max()) if label.size else 0)
@@ -164,9 +251,8 @@ class MSDSliceSource(IndexedSource):
                 self.cases.append(case)
                 self._where.append((v, k))
         self._index_ids()
-        self.num_classes = max(2, highest + 1, len(index.class_names))
-        self.class_names = index.class_names + [f"class_{k}" for k in range(len(index.class_names),
-                                                                             self.num_classes)]
+        self.class_names = class_names_for(index, highest)
+        self.num_classes = len(self.class_names)
         self._images: dict[int, np.ndarray] = {}
 
     def _image(self, v: int) -> np.ndarray:
@@ -175,7 +261,7 @@ class MSDSliceSource(IndexedSource):
             if len(self._images) >= _CACHE_VOLUMES:
                 self._images.pop(next(iter(self._images)))
             m = self._index_meta
-            self._images[v] = read_volume_pair(m.images[v], m.labels[v], m.in_channels)[0]
+            self._images[v] = read_case(m.images[v], m.labels[v], m.in_channels).image
         return self._images[v]
 
     def load(self, index: int) -> Sample:

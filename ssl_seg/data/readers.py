@@ -61,8 +61,15 @@ def task_differences(expected: SampleSource | dict, found: SampleSource | dict) 
             for key in ("num_classes", "class_names", "in_channels") if get(found, key) != get(expected, key)]
 
 
-def open_source(data: str) -> SampleSource:
-    """Open the dataset named by a DATA string (folder, SSL4MIS folder, .h5 file or phantom:<task>)."""
+def open_source(data: str, spatial_dims: int = 2) -> SampleSource:
+    """Open the dataset named by a DATA string (folder, SSL4MIS folder, .h5 file or phantom:<task>).
+
+    With `spatial_dims` 3 the samples are whole volumes (ssl_seg/data/volumes.py).
+    """
+    if spatial_dims == 3:
+        from .volumes import open_volume_source  # lazily: only volume training needs it
+
+        return open_volume_source(data)
     if data.startswith("phantom:"):
         return _open_phantom(data)
     path = Path(data).expanduser()

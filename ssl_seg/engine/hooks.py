@@ -120,12 +120,15 @@ class TensorBoardHook(BaseHook):
         batch = trainer.batch["labeled"]
         model = next(iter(trainer.method.eval_models().values()))
         model.eval()
-        image = batch["image"][:4].float()
+        image, mask = batch["image"][:4].float(), batch["mask"][:4]
         pred = model(image).argmax(1)
+        if image.ndim == 5:  # volumes: show the middle slice
+            middle = image.shape[2] // 2
+            image, mask, pred = image[:, :, middle], mask[:, middle], pred[:, middle]
         scale = max(self.num_classes - 1, 1)
         img = (image[:, :1] - image[:, :1].amin(dim=(2, 3), keepdim=True))
         img = img / img.amax(dim=(2, 3), keepdim=True).clamp(min=1e-6)
-        panel = torch.cat([img, batch["mask"][:4, None].float() / scale, pred[:, None].float() / scale], dim=3)
+        panel = torch.cat([img, mask[:, None].float() / scale, pred[:, None].float() / scale], dim=3)
         self.writer.add_images("train/input|truth|prediction", panel.cpu(), step)
 
     def log_validation(self, step: int, name: str, result: dict) -> None:

@@ -12,7 +12,7 @@ from ..errors import UserError
 from ..evaluation.scoring import evaluate_model
 from ..io_utils import atomic_write_json
 from ..evaluation.postprocess import choose_lcc_classes
-from .runner import load_run
+from .runner import load_run, patch_for
 
 
 def split_ids(split: Split, name: str, all_ids: list[str]) -> list[str]:
@@ -32,7 +32,7 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", split: str = "te
     run_dir = Path(run_dir)
     dev = resolve_device(device)
     model, cfg, info = load_run(run_dir, checkpoint, dev)
-    source = open_source(data or cfg.data.data)
+    source = open_source(data or cfg.data.data, cfg.data.spatial_dims)
     if source.num_classes != info["num_classes"] or source.in_channels != info["in_channels"]:
         raise UserError(f"{source.name}: {source.num_classes} classes / {source.in_channels} channels, but the run "
                         f"was trained on {info['num_classes']} / {info['in_channels']}; pass matching --data")
@@ -45,9 +45,10 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", split: str = "te
                         f"(first: {missing[0]}); pass the run's data or use --split all")
     if not ids:
         raise UserError(f"{run_dir / 'split.json'}: the {split} split is empty; use another --split")
-    lcc = (postprocessing_choice(run_dir, checkpoint, model, source, the_split, cfg.data.patch_size, dev, spacing)
+    patch = patch_for(cfg, source)
+    lcc = (postprocessing_choice(run_dir, checkpoint, model, source, the_split, patch, dev, spacing)
            if postprocess else None)
-    metrics = evaluate_model(model, source, ids, cfg.data.patch_size, dev, spacing=spacing, progress=True,
+    metrics = evaluate_model(model, source, ids, patch, dev, spacing=spacing, progress=True,
                              lcc_classes=lcc)
     metrics.update({"split": split, "checkpoint": checkpoint, "data": source.name,
                     "class_names": info["class_names"], "spacing": list(spacing)})
@@ -66,7 +67,8 @@ def load_postprocessing(run_dir: str | Path, checkpoint: str = "best") -> list[i
     return [int(c) for c in json.loads(path.read_text())["lcc_classes"]] if path.is_file() else None
 
 
-def postprocessing_choice(run_dir: str | Path, checkpoint: str, model, source, split: Split, patch_size: int,
+def postprocessing_choice(run_dir: str | Path, checkpoint: str, model, source, split: Split,
+                          patch_size: int | tuple[int, ...],
                           device, spacing: tuple[float, float]) -> list[int]:
     """Classes whose largest-component filter raises validation Dice (per volume where scored), as nnU-Net.
 

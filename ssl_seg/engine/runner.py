@@ -25,7 +25,9 @@ from ..data.datasets import PairDataset, StepBatches, raise_user_errors
 from ..data.mixing import build_schedule, schedule_names
 from ..data.readers import SampleSource, open_source, task_differences
 from ..data.splits import Split, make_split, resolve_split_file
+from ..data.patches3d import is_thick, patch_shape
 from ..data.transforms import JointTransform
+from ..data.transforms3d import VolumeTransform
 from ..device import amp_dtype, cpu_cores, resolve_device, resolve_threads, to_memory_format
 from ..errors import UserError
 from ..evaluation.scoring import evaluate_model, selection_score
@@ -65,8 +67,22 @@ def source_info(source: SampleSource) -> dict[str, Any]:
             "class_names": list(source.class_names), "data": source.name}
 
 
+def patch_for(cfg: RunConfig, source: SampleSource) -> int | tuple[int, int, int]:
+    """The training and sliding-window patch: --patch-size for images, a (D, H, W) shape for volumes."""
+    if cfg.data.spatial_dims == 2:
+        return cfg.data.patch_size
+    return patch_shape(cfg.data.patch_size, source.median_spacing(), source.median_shape())
+
+
+def build_transform(cfg: RunConfig, source: SampleSource) -> JointTransform | VolumeTransform:
+    """The joint augmentation and crop of training samples: 2D, or 3D with the data's patch shape and spacing."""
+    if cfg.data.spatial_dims == 2:
+        return JointTransform(cfg.data.patch_size, augment=cfg.data.augment)
+    return VolumeTransform(patch_for(cfg, source), is_thick(source.median_spacing()), augment=cfg.data.augment)
+
+
 def _check_patch(cfg: RunConfig, source: SampleSource, ids: list[str]) -> None:
-    if cfg.data.pad:
+    if cfg.data.pad or cfg.data.spatial_dims == 3:  # volumes are always padded to the patch
         return
     smallest = min(min(source.load(source.index_of(i)).image.shape[-2:]) for i in ids[:64])
     if cfg.data.patch_size > smallest:
@@ -94,7 +110,7 @@ def _batch_sizes(cfg: RunConfig, ssl: bool) -> tuple[int, int]:
 def build_method_for(cfg: RunConfig, info: dict[str, Any], device: torch.device):
     """Model + method on `device`, from the config (used for training and for loading runs)."""
     model = build_model(cfg.model.backbone, info["in_channels"], info["num_classes"],
-                        base_channels=cfg.model.base_channels,
+                        base_channels=cfg.model.base_channels, spatial_dims=cfg.data.spatial_dims,
                         **({"deep_supervision": True} if cfg.model.deep_supervision else {}))
     model = to_memory_format(model.to(device), device, cfg.train.channels_last, on_cpu=True)
     loss = build_loss(cfg.method.loss)
@@ -181,7 +197,7 @@ def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int) -> dict[s
     ckpt = _resumed_checkpoint(cfg, out, device) if resume else None
 
     seed_everything(tc.seed)
-    source = open_source(cfg.data.data)
+    source = open_source(cfg.data.data, cfg.data.spatial_dims)
     split = build_split(cfg, source)
     _check_patch(cfg, source, split.labeled)
     info = source_info(source)
@@ -228,7 +244,8 @@ def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int) -> dict[s
             method.eval_models())[0] else None)
         if split.val:
             val_ids = split.val[: tc.val_max_samples] if tc.val_max_samples else split.val
-            evaluate = lambda model: evaluate_model(model, source, val_ids, cfg.data.patch_size, device, dtype)
+            patch = patch_for(cfg, source)
+            evaluate = lambda model: evaluate_model(model, source, val_ids, patch, device, dtype)
             hooks.append(ValidationHook(evaluate, tc.val_every, out / "best.pt", payload, callbacks))
         hooks += [CheckpointHook(tc.val_every, out / "last.pt", payload), tb, progress]
     trainer = Trainer(method, optimizer, lr_at, batches, tc.iterations, device, dtype, tc.channels_last, hooks)
@@ -273,7 +290,7 @@ def _step_batches(cfg: RunConfig, source: SampleSource, split: Split, rank: int)
     """The per-step batch dataset: labeled (+ synthetic) and unlabeled parts drawn by (seed, rank, step)."""
     ssl = cfg.method.name != "supervised"
     lbs, ubs = _batch_sizes(cfg, ssl)
-    transform = JointTransform(cfg.data.patch_size, augment=cfg.data.augment)
+    transform = build_transform(cfg, source)
     cache_bytes = cfg.data.cache_mb * 2**20 // max(resolve_workers(cfg.data.num_workers), 1)
     cached = CachedSource(source, cache_bytes)  # shared by the labeled and unlabeled parts
     labeled = PairDataset(cached, split.labeled, transform)
@@ -318,9 +335,9 @@ def _loader_factory(steps: StepBatches, cfg: RunConfig) -> Callable[[int], Itera
     return batches
 
 
-def _synthetic_pairs(cfg: RunConfig, source: SampleSource, transform: JointTransform,
+def _synthetic_pairs(cfg: RunConfig, source: SampleSource, transform: JointTransform | VolumeTransform,
                      cache_bytes: int) -> PairDataset:
-    sources = [open_source(p) for p in cfg.data.synthetic]
+    sources = [open_source(p, cfg.data.spatial_dims) for p in cfg.data.synthetic]
     for syn in sources:
         differ = task_differences(source, syn)
         if differ:

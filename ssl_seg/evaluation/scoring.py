@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -19,16 +19,16 @@ from .postprocess import largest_component
 
 
 @torch.no_grad()
-def predict_image(model: torch.nn.Module, image: torch.Tensor, patch_size: int | None, num_classes: int,
-                  device: torch.device, amp_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Normalised image (C,H,W) -> class probabilities (K,H,W) on the CPU (sliding window when larger than patch)."""
+def predict_image(model: torch.nn.Module, image: torch.Tensor, patch_size: int | Sequence[int] | None,
+                  num_classes: int, device: torch.device, amp_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Normalised image (C, *S) -> class probabilities (K, *S) on the CPU (sliding window when larger than patch)."""
     model.eval()
     with autocast(device, amp_dtype):
         probs = predict_probs(model, image[None].to(device), patch_size=patch_size, num_classes=num_classes)
     return probs[0].float().cpu()
 
 
-def evaluate_model(model: torch.nn.Module, source: SampleSource, ids: list[str], patch_size: int | None,
+def evaluate_model(model: torch.nn.Module, source: SampleSource, ids: list[str], patch_size: int | Sequence[int] | None,
                    device: torch.device, amp_dtype: torch.dtype | None = None,
                    spacing: tuple[float, float] = (1.0, 1.0), progress: bool = False,
                    lcc_classes: Sequence[int] | None = None) -> dict:
@@ -40,7 +40,8 @@ def evaluate_model(model: torch.nn.Module, source: SampleSource, ids: list[str],
     stacked back into its volume (3D Dice and HD95 with the volume's spacing), as SSL4MIS and UniMatch
     score ACDC; `selection_score` prefers it. With `lcc_classes` (a list, possibly empty), `postprocessed`
     holds the same scores after keeping the largest connected component of those classes (per 2D sample
-    for the sample scores, per stacked 3D volume for the volume scores).
+    for the sample scores, per stacked 3D volume for the volume scores). Samples of a volume source
+    (`spatial_dims` 3) are whole volumes, scored in mm with their own case's spacing.
     """
     data = EvalDataset(source, ids)
     predictions: list[Prediction] = []
@@ -53,10 +54,11 @@ def evaluate_model(model: torch.nn.Module, source: SampleSource, ids: list[str],
         truth = np.where(roi, item["mask"].numpy(), 0).astype(np.uint8)
         predictions.append(Prediction(data.indices[i], item["id"], item["case"], pred, truth))
     volume_spacing = getattr(source, "spacing", {}) if getattr(source, "volumetric", False) else None
-    result = score_predictions(predictions, source.num_classes, spacing, volume_spacing)
+    case_spacing = getattr(source, "spacing", {}) if getattr(source, "spatial_dims", 2) == 3 else {}
+    result = score_predictions(predictions, source.num_classes, spacing, volume_spacing, case_spacing=case_spacing)
     if lcc_classes is not None:
         result["postprocessed"] = score_predictions(predictions, source.num_classes, spacing, volume_spacing,
-                                                    lcc_classes)
+                                                    lcc_classes, case_spacing)
         result["postprocessed"]["lcc_classes"] = sorted(int(c) for c in lcc_classes)
     return _jsonable(result)
 
@@ -74,13 +76,17 @@ class Prediction:
 
 def score_predictions(predictions: list[Prediction], num_classes: int, spacing: tuple[float, float],
                       volume_spacing: dict[str, tuple[float, float, float]] | None,
-                      lcc_classes: Sequence[int] = ()) -> dict:
-    """Sample, case and (when `volume_spacing` is given) per-volume scores, after the optional LCC filter."""
+                      lcc_classes: Sequence[int] = (),
+                      case_spacing: Mapping[str, tuple[float, float, float]] | None = None) -> dict:
+    """Sample, case and (when `volume_spacing` is given) per-volume scores, after the optional LCC filter.
+
+    `case_spacing` gives a case's own voxel size, used instead of `spacing` for its samples (3D samples).
+    """
     per_sample: dict[str, dict] = {}
     by_case: dict[str, list[dict]] = defaultdict(list)
     for p in predictions:
         pred = largest_component(p.pred, lcc_classes) if lcc_classes else p.pred
-        per_sample[p.id] = evaluate_case(pred, p.truth, num_classes, spacing=spacing)
+        per_sample[p.id] = evaluate_case(pred, p.truth, num_classes, spacing=(case_spacing or {}).get(p.case, spacing))
         by_case[p.case].append(per_sample[p.id])
     per_case = {case: _strip(aggregate(ms)) for case, ms in by_case.items()}
     result = aggregate(list(per_case.values()))

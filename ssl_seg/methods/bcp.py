@@ -34,23 +34,31 @@ from .ema import EMATeacher
 from .rampup import sigmoid_rampup
 
 
-def bcp_box(batch: int, height: int, width: int, device: torch.device | str, fraction: float = 2 / 3) -> Tensor:
-    """(B, H, W) bool: one random box of int(fraction * side) per side, the same for the whole batch (theirs)."""
+def bcp_box(batch: int, height: int, width: int, device: torch.device | str, fraction: float = 2 / 3,
+            depth: int | None = None) -> Tensor:
+    """(B, H, W) bool, or (B, D, H, W) with `depth`: one random box of int(fraction * side) per side, the same for
+    the whole batch (theirs; their 3D code cuts 2/3 of every axis too)."""
     box_h, box_w = max(1, int(height * fraction)), max(1, int(width * fraction))
     top = int(torch.randint(0, height - box_h + 1, (1,)))
     left = int(torch.randint(0, width - box_w + 1, (1,)))
-    box = torch.zeros(height, width, dtype=torch.bool, device=device)
-    box[top:top + box_h, left:left + box_w] = True
-    return box.expand(batch, height, width)
+    if depth is None:
+        box = torch.zeros(height, width, dtype=torch.bool, device=device)
+        box[top:top + box_h, left:left + box_w] = True
+        return box.expand(batch, height, width)
+    box_d = max(1, int(depth * fraction))
+    front = int(torch.randint(0, depth - box_d + 1, (1,)))
+    box = torch.zeros(depth, height, width, dtype=torch.bool, device=device)
+    box[front:front + box_d, top:top + box_h, left:left + box_w] = True
+    return box.expand(batch, depth, height, width)
 
 
 def copy_paste(base: Tensor, pasted: Tensor, box: Tensor) -> Tensor:
-    """`base` outside `box` (B, H, W) and `pasted` inside it; images (B, C, H, W) or label maps (B, H, W)."""
+    """`base` outside `box` (B, *S) and `pasted` inside it; images (B, C, *S) or label maps (B, *S)."""
     return paste(base, pasted, box)
 
 
 def lcc_pseudo_labels(logits: Tensor) -> Tensor:
-    """Hard labels (B, H, W) from logits (B, K, H, W), each foreground class cut to its largest component."""
+    """Hard labels (B, *S) from logits (B, K, *S), each foreground class cut to its largest component (2D or 3D)."""
     hard = logits.argmax(1).cpu().numpy()
     classes = range(1, logits.shape[1])
     kept = np.stack([largest_component(h, classes) for h in hard])
@@ -83,7 +91,8 @@ class BidirectionalCopyPaste(MethodBase):
         """Pre-training: {"sup"} on labeled copy-paste; then {"in", "out", "stat/u_weight"} (averaged directions)."""
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]
         x, y, roi = labeled["image"], labeled["mask"], labeled["roi"]
-        box = bcp_box(x.shape[0], x.shape[-2], x.shape[-1], x.device, self.box_fraction)
+        box = bcp_box(x.shape[0], x.shape[-2], x.shape[-1], x.device, self.box_fraction,
+                      depth=x.shape[2] if x.ndim == 5 else None)
         if step < self.pretrain_steps or unlabeled is None:
             mixed_x = copy_paste(x, x.roll(1, 0), box)
             mixed_y, mixed_roi = copy_paste(y, y.roll(1, 0), box), copy_paste(roi, roi.roll(1, 0), box)

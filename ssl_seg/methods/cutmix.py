@@ -19,30 +19,44 @@ def cutmix_boxes(
     area: tuple[float, float] = (0.02, 0.4),
     aspect: tuple[float, float] = (0.3, 1 / 0.3),
     generator: torch.Generator | None = None,
+    depth: int | None = None,
 ) -> Tensor:
-    """(B, H, W) bool masks, each one axis-aligned box with probability `p`, else empty.
+    """(B, H, W) bool masks, or (B, D, H, W) with `depth`: each one axis-aligned box with probability `p`, else empty.
 
-    Box area is a uniform fraction `area` of the image and its height/width ratio uniform in `aspect`
-    (UniMatch's ranges); sides are clipped to the image instead of UniMatch's rejection loop.
+    Box size is a uniform fraction `area` of the image (of the volume with `depth`) and its height/width ratio
+    uniform in `aspect` (UniMatch's ranges); sides are clipped to the image instead of UniMatch's rejection loop.
+    In a volume the fraction f is split as f^(2/3) of the slice area (drawn as in 2D) times f^(1/3) of the depth.
     """
-    u = torch.rand(5, batch, device=device, generator=generator)  # (5, B): one row per random quantity
-    size = (area[0] + (area[1] - area[0]) * u[0]) * height * width
+    sizes = (height, width) if depth is None else (depth, height, width)
+    u = torch.rand(3 + len(sizes), batch, device=device, generator=generator)  # one row per random quantity
+    fraction = area[0] + (area[1] - area[0]) * u[0]
+    in_plane = fraction if depth is None else fraction ** (2 / 3)
+    size = in_plane * height * width
     ratio = aspect[0] + (aspect[1] - aspect[0]) * u[1]
-    box_h = torch.sqrt(size * ratio).floor().clamp(1, height)
-    box_w = torch.sqrt(size / ratio).floor().clamp(1, width)
-    top = (u[2] * (height - box_h + 1)).floor()
-    left = (u[3] * (width - box_w + 1)).floor()
-    rows = torch.arange(height, device=device)[None, :, None]  # (1, H, 1)
-    cols = torch.arange(width, device=device)[None, None, :]  # (1, 1, W)
-    inside_rows = (rows >= top[:, None, None]) & (rows < (top + box_h)[:, None, None])
-    inside_cols = (cols >= left[:, None, None]) & (cols < (left + box_w)[:, None, None])
-    return inside_rows & inside_cols & (u[4] < p)[:, None, None]
+    sides = [torch.sqrt(size * ratio).floor().clamp(1, height), torch.sqrt(size / ratio).floor().clamp(1, width)]
+    if depth is not None:
+        sides.insert(0, (fraction ** (1 / 3) * depth).floor().clamp(1, depth))
+    inside = (u[2 + len(sizes)] < p).view(batch, *(1,) * len(sizes))  # (B, 1, ...)
+    for axis, (n, side) in enumerate(zip(sizes, sides)):
+        start = (u[2 + axis] * (n - side + 1)).floor()  # (B,)
+        shape = [batch] + [1] * len(sizes)
+        shape[1 + axis] = n
+        coords = torch.arange(n, device=device).view(1, *shape[1:])  # (1, ..., n, ...)
+        view = (batch, *(1,) * len(sizes))
+        inside = inside & (coords >= start.view(view)) & (coords < (start + side).view(view))
+    return inside
 
 
 def paste(target: Tensor, source: Tensor, boxes: Tensor) -> Tensor:
-    """`target` with `source` pasted inside `boxes` (B, H, W); works for (B, H, W) and (B, C, H, W) tensors."""
-    mask = boxes if target.dim() == 3 else boxes[:, None]
+    """`target` with `source` pasted inside `boxes` (B, *S); for label maps (B, *S) and images (B, C, *S)."""
+    mask = boxes if target.dim() == boxes.dim() else boxes[:, None]
     return torch.where(mask, source, target)
+
+
+def boxes_like(images: Tensor, p: float) -> Tensor:
+    """`cutmix_boxes` for a batch of images (B, C, H, W) or volumes (B, C, D, H, W): (B, *S) bool."""
+    *depth, h, w = images.shape[2:]
+    return cutmix_boxes(images.shape[0], h, w, images.device, p=p, depth=depth[0] if depth else None)
 
 
 def cutmix(target: Tensor, boxes: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""Segmentation losses on logits (B, K, H, W) and hard labels (B, H, W), masked by an optional roi.
+"""Segmentation losses on logits (B, K, *S) and hard labels (B, *S), masked by an optional roi; S = (H, W) or (D, H, W).
 
 All losses compute in float32 (safe under autocast) and return a scalar that is 0, never NaN,
 when the roi is empty.
@@ -19,7 +19,7 @@ LossFn = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 
 def cross_entropy(logits: Tensor, target: Tensor, roi: Tensor | None = None) -> Tensor:
     """Pixel-wise cross-entropy averaged over the pixels inside `roi` (all pixels if None)."""
-    ce = F.cross_entropy(logits.float(), target, reduction="none")  # (B, H, W)
+    ce = F.cross_entropy(logits.float(), target, reduction="none")  # (B, *S)
     if roi is None:
         return ce.mean()
     weight = roi.to(ce.dtype)
@@ -36,13 +36,13 @@ def soft_dice_loss(
 ) -> Tensor:
     """1 - mean soft Dice, pooled over the whole batch per class (nnU-Net's batch Dice)."""
     num_classes = logits.shape[1]
-    probs = torch.softmax(logits.float(), dim=1)  # (B, K, H, W)
-    onehot = F.one_hot(target, num_classes).permute(0, 3, 1, 2).to(probs.dtype)  # (B, K, H, W)
+    probs = torch.softmax(logits.float(), dim=1)  # (B, K, *S)
+    onehot = F.one_hot(target, num_classes).movedim(-1, 1).to(probs.dtype)  # (B, K, *S)
     if roi is not None:
-        weight = roi.unsqueeze(1).to(probs.dtype)  # (B, 1, H, W)
+        weight = roi.unsqueeze(1).to(probs.dtype)  # (B, 1, *S)
         probs = probs * weight
         onehot = onehot * weight
-    dims = (0, 2, 3)
+    dims = (0, *range(2, probs.ndim))
     intersection = (probs * onehot).sum(dims)  # (K,)
     denominator = probs.sum(dims) + onehot.sum(dims)  # (K,)
     dice = (2.0 * intersection + smooth) / (denominator + smooth)  # (K,)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from .losses import LossFn
 from .base import MethodBase, check_state_keys, forward_apart, gradient_free
 from .confidence import confident_pseudo_labels, masked_cross_entropy
-from .cutmix import cutmix, cutmix_boxes
+from .cutmix import boxes_like, cutmix
 from .ema import EMATeacher
 from .rampup import sigmoid_rampup
 from .strong_aug import strong_augment
@@ -55,9 +55,8 @@ class PseudoLabel(MethodBase):
         if unlabeled is None:
             return {"sup": self.supervised_loss(self.model(labeled["image"]), labeled)}
         weak = unlabeled["image"]
-        m, _, h, w = weak.shape
-        boxes = cutmix_boxes(m, h, w, weak.device, p=self.cutmix_prob)  # (B', H, W)
-        strong = cutmix(strong_augment(weak), boxes)  # (B', C, H, W)
+        boxes = boxes_like(weak, self.cutmix_prob)  # (B', *S)
+        strong = cutmix(strong_augment(weak), boxes)  # (B', C, *S)
         if self.teacher is None:
             probs_w = gradient_free(self.models["model"], weak).float().softmax(dim=1)  # (B', K, H, W)
         else:

@@ -32,16 +32,17 @@ def photometric_jitter(
 ) -> Tensor:
     """Scale brightness, contrast about the image mean, then apply gamma, each sample with probability `p`.
 
-    images (B, C, H, W) in [0, 1] -> (B, C, H, W) in [0, 1]. Brightness and contrast ranges follow
+    images (B, C, *S) in [0, 1] -> (B, C, *S) in [0, 1]. Brightness and contrast ranges follow
     UniMatch's ColorJitter(0.5, 0.5); gamma follows nnU-Net's (0.7, 1.5).
     """
     b = images.shape[0]
-    apply = (torch.rand(b, device=images.device, generator=generator) < p).view(b, 1, 1, 1)
-    scale = _uniform(b, *brightness, images, generator).view(b, 1, 1, 1)
-    stretch = _uniform(b, *contrast, images, generator).view(b, 1, 1, 1)
-    power = _uniform(b, *gamma, images, generator).view(b, 1, 1, 1)
+    per_sample = (b, *(1,) * (images.ndim - 1))
+    apply = (torch.rand(b, device=images.device, generator=generator) < p).view(per_sample)
+    scale = _uniform(b, *brightness, images, generator).view(per_sample)
+    stretch = _uniform(b, *contrast, images, generator).view(per_sample)
+    power = _uniform(b, *gamma, images, generator).view(per_sample)
     x = images * scale
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    mean = x.mean(dim=tuple(range(1, images.ndim)), keepdim=True)
     x = (mean + stretch * (x - mean)).clamp(0.0, 1.0).pow(power)
     return torch.where(apply, x, images)
 
@@ -52,12 +53,13 @@ def gaussian_blur(
     sigma: tuple[float, float] = (0.1, 2.0),
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Separable Gaussian blur with a per-sample sigma in pixels, each sample with probability `p`.
+    """Separable Gaussian blur with a per-sample sigma in pixels (voxels), each sample with probability `p`.
 
-    images (B, C, H, W) -> (B, C, H, W); borders are replicated. The kernel spans 3 sigma of the
-    largest sigma; samples left unblurred get a delta kernel so the whole batch is one grouped conv.
+    images (B, C, *S) -> (B, C, *S), S = (H, W) or (D, H, W); borders are replicated. The kernel spans 3 sigma of
+    the largest sigma; samples left unblurred get a delta kernel so the whole batch is one grouped conv per axis.
     """
-    b, c, h, w = images.shape
+    b, c, *spatial = images.shape
+    conv = F.conv3d if len(spatial) == 3 else F.conv2d
     radius = math.ceil(3 * sigma[1])
     offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)  # (k,)
     apply = torch.rand(b, device=images.device, generator=generator) < p
@@ -67,10 +69,12 @@ def gaussian_blur(
     delta = (offsets == 0).to(images.dtype).expand(b, -1)
     kernel = torch.where(apply[:, None], kernel, delta).repeat_interleave(c, dim=0)  # (B*C, k)
     with torch.autocast(images.device.type, enabled=False):  # keep the image in full precision under AMP
-        x = F.pad(images.reshape(1, b * c, h, w), (radius,) * 4, mode="replicate")
-        x = F.conv2d(x, kernel[:, None, None, :], groups=b * c)  # along W
-        x = F.conv2d(x, kernel[:, None, :, None], groups=b * c)  # along H
-    return x.reshape(b, c, h, w)
+        x = F.pad(images.reshape(1, b * c, *spatial), (radius,) * 2 * len(spatial), mode="replicate")
+        for axis in reversed(range(len(spatial))):  # W, then H (then D)
+            shape = [b * c, 1] + [1] * len(spatial)
+            shape[2 + axis] = -1
+            x = conv(x, kernel.view(shape), groups=b * c)
+    return x.reshape(b, c, *spatial)
 
 
 def strong_augment(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -78,7 +82,8 @@ def strong_augment(images: Tensor, generator: torch.Generator | None = None) -> 
 
     Each sample is mapped from its own [min, max] onto [0, 1] for the jitter and back afterwards.
     """
-    low = images.amin(dim=(1, 2, 3), keepdim=True)
-    span = (images.amax(dim=(1, 2, 3), keepdim=True) - low).clamp_min(1e-6)
+    dims = tuple(range(1, images.ndim))
+    low = images.amin(dim=dims, keepdim=True)
+    span = (images.amax(dim=dims, keepdim=True) - low).clamp_min(1e-6)
     unit = (images - low) / span
     return gaussian_blur(photometric_jitter(unit, generator=generator), generator=generator) * span + low

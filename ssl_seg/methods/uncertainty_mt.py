@@ -46,7 +46,7 @@ class UncertaintyMeanTeacher(MeanTeacher):
 
     def consistency_term(self, images: Tensor, logits: Tensor, step: int) -> tuple[Tensor, dict[str, Tensor]]:
         """Consistency averaged over pixels whose teacher entropy is below the ramped threshold."""
-        repeated = noisy(images.repeat(self.passes, 1, 1, 1), self.noise_std)  # (T * N, C, H, W), one batch
+        repeated = noisy(images.repeat(self.passes, *(1,) * (images.ndim - 1)), self.noise_std)  # (T * N, C, *S)
         all_logits = self.teacher.predict(repeated)  # (T * N, K, H, W)
         teacher_logits = all_logits[: images.shape[0]]  # the first noisy pass doubles as the consistency target
         probs = all_logits.float().softmax(dim=1)

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from .losses import LossFn, soft_dice_loss
 from .base import MethodBase, gradient_free
 from .confidence import confident_pseudo_labels
-from .cutmix import cutmix, cutmix_boxes
+from .cutmix import boxes_like, cutmix
 from .rampup import sigmoid_rampup
 from .strong_aug import strong_augment
 
@@ -59,10 +59,9 @@ class UniMatch(MethodBase):
         if unlabeled is None:
             return {"sup": self.supervised_loss(self.model(labeled["image"]), labeled)}
         weak = unlabeled["image"]
-        m, _, h, w = weak.shape
-        boxes1 = cutmix_boxes(m, h, w, weak.device, p=self.cutmix_prob)  # (B', H, W)
-        boxes2 = cutmix_boxes(m, h, w, weak.device, p=self.cutmix_prob)
-        strong1 = cutmix(strong_augment(weak), boxes1)  # (B', C, H, W)
+        boxes1 = boxes_like(weak, self.cutmix_prob)  # (B', *S)
+        boxes2 = boxes_like(weak, self.cutmix_prob)
+        strong1 = cutmix(strong_augment(weak), boxes1)  # (B', C, *S)
         strong2 = cutmix(strong_augment(weak), boxes2)
 
         logits_l = self.model(labeled["image"])  # its own pass: see forward_apart
