@@ -7,64 +7,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ssl_seg.cli import run_command
+from ssl_seg.cli import parse_and_run
 from ssl_seg.config import absolute_data
 from ssl_seg.errors import UserError
+from ssl_seg.flags import Parser, add_config_flags, given
 
 from .config import GanConfig
 
-# `gan-aug train` flag (argparse dest) -> GanConfig field; only flags the user gave override the config
-TRAIN_FLAGS: dict[str, tuple[type, str]] = {
-    "data": (str, "folder, .h5 file or phantom:<task>[?n=400&size=128&seed=0]"),
-    "labeled_fraction": (float, "fraction of training cases that are labeled (as in ssl-seg train)"),
-    "labeled_cases": (int, "number of labeled training cases (wins over --labeled-fraction)"),
-    "split_file": (str, "JSON split file; the GAN trains on its 'labeled' ids"),
-    "split_seed": (int, "seed of the train/val/test and labeled draw"),
-    "pseudo_labels": (str, "RUN_DIR of an 'ssl-seg train' run on the same data: also train on its confident, "
-                           "class-balanced pseudo-labeled pairs of the unlabeled images"),
-    "pseudo_threshold": (float, "top class probability of a confident pixel (default 0.9)"),
-    "pseudo_min_confident": (float, "share of confident pixels for a pseudo-labeled image to be kept (0.95)"),
-    "pseudo_max_per_labeled": (float, "pseudo-labeled pairs per labeled pair, at most (4)"),
-    "group_by": (str, "REGEX on the sample id; its first group is the case id"),
-    "out": (str, "GAN run directory"),
-    "iterations": (int, "training steps"),
-    "batch_size": (int, "pairs per step"),
-    "patch_size": (int, "square training crop: the generator's native size"),
-    "seed": (int, "training seed (init, crops, dropout)"),
-    "device": (str, "auto | cuda | cpu"),
-    "amp": (str, "auto | bf16 | fp16 | off (CUDA only)"),
-    "generator": (str, "unet | spade"),
-    "ngf": (int, "generator base width"),
-    "n_down": (int, "generator down-samplings (default: 2x2 bottleneck at --patch-size)"),
-    "dropout": (float, "generator dropout, kept on when sampling (the noise source)"),
-    "norm": (str, "instance | batch | none"),
-    "ndf": (int, "discriminator base width"),
-    "n_layers": (int, "PatchGAN stride-2 layers (3: 70x70 receptive field)"),
-    "num_D": (int, "discriminator scales (pix2pixHD multi-scale when > 1)"),
-    "gan_loss": (str, "vanilla | lsgan | hinge"),
-    "lambda_l1": (float, "weight of the L1 term"),
-    "lambda_fm": (float, "weight of feature matching (with --feature-matching)"),
-    "lr": (float, "Adam learning rate (linear decay over the second half)"),
-    "ema_decay": (float, "EMA decay of the sampling generator"),
-    "log_every": (int, "steps between loss logs"),
-    "image_every": (int, "steps between TensorBoard image grids"),
-    "val_every": (int, "steps between validation L1 of the EMA generator"),
-    "checkpoint_every": (int, "steps between checkpoints"),
-}
-SWITCHES = {"noise_channel": "add an N(0,1) input channel to the generator",
-            "feature_matching": "add pix2pixHD discriminator feature matching"}
 
+def registry_choices() -> dict[str, list[str]]:
+    """Valid names of the GanConfig fields chosen from a registry (shown in --help, checked on parse)."""
+    from .networks import DISCRIMINATORS, GENERATORS, NORMS
+    from .pix2pix import GAN_LOSSES
 
-def _flag(dest: str) -> str:
-    return "--" + dest.lower().replace("_", "-")
+    return {"generator": list(GENERATORS), "discriminator": list(DISCRIMINATORS), "norm": list(NORMS),
+            "gan_loss": list(GAN_LOSSES)}
 
 
 def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """GanConfig fields the command line set (flags not given are absent)."""
-    overrides = {k: v for k, v in vars(args).items() if k in TRAIN_FLAGS and v is not None}
-    overrides.update({k: True for k in SWITCHES if getattr(args, k)})
-    if args.no_progress:
-        overrides["progress"] = False
+    overrides = given(args, args.config_flags)
     if overrides.get("labeled_cases") is not None:
         overrides["labeled_fraction"] = None
     return overrides
@@ -120,15 +82,16 @@ def _fmt(value: float | None) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of `gan-aug`."""
-    parser = argparse.ArgumentParser(prog="gan-aug", description="Conditional GAN (mask -> image) augmentation.")
+    from .masks import DEFAULT_MASK_SOURCE, MASK_SOURCES
+    from .synthesize import FORMATS
+
+    parser = Parser(prog="gan-aug", description="Conditional GAN (mask -> image) augmentation.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a pix2pix GAN on the labeled pairs of a split")
-    for dest, (kind, helptext) in TRAIN_FLAGS.items():
-        p.add_argument(_flag(dest), dest=dest, type=kind, help=helptext)
-    for dest, helptext in SWITCHES.items():
-        p.add_argument(_flag(dest), dest=dest, action="store_true", help=helptext)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(config_flags=add_config_flags(p, GanConfig, choices=registry_choices(),
+                                                   notes={"data": "required unless --resume",
+                                                          "out": "required"}))
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
     p.set_defaults(func=cmd_train)
 
@@ -136,11 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="GAN_DIR of 'gan-aug train' (or its checkpoint.pt)")
     p.add_argument("--n", type=int, required=True, help="number of pairs")
     p.add_argument("--out", required=True, help="SYN_DIR to create (atomically)")
-    p.add_argument("--mask-source", default="deform", help="deform | mix | shape (new masks from the labeled ones) | phantom "
-                   "(oracle: draws from the phantom test set's own generator; an upper bound, never a result)")
+    p.add_argument("--mask-source", default=DEFAULT_MASK_SOURCE, choices=MASK_SOURCES, metavar="SOURCE",
+                   help=f"{' | '.join(MASK_SOURCES)}: deform, mix and shape make new masks from the labeled ones; "
+                   "phantom is an oracle (draws from the phantom test set's own generator; an upper bound, never a "
+                   "result)")
     p.add_argument("--mask-data", help="take masks from this DATA instead of the GAN's labeled training masks")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--format", default="hdf5", help="hdf5 (SYN_DIR/synthetic.h5) | png (images/ + masks/)")
+    p.add_argument("--format", default="hdf5", choices=FORMATS, help="hdf5 (SYN_DIR/synthetic.h5) | png (images/ + "
+                   "masks/)")
     p.add_argument("--batch-size", type=int, default=32, help="pairs generated per chunk")
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="auto", help="auto (bf16 on CPUs with native bf16, else as on CUDA) | bf16 | fp16 | off")
@@ -164,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `gan-aug`: user errors print one line `error: ...` to stderr and return 2."""
-    return run_command(build_parser().parse_args(argv))
+    return parse_and_run(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ssl_seg.config import absolute_data
+from ssl_seg.config import DataConfig, absolute_data
 from ssl_seg.errors import UserError
+from ssl_seg.flags import like, opt
 from ssl_seg.io_utils import atomic_write_json
 
 
@@ -21,54 +22,58 @@ RESUMABLE = frozenset({"iterations", "device", "amp", "progress", "log_every", "
 
 @dataclass
 class GanConfig:
-    """Data and split (same meaning as `ssl-seg train`), networks, losses, schedule, device and logging."""
+    """Data and split (same meaning as `ssl-seg train`), networks, losses, schedule, device and logging.
 
-    data: str = "phantom:cardiac"
-    labeled_fraction: float | None = 0.1
-    labeled_cases: int | None = None
-    split_file: str | None = None
-    split_seed: int = 0
-    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
-    group_by: str | None = None
-    out: str = "runs/gan"
-    pseudo_labels: str | None = None  # RUN_DIR of a semi-supervised run: add its confident pseudo-labeled pairs
-    pseudo_threshold: float = 0.9  # top class probability of a confident pixel
-    pseudo_min_confident: float = 0.95  # share of confident pixels for an image to be kept
-    pseudo_max_per_labeled: float = 4.0  # pseudo pairs per labeled pair, at most (class-balanced)
+    Every field is one line `name: type = opt(default, help)` and is a flag of `gan-aug train` (`--name`).
+    """
 
-    iterations: int = 20000
-    batch_size: int = 4
-    patch_size: int = 128  # square training crops; the generator's native size
-    generator: str = "unet"  # unet | spade
-    n_down: int | None = None  # None: auto_n_down(patch_size)
-    ngf: int = 64
-    noise_channel: bool = False
-    dropout: float = 0.5
-    norm: str = "instance"
-    discriminator: str = "patchgan"
-    ndf: int = 64
-    n_layers: int = 3
-    num_D: int = 1
+    data: str = like(DataConfig, "data")
+    labeled_fraction: float | None = like(DataConfig, "labeled_fraction")
+    labeled_cases: int | None = like(DataConfig, "labeled_cases")
+    split_file: str | None = like(DataConfig, "split_file", help="JSON split file; the GAN trains on its 'labeled' ids")
+    split_seed: int = like(DataConfig, "split_seed")
+    fractions: tuple[float, float, float] = like(DataConfig, "fractions")
+    group_by: str | None = like(DataConfig, "group_by")
+    out: str = opt("runs/gan", "GAN run directory")
+    pseudo_labels: str | None = opt(None, "RUN_DIR of an 'ssl-seg train' run on the same data: also train on its "
+                                          "confident, class-balanced pseudo-labeled pairs of the unlabeled images")
+    pseudo_threshold: float = opt(0.9, "top class probability of a confident pixel")
+    pseudo_min_confident: float = opt(0.95, "share of confident pixels for a pseudo-labeled image to be kept")
+    pseudo_max_per_labeled: float = opt(4.0, "pseudo-labeled pairs per labeled pair, at most (class-balanced)")
 
-    gan_loss: str = "vanilla"  # vanilla | lsgan | hinge
-    lambda_l1: float = 100.0
-    feature_matching: bool = False
-    lambda_fm: float = 10.0
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    ema_decay: float = 0.999
+    iterations: int = opt(20000, "training steps")
+    batch_size: int = opt(4, "pairs per step")
+    patch_size: int = opt(128, "square training crop: the generator's native size")
+    generator: str = opt("unet", "mask-to-image generator")
+    n_down: int | None = opt(None, "generator down-samplings; none: a 2x2 bottleneck at --patch-size")
+    ngf: int = opt(64, "generator base width")
+    noise_channel: bool = opt(False, "add an N(0,1) input channel to the generator")
+    dropout: float = opt(0.5, "generator dropout, kept on when sampling (the noise source)")
+    norm: str = opt("instance", "normalisation layers of both networks")
+    discriminator: str = opt("patchgan", "discriminator")
+    ndf: int = opt(64, "discriminator base width")
+    n_layers: int = opt(3, "PatchGAN stride-2 layers (3: 70x70 receptive field)")
+    num_D: int = opt(1, "discriminator scales (pix2pixHD multi-scale when > 1)")
 
-    seed: int = 0
-    device: str = "auto"
-    amp: str = "auto"  # auto | bf16 | fp16 | off (CUDA only)
-    channels_last: bool = True
-    log_every: int = 50
-    image_every: int = 500
-    val_every: int = 1000
-    val_max_samples: int = 16
-    checkpoint_every: int = 1000
-    progress: bool = True
+    gan_loss: str = opt("vanilla", "adversarial loss")
+    lambda_l1: float = opt(100.0, "weight of the L1 term")
+    feature_matching: bool = opt(False, "add pix2pixHD discriminator feature matching")
+    lambda_fm: float = opt(10.0, "weight of feature matching (with --feature-matching)")
+    lr: float = opt(2e-4, "Adam learning rate (linear decay over the second half)")
+    beta1: float = opt(0.5, "Adam beta1")
+    beta2: float = opt(0.999, "Adam beta2")
+    ema_decay: float = opt(0.999, "EMA decay of the sampling generator")
+
+    seed: int = opt(0, "training seed (init, crops, dropout)")
+    device: str = opt("auto", "auto, cpu or cuda[:N]")
+    amp: str = opt("auto", "mixed precision (CUDA only)", choices=("auto", "bf16", "fp16", "off"))
+    channels_last: bool = opt(True, "channels_last memory format on CUDA (on the CPU the GAN step measured slower)")
+    log_every: int = opt(50, "steps between loss logs")
+    image_every: int = opt(500, "steps between TensorBoard image grids")
+    val_every: int = opt(1000, "steps between validation L1 of the EMA generator")
+    val_max_samples: int = opt(16, "validation pairs, at most")
+    checkpoint_every: int = opt(1000, "steps between checkpoints")
+    progress: bool = opt(True, "progress bar")
 
     def __post_init__(self) -> None:
         self.fractions = tuple(self.fractions)  # type: ignore[assignment]  # JSON gives a list
@@ -86,17 +91,17 @@ class GanConfig:
              "at least 1"),
             ("--lr", self.lr, self.lr > 0, "positive, e.g. 2e-4"),
             ("--ema-decay", self.ema_decay, 0 <= self.ema_decay < 1, "in [0, 1), e.g. 0.999"),
-            ("beta1", self.beta1, 0 <= self.beta1 < 1, "in [0, 1)"),
-            ("beta2", self.beta2, 0 <= self.beta2 < 1, "in [0, 1)"),
+            ("--beta1", self.beta1, 0 <= self.beta1 < 1, "in [0, 1)"),
+            ("--beta2", self.beta2, 0 <= self.beta2 < 1, "in [0, 1)"),
             ("--lambda-l1", self.lambda_l1, self.lambda_l1 >= 0, ">= 0, e.g. 100"),
             ("--lambda-fm", self.lambda_fm, self.lambda_fm >= 0, ">= 0, e.g. 10"),
             ("--dropout", self.dropout, 0 <= self.dropout < 1, "in [0, 1), e.g. 0.5"),
             ("--ngf", self.ngf, self.ngf >= 1, "at least 1"),
             ("--ndf", self.ndf, self.ndf >= 1, "at least 1"),
             ("--n-layers", self.n_layers, self.n_layers >= 1, "at least 1"),
-            ("--num-D", self.num_D, self.num_D >= 1, "at least 1"),
+            ("--num-d", self.num_D, self.num_D >= 1, "at least 1"),
             ("--n-down", self.n_down, self.n_down is None or self.n_down >= 1, "at least 1"),
-            ("val_max_samples", self.val_max_samples, self.val_max_samples >= 1, "at least 1"),
+            ("--val-max-samples", self.val_max_samples, self.val_max_samples >= 1, "at least 1"),
             ("--pseudo-threshold", self.pseudo_threshold, 0 < self.pseudo_threshold <= 1, "in (0, 1], e.g. 0.9"),
             ("--pseudo-min-confident", self.pseudo_min_confident, 0 < self.pseudo_min_confident <= 1,
              "in (0, 1], e.g. 0.95"),

@@ -6,106 +6,45 @@ import argparse
 import errno
 import json
 import sys
+from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from .config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
+
+from .config import RunConfig
 from .data.phantom_volumes import VOLUME_TASK as VOLUME_PHANTOM
 from .errors import UserError
+from .flags import Flag, Parser, add_config_flags, apply, given
 
-# flag -> (config section, field); only flags the user actually gave override the config.
-TRAIN_FLAGS: dict[str, tuple[str, str]] = {
-    "data": ("data", "data"), "patch_size": ("data", "patch_size"), "spatial_dims": ("data", "spatial_dims"), "split_file": ("data", "split_file"),
-    "split_seed": ("data", "split_seed"), "group_by": ("data", "group_by"),
-    "labeled_fraction": ("data", "labeled_fraction"), "labeled_cases": ("data", "labeled_cases"),
-    "num_workers": ("data", "num_workers"), "synthetic": ("data", "synthetic"),
-    "synthetic_ratio": ("data", "synthetic_ratio"), "ratio_schedule": ("data", "ratio_schedule"),
-    "ratio_end": ("data", "ratio_end"), "backbone": ("model", "backbone"),
-    "base_channels": ("model", "base_channels"), "method": ("method", "name"), "loss": ("method", "loss"),
-    "ema_decay": ("method", "ema_decay"), "consistency": ("method", "consistency"),
-    "consistency_weight": ("method", "consistency_weight"), "threshold": ("method", "threshold"),
-    "rampup_fraction": ("method", "rampup_fraction"), "pretrain_fraction": ("method", "pretrain_fraction"),
-    "mixed_unlabeled_weight": ("method", "mixed_unlabeled_weight"),
-    "iterations": ("train", "iterations"), "batch_size": ("train", "batch_size"),
-    "labeled_batch_size": ("train", "labeled_batch_size"), "optimizer": ("train", "optimizer"),
-    "lr": ("train", "lr"), "seed": ("train", "seed"), "device": ("train", "device"), "amp": ("train", "amp"),
-    "threads": ("train", "threads"),
-    "val_every": ("train", "val_every"), "val_max_samples": ("train", "val_max_samples"),
-}
+def registry_choices() -> dict[str, list[str]]:
+    """Valid names of the config fields chosen from a registry, by field path (shown in --help, checked on parse)."""
+    from .data.mixing import schedule_names
+    from .methods.losses import LOSSES
+    from .methods.registry import method_names
+    from .models.registry import model_names
+
+    return {"method.name": method_names(), "model.backbone": model_names(), "method.loss": list(LOSSES),
+            "data.ratio_schedule": schedule_names()}
 
 
-def add_train_flags(p: argparse.ArgumentParser) -> None:
-    """The flags of `ssl-seg train` (also reused by sweeps)."""
-    p.add_argument("--data", help="folder, HDF5 file, or phantom:<task>[?n=400&size=128] (default phantom:cardiac)")
-    p.add_argument("--backbone", help="unet | unetpp | attention_unet | fcn")
-    p.add_argument("--method", help="supervised | mean-teacher | pseudo-label | cps | unimatch | uncertainty-mt | bcp")
-    p.add_argument("--labeled-fraction", type=float)
-    p.add_argument("--labeled-cases", type=int)
-    p.add_argument("--iterations", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--labeled-batch-size", type=int, help="SSL: labeled part of --batch-size (default: --batch-size labeled plus as many unlabeled)")
-    p.add_argument("--patch-size", type=int)
-    p.add_argument("--spatial-dims", type=int, help="2: images (volumes read as slices); 3: whole volumes, 3D nets")
-    p.add_argument("--seed", type=int, help="training seed (init, augmentation, batch order)")
-    p.add_argument("--split-seed", type=int, help="seed of the train/val/test and labeled draw")
-    p.add_argument("--out", help="run directory")
-    p.add_argument("--group-by", help="REGEX on the sample id; its first group is the case id")
-    p.add_argument("--split-file", help="JSON split file (see data_splits/)")
-    p.add_argument("--device", help="auto | cuda | cpu")
-    p.add_argument("--amp", help="auto | bf16 | fp16 | off (on CPU: bf16 or float32)")
-    p.add_argument("--sync-bn", action="store_true", help="torchrun data parallel: SyncBatchNorm (CUDA only)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: per process share of the cores)")
-    p.add_argument("--optimizer", help="sgd (poly decay) | adamw")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--base-channels", type=int)
-    p.add_argument("--deep-supervision", action="store_true", help="unetpp: train all nested heads")
-    p.add_argument("--loss", help="ce | dice | dice_ce")
-    p.add_argument("--ema-decay", type=float)
-    p.add_argument("--consistency", help="mse | kl (mean-teacher)")
-    p.add_argument("--consistency-weight", type=float)
-    p.add_argument("--threshold", type=float, help="pseudo-label confidence threshold")
-    p.add_argument("--rampup-fraction", type=float,
-                   help="unlabeled losses ramp up (sigmoid) over this share of training; 0 = full weight at once")
-    p.add_argument("--pretrain-fraction", type=float, help="bcp: share of iterations of labeled copy-paste pre-training")
-    p.add_argument("--mixed-unlabeled-weight", type=float, help="bcp: loss weight of pixels from unlabeled images")
-    p.add_argument("--val-every", type=int)
-    p.add_argument("--val-max-samples", type=int)
-    p.add_argument("--num-workers", type=int)
-    p.add_argument("--synthetic", action="append", help="synthetic paired dataset (repeatable)")
-    p.add_argument("--synthetic-ratio", type=float, help="share of synthetic pairs in each labeled batch")
-    p.add_argument("--ratio-schedule", help="constant | linear | cosine | step | warmup")
-    p.add_argument("--ratio-end", type=float, help="final ratio of a scheduled mix")
-    p.add_argument("--no-augment", action="store_true", help="no random augmentation (crop only)")
-    p.add_argument("--no-pad", action="store_true", help="refuse images smaller than the patch instead of padding")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+def add_train_flags(p: argparse.ArgumentParser, skip: Sequence[str] = ()) -> list[Flag]:
+    """A flag for every RunConfig field (but the paths in `skip`) plus --config; returns the config flags."""
+    flags = add_config_flags(p, RunConfig, choices=registry_choices(), skip=skip)
     p.add_argument("--config", help="start from this config.json, then apply the flags")
+    return flags
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
+def config_from_args(args: argparse.Namespace, flags: Sequence[Flag]) -> RunConfig:
     """RunConfig from --config (or defaults; with --resume, the run's saved config) overridden by the flags given."""
     if getattr(args, "config", None):
         cfg = RunConfig.load(args.config)
-    elif getattr(args, "resume", False) and args.out and (Path(args.out) / "config.json").is_file():
+    elif getattr(args, "resume", False) and getattr(args, "out", None) and (Path(args.out) / "config.json").is_file():
         cfg = RunConfig.load(Path(args.out) / "config.json")
     else:
         cfg = RunConfig()
-    for flag, (section, field) in TRAIN_FLAGS.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            setattr(getattr(cfg, section), field, value)
-    if getattr(args, "labeled_cases", None) is not None:
+    values = given(args, flags)
+    apply(cfg, values)
+    if "data.labeled_cases" in values:
         cfg.data.labeled_fraction = None
-    if getattr(args, "out", None):
-        cfg.out = args.out
-    if getattr(args, "deep_supervision", False):
-        cfg.model.deep_supervision = True
-    if getattr(args, "sync_bn", False):
-        cfg.train.sync_bn = True
-    if getattr(args, "no_augment", False):
-        cfg.data.augment = False
-    if getattr(args, "no_pad", False):
-        cfg.data.pad = False
-    if getattr(args, "no_progress", False):
-        cfg.train.progress = False
     cfg.validate()
     return cfg.with_absolute_paths()
 
@@ -113,7 +52,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 def cmd_train(args: argparse.Namespace) -> None:
     from .engine.runner import run_training
 
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, args.config_flags)
     result = run_training(cfg, resume=args.resume)
     print(f"run: {result['run_dir']}  best val Dice {_fmt(result['val_dice'])} at step {result['best_step']} "
           f"({result['best_model']})  {result['wall_time_s']:.0f} s")
@@ -174,11 +113,11 @@ def _fmt(v) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of `ssl-seg`."""
-    parser = argparse.ArgumentParser(prog="ssl-seg", description="Segmentation with scarce labels.")
+    parser = Parser(prog="ssl-seg", description="Segmentation with scarce labels.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a backbone with a (semi-)supervised method")
-    add_train_flags(p)
+    p.set_defaults(config_flags=add_train_flags(p))
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     p.set_defaults(func=cmd_train)
 
@@ -276,9 +215,19 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_and_run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    """Parse `argv` and call its subcommand; a bad flag or value prints one line `error: ...` and gives exit code 2."""
+    try:
+        args = parser.parse_args(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return run_command(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `ssl-seg`."""
-    return run_command(build_parser().parse_args(argv))
+    return parse_and_run(build_parser(), argv)
 
 
 if __name__ == "__main__":

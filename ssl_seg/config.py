@@ -1,4 +1,7 @@
-"""Typed run configuration: dataclasses that save themselves as JSON next to a run's outputs."""
+"""Typed run configuration: dataclasses that save themselves as JSON next to a run's outputs.
+
+Every field is one line `name: type = opt(default, help)` and is a flag of `ssl-seg train` (`--name`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .flags import choices_of, opt
 from .io_utils import atomic_write_json
 
 
@@ -18,76 +22,87 @@ from .io_utils import atomic_write_json
 class DataConfig:
     """Where the data comes from and how it is split and cropped."""
 
-    data: str = "phantom:cardiac"
-    patch_size: int = 64
-    spatial_dims: int = 2  # 2: train on images (volumes as slices); 3: on whole volumes with 3D patches and nets
-    pad: bool = True  # pad images smaller than the patch (off: such a patch size is an error)
-    split_file: str | None = None
-    split_seed: int = 0
-    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
-    group_by: str | None = None
-    labeled_fraction: float | None = 0.1
-    labeled_cases: int | None = None
-    augment: bool = True
-    include_labeled_in_unlabeled: bool = True
-    num_workers: int | None = None  # DataLoader workers; None: one per core left over by the torch threads, at most 2
-    cache_mb: int = 1024  # decoded samples kept in memory (per process: split between the workers)
-    synthetic: list[str] = field(default_factory=list)
-    synthetic_ratio: float = 0.0
-    ratio_schedule: str = "constant"
-    ratio_end: float | None = None
+    data: str = opt("phantom:cardiac", "folder, HDF5 file, or phantom:<task>[?n=400&size=128]")
+    patch_size: int = opt(64, "side of the square training crop (px); with --spatial-dims 3 the patch spans about "
+                              "this many voxels of the finest spacing on every axis")
+    spatial_dims: int = opt(2, "2: train on images (volumes as slices); 3: on whole volumes with 3D patches and nets",
+                            choices=(2, 3))
+    pad: bool = opt(True, "pad images smaller than the patch (--no-pad: such a patch size is an error)")
+    split_file: str | None = opt(None, "JSON split file (see data_splits/); wins over the seeded split")
+    split_seed: int = opt(0, "seed of the train/val/test and labeled draw")
+    fractions: tuple[float, float, float] = opt((0.7, 0.1, 0.2), "train, val and test shares of the cases",
+                                                metavar=("TRAIN", "VAL", "TEST"))
+    group_by: str | None = opt(None, "REGEX on the sample id; its first group is the case id")
+    labeled_fraction: float | None = opt(0.1, "share of the training cases that are labeled")
+    labeled_cases: int | None = opt(None, "number of labeled training cases (wins over --labeled-fraction)")
+    augment: bool = opt(True, "random augmentation (--no-augment: crop only)")
+    include_labeled_in_unlabeled: bool = opt(True, "SSL: the labeled images also feed the unlabeled losses")
+    num_workers: int | None = opt(None, "DataLoader workers; none: one per core left over by the torch threads, "
+                                        "at most 2")
+    cache_mb: int = opt(1024, "decoded samples kept in memory, MiB (per process: split between the workers)")
+    synthetic: list[str] = opt([], "synthetic paired dataset (repeatable)", metavar="SYN_DIR")
+    synthetic_ratio: float = opt(0.0, "share of synthetic pairs in each labeled batch")
+    ratio_schedule: str = opt("constant", "how the synthetic share changes over training")
+    ratio_end: float | None = opt(None, "final ratio of a scheduled mix; none: --synthetic-ratio")
 
 
 @dataclass
 class ModelConfig:
     """Which backbone and how wide."""
 
-    backbone: str = "unet"
-    base_channels: int = 16
-    deep_supervision: bool = False
+    backbone: str = opt("unet", "segmentation network")
+    base_channels: int = opt(16, "channels of the first stage (doubled per down-sampling)")
+    deep_supervision: bool = opt(False, "unetpp: train all nested heads")
 
 
 @dataclass
 class MethodConfig:
     """Semi-supervised method and its hyperparameters (all methods read the fields they need)."""
 
-    name: str = "supervised"
-    loss: str = "dice_ce"
-    ema_decay: float = 0.99
-    consistency: str = "mse"  # mse | kl
-    consistency_weight: float = 1.0
-    rampup_fraction: float = 0.4  # sigmoid ramp-up length as a fraction of all iterations
-    noise_std: float = 0.1
-    threshold: float = 0.95
-    teacher_labels: bool = False
-    cutmix_prob: float = 0.5
-    feature_dropout: float = 0.5
-    uncertainty_threshold: float = 0.75
-    pretrain_fraction: float = 0.25  # BCP: labeled copy-paste pre-training share of the iterations (theirs 10k of 40k)
-    mixed_unlabeled_weight: float = 0.5  # BCP: weight of the pixels that come from unlabeled images
+    name: str = opt("supervised", "(semi-)supervised method", flag="--method", metavar="METHOD")
+    loss: str = opt("dice_ce", "segmentation loss of the labeled pixels")
+    ema_decay: float = opt(0.99, "EMA decay of the teacher (mean-teacher, uncertainty-mt, pseudo-label with "
+                                 "--teacher-labels, bcp)")
+    consistency: str = opt("mse", "consistency of mean-teacher / uncertainty-mt", choices=("mse", "kl"))
+    consistency_weight: float = opt(1.0, "weight of the unlabeled loss (after its ramp-up)")
+    rampup_fraction: float = opt(0.4, "unlabeled losses ramp up (sigmoid) over this share of training; "
+                                      "0 = full weight at once")
+    noise_std: float = opt(0.1, "mean-teacher / uncertainty-mt: std of the Gaussian noise on the teacher's input")
+    threshold: float = opt(0.95, "pseudo-label / unimatch: confidence threshold of a pseudo-labeled pixel")
+    teacher_labels: bool = opt(False, "pseudo-label: take the pseudo-labels from an EMA teacher")
+    cutmix_prob: float = opt(0.5, "pseudo-label / unimatch: probability of CutMix on an unlabeled image")
+    feature_dropout: float = opt(0.5, "unimatch: dropout rate of the feature-perturbation branch")
+    uncertainty_threshold: float = opt(0.75, "uncertainty-mt: starting entropy threshold, as a share of ln K")
+    pretrain_fraction: float = opt(0.25, "bcp: share of iterations of labeled copy-paste pre-training "
+                                         "(theirs 10k of 40k)")
+    mixed_unlabeled_weight: float = opt(0.5, "bcp: loss weight of pixels from unlabeled images")
 
 
 @dataclass
 class TrainConfig:
     """Optimisation schedule, precision, logging and checkpointing."""
 
-    iterations: int = 2000
-    batch_size: int = 8
-    labeled_batch_size: int | None = None  # SSL: labeled part of batch_size; None = batch_size labeled + as many unlabeled
-    optimizer: str = "sgd"  # sgd (poly decay) | adamw
-    lr: float | None = None  # default 0.01 for sgd, 1e-3 for adamw
-    weight_decay: float = 1e-4
-    seed: int = 0
-    device: str = "auto"  # auto | cuda | cpu
-    amp: str = "auto"  # auto | bf16 | fp16 | off; on CPU only bf16 autocasts (auto stays float32)
-    channels_last: bool = True  # CUDA and CPU (measured faster for the U-Net on both)
-    sync_bn: bool = False  # data parallel (torchrun): SyncBatchNorm in the trainable nets (CUDA only)
-    threads: int | None = None  # torch threads; None: SLURM_CPUS_PER_TASK, cores / torchrun's local processes, or torch's default
-    val_every: int = 200
-    log_every: int = 20
-    image_every: int = 500
-    val_max_samples: int | None = 64
-    progress: bool = True
+    iterations: int = opt(2000, "training steps")
+    batch_size: int = opt(8, "images per step")
+    labeled_batch_size: int | None = opt(None, "SSL: labeled part of --batch-size; none: --batch-size labeled "
+                                               "plus as many unlabeled")
+    optimizer: str = opt("sgd", "sgd (poly decay) or adamw", choices=("sgd", "adamw"))
+    lr: float | None = opt(None, "learning rate; none: 0.01 for sgd, 1e-3 for adamw")
+    weight_decay: float = opt(1e-4, "weight decay of the optimizer")
+    seed: int = opt(0, "training seed (init, augmentation, batch order)")
+    device: str = opt("auto", "auto, cpu or cuda[:N]")
+    amp: str = opt("auto", "mixed precision; on CPU only bf16 autocasts (auto stays float32)",
+                   choices=("auto", "bf16", "fp16", "off"))
+    channels_last: bool = opt(True, "channels_last memory format on CUDA and CPU (measured faster for the U-Net "
+                                    "on both)")
+    sync_bn: bool = opt(False, "torchrun data parallel: SyncBatchNorm in the trainable nets (CUDA only)")
+    threads: int | None = opt(None, "torch CPU threads; none: SLURM_CPUS_PER_TASK, cores / torchrun's local "
+                                    "processes, or torch's default")
+    val_every: int = opt(200, "steps between validations (and checkpoints)")
+    log_every: int = opt(20, "steps between TensorBoard loss logs")
+    image_every: int = opt(500, "steps between TensorBoard image panels")
+    val_max_samples: int | None = opt(64, "validate on at most this many images; none: all")
+    progress: bool = opt(True, "progress bar")
 
 
 @dataclass
@@ -98,7 +113,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    out: str = "runs/default"
+    out: str = opt("runs/default", "run directory")
 
     def validate(self) -> None:
         """Refuse values that cannot work, naming the flag and its valid range (the one place ranges are checked)."""
@@ -108,9 +123,10 @@ class RunConfig:
              "in (0, 1], e.g. 0.1"),
             ("--labeled-cases", d.labeled_cases, d.labeled_cases is None or d.labeled_cases >= 1, "at least 1"),
             ("--patch-size", d.patch_size, d.patch_size >= 8, "at least 8, e.g. 64 or 128"),
-            ("--spatial-dims", d.spatial_dims, d.spatial_dims in (2, 3), "2 (images, volumes as slices) or 3 (volumes)"),
+            ("--spatial-dims", d.spatial_dims, d.spatial_dims in (2, 3),
+             "2 (images, volumes as slices) or 3 (volumes)"),
             ("--num-workers", d.num_workers, d.num_workers is None or d.num_workers >= 0, "0 or more"),
-            ("data.cache_mb", d.cache_mb, d.cache_mb >= 0, "0 or more"),
+            ("--cache-mb", d.cache_mb, d.cache_mb >= 0, "0 or more"),
             ("--synthetic-ratio", d.synthetic_ratio, 0 <= d.synthetic_ratio <= 1, "in [0, 1]"),
             ("--ratio-end", d.ratio_end, d.ratio_end is None or 0 <= d.ratio_end <= 1, "in [0, 1]"),
             ("--base-channels", self.model.base_channels, self.model.base_channels >= 1, "at least 1"),
@@ -118,10 +134,10 @@ class RunConfig:
             ("--consistency-weight", m.consistency_weight, m.consistency_weight >= 0, ">= 0, e.g. 1.0"),
             ("--rampup-fraction", m.rampup_fraction, 0 <= m.rampup_fraction <= 1, "in [0, 1], e.g. 0.4"),
             ("--threshold", m.threshold, 0 <= m.threshold <= 1, "a probability in [0, 1], e.g. 0.95"),
-            ("method.noise_std", m.noise_std, m.noise_std >= 0, ">= 0"),
-            ("method.cutmix_prob", m.cutmix_prob, 0 <= m.cutmix_prob <= 1, "in [0, 1]"),
-            ("method.feature_dropout", m.feature_dropout, 0 <= m.feature_dropout < 1, "in [0, 1)"),
-            ("method.uncertainty_threshold", m.uncertainty_threshold, m.uncertainty_threshold >= 0, ">= 0"),
+            ("--noise-std", m.noise_std, m.noise_std >= 0, ">= 0"),
+            ("--cutmix-prob", m.cutmix_prob, 0 <= m.cutmix_prob <= 1, "in [0, 1]"),
+            ("--feature-dropout", m.feature_dropout, 0 <= m.feature_dropout < 1, "in [0, 1)"),
+            ("--uncertainty-threshold", m.uncertainty_threshold, m.uncertainty_threshold >= 0, ">= 0"),
             ("--pretrain-fraction", m.pretrain_fraction, 0 <= m.pretrain_fraction < 1, "in [0, 1), e.g. 0.25"),
             ("--mixed-unlabeled-weight", m.mixed_unlabeled_weight, m.mixed_unlabeled_weight >= 0, ">= 0, e.g. 0.5"),
             ("--labeled-batch-size", t.labeled_batch_size, t.labeled_batch_size is None or t.labeled_batch_size >= 1,
@@ -129,22 +145,22 @@ class RunConfig:
             ("--iterations", t.iterations, t.iterations >= 1, "at least 1"),
             ("--batch-size", t.batch_size, t.batch_size >= 1, "at least 1"),
             ("--lr", t.lr, t.lr is None or t.lr > 0, "positive, e.g. 0.01 (sgd) or 1e-3 (adamw)"),
-            ("train.weight_decay", t.weight_decay, t.weight_decay >= 0, ">= 0"),
+            ("--weight-decay", t.weight_decay, t.weight_decay >= 0, ">= 0"),
             ("--val-every", t.val_every, t.val_every >= 1, "at least 1"),
             ("--val-max-samples", t.val_max_samples, t.val_max_samples is None or t.val_max_samples >= 1,
              "at least 1"),
             ("--threads", t.threads, t.threads is None or t.threads >= 1, "at least 1"),
-            ("train.log_every", t.log_every, t.log_every >= 1, "at least 1"),
-            ("train.image_every", t.image_every, t.image_every >= 1, "at least 1"),
+            ("--log-every", t.log_every, t.log_every >= 1, "at least 1"),
+            ("--image-every", t.image_every, t.image_every >= 1, "at least 1"),
         ]
         for flag, value, ok, valid in checks:
             if isinstance(value, float) and not math.isfinite(value):
                 ok = False
             if not ok:
                 raise UserError(f"{flag} {value}: must be {valid}")
-        for flag, value, choices in (("--optimizer", t.optimizer, ("sgd", "adamw")),
-                                     ("--consistency", m.consistency, ("mse", "kl")),
-                                     ("--amp", t.amp, ("auto", "bf16", "fp16", "off"))):
+        for flag, value, choices in (("--optimizer", t.optimizer, choices_of(TrainConfig, "optimizer")),
+                                     ("--consistency", m.consistency, choices_of(MethodConfig, "consistency")),
+                                     ("--amp", t.amp, choices_of(TrainConfig, "amp"))):
             if value not in choices:
                 raise UserError(f"{flag} {value}: use {' or '.join(choices)}")
 

@@ -1,0 +1,198 @@
+"""Flags generated from the config dataclasses: every field has a flag, each flag lands in its field, --help says
+the default and the registry's names, and a bad value is one line naming the flag."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+
+import pytest
+
+from gan_aug import cli as gan_cli
+from gan_aug.config import GanConfig
+from ssl_seg import cli
+from ssl_seg.config import RunConfig
+from ssl_seg.flags import Parser, add_config_flags, config_flags, given, opt
+
+
+def leaf_fields(cls: type, prefix: str = "") -> dict[str, dataclasses.Field]:
+    """Every leaf field of a config dataclass by 'section.name', walked here without the generator."""
+    leaves = {}
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            leaves.update(leaf_fields(type(default), f"{prefix}{f.name}."))
+        else:
+            leaves[f"{prefix}{f.name}"] = f
+    return leaves
+
+
+def leaf_paths(cls: type) -> list[str]:
+    return list(leaf_fields(cls))
+
+
+def subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+
+
+def options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """dest -> action of every flag."""
+    return {a.dest: a for a in parser._actions if a.option_strings}
+
+
+SSL_TRAIN = subparser(cli.build_parser(), "train")
+GAN_TRAIN = subparser(gan_cli.build_parser(), "train")
+
+
+@pytest.mark.parametrize("config, parser", [(RunConfig, SSL_TRAIN), (GanConfig, GAN_TRAIN)], ids=["ssl", "gan"])
+def test_every_config_field_has_a_flag_with_help(config, parser):
+    flags, fields = options(parser), leaf_fields(config)
+    assert len(fields) >= 30
+    missing = [p for p in fields if p not in flags]
+    assert not missing, f"config fields without a flag: {missing}"
+    no_help = [p for p, f in fields.items() if not f.metadata.get("help")]
+    assert not no_help, f"config fields without help (write them as opt(default, help)): {no_help}"
+    for path, f in fields.items():
+        assert flags[path].help.startswith(f.metadata["help"])
+
+
+def test_the_issue_11_fields_and_existing_spellings_are_flags():
+    names = {s for a in SSL_TRAIN._actions for s in a.option_strings}
+    for flag in ("--noise-std", "--cutmix-prob", "--feature-dropout", "--uncertainty-threshold", "--teacher-labels",
+                 "--weight-decay", "--log-every", "--image-every", "--channels-last", "--fractions",
+                 "--include-labeled-in-unlabeled",  # the eleven of issue 11, then the spellings that existed before
+                 "--method", "--no-augment", "--no-pad", "--no-progress", "--deep-supervision", "--sync-bn",
+                 "--config", "--resume", "--out"):
+        assert flag in names, flag
+    gan_names = {s for a in GAN_TRAIN._actions for s in a.option_strings}
+    for flag in ("--num-d", "--noise-channel", "--feature-matching", "--no-progress", "--resume", "--lambda-l1"):
+        assert flag in gan_names, flag
+
+
+def _other_value(flag) -> tuple[list[str], object]:
+    """Command-line words that set `flag` to a value other than its default, and that value as the config holds it."""
+    kind, default = flag.kind, flag.default
+    if kind is bool:
+        return [("--no-" if default else "--") + flag.name[2:]], not default
+    if flag.choices:
+        if len(flag.choices) == 1:
+            pytest.skip(f"{flag.name} has one choice only")
+        value = next(c for c in reversed(flag.choices) if c != default)
+        return [flag.name, value], value
+    if getattr(kind, "__origin__", None) is tuple:
+        return [flag.name, "0.6", "0.2", "0.2"], (0.6, 0.2, 0.2)
+    if getattr(kind, "__origin__", None) is list:
+        return [flag.name, "a", flag.name, "b"], ["a", "b"]
+    if kind is int:
+        return [flag.name, "9"], 9
+    if kind is float:
+        return [flag.name, "0.3"], 0.3
+    return [flag.name, "cpu" if flag.path.endswith("device") else "some-text"], \
+        "cpu" if flag.path.endswith("device") else "some-text"
+
+
+def _field(cfg, path: str):
+    for part in path.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+@pytest.mark.parametrize("flag", SSL_TRAIN.get_default("config_flags"), ids=lambda f: f.path)
+def test_each_ssl_flag_round_trips_into_its_field(flag):
+    words, expected = _other_value(flag)
+    args = SSL_TRAIN.parse_args(words)
+    cfg = cli.config_from_args(args, args.config_flags)
+    if flag.path in ("data.data", "data.split_file"):  # paths are made absolute
+        expected = os.path.abspath(expected)
+    elif flag.path == "data.synthetic":
+        expected = [os.path.abspath(p) for p in expected]
+    default = RunConfig().with_absolute_paths()
+    assert _field(cfg, flag.path) == expected != _field(default, flag.path)
+    changed = {p for p in leaf_paths(RunConfig) if _field(cfg, p) != _field(default, p)}
+    implied = {"data.labeled_fraction"} if flag.path == "data.labeled_cases" else set()  # cases win over fraction
+    assert changed == {flag.path} | implied
+
+
+@pytest.mark.parametrize("flag", GAN_TRAIN.get_default("config_flags"), ids=lambda f: f.path)
+def test_each_gan_flag_round_trips_into_its_field(flag):
+    words, expected = _other_value(flag)
+    overrides = gan_cli.train_overrides(GAN_TRAIN.parse_args(words))
+    assert overrides[flag.path] == expected != getattr(GanConfig(), flag.path)
+    assert set(overrides) <= {flag.path, "labeled_fraction"}
+
+
+def test_only_given_flags_override_a_config_file(tmp_path):
+    base = RunConfig()
+    base.method.noise_std, base.train.weight_decay, base.data.augment = 0.3, 0.0, False
+    base.save(tmp_path / "config.json")
+    args = SSL_TRAIN.parse_args(["--config", str(tmp_path / "config.json"), "--cutmix-prob", "0.9",
+                                 "--method", "unimatch"])
+    cfg = cli.config_from_args(args, args.config_flags)
+    assert (cfg.method.noise_std, cfg.train.weight_decay, cfg.data.augment) == (0.3, 0.0, False)  # kept
+    assert (cfg.method.cutmix_prob, cfg.method.name) == (0.9, "unimatch")
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["method"]["noise_std"] == 0.3
+
+
+def test_help_shows_defaults_and_every_registered_name():
+    from ssl_seg.methods.registry import method_names
+    from ssl_seg.models.registry import model_names
+
+    text = " ".join(SSL_TRAIN.format_help().split())  # argparse wraps lines
+    assert "uncertainty-mt" in method_names()
+    for name in [*method_names(), *model_names()]:
+        assert name in text, name
+    assert "--noise-std NOISE_STD mean-teacher / uncertainty-mt: std of the Gaussian noise on the teacher's input " \
+           "(default: 0.1)" in text
+    assert "--fractions TRAIN VAL TEST train, val and test shares of the cases (default: 0.7 0.1 0.2)" in text
+    assert "--augment, --no-augment" in text and "(default: on)" in text
+    gan_text = " ".join(GAN_TRAIN.format_help().split())
+    assert "one of: unet, spade (default: unet)" in gan_text and "--out OUT GAN run directory (required)" in gan_text
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["train", "--method", "magic"], "--method"),
+    (["train", "--iterations", "many"], "--iterations"),
+    (["train", "--fractions", "0.7", "0.3"], "--fractions"),
+    (["train", "--loss", "focal"], "--loss"),
+    (["train", "--noise-std", "-1", "--out", "x"], "--noise-std"),  # parses, then the range check names it
+    (["train", "--no-such-flag"], "--no-such-flag"),
+])
+def test_bad_values_are_one_line_naming_the_flag(capsys, argv, flag):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and flag in err[0], err
+
+
+def test_gan_bad_choice_is_one_line(capsys):
+    assert gan_cli.main(["train", "--generator", "stylegan", "--out", "x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--generator" in err[0] and "spade" in err[0], err
+
+
+@dataclasses.dataclass
+class Inner:
+    """Toy section."""
+
+    alpha: float = opt(0.5, "mixing weight")
+
+
+@dataclasses.dataclass
+class Outer:
+    """Toy config: a nested section and a list."""
+
+    inner: Inner = dataclasses.field(default_factory=Inner)
+    tags: list[str] = opt([], "repeatable tag")
+
+
+def test_a_new_field_is_one_line_that_becomes_a_flag():
+    p = Parser(prog="toy")
+    flags = add_config_flags(p, Outer)
+    assert [f.path for f in flags] == [f.path for f in config_flags(Outer)] == ["inner.alpha", "tags"]
+    assert "mixing weight (default: 0.5)" in " ".join(p.format_help().split())
+    assert given(p.parse_args(["--alpha", "2", "--tags", "x", "--tags", "y"]), flags) == \
+        {"inner.alpha": 2.0, "tags": ["x", "y"]}
+    assert given(p.parse_args([]), flags) == {}
+    assert Outer().tags is not Outer().tags  # a list default is not shared between instances
