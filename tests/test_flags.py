@@ -80,7 +80,7 @@ def _other_value(flag) -> tuple[list[str], object]:
         if len(flag.choices) == 1:
             pytest.skip(f"{flag.name} has one choice only")
         value = next(c for c in reversed(flag.choices) if c != default)
-        return [flag.name, value], value
+        return [flag.name, str(value)], value
     if getattr(kind, "__origin__", None) is tuple:
         return [flag.name, "0.6", "0.2", "0.2"], (0.6, 0.2, 0.2)
     if getattr(kind, "__origin__", None) is list:
