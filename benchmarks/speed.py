@@ -56,26 +56,28 @@ def side_by_side(candidate: Callable[[], None], reference: Callable[[], None], w
     return cand_total / ref_total, ratios, ref_total / (segments * steps)
 
 
-def phantom_images(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """n z-scored-like images (n, 1, S, S) with K-class masks (n, S, S): fixed data shared by both loops."""
+def phantom_images(n: int, size: int, seed: int, spatial_dims: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """n z-scored-like images (n, 1, *S) with K-class masks (n, *S), S = (size,) * spatial_dims: fixed data shared
+    by both loops."""
     g = torch.Generator().manual_seed(seed)
-    masks = torch.randint(0, K, (n, size // 8, size // 8), generator=g)
-    masks = F.interpolate(masks[:, None].float(), size=size, mode="nearest")[:, 0].long()
-    return masks[:, None].float() + 0.3 * torch.randn(n, 1, size, size, generator=g), masks
+    masks = torch.randint(0, K, (n, *(size // 8,) * spatial_dims), generator=g)
+    masks = F.interpolate(masks[:, None].float(), size=(size,) * spatial_dims, mode="nearest")[:, 0].long()
+    return masks[:, None].float() + 0.3 * torch.randn(n, 1, *(size,) * spatial_dims, generator=g), masks
 
 
-def bare_supervised(size: int, base: int, batch: int, seed: int) -> Callable[[], None]:
+def bare_supervised(size: int, base: int, batch: int, seed: int, spatial_dims: int = 2) -> Callable[[], None]:
     """SSL4MIS-style plain step: one U-Net, CE + soft Dice on `batch` labeled images, SGD (momentum, nesterov)."""
     torch.manual_seed(seed)
-    model = build_model("unet", 1, K, base_channels=base).train()
+    model = build_model("unet", 1, K, base_channels=base, spatial_dims=spatial_dims).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4, nesterov=True)
-    x, y = phantom_images(batch, size, seed)
-    onehot = F.one_hot(y, K).permute(0, 3, 1, 2).float()
+    x, y = phantom_images(batch, size, seed, spatial_dims)
+    onehot = F.one_hot(y, K).movedim(-1, 1).float()
+    dims = (0, *range(2, onehot.ndim))
 
     def step() -> None:
         logits = model(x)
         probs = logits.softmax(dim=1)
-        inter, union = (probs * onehot).sum((0, 2, 3)), (probs + onehot).sum((0, 2, 3))
+        inter, union = (probs * onehot).sum(dims), (probs + onehot).sum(dims)
         loss = F.cross_entropy(logits, y) + 1 - (2 * inter[1:] / (union[1:] + 1e-5)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -85,18 +87,19 @@ def bare_supervised(size: int, base: int, batch: int, seed: int) -> Callable[[],
 
 
 def method_step(name: str, size: int, base: int, labeled: int, unlabeled: int, seed: int,
-                amp: str, channels_last: bool = True) -> Callable[[], None]:
+                amp: str, channels_last: bool = True, spatial_dims: int = 2) -> Callable[[], None]:
     """One medseg-lab training step (Trainer.train_step: method losses, backward, optimizer, after_step)."""
     torch.manual_seed(seed)
     cfg = RunConfig()  # the run defaults (channels_last on), as `ssl-seg train` builds them
     cfg.model.base_channels, cfg.method.name, cfg.train.iterations = base, name, 10_000
+    cfg.data.spatial_dims = spatial_dims
     cfg.train.channels_last = channels_last
     device = torch.device("cpu")
     method = build_method_for(cfg, {"in_channels": 1, "num_classes": K}, device)
     opt = torch.optim.SGD(list(method.parameters()), lr=0.01, momentum=0.9, weight_decay=1e-4, nesterov=True)
     trainer = Trainer(method, opt, poly_lr(0.01, 10_000), lambda s: [], 10_000, device, amp_dtype(device, amp),
                       cfg.train.channels_last)
-    x, y = phantom_images(labeled + unlabeled, size, seed)
+    x, y = phantom_images(labeled + unlabeled, size, seed, spatial_dims)
     batch = {"labeled": {"image": x[:labeled], "mask": y[:labeled], "roi": torch.ones_like(y[:labeled], dtype=torch.bool)},
              "unlabeled": {"image": x[labeled:]} if name != "supervised" else None}
     counter = iter(range(5_000, 10_000))  # mid-run steps: past any pre-training stage (BCP's)
@@ -179,7 +182,8 @@ def data_rate(size: int, batch: int, workers: int, n: int) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", nargs="*", help="subset of: the method names, gan, synthesize, data (default: all)")
+    p.add_argument("--only", nargs="*", help="subset of: the method names, gan, synthesize, data, 3d (default: all)")
+    p.add_argument("--size-3d", type=int, default=32, help="cubic patch side of the 3D step benchmarks (voxels)")
     p.add_argument("--size", type=int, default=128, help="patch size of the step benchmarks (px)")
     p.add_argument("--base-channels", type=int, default=16)
     p.add_argument("--threads", type=int, default=1, help="torch threads (pinned for the whole run)")
@@ -191,7 +195,7 @@ def main() -> None:
                    help="method steps in the contiguous layout (the run default is channels_last)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    wanted = set(args.only or [*method_names(), "gan", "synthesize", "data"])
+    wanted = set(args.only or [*method_names(), "gan", "synthesize", "data", "3d"])
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"# speed.py  commit {commit}  torch {torch.__version__}  threads {torch.get_num_threads()}  "
           f"size {args.size}  segments {args.segments} x {args.steps} steps (warm-up {args.warmup})")
@@ -210,6 +214,13 @@ def main() -> None:
         ref = bare_supervised(args.size, args.base_channels, 8, 0)
         layout = "channels_last" if args.channels_last else "contiguous"
         row(f"{name} ({labeled}+{unlabeled}, amp {args.amp}, {layout})", "bare supervised U-Net, 8 images", cand, ref)
+    if "3d" in wanted:  # volumes: a 3D U-Net on (B, 1, S, S, S) patches, 2 labeled (+ 2 unlabeled) per step
+        ref = bare_supervised(args.size_3d, args.base_channels, 2, 0, spatial_dims=3)
+        for name, labeled, unlabeled in (("supervised", 2, 0), ("mean-teacher", 2, 2)):
+            cand = method_step(name, args.size_3d, args.base_channels, labeled, unlabeled, 0, args.amp,
+                               args.channels_last, spatial_dims=3)
+            row(f"3D {name} ({labeled}+{unlabeled}, {args.size_3d}^3 voxels, amp {args.amp})",
+                "bare supervised 3D U-Net, 2 volumes", cand, ref)
     if "gan" in wanted:
         cand, ref = bare_gan(128, 8, 0, args.amp)
         row(f"gan_aug Pix2Pix.train_step (batch 8, 128 px, amp {args.amp})", "bare pix2pix loop, same G and D",

@@ -198,3 +198,23 @@ def test_shared_hippocampus_reads_as_volumes():
     assert len(src) == 260 and src.num_classes == 3 and src.median_spacing() == (1.0, 1.0, 1.0)
     s = src.load(0)
     assert s.image.shape[0] == 1 and s.image.shape[1:] == s.mask.shape and s.mask.max() == 2
+
+
+def test_project_hdf5_holds_volumes_with_their_spacing(tmp_path):
+    from ssl_seg.data.h5format import write_source_to_h5
+    from ssl_seg.data.volumes import H5VolumeSource
+
+    phantom = LesionVolumeSource(n=3, size=16, seed=1)
+    path = write_source_to_h5(phantom, tmp_path / "vols.h5", {"test": True})
+    src = open_source(str(path), spatial_dims=3)
+    assert isinstance(src, H5VolumeSource) and src.ids == phantom.ids and src.num_classes == 3
+    assert src.spacing[src.ids[2]] == (3.0, 1.0, 1.0) and src.median_shape() == (8, 16, 16)
+    np.testing.assert_allclose(src.affine[src.ids[0]], phantom.affine[phantom.ids[0]])
+    a, b = src.load(2), phantom.load(2)
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    with pytest.raises(UserError, match="holds 3D volumes; read it with --spatial-dims 3"):
+        open_source(str(path))
+    flat = write_source_to_h5(open_source("phantom:cardiac?n=2&size=32"), tmp_path / "flat.h5", {})
+    with pytest.raises(UserError, match="holds 2D images; read it with --spatial-dims 2"):
+        open_source(str(flat), spatial_dims=3)

@@ -3,6 +3,8 @@
 One file holds N samples of one size: `images` (N, C, H, W) float32 in [0, 1] chunked per sample,
 `masks` (N, H, W) uint8, `ids` and `cases` (N,) UTF-8 strings, optional `rois` (N, H, W) uint8, and the
 attributes `format`, `format_version`, `num_classes`, `class_names` and `provenance` (JSON strings).
+A file of volumes holds `images` (N, C, D, H, W), masks and rois (N, D, H, W), and the attribute `spacing`
+(JSON [D, H, W] mm, shared by its volumes); it is read with --spatial-dims 3 (ssl_seg/data/volumes.py).
 """
 
 from __future__ import annotations
@@ -39,17 +41,21 @@ class H5DatasetWriter:
     """
 
     def __init__(self, path: str | os.PathLike, channels: int, height: int, width: int, num_classes: int,
-                 class_names: list[str], provenance: dict[str, Any]):
+                 class_names: list[str], provenance: dict[str, Any], depth: int | None = None,
+                 spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)):
         if len(class_names) != num_classes:
             raise UserError(f"{path}: {len(class_names)} class names for {num_classes} classes; "
                             "give one name per class")
         if not 1 <= num_classes <= 256:
             raise UserError(f"{path}: num_classes must be 1..256 (masks are stored as uint8), got {num_classes}")
         self.path = Path(path)
-        self.shape = (channels, height, width)
+        self.spatial = (height, width) if depth is None else (depth, height, width)
+        self.shape = (channels, *self.spatial)
         self.num_classes = num_classes
         self._attrs = {"format": FORMAT, "format_version": FORMAT_VERSION, "num_classes": num_classes,
                        "class_names": json.dumps(list(class_names)), "provenance": json.dumps(provenance)}
+        if depth is not None:
+            self._attrs["spacing"] = json.dumps([float(s) for s in spacing])
         self._stack: contextlib.ExitStack | None = None
         self._file: h5py.File | None = None
         self._ids: set[str] = set()
@@ -61,11 +67,10 @@ class H5DatasetWriter:
             tmp = stack.enter_context(atomic_path(self.path))
             self._file = h5py.File(tmp, "w")
             stack.callback(self._file.close)  # runs before atomic_path's rename (last in, first out)
-            c, h, w = self.shape
-            self._file.create_dataset("images", (0, c, h, w), np.float32, maxshape=(None, c, h, w),
-                                      chunks=(1, c, h, w))
-            self._file.create_dataset("masks", (0, h, w), np.uint8, maxshape=(None, h, w), chunks=(1, h, w),
-                                      compression="gzip", compression_opts=1)
+            shape, spatial = self.shape, self.spatial
+            self._file.create_dataset("images", (0, *shape), np.float32, maxshape=(None, *shape), chunks=(1, *shape))
+            self._file.create_dataset("masks", (0, *spatial), np.uint8, maxshape=(None, *spatial),
+                                      chunks=(1, *spatial), compression="gzip", compression_opts=1)
             for key in ("ids", "cases"):
                 self._file.create_dataset(key, (0,), _STR, maxshape=(None,), chunks=(1024,))
             self._file.attrs.update(self._attrs)
@@ -82,7 +87,7 @@ class H5DatasetWriter:
 
     def append(self, images: np.ndarray, masks: np.ndarray, ids: list[str], cases: list[str],
                rois: np.ndarray | None = None) -> None:
-        """Append n samples: images (n, C, H, W) float in [0, 1], masks (n, H, W) ints < K, rois (n, H, W) or None."""
+        """Append n samples: images (n, C, *S) float in [0, 1], masks (n, *S) ints < K, rois (n, *S) or None."""
         if self._file is None:
             raise RuntimeError("H5DatasetWriter.append called outside its `with` block")
         images, masks = np.asarray(images, dtype=np.float32), np.asarray(masks)
@@ -94,9 +99,9 @@ class H5DatasetWriter:
             self._file[key][start:] = data
         if rois is not None:
             if "rois" not in self._file:
-                h, w = self.shape[1:]
-                self._file.create_dataset("rois", (0, h, w), np.uint8, maxshape=(None, h, w), chunks=(1, h, w),
-                                          compression="gzip", compression_opts=1)
+                spatial = self.spatial
+                self._file.create_dataset("rois", (0, *spatial), np.uint8, maxshape=(None, *spatial),
+                                          chunks=(1, *spatial), compression="gzip", compression_opts=1)
             self._file["rois"].resize(start + n, axis=0)
             self._file["rois"][start:] = np.asarray(rois).astype(bool).astype(np.uint8)
         self._ids.update(ids)
@@ -106,17 +111,17 @@ class H5DatasetWriter:
     def _check(self, images: np.ndarray, masks: np.ndarray, ids: list[str], cases: list[str],
                rois: np.ndarray | None) -> int:
         """Validate one append; returns n."""
-        c, h, w = self.shape
-        where = self.path
-        if images.ndim != 4 or images.shape[1:] != (c, h, w):
-            raise UserError(f"{where}: images of shape {images.shape} do not match the file's (n, {c}, {h}, {w}); "
-                            "resize/convert them or write a separate file")
+        where, shape = self.path, self.shape
+        if images.ndim != len(shape) + 1 or images.shape[1:] != shape:
+            raise UserError(f"{where}: images of shape {images.shape} do not match the file's (n, "
+                            f"{', '.join(map(str, shape))}); resize/convert them or write a separate file")
         n = images.shape[0]
-        if masks.shape != (n, h, w):
+        expected = (n, *self.spatial)
+        if masks.shape != expected:
             raise UserError(f"{where}: masks of shape {masks.shape} do not match images {images.shape}; "
-                            f"expected ({n}, {h}, {w})")
-        if rois is not None and np.shape(rois) != (n, h, w):
-            raise UserError(f"{where}: rois of shape {np.shape(rois)} do not match images; expected ({n}, {h}, {w})")
+                            f"expected {expected}")
+        if rois is not None and np.shape(rois) != expected:
+            raise UserError(f"{where}: rois of shape {np.shape(rois)} do not match images; expected {expected}")
         if self._has_rois is not None and self._has_rois != (rois is not None):
             raise UserError(f"{where}: give rois for every sample or for none (appends mixed both)")
         if len(ids) != n or len(cases) != n:
@@ -146,6 +151,7 @@ class H5Source(IndexedSource):
     """SampleSource over a project HDF5 file; the file handle is opened lazily per process (DataLoader-safe)."""
 
     predefined_split: dict[str, list[str]] | None = None
+    spatial_dims = 2  # images (N, C, H, W); the volume reader's subclass reads (N, C, D, H, W)
 
     def __init__(self, path: str | os.PathLike, name: str | None = None):
         self.path = Path(path)
@@ -175,7 +181,10 @@ class H5Source(IndexedSource):
             raise UserError(f"{self.path}: missing dataset(s) {missing}; the file is incomplete; {fix}")
         images, masks = f["images"], f["masks"]
         n = images.shape[0]
-        if images.ndim != 4 or masks.shape != (n, *images.shape[2:]) or f["ids"].shape != (n,) \
+        if images.ndim != self.spatial_dims + 2:
+            dims = {4: "2D images", 5: "3D volumes"}.get(images.ndim, f"{images.ndim}-D arrays")
+            raise UserError(f"{self.path}: holds {dims}; read it with --spatial-dims {images.ndim - 2}")
+        if masks.shape != (n, *images.shape[2:]) or f["ids"].shape != (n,) \
                 or f["cases"].shape != (n,) or ("rois" in f and f["rois"].shape != masks.shape):
             raise UserError(f"{self.path}: inconsistent dataset shapes (images {images.shape}, "
                             f"masks {masks.shape}); {fix}")
@@ -188,10 +197,11 @@ class H5Source(IndexedSource):
         self.class_names = list(json.loads(f.attrs["class_names"]))
         self.provenance = json.loads(f.attrs.get("provenance", "{}"))
         self.has_rois = "rois" in f
+        self.file_spacing = tuple(json.loads(f.attrs.get("spacing", "[1, 1, 1]")))
         self._index_ids()
 
     def load(self, index: int) -> Sample:
-        """Read sample `index` (image (C, H, W) float32, mask (H, W) int64, roi (H, W) bool or None)."""
+        """Read sample `index` (image (C, *S) float32, mask (*S) int64, roi (*S) bool or None)."""
         f = self._handle()
         try:
             image = f["images"][index].astype(np.float32)
@@ -224,16 +234,23 @@ def write_source_to_h5(source: SampleSource, path: str | os.PathLike, provenance
     if len(source) == 0:
         raise UserError(f"{source.name}: the source has no samples; nothing to write to {path}")
     first = source.load(0)
-    c, h, w = first.image.shape
-    writer = H5DatasetWriter(path, c, h, w, source.num_classes, source.class_names,
-                             {"source": source.name, **provenance})
+    shape = first.image.shape
+    volume = {}
+    if len(shape) == 4:  # volumes: one spacing per file
+        spacings = set(getattr(source, "spacing", {}).values()) or {(1.0, 1.0, 1.0)}
+        if len(spacings) > 1:
+            raise UserError(f"{source.name}: volumes of {len(spacings)} spacings; an HDF5 file holds one spacing: "
+                            "resample the data first")
+        volume = {"depth": shape[1], "spacing": spacings.pop()}
+    writer = H5DatasetWriter(path, shape[0], shape[-2], shape[-1], source.num_classes, source.class_names,
+                             {"source": source.name, **provenance}, **volume)
     with writer:
         batch: list[Sample] = []
         for i in range(len(source)):
             sample = first if i == 0 else source.load(i)
-            if sample.image.shape != (c, h, w):
+            if sample.image.shape != shape:
                 raise UserError(f"{source.name}: sample '{sample.id}' has shape {sample.image.shape}, the first has "
-                                f"{(c, h, w)}; the HDF5 format needs one size: crop/resize the data first")
+                                f"{shape}; the HDF5 format needs one size: crop/resize the data first")
             if sample.mask is None:
                 raise UserError(f"{source.name}: sample '{sample.id}' has no mask; "
                                 "the HDF5 format stores labeled samples only")

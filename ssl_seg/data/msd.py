@@ -199,10 +199,32 @@ def read_case(image_paths: list[Path], label_path: Path, in_channels: int, load_
     label = integer_labels(np.asarray(label_img.dataobj), label_path)
     spacing = tuple(float(z) for z in label_img.header.get_zooms()[:3])
     affine = np.asarray(label_img.affine, dtype=np.float64)
-    if not load_image:
-        return VolumeCase(None, label, spacing, affine)  # type: ignore[arg-type]
+    image = _scaled_channels(image_paths, channel_imgs) if load_image else None
+    return VolumeCase(image, label, spacing, affine)
+
+
+def read_image(image_paths: list[Path], in_channels: int) -> VolumeCase:
+    """An unlabelled case (prediction input): image (C, X, Y, Z) scaled as `read_case` does, the first file's
+    geometry, and an empty (0, 0, 0) label; channel files must share one shape and affine."""
+    imgs = [_load(p) for p in image_paths]
+    first = imgs[0]
+    for path, img in zip(image_paths, imgs):
+        if len(img.shape) not in (3, 4) or img.shape[:3] != first.shape[:3] or not np.allclose(
+                img.affine, first.affine, rtol=0, atol=_AFFINE_TOLERANCE_MM):
+            raise UserError(f"{path}: shape {tuple(img.shape)} or affine differs from {image_paths[0].name}; the "
+                            "channel files of a case must share one 3D grid")
+    channels = sum(img.shape[3] if len(img.shape) == 4 else 1 for img in imgs)
+    if channels != in_channels:
+        raise UserError(f"{image_paths[0]}: {channels} channel(s) but the model takes {in_channels}")
+    spacing = tuple(float(z) for z in first.header.get_zooms()[:3])
+    return VolumeCase(_scaled_channels(image_paths, imgs), np.zeros((0, 0, 0), np.uint8), spacing,  # type: ignore
+                      np.asarray(first.affine, dtype=np.float64))
+
+
+def _scaled_channels(image_paths: list[Path], imgs: list) -> np.ndarray:
+    """(C, X, Y, Z) float32: every channel clipped to its 0.5-99.5 percentiles and scaled to [0, 1]."""
     parts = []
-    for path, img in zip(image_paths, channel_imgs):
+    for path, img in zip(image_paths, imgs):
         data = np.asarray(img.dataobj, dtype=np.float32)
         parts.append(data[None] if data.ndim == 3 else np.moveaxis(data, -1, 0))
         if not np.isfinite(parts[-1]).all():
@@ -212,7 +234,7 @@ def read_case(image_paths: list[Path], label_path: Path, in_channels: int, load_
     for c, channel in enumerate(data):
         lo, hi = np.percentile(channel, (0.5, 99.5))
         scaled[c] = np.clip((channel - lo) / (hi - lo), 0, 1) if hi > lo else 0.0
-    return VolumeCase(scaled, label, spacing, affine)  # type: ignore[arg-type]
+    return scaled
 
 
 def class_names_for(index: MSDIndex, highest_label: int) -> list[str]:

@@ -16,13 +16,15 @@ import h5py
 import numpy as np
 
 from ..errors import UserError
+from .h5format import H5Source
 from .msd import class_names_for, integer_labels, is_msd_folder, read_case, read_index
 from .nifti_writer import volume_affine
 from .phantom_volumes import LESION_CLASSES, MIN_VOXELS, VOLUME_TASK, lesion_volume
 from .sample import IndexedSource, Sample
 
 VOLUME_DATA_HELP = ("with --spatial-dims 3, DATA is an MSD / nnU-Net folder (dataset.json, imagesTr/, labelsTr/), "
-                    "an SSL4MIS 3D folder (train.list, test.list, per-case .h5 volumes) or "
+                    "an SSL4MIS 3D folder (train.list, test.list, per-case .h5 volumes), a project .h5 file of "
+                    "volumes or "
                     f"phantom:{VOLUME_TASK}[?n=20&size=32&seed=0]")
 SSL4MIS_FILES = ("{dir}/{case}.h5", "{dir}/{case}_norm.h5", "{dir}/{case}/mri_norm2.h5")  # LA, Pancreas, plain
 
@@ -59,6 +61,8 @@ def open_volume_source(data: str) -> VolumeSource:
     if data.startswith("phantom:"):
         return _open_phantom(data)
     path = Path(data).expanduser()
+    if path.is_file() and path.suffix.lower() in (".h5", ".hdf5"):
+        return H5VolumeSource(path, name=data)
     if not path.is_dir():
         raise UserError(f"DATA '{data}' is not a folder; {VOLUME_DATA_HELP}")
     if is_msd_folder(path):
@@ -170,6 +174,21 @@ class SSL4MIS3DSource(VolumeSource):
         image = ((image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)).astype(np.float32)
         return Sample(image=to_volume_axes(image)[None], mask=to_volume_axes(label).astype(np.int64),
                       id=self.ids[index], case=self.cases[index])
+
+
+class H5VolumeSource(VolumeSource, H5Source):
+    """A project HDF5 file of volumes (images (N, C, D, H, W)); its `spacing` attribute applies to every volume."""
+
+    spatial_dims = 3
+
+    def __init__(self, path: str | Path, name: str | None = None):
+        H5Source.__init__(self, path, name)
+        spacing = tuple(float(s) for s in self.file_spacing)
+        with h5py.File(self.path, "r") as f:
+            shape = tuple(int(n) for n in f["masks"].shape[1:])
+        self.spacing = {case: spacing for case in self.cases}  # type: ignore[misc]
+        self.affine = {case: volume_affine(spacing) for case in self.cases}  # type: ignore[arg-type]
+        self.shapes = {case: shape for case in self.cases}  # type: ignore[misc]
 
 
 class LesionVolumeSource(VolumeSource):

@@ -10,6 +10,7 @@ from PIL import Image
 from skimage import io as skio
 from tqdm import tqdm
 
+from ..config import RunConfig
 from ..data.transforms import normalize
 from ..device import resolve_device
 from ..errors import UserError
@@ -70,7 +71,13 @@ def predict_folder(run_dir: str | Path, input_dir: str | Path, out_dir: str | Pa
 
     With `postprocess`, the largest-component filter the run chose on validation (RUN_DIR/postprocessing.json,
     written by `ssl-seg evaluate` and grids) is applied to each 2D mask; a run without that choice is left as is.
+    A run trained on volumes (--spatial-dims 3) reads NIfTI volumes and writes OUT/<case>.nii.gz instead
+    (`predict_volumes`; no overlays).
     """
+    if RunConfig.load(Path(run_dir) / "config.json").data.spatial_dims == 3:
+        from .predict_volumes import predict_volumes
+
+        return predict_volumes(run_dir, input_dir, out_dir, checkpoint, device, postprocess)
     input_dir = Path(input_dir)
     if (input_dir / "images").is_dir():
         input_dir = input_dir / "images"

@@ -201,6 +201,8 @@ def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int) -> dict[s
     split = build_split(cfg, source)
     _check_patch(cfg, source, split.labeled)
     info = source_info(source)
+    if cfg.data.spatial_dims == 3:  # what `predict` needs to tile new volumes as validation did
+        info["patch"] = list(patch_for(cfg, source))
     if ckpt is not None:
         _check_resumed_data(out, ckpt, info, split)
     notes = list(getattr(source, "notes", []))
