@@ -106,23 +106,29 @@ def method_step(name: str, size: int, base: int, labeled: int, unlabeled: int, s
     return lambda: trainer.train_step(next(counter), batch)
 
 
-def bare_gan(size: int, batch: int, seed: int, amp: str) -> tuple[Callable[[], None], Callable[[], None]]:
-    """(gan_aug Pix2Pix.train_step, pix2pix's optimize_parameters as a plain loop) on copies of the same G and D."""
+def gan_steps(size: int, batch: int, seed: int, amp: str) -> dict[str, Callable[[], None]]:
+    """One GAN step three ways, each on its own copy of the same G and D: "trainer" (what `gan-aug train` runs:
+    ssl_seg's Trainer driving Pix2Pix), "direct" (one_hot, Pix2Pix.train_step and the loss check with no loop
+    around them: the training loop of before) and "bare" (pix2pix's optimize_parameters as a plain loop)."""
     from gan_aug.config import GanConfig
     from gan_aug.networks import auto_n_down, one_hot
     from gan_aug.train import build_pix2pix
 
-    torch.manual_seed(seed)
     device = torch.device("cpu")
-    model = build_pix2pix(GanConfig(patch_size=size, iterations=10_000, n_down=auto_n_down(size), amp=amp), K, 1, device)
+    cfg = GanConfig(patch_size=size, iterations=10_000, n_down=auto_n_down(size), amp=amp)
+    torch.manual_seed(seed)
+    model = build_pix2pix(cfg, K, 1, device)
+    torch.manual_seed(seed)
+    direct_model = build_pix2pix(cfg, K, 1, device)
     G, D = copy.deepcopy(model.G), copy.deepcopy(model.D)
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     x, y = phantom_images(batch, size, seed)
-    mask, real = one_hot(y, K), x.clamp(-1, 1)
+    real = x.clamp(-1, 1)
+    mask = one_hot(y, K)
     bce = torch.nn.BCEWithLogitsLoss()
 
-    def reference() -> None:
+    def bare() -> None:
         fake = G(mask)
         pred_fake, pred_real = D(mask, fake.detach())[0][-1], D(mask, real)[0][-1]
         loss_d = 0.5 * (bce(pred_fake, torch.zeros_like(pred_fake)) + bce(pred_real, torch.ones_like(pred_real)))
@@ -137,8 +143,16 @@ def bare_gan(size: int, batch: int, seed: int, amp: str) -> tuple[Callable[[], N
         opt_g.step()
         D.requires_grad_(True)
 
+    steps = iter(range(10**9))
+
+    def direct() -> None:
+        losses = direct_model.train_step(direct_model.prepare(one_hot(y, K)), direct_model.prepare(real), next(steps))
+        assert torch.isfinite(torch.stack(list(losses.values())).cpu()).all()
+
+    trainer = Trainer(model, None, model.lr_at, lambda s: [], 10**9, device)
     counter = iter(range(10**9))
-    return (lambda: model.train_step(mask, real, next(counter))), reference
+    step_batch = {"labeled": {"mask": y, "image": real}}
+    return {"trainer": lambda: trainer.train_step(next(counter), step_batch), "direct": direct, "bare": bare}
 
 
 def synthesize_rates(tmp: Path, n: int, segments: int) -> tuple[float, float, list[float]]:
@@ -222,9 +236,11 @@ def main() -> None:
             row(f"3D {name} ({labeled}+{unlabeled}, {args.size_3d}^3 voxels, amp {args.amp})",
                 "bare supervised 3D U-Net, 2 volumes", cand, ref)
     if "gan" in wanted:
-        cand, ref = bare_gan(128, 8, 0, args.amp)
-        row(f"gan_aug Pix2Pix.train_step (batch 8, 128 px, amp {args.amp})", "bare pix2pix loop, same G and D",
-            cand, ref)
+        gan = gan_steps(128, 8, 0, args.amp)
+        row(f"gan-aug train step: Trainer + Pix2Pix (batch 8, 128 px, amp {args.amp})",
+            "bare pix2pix loop, same G and D", gan["trainer"], gan["bare"])
+        row("the same Trainer step", "Pix2Pix.train_step without the Trainer (the GAN loop before issue 11)",
+            gan["trainer"], gan["direct"])
     if "synthesize" in wanted:
         with tempfile.TemporaryDirectory() as tmp:
             now, before, ratios = synthesize_rates(Path(tmp), 64, args.segments)

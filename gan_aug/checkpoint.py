@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from ssl_seg.engine.checkpoint import load_checkpoint
+from ssl_seg.engine.checkpoint import load_checkpoint, rng_state, set_rng_state
+from ssl_seg.engine.trainer import Trainer
 from ssl_seg.errors import UserError
 
 from .config import GanConfig
@@ -37,6 +38,25 @@ def load_gan_checkpoint(path: str | Path, map_location: str | torch.device = "cp
         raise UserError(f"--checkpoint {path}: {file} is not a gan-aug checkpoint (an ssl-seg run?); "
                         "pass the --out folder of 'gan-aug train'")
     return ckpt
+
+
+def gan_payload(cfg: GanConfig, info: dict[str, Any], labeled_ids: list[str]) -> Callable[[Trainer], dict[str, Any]]:
+    """trainer -> the checkpoint dict (its layout is what `synthesize` and older runs rely on; keep it)."""
+
+    def payload(trainer: Trainer) -> dict[str, Any]:
+        return {"kind": KIND, "config": cfg.to_dict(), "info": info, "labeled_ids": list(labeled_ids),
+                "step": trainer.state.step, "rng": rng_state(), "networks": trainer.method.state_dict(),
+                "val_history": list(trainer.history)}
+
+    return payload
+
+
+def restore_trainer(trainer: Trainer, ckpt: dict[str, Any]) -> None:
+    """Continue `trainer` (whose method is a Pix2Pix) from a loaded GAN checkpoint: networks, optimisers,
+    scalers, step, validation history and RNG."""
+    trainer.method.load_state_dict(ckpt["networks"])
+    trainer.state.step, trainer.history = ckpt["step"], list(ckpt["val_history"])
+    set_rng_state(ckpt["rng"])
 
 
 def generator_from_config(cfg: GanConfig, num_classes: int, in_channels: int) -> nn.Module:

@@ -1,4 +1,8 @@
-"""pix2pix optimisation: adversarial + L1 (+ feature matching) losses, a D step then a G step, EMA generator."""
+"""pix2pix optimisation: adversarial + L1 (+ feature matching) losses, a D step then a G step, EMA generator.
+
+`Pix2Pix` is a self-updating method of ssl_seg's Trainer (ssl_seg.engine.trainer.SelfUpdating): the loop
+hands it each batch and it steps its two optimizers itself.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from torch import Tensor, nn
 from ssl_seg.device import amp_dtype, autocast, to_memory_format
 from ssl_seg.errors import UserError
 from ssl_seg.methods.ema import ema_decay_at, ema_update
+
+from .networks import one_hot
 
 GAN_LOSSES = ("vanilla", "lsgan", "hinge")
 
@@ -81,17 +87,18 @@ def copy_buffers(target: nn.Module, source: nn.Module) -> None:
 class Pix2Pix:
     """G, D, the EMA generator, their Adam optimisers and grad scalers; `train_step` is pix2pix's optimize_parameters.
 
-    Masks are one-hot (B, K, H, W) and images (B, C, H, W) in [-1, 1], both already on `device`.
+    Masks are one-hot (B, K, H, W) with K = `num_classes` and images (B, C, H, W) in [-1, 1], both already
+    on `device`.
     """
 
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, *, total_iterations: int,
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, *, num_classes: int, total_iterations: int,
                  device: torch.device, gan_loss: str = "vanilla", lambda_l1: float = 100.0,
                  lambda_fm: float = 0.0, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999),
                  ema_decay: float = 0.999, amp: str = "auto", channels_last: bool = True):
         _check_loss(gan_loss)
         if not 0.0 <= ema_decay < 1.0:
             raise UserError(f"--ema-decay {ema_decay}: must be in [0, 1), e.g. 0.999")
-        self.device, self.channels_last = device, channels_last
+        self.device, self.channels_last, self.num_classes = device, channels_last, num_classes
         self.G = to_memory_format(generator.to(device), device, channels_last).train()
         self.D = to_memory_format(discriminator.to(device), device, channels_last).train()
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
@@ -103,14 +110,29 @@ class Pix2Pix:
         fp16 = self.amp_dtype == torch.float16  # bf16 has fp32's range and needs no loss scaling
         self.scaler_G = torch.amp.GradScaler(device.type, enabled=fp16)
         self.scaler_D = torch.amp.GradScaler(device.type, enabled=fp16)
+        self.models = {"G": self.G, "D": self.D}  # the trained networks (the Trainer keeps them in train mode)
+
+    def eval_models(self) -> dict[str, nn.Module]:
+        """The network that validation scores and `synthesize` uses: the EMA generator."""
+        return {"G_ema": self.G_ema}
+
+    def optimization_step(self, batch: dict[str, dict[str, Tensor]], step: int) -> dict[str, Tensor]:
+        """The Trainer's update of `step`: `train_step` on batch["labeled"] (mask (B, H, W), image (B, C, H, W))."""
+        pair = batch["labeled"]
+        return self.train_step(self.prepare(one_hot(pair["mask"], self.num_classes)), self.prepare(pair["image"]),
+                               step)
 
     def prepare(self, x: Tensor) -> Tensor:
         """Move a batch tensor to the device in the networks' memory format."""
         return to_memory_format(x.to(self.device, non_blocking=True), self.device, self.channels_last)
 
+    def lr_at(self, step: int) -> float:
+        """The linear-decay learning rate of 0-based `step`."""
+        return self.lr * linear_decay(step, self.total_iterations)
+
     def set_lr(self, step: int) -> float:
-        """Apply the linear-decay learning rate for 0-based `step` to both optimisers; returns it."""
-        lr = self.lr * linear_decay(step, self.total_iterations)
+        """Apply `lr_at(step)` to both optimisers; returns it."""
+        lr = self.lr_at(step)
         for opt in (self.opt_G, self.opt_D):
             for group in opt.param_groups:
                 group["lr"] = lr

@@ -1,26 +1,25 @@
-"""The GAN training loop: labeled pairs of the split -> Pix2Pix steps, TensorBoard, atomic resumable checkpoints."""
+"""GAN runs: labeled pairs of the split -> Pix2Pix updates in ssl_seg's Trainer and hooks (TensorBoard,
+validation, atomic resumable checkpoints, progress) -> the run directory."""
 
 from __future__ import annotations
 
 import dataclasses
-import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
-import numpy as np
 import torch
-from tqdm import tqdm
+from torch import nn
 
 from ssl_seg.engine import locks
-from ssl_seg.engine.checkpoint import rng_state, save_checkpoint, set_rng_state
-from ssl_seg.engine.curves import plot_curves
+from ssl_seg.engine.hooks import CheckpointHook, Panels, ProgressHook, TensorBoardHook, ValidationHook
+from ssl_seg.engine.trainer import Trainer, seed_everything
 from ssl_seg.data.readers import open_source, task_differences
-from ssl_seg.device import resolve_device
+from ssl_seg.device import autocast, resolve_device
 from ssl_seg.errors import UserError
 from ssl_seg.io_utils import atomic_write_json
 
-from .checkpoint import CHECKPOINT_NAME, KIND, generator_from_config, load_gan_checkpoint
+from .checkpoint import CHECKPOINT_NAME, gan_payload, generator_from_config, load_gan_checkpoint, restore_trainer
 from .config import GanConfig
 from .data import PairBank, gan_split
 from .networks import auto_n_down, build_discriminator, one_hot
@@ -34,21 +33,11 @@ def build_pix2pix(cfg: GanConfig, num_classes: int, in_channels: int, device: to
     generator = generator_from_config(cfg, num_classes, in_channels)
     discriminator = build_discriminator(cfg.discriminator, num_classes, in_channels, ndf=cfg.ndf,
                                         n_layers=cfg.n_layers, num_D=cfg.num_D, norm=cfg.norm)
-    return Pix2Pix(generator, discriminator, total_iterations=cfg.iterations, device=device,
-                   gan_loss=cfg.gan_loss, lambda_l1=cfg.lambda_l1,
+    return Pix2Pix(generator, discriminator, num_classes=num_classes, total_iterations=cfg.iterations,
+                   device=device, gan_loss=cfg.gan_loss, lambda_l1=cfg.lambda_l1,
                    lambda_fm=cfg.lambda_fm if cfg.feature_matching else 0.0, lr=cfg.lr,
                    betas=(cfg.beta1, cfg.beta2), ema_decay=cfg.ema_decay, amp=cfg.amp,
                    channels_last=cfg.channels_last)
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _due(step: int, every: int, total: int) -> bool:
-    return every > 0 and ((step + 1) % every == 0 or step + 1 == total)
 
 
 # a loss above this is a diverged GAN (healthy pix2pix losses stay below ~1e3: lambda_l1 100 x L1 <= 2)
@@ -84,7 +73,7 @@ def _train_gan(cfg: GanConfig, resume: bool) -> dict[str, Any]:
     if ckpt is not None:  # refuses settings a resumed run may not change, before anything is written
         GanConfig.from_dict(ckpt["config"]).with_absolute_paths().resumed_with(cfg.to_dict())
 
-    _seed_everything(cfg.seed)
+    seed_everything(cfg.seed)
     source = open_source(cfg.data)
     split = gan_split(cfg, source)
     bank = PairBank(source, split.labeled)
@@ -96,11 +85,6 @@ def _train_gan(cfg: GanConfig, resume: bool) -> dict[str, Any]:
                         f"({'; '.join(task_differences(ckpt['info'], info)) or 'other labeled ids'}); "
                         "restore them or start a new --out")
     model = build_pix2pix(cfg, info["num_classes"], info["in_channels"], device)
-    start, history = 0, []
-    if ckpt is not None:
-        model.load_state_dict(ckpt["networks"])
-        set_rng_state(ckpt["rng"])
-        start, history = ckpt["step"] + 1, list(ckpt["val_history"])
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.json")
     split.save(out / "split.json")
@@ -109,51 +93,40 @@ def _train_gan(cfg: GanConfig, resume: bool) -> dict[str, Any]:
 
     val_bank = PairBank(source, split.val[:cfg.val_max_samples]) if split.val else bank
     val_mask, val_image = val_bank.center_batch(cfg.patch_size, cfg.val_max_samples)
-    from torch.utils.tensorboard import SummaryWriter  # imported here: tensorboard is slow to import
-
-    writer = SummaryWriter(str(out / "tb"))
-    bar = tqdm(total=cfg.iterations, initial=start, desc="gan", disable=not cfg.progress, dynamic_ncols=True)
-    losses: dict[str, float] = {}
+    # hook order matters for exact resume: the training panel, then validation, sample from the global RNG
+    # before the checkpoint stores it
+    tb = TensorBoardHook(out / "tb", cfg.log_every, cfg.image_every, _train_panels(model))
+    validation = ValidationHook(_validation(model, val_mask, val_image), cfg.val_every, best_path=None, payload=None,
+                                on_result=[_log_validation(tb), _record])  # the GAN keeps only its last checkpoint
+    hooks = [tb, validation, CheckpointHook(cfg.checkpoint_every, ckpt_file, gan_payload(cfg, info, split.labeled)),
+             ProgressHook(cfg.progress, "gan", {"D": "D", "G": "G"})]
+    advice = f"lower --lr (now {cfg.lr:g}, default 2e-4) or use --amp off, and start a new --out"
+    trainer = Trainer(model, None, model.lr_at, _batches(cfg, bank), cfg.iterations, device, hooks=hooks,
+                      loss_limit=DIVERGED, advice=advice)
+    if ckpt is not None:
+        restore_trainer(trainer, ckpt)
+    start = trainer.state.step + 1
     t_loop = time.time()
-    for step in range(start, cfg.iterations):
-        mask, image = bank.batch(cfg.batch_size, cfg.patch_size, cfg.seed, step)
-        mask_oh, real = model.prepare(one_hot(mask, info["num_classes"])), model.prepare(image)
-        step_losses = model.train_step(mask_oh, real, step)
-        values = torch.stack(list(step_losses.values())).float().cpu()  # one device sync per step
-        if not torch.isfinite(values).all():
-            bad = [k for k, v in zip(step_losses, values) if not torch.isfinite(v)]
-            raise UserError(f"non-finite GAN loss {bad} at step {step}; lower --lr or run with --amp off")
-        if values.abs().max() > DIVERGED:
-            worst = max(zip(values.abs().tolist(), step_losses), key=lambda kv: kv[0])
-            raise UserError(f"the GAN diverged at step {step} (loss {worst[1]} = {worst[0]:.2g}; healthy runs stay "
-                            f"below 1e3); lower --lr (now {cfg.lr:g}, default 2e-4) and start a new --out")
-        losses = dict(zip(step_losses, values.tolist()))
-        if _due(step, cfg.log_every, cfg.iterations):
-            for key, value in losses.items():
-                writer.add_scalar(f"loss/{key}", value, step)
-            writer.add_scalar("lr", model.opt_G.param_groups[0]["lr"], step)
-            bar.set_postfix({"D": f"{losses['D']:.3f}", "G": f"{losses['G']:.3f}"}, refresh=False)
-        if _due(step, cfg.image_every, cfg.iterations):
-            fake = model.sample(mask_oh[:4]).cpu()
-            grid = pair_grid(mask[:4], (image[:4] + 1) / 2, (fake + 1) / 2)
-            writer.add_image("train/mask|real|generated", grid, step)
-        if _due(step, cfg.val_every, cfg.iterations):
-            history.append({"step": step, **_validate(model, val_mask, val_image, info["num_classes"], writer, step)})
-        if _due(step, cfg.checkpoint_every, cfg.iterations):
-            save_checkpoint(ckpt_file, {"kind": KIND, "config": cfg.to_dict(), "info": info,
-                                        "labeled_ids": list(split.labeled), "step": step, "rng": rng_state(),
-                                        "networks": model.state_dict(), "val_history": history})
-        bar.update(1)
-    bar.close()
-    writer.close()
-    plot_curves(out / "tb", out / "curves.png")  # losses, lr, validation L1 for users without TensorBoard
+    trainer.fit()
+    history = trainer.history
     result = {"gan_dir": str(out), "data": source.name, "n_labeled": len(split.labeled),
-              "iterations": cfg.iterations, "final_losses": losses,
+              "iterations": cfg.iterations, "final_losses": trainer.losses,
               "val_l1": history[-1]["l1"] if history else None, "wall_time_s": time.time() - t0,
               "s_per_iteration": (time.time() - t_loop) / max(cfg.iterations - start, 1), "device": str(device),
               "n_pseudo": len(bank) - len(split.labeled)}
     atomic_write_json(out / "result.json", result)
     return result
+
+
+def _batches(cfg: GanConfig, bank: PairBank) -> Callable[[int], Iterable[dict]]:
+    """start step -> the remaining steps' batches {"labeled": {"mask", "image"}}, pure functions of (seed, step)."""
+
+    def batches(start: int) -> Iterable[dict]:
+        for step in range(start, cfg.iterations):
+            mask, image = bank.batch(cfg.batch_size, cfg.patch_size, cfg.seed, step)
+            yield {"labeled": {"mask": mask, "image": image}}
+
+    return batches
 
 
 def _add_pseudo_pairs(cfg: GanConfig, source, split, bank: PairBank) -> dict[str, Any]:
@@ -166,11 +139,44 @@ def _add_pseudo_pairs(cfg: GanConfig, source, split, bank: PairBank) -> dict[str
     return summary
 
 
-@torch.no_grad()
-def _validate(model: Pix2Pix, mask: torch.Tensor, image: torch.Tensor, num_classes: int, writer, step: int) -> dict:
-    """L1 of EMA-generator samples to the real images of the fixed validation batch (in [0, 1] units)."""
-    fake = model.sample(model.prepare(one_hot(mask, num_classes))).cpu()
-    l1 = float((fake - image).abs().mean() / 2)
-    writer.add_scalar("val/l1", l1, step)
-    writer.add_image("val/mask|real|generated", pair_grid(mask[:4], (image[:4] + 1) / 2, (fake[:4] + 1) / 2), step)
-    return {"l1": l1}
+def _train_panels(model: Pix2Pix) -> Panels:
+    """mask | real | generated (EMA generator) for up to 4 pairs of the step's batch."""
+
+    def panels(trainer: Trainer) -> dict[str, torch.Tensor]:
+        pair = trainer.batch["labeled"]
+        mask, image = pair["mask"][:4].cpu(), pair["image"][:4].cpu()
+        fake = model.sample(model.prepare(one_hot(pair["mask"][:4], model.num_classes))).cpu()
+        return {"train/mask|real|generated": pair_grid(mask, (image + 1) / 2, (fake + 1) / 2)[None]}
+
+    return panels
+
+
+def _validation(model: Pix2Pix, mask: torch.Tensor, image: torch.Tensor) -> Callable[[nn.Module], dict]:
+    """evaluate(generator) for the ValidationHook: L1 of its samples to the real images of the fixed validation
+    batch (in [0, 1] units), and the batch's picture."""
+    condition = model.prepare(one_hot(mask, model.num_classes))
+
+    @torch.no_grad()
+    def evaluate(generator: nn.Module) -> dict:
+        generator.eval()  # the EMA generator: always in eval mode (its dropout stays on: samples vary)
+        with autocast(model.device, model.amp_dtype):
+            fake = generator(condition).float().cpu()
+        l1 = float((fake - image).abs().mean() / 2)
+        return {"l1": l1, "picture": pair_grid(mask[:4], (image[:4] + 1) / 2, (fake[:4] + 1) / 2)}
+
+    return evaluate
+
+
+def _record(trainer: Trainer, step: int, name: str, result: dict) -> None:
+    """A ValidationHook callback keeping the validation L1 in the run's history (checkpoint and result.json)."""
+    trainer.history.append({"step": step, "l1": result["l1"]})
+
+
+def _log_validation(tb: TensorBoardHook) -> Callable[[Trainer, int, str, dict], None]:
+    """A ValidationHook callback writing the validation L1 and picture to TensorBoard."""
+
+    def log(trainer: Trainer, step: int, name: str, result: dict) -> None:
+        tb.writer.add_scalar("val/l1", result["l1"], step)
+        tb.writer.add_image("val/mask|real|generated", result["picture"], step)
+
+    return log

@@ -137,3 +137,61 @@ def test_batch_composition_rules(tiny_cfg):
     tiny_cfg.train.labeled_batch_size = 8
     with pytest.raises(UserError, match="--labeled-batch-size"):
         _batch_sizes(tiny_cfg, ssl=True)
+
+
+class _HalvesDistance:
+    """A self-updating method: w <- w - 0.25 * d/dw (w - 3)^2, which halves the distance to 3 every step."""
+
+    def __init__(self, blow_up_at: int | None = None, value: float = float("nan")):
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.models = {"w": torch.nn.ParameterList([self.w])}
+        self.opt = torch.optim.SGD([self.w], lr=0.25)
+        self.blow_up_at, self.value = blow_up_at, value
+
+    def optimization_step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
+        loss = (self.w - 3) ** 2
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        if step == self.blow_up_at:
+            loss = torch.tensor(self.value)
+        return {"dist2": loss.detach(), "w": self.w.detach().clone()}
+
+    def eval_models(self) -> dict:
+        return self.models
+
+
+def test_self_updating_method_runs_in_the_loop_with_its_hooks():
+    from ssl_seg.engine.hooks import BaseHook, due
+
+    seen = []
+
+    class Record(BaseHook):
+        def after_step(self, trainer):
+            seen.append((trainer.state.step, trainer.losses["w"], due(trainer, 2), due(trainer, 0)))
+
+    method = _HalvesDistance()
+    batches = lambda start: ({"labeled": {"image": torch.zeros(1, 1, 2, 2)}} for _ in range(start, 3))
+    trainer = Trainer(method, None, lambda s: 0.25, batches, 3, torch.device("cpu"), hooks=[Record()])
+    trainer.fit()
+    # hand values: w = 1.5, 2.25, 2.625; due every 2 at step 1 and at the last step; every 0 never
+    assert seen == [(0, 1.5, False, False), (1, 2.25, True, False), (2, 2.625, True, False)]
+    assert trainer.losses == {"dist2": 0.5625, "w": 2.625}  # (2.25 - 3)^2 before the last update; no "total"
+    with pytest.raises(TypeError, match="optimization_step"):
+        Trainer(object(), None, lambda s: 0.0, batches, 3, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("value, message", [(float("inf"), r"non-finite loss \['dist2'\] at step 1; try this"),
+                                            (5e6, r"diverged at step 1 \(dist2 = 5e\+06, above 1e\+06\); try this")])
+def test_guard_stops_a_self_updating_method(value, message):
+    method = _HalvesDistance(blow_up_at=1, value=value)
+    batches = lambda start: ({"labeled": {"image": torch.zeros(1, 1, 2, 2)}} for _ in range(start, 3))
+    trainer = Trainer(method, None, lambda s: 0.25, batches, 3, torch.device("cpu"), loss_limit=1e6, advice="try this")
+    with pytest.raises(UserError, match=message):
+        trainer.fit()
+    assert trainer.state.step == 0  # the bad step is not counted, so no hook checkpoints it
+    method = _HalvesDistance(blow_up_at=1, value=value)
+    nan_image = {"labeled": {"image": torch.full((1, 1, 2, 2), float("nan"))}}
+    with pytest.raises(UserError, match="data problem"):
+        Trainer(method, None, lambda s: 0.25, lambda start: [nan_image] * 3, 3, torch.device("cpu"),
+                loss_limit=1e6).fit()

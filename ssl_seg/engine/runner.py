@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -31,25 +30,18 @@ from ..data.transforms3d import VolumeTransform
 from ..device import amp_dtype, cpu_cores, resolve_device, resolve_threads, to_memory_format
 from ..errors import UserError
 from ..evaluation.scoring import evaluate_model, selection_score
-from .hooks import CheckpointHook, ProgressHook, TensorBoardHook, ValidationHook
+from .hooks import CheckpointHook, ProgressHook, TensorBoardHook, ValidationHook, segmentation_panels
 from ..io_utils import atomic_write_json
 from ..methods.losses import LOSSES, build_loss
 from ..methods import build_method
 from ..methods.registry import method_names
 from ..models import build_model
 from ..models.registry import model_names
-from .trainer import Trainer, constant_lr, poly_lr
+from .trainer import Trainer, constant_lr, poly_lr, seed_everything
 
 
 RESUMABLE_FLAGS = ("--iterations, --val-every, --val-max-samples, --device, --amp, --num-workers, --threads, "
                    "--no-progress")
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def build_split(cfg: RunConfig, source: SampleSource) -> Split:
@@ -237,13 +229,13 @@ def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int) -> dict[s
                       "segments": int(earlier.get("segments", 0)) + 1}
     payload = _payload_fn(cfg, info, timing)
     hooks: list = []
-    if rank == 0:  # the callbacks read `trainer` when called, after it exists
-        tb = TensorBoardHook(out / "tb", tc.log_every, tc.image_every, info["num_classes"])
+    if rank == 0:
+        tb = TensorBoardHook(out / "tb", tc.log_every, tc.image_every, segmentation_panels(info["num_classes"]))
         progress = ProgressHook(tc.progress)
-        callbacks: list[Callable] = [tb.log_validation, lambda s, n, r: trainer.history.append(
+        callbacks: list[Callable] = [tb.log_validation, lambda t, s, n, r: t.history.append(
             {"step": s, "model": n, "dice": r["dice"], "score": selection_score(r)})]
-        callbacks.append(lambda s, n, r: setattr(progress, "val_score", selection_score(r)) if n == list(
-            method.eval_models())[0] else None)
+        callbacks.append(lambda t, s, n, r: setattr(progress, "val_score", selection_score(r)) if n == list(
+            t.method.eval_models())[0] else None)
         if split.val:
             val_ids = split.val[: tc.val_max_samples] if tc.val_max_samples else split.val
             patch = patch_for(cfg, source)

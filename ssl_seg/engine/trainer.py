@@ -1,16 +1,47 @@
-"""The one training loop: batch -> method.training_step -> sum named losses -> backward -> after_step -> hooks."""
+"""The one training loop: batch -> method.training_step -> sum named losses -> backward -> after_step -> hooks.
+
+Extension point: a method that makes its own update (several optimizers, e.g. a GAN's D step then G step)
+implements `SelfUpdating.optimization_step` and is given to the Trainer with `optimizer=None`; everything
+around the update (seeding, batches, device, the non-finite guard, step counting, hooks) stays the loop's.
+"""
 
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol
 
+import numpy as np
 import torch
+from torch import Tensor, nn
 
 from .checkpoint import rng_state, set_rng_state
 from ..device import autocast, to_memory_format
 from ..errors import UserError
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices): called once per run, before anything random is built."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class SelfUpdating(Protocol):
+    """A method that updates its own networks: given to a Trainer with optimizer=None.
+
+    `optimization_step(batch, step)` runs the whole update of 0-based `step` on the device batch (forward,
+    backward and every optimizer, grad-scaler, learning-rate and EMA step, under its own autocast) and returns
+    its detached named losses. The trainer still moves the batch, stops on a non-finite or diverged loss,
+    counts steps, logs `lr_at(step)` (give it the schedule the method applies) and runs the hooks; checkpoints
+    hold what the hooks' payload puts there.
+    """
+
+    models: dict[str, nn.Module]
+
+    def optimization_step(self, batch: dict[str, Any], step: int) -> dict[str, Tensor]: ...
+    def eval_models(self) -> dict[str, nn.Module]: ...
 
 
 class Hook(Protocol):
@@ -47,12 +78,18 @@ def loss_total(losses: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 class Trainer:
-    """Runs `iterations` optimisation steps of `method`, calling hooks after each step."""
+    """Runs `iterations` optimisation steps of `method`, calling hooks after each step.
+
+    With an `optimizer`, the method returns named losses (`training_step`) and the trainer sums them,
+    backpropagates and steps (with a grad scaler under fp16). With `optimizer=None`, the method is
+    `SelfUpdating`. Either way a non-finite loss, or one above `loss_limit`, stops the run with a UserError
+    ending in `advice` before any hook sees the step.
+    """
 
     def __init__(
         self,
         method: Any,
-        optimizer: torch.optim.Optimizer,
+        optimizer: torch.optim.Optimizer | None,
         lr_at: Callable[[int], float],
         batches: Callable[[int], Iterable[dict]],
         iterations: int,
@@ -60,14 +97,19 @@ class Trainer:
         amp_dtype: torch.dtype | None = None,
         channels_last: bool = False,
         hooks: list[Hook] | None = None,
+        loss_limit: float = math.inf,
+        advice: str = "lower --lr, or use --amp off, then --resume from the last checkpoint",
     ):
+        if optimizer is None and not hasattr(method, "optimization_step"):
+            raise TypeError(f"{type(method).__name__} has no optimization_step: give the Trainer an optimizer")
         self.method, self.optimizer, self.lr_at = method, optimizer, lr_at
         self.batches, self.iterations, self.device = batches, iterations, device
         self.amp_dtype, self.channels_last = amp_dtype, channels_last
         self.hooks = hooks or []
+        self.loss_limit, self.advice = loss_limit, advice
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         self.state = TrainState()
-        self.history: list[dict[str, Any]] = []  # validation scores, kept across resumes
+        self.history: list[dict[str, Any]] = []  # validation results, kept across resumes
         self.losses: dict[str, float] = {}
         self.lr = lr_at(0)
         self.batch: dict | None = None
@@ -113,27 +155,48 @@ class Trainer:
             model.train()
         self.batch = batch = self._to_device(batch)
         self.lr = self.lr_at(step)
+        if self.optimizer is None:
+            losses = self.method.optimization_step(batch, step)
+        else:
+            losses = self._gradient_step(batch, step)
+        # one device sync per step (diagnostics such as a ramp-up weight may be CPU tensors)
+        values = torch.stack([v.detach().float().to(self.device, non_blocking=True) for v in losses.values()])
+        named = dict(zip(losses, values.cpu().tolist()))
+        guarded = [v for k, v in named.items() if not k.startswith("stat/")]  # diagnostics are not losses
+        if not all(math.isfinite(v) and abs(v) <= self.loss_limit for v in guarded):
+            self._stop(step, batch, named)
+        self.losses = named
+        self.state.step = step
+
+    def _gradient_step(self, batch: dict, step: int) -> dict[str, Tensor]:
+        """training_step's named losses, summed, backpropagated and stepped; returns them plus 'total'."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
         with autocast(self.device, self.amp_dtype):
             losses = self.method.training_step(batch, step)
         total = loss_total(losses)
-        if not torch.isfinite(total):
-            images = [part["image"] for part in batch.values() if isinstance(part, dict) and "image" in part]
-            if not all(torch.isfinite(x).all() for x in images):
-                raise UserError(f"the images of step {step} hold NaN or infinite pixels: a data problem, not the "
-                                "learning rate; find and fix those pixels in the data")
-            bad = [k for k, v in losses.items() if not torch.isfinite(v)]
-            raise UserError(f"non-finite loss {bad} at step {step}; lower --lr, or use --amp off, "
-                            "then --resume from the last checkpoint")
+        if not torch.isfinite(total):  # before the update, so the weights stay finite
+            self._stop(step, batch, {k: float(v) for k, v in losses.items()})
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.method.after_step(step)
-        self.losses = {k: float(v.detach()) for k, v in losses.items()}
-        self.losses["total"] = float(total.detach())
-        self.state.step = step
+        return {**losses, "total": total}
+
+    def _stop(self, step: int, batch: dict, losses: dict[str, float]) -> None:
+        """Raise the UserError for a non-finite or diverged loss at `step`, naming the data when its pixels are bad."""
+        images = [part["image"] for part in batch.values() if isinstance(part, dict) and "image" in part]
+        if not all(torch.isfinite(x).all() for x in images):
+            raise UserError(f"the images of step {step} hold NaN or infinite pixels: a data problem, not the "
+                            "learning rate; find and fix those pixels in the data")
+        losses = {k: v for k, v in losses.items() if not k.startswith("stat/")}
+        bad = [k for k, v in losses.items() if not math.isfinite(v)]
+        if bad:
+            raise UserError(f"non-finite loss {bad} at step {step}; {self.advice}")
+        name, value = max(losses.items(), key=lambda kv: abs(kv[1]))
+        raise UserError(f"the losses diverged at step {step} ({name} = {value:.2g}, above {self.loss_limit:.0e}); "
+                        f"{self.advice}")
 
     def _to_device(self, batch: dict) -> dict:
         out: dict = {}
