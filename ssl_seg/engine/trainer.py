@@ -2,7 +2,8 @@
 
 Extension point: a method that makes its own update (several optimizers, e.g. a GAN's D step then G step)
 implements `SelfUpdating.optimization_step` and is given to the Trainer with `optimizer=None`; everything
-around the update (seeding, batches, device, the non-finite guard, step counting, hooks) stays the loop's.
+around the update (batches, device, the non-finite guard, step counting, hooks) stays the loop's.
+`seed_everything` is the one seeding of every run (ssl-seg and gan-aug), called before anything random is built.
 """
 
 from __future__ import annotations
