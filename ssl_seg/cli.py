@@ -10,25 +10,14 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from .config import RunConfig
+from .config import RunConfig, add_run_flags
 from .data.phantom_volumes import VOLUME_TASK as VOLUME_PHANTOM
 from .errors import UserError
-from .flags import Flag, Parser, add_config_flags, apply, given
+from .flags import Flag, Parser, apply, given
 
-def registry_choices() -> dict[str, list[str]]:
-    """Valid names of the config fields chosen from a registry, by field path (shown in --help, checked on parse)."""
-    from .data.mixing import schedule_names
-    from .methods.losses import LOSSES
-    from .methods.registry import method_names
-    from .models.registry import model_names
-
-    return {"method.name": method_names(), "model.backbone": model_names(), "method.loss": list(LOSSES),
-            "data.ratio_schedule": schedule_names()}
-
-
-def add_train_flags(p: argparse.ArgumentParser, skip: Sequence[str] = ()) -> list[Flag]:
-    """A flag for every RunConfig field (but the paths in `skip`) plus --config; returns the config flags."""
-    flags = add_config_flags(p, RunConfig, choices=registry_choices(), skip=skip)
+def add_train_flags(p: argparse.ArgumentParser) -> list[Flag]:
+    """A flag for every RunConfig field plus --config; returns the config flags."""
+    flags = add_run_flags(p)
     p.add_argument("--config", help="start from this config.json, then apply the flags")
     return flags
 

@@ -196,3 +196,46 @@ def test_a_new_field_is_one_line_that_becomes_a_flag():
         {"inner.alpha": 2.0, "tags": ["x", "y"]}
     assert given(p.parse_args([]), flags) == {}
     assert Outer().tags is not Outer().tags  # a list default is not shared between instances
+
+
+@pytest.mark.parametrize("command, sets", [("ablate", "ABLATE_SETS"), ("sweep", "SWEEP_SETS")])
+def test_grid_commands_take_every_run_field_they_do_not_set(command, sets):
+    from ssl_seg.experiments import ablation, sweep
+
+    grid_sets = getattr(ablation if command == "ablate" else sweep, sets)
+    generated = {f.path for f in subparser(cli.build_parser(), command).get_default("config_flags")}
+    assert generated | set(grid_sets) == set(leaf_paths(RunConfig)) and not generated & set(grid_sets)
+    assert {"method.noise_std", "train.weight_decay", "method.loss", "train.batch_size"} <= generated
+
+
+def test_grid_defaults_name_exactly_what_the_profile_sets():
+    from ssl_seg.experiments.profiles import GRID_DEFAULTS, base_config, profile
+
+    default = RunConfig()
+    changed = set()
+    for name in ("tiny", "realistic"):
+        cfg = base_config("phantom:cardiac?n=12&size=32", profile(name), "cpu")
+        changed |= {p for p in leaf_paths(RunConfig) if _field(cfg, p) != _field(default, p)}
+    assert changed - {"data.data", "train.iterations", "train.device"} == set(GRID_DEFAULTS)
+
+
+@pytest.mark.parametrize("command", ["ablate", "sweep"])
+def test_grid_flags_reach_every_run(command, tmp_path, monkeypatch, capsys):
+    from ssl_seg.experiments import ablation, sweep
+
+    module = ablation if command == "ablate" else sweep
+    grids = []
+    monkeypatch.setattr(module, "run_grid", lambda runs, *a, **k: grids.append(runs) or [])
+    argv = [command, "--profile", "tiny", "--methods", "supervised", "cps", "--fractions", "0.5", "--seeds", "0",
+            "1", "--device", "cpu", "--out", str(tmp_path / "g"), *(["--ratios", "0"] if command == "sweep" else [])]
+    assert cli.main([*argv, "--weight-decay", "0.5", "--loss", "ce", "--batch-size", "2", "--no-augment"]) == 0
+    assert cli.main(argv) == 0  # without them: the profile's batch size, the config's defaults
+    given_runs, plain_runs = grids
+    assert len(given_runs) == len(plain_runs) >= 4
+    for run in given_runs:
+        assert (run.cfg.train.weight_decay, run.cfg.method.loss, run.cfg.train.batch_size, run.cfg.data.augment) \
+            == (0.5, "ce", 2, False)
+    for run in plain_runs:
+        assert (run.cfg.train.weight_decay, run.cfg.method.loss, run.cfg.train.batch_size, run.cfg.data.augment) \
+            == (1e-4, "dice_ce", 4, True)
+    assert {r.cfg.method.name for r in given_runs} == {"supervised", "cps"}  # the grid still sets its own fields

@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from ..config import RunConfig
+from ..config import RunConfig, add_run_flags
 from ..errors import UserError
+from ..flags import apply, given
 from .executors import add_executor_flags, add_threads_flag, build_executor
 from .grid import GridRun, collect, run_grid
-from .profiles import PROFILES, base_config, profile
+from .profiles import GRID_DEFAULTS, PROFILES, base_config, profile
 from ..io_utils import atomic_path, atomic_write_text
 from .stats import decimals_for, fmt_gain
 
@@ -331,8 +332,13 @@ def write_summary(root: Path, title: str) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- command line
 
 
+# RunConfig fields ssl-seg ablate sets per run or by a flag of its own; each other field is a flag for every run
+ABLATE_SETS = ("out", "data.data", "data.fractions", "data.labeled_fraction", "data.labeled_cases", "data.split_seed",
+               "model.backbone", "method.name", "train.seed", "train.iterations", "train.device", "train.threads")
+
+
 def add_ablate_args(p: argparse.ArgumentParser) -> None:
-    """Flags of `ssl-seg ablate` / benchmarks/low_label.py."""
+    """Flags of `ssl-seg ablate` / benchmarks/low_label.py: the grid's, then the run config's for every run."""
     p.add_argument("--data", default="phantom:cardiac", help="DATA (bare phantom:<task> gets the profile's size)")
     p.add_argument("--methods", nargs="+", default=["supervised", "mean-teacher", "pseudo-label", "cps", "unimatch"])
     p.add_argument("--fractions", nargs="*", type=float, default=None, help="labeled fractions (default 0.05 0.1)")
@@ -348,11 +354,13 @@ def add_ablate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, help="grid directory (runs/, summary.*)")
     p.add_argument("--summary-only", action="store_true", help="only rebuild the tables and figures")
+    p.set_defaults(config_flags=add_run_flags(p, skip=ABLATE_SETS, notes=GRID_DEFAULTS))
 
 
 def cmd_ablate(args: argparse.Namespace) -> None:
     """Run (this shard of) the ablation grid, then write the summaries from all finished runs."""
     base = base_config(args.data, profile(args.profile), args.device, args.iterations)
+    apply(base, given(args, args.config_flags))
     fractions = args.fractions if args.fractions is not None else ([] if args.labeled_cases else [0.05, 0.1])
     runs = ablation_runs(base, args.methods, fractions, args.labeled_cases, args.seeds, args.backbones,
                          full_reference=not args.no_full_reference)

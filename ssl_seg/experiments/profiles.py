@@ -143,6 +143,12 @@ def native_patch(data: str, patch_size: int, stride: int = 16, probe: int = 64) 
     return min(patch_size, -(-largest // stride) * stride)
 
 
+# what a grid run's config flag defaults to where base_config sets the field (the --help of ablate and sweep)
+GRID_DEFAULTS = {**dict.fromkeys(("data.patch_size", "model.base_channels", "train.batch_size", "train.optimizer",
+                                  "train.lr", "train.val_every", "train.image_every", "train.val_max_samples"),
+                                 "default: the --profile's"), "train.progress": "default: off"}
+
+
 def base_config(data: str, prof: Profile, device: str, iterations: int | None = None) -> RunConfig:
     """A RunConfig with the profile's segmentation budget (method, fraction, seed and backbone are set per run).
 

@@ -17,9 +17,10 @@ import numpy as np
 from scipy import stats
 
 from .ablation import error_points, group, label_key, mean_std, save_figure, write_csv
-from .profiles import PROFILES, base_config, profile
-from ..config import RunConfig
+from .profiles import GRID_DEFAULTS, PROFILES, base_config, profile
+from ..config import RunConfig, add_run_flags
 from ..errors import UserError
+from ..flags import apply, given
 from .executors import add_executor_flags, add_threads_flag, build_executor
 from .grid import GridRun, check_grid, collect, run_grid
 from ..io_utils import atomic_write_text
@@ -213,8 +214,15 @@ def parse_synthetic(values: list[str], fractions: list[float]) -> dict[float, li
     return out
 
 
+# RunConfig fields ssl-seg sweep sets per run or by a flag of its own; each other field is a flag for every run
+SWEEP_SETS = ("out", "data.data", "data.fractions", "data.labeled_fraction", "data.labeled_cases", "data.split_seed",
+              "data.synthetic",
+              "data.synthetic_ratio", "data.ratio_schedule", "data.ratio_end", "model.backbone", "method.name",
+              "train.seed", "train.iterations", "train.device", "train.threads")
+
+
 def add_sweep_args(p: argparse.ArgumentParser) -> None:
-    """Flags of `ssl-seg sweep` / benchmarks/ratio_sweep.py."""
+    """Flags of `ssl-seg sweep` / benchmarks/ratio_sweep.py: the grid's, then the run config's for every run."""
     p.add_argument("--data", default="phantom:cardiac")
     p.add_argument("--synthetic", action="append", default=[], help="SYN_DIR, or FRACTION=SYN_DIR (repeatable)")
     p.add_argument("--train-gan", action="store_true", help="train a GAN per label fraction and synthesize")
@@ -237,6 +245,7 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True)
     p.add_argument("--summary-only", action="store_true")
+    p.set_defaults(config_flags=add_run_flags(p, skip=SWEEP_SETS, notes=GRID_DEFAULTS))
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -246,6 +255,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     base = base_config(args.data, profile(args.profile), args.device, args.iterations)
     base.model.backbone = args.backbone
     base.data.split_seed = args.split_seed
+    apply(base, given(args, args.config_flags))
     root = Path(args.out)
     synthetic = parse_synthetic(args.synthetic, args.fractions)
     if args.train_gan and not args.summary_only:
