@@ -23,7 +23,7 @@ from gan_aug.study import grid_tasks, run_tasks, study_base, sweep_grid
 from gan_aug.study_report import best_ssl_method, by_seed, paired_diffs
 from gan_aug.synthesize import H5_NAME, synthesize
 from gan_aug.train import train_gan
-from ssl_seg.experiments.ablation import summary_rows
+from ssl_seg.experiments.summary import summary_rows
 from ssl_seg.experiments.grid import GridRun, collect
 from ssl_seg.experiments.stats import fmt_gain, fmt_mean_std
 from ssl_seg.experiments.sweep import sweep_rows

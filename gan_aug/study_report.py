@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from ssl_seg.experiments.ablation import group, mean_std
 from ssl_seg.experiments.profiles import SegBudget
 from ssl_seg.experiments.stats import fmt_gain, fmt_mean_std
+from ssl_seg.experiments.summary import group, mean_std
 from ssl_seg.experiments.sweep import is_real_only
 
 Rows = list[dict[str, Any]]

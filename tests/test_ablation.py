@@ -8,8 +8,10 @@ import json
 import pytest
 
 from ssl_seg.experiments import grid
-from ssl_seg.experiments.ablation import ablation_runs, summary_markdown, summary_rows, write_summary
+from ssl_seg.experiments.ablation import ablation_runs
 from ssl_seg.experiments.profiles import base_config, profile
+from ssl_seg.experiments.summary import summary_rows
+from ssl_seg.experiments.tables import summary_markdown
 from ssl_seg.cli import main
 from ssl_seg.errors import UserError
 

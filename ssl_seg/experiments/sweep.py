@@ -16,7 +16,8 @@ from typing import Any, Callable
 import numpy as np
 from scipy import stats
 
-from .ablation import error_points, group, label_key, mean_std, save_figure, write_csv
+from .ablation import label_key
+from .figures import error_points, new_figure, save_dice_figure
 from .profiles import GRID_DEFAULTS, PROFILES, base_config, profile
 from ..config import RunConfig, add_run_flags
 from ..errors import UserError
@@ -25,6 +26,8 @@ from .executors import add_executor_flags, add_threads_flag, build_executor
 from .grid import GridRun, check_grid, collect, run_grid
 from ..io_utils import atomic_write_text
 from .stats import fmt_gain, fmt_mean_std
+from .summary import group, mean_std, summary_rows
+from .tables import write_csv
 
 
 def sweep_runs(base: RunConfig, synthetic: dict[float, list[str]], ratios: list[float], schedules: list[str],
@@ -68,8 +71,6 @@ def is_real_only(schedule: str, ratio: float) -> bool:
 
 def sweep_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One flat row per finished run."""
-    from .ablation import summary_rows
-
     rows = summary_rows(results)
     for row, r in zip(rows, results):
         row["realised_ratio"] = r.get("synthetic_ratio_mean")
@@ -146,14 +147,8 @@ def plot_dice_vs_ratio(rows: list[dict[str, Any]], path: Path,
     """Test Dice against constant synthetic ratio per (method, label fraction): mean with +-1 std bars over
     seeds (hollow markers: n = 1, no bar), the real-only run as a dashed reference line with its std band,
     and `extra` labelled point sets (e.g. an oracle row) in their own style."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.8, 4.4))
+    fig, ax, colors = new_figure((6.8, 4.4))
     constant = [r for r in rows if r["schedule"] == "constant"]
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     series = sorted(group(constant, ("method", "labels")).items())
     for i, ((method, labels), sub) in enumerate(series):
         color = colors[i % len(colors)]
@@ -165,12 +160,8 @@ def plot_dice_vs_ratio(rows: list[dict[str, Any]], path: Path,
                 ax.axhspan(m - s, m + s, color=color, alpha=0.08)
     for j, (label, extra_rows) in enumerate((extra or {}).items()):
         error_points(ax, extra_rows, "ratio", colors[(len(series) + j) % len(colors)], "D", label, join=False)
-    ax.set_xlabel("share of synthetic pairs in each labeled batch")
-    ax.set_ylabel("test Dice (mean over foreground classes)")
-    ax.set_title("bars: +-1 std over seeds; hollow: n = 1", fontsize=8)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    save_figure(fig, path)
+    save_dice_figure(fig, ax, "share of synthetic pairs in each labeled batch",
+                     "bars: +-1 std over seeds; hollow: n = 1", 7, path)
 
 
 def write_sweep_summary(root: Path, title: str) -> list[dict[str, Any]]:
