@@ -26,7 +26,7 @@ from ssl_seg.data.readers import SampleSource, open_source
 from ssl_seg.data.transforms import normalize
 from ssl_seg.device import resolve_device
 from ssl_seg.errors import UserError
-from ssl_seg.io_utils import atomic_path, atomic_write_json
+from ssl_seg.io_utils import atomic_path, atomic_write_json, jsonable
 from ssl_seg.models.blocks import pad_to_multiple
 
 from .config import GanConfig
@@ -260,7 +260,7 @@ def assess(synthetic: str | Path, data: str | None = None, segmenter: str | Path
                                                 device, progress, synthetic=syn_data), dev)
     report["tstr"] = train_synthetic_test_real(syn_model, real_model, gan_cfg.patch_size, real, test_ids, dev)
     report["tstr"]["iterations"] = iterations
-    atomic_write_json(out / "quality.json", _json_safe(report))
+    atomic_write_json(out / "quality.json", jsonable(report))
     _plot(report, sim_syn, sim_test, out / "quality.png")
     return report
 
@@ -273,17 +273,6 @@ def _check_task(name: str, num_classes: int, in_channels: int, syn: SampleSource
 
 def _quantiles(values: np.ndarray) -> dict[str, float]:
     return {f"p{q}": float(np.percentile(values, q)) for q in (1, 50, 99)} | {"mean": float(values.mean())}
-
-
-def _json_safe(obj: Any) -> Any:
-    """NaN/inf -> None so quality.json stays strict JSON."""
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _plot(report: dict[str, Any], sim_syn: np.ndarray, sim_test: np.ndarray, path: Path) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 
 from .errors import UserError
@@ -38,6 +40,19 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write text to `path` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def jsonable(obj: Any) -> Any:
+    """`obj` as strict JSON values: NaN and infinities -> None, numpy scalars -> Python numbers, keys -> str."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssl_seg.data.readers import FolderSource, SSL4MISSource, case_of_slice, open_source
+from ssl_seg.data.readers import FolderSource, SSL4MISSource, case_of_slice, open_source, read_image
 from ssl_seg.errors import UserError
 
 ISBI = Path("/work/shared/data/isbi2012_em")
@@ -87,6 +87,32 @@ def test_rgba_uint16_and_float_tiff_intensity_scaling(tmp_path):
     np.testing.assert_allclose(src.load(src.index_of("u16")).image, 13107 / 16383, rtol=1e-6)  # 14-bit range
     assert "16383" in src.notes[0]
     np.testing.assert_allclose(src.load(src.index_of("f")).image[0], [[0, 0.25], [0.5, 1]])  # per-image min-max
+
+
+def test_training_and_prediction_read_a_file_alike(tmp_path):
+    """One reader: what FolderSource trains on is what predict reads (gray+alpha -> gray, BMP accepted)."""
+    from ssl_seg.engine import predict
+
+    la = np.stack([np.full((4, 5), 51, np.uint8), np.full((4, 5), 200, np.uint8)], -1)
+    root = tmp_path / "ds"
+    _png(root / "images" / "la.png", la)
+    Image.fromarray(np.full((4, 5), 102, np.uint8)).save(root / "images" / "g.bmp")
+    for stem in ("la", "g"):
+        _png(root / "masks" / f"{stem}.png", np.eye(4, 5, dtype=np.uint8))
+    src = FolderSource(root)
+    assert predict.read_image is read_image and predict.IMAGE_SUFFIXES == (".png", ".jpg", ".jpeg", ".tif", ".tiff",
+                                                                           ".bmp")
+    for stem, value in (("la", 0.2), ("g", 0.4)):
+        trained = src.load(src.index_of(stem)).image
+        assert trained.shape == (1, 4, 5)
+        np.testing.assert_array_equal(read_image(next((root / "images").glob(f"{stem}.*")), 1), trained)
+        np.testing.assert_allclose(trained, value)  # alpha is not averaged into the gray value
+    rgb = root / "rgb.png"
+    _png(rgb, np.stack([np.full((2, 2), v, np.uint8) for v in (255, 0, 51)], -1))
+    np.testing.assert_allclose(read_image(rgb, 1)[0], 0.4)  # RGB averaged for a gray model
+    assert read_image(root / "images" / "g.bmp", 3).shape == (3, 4, 5)  # gray repeated for an RGB model
+    with pytest.raises(UserError, match="3 channels but the model expects 2"):
+        read_image(rgb, 2)
 
 
 def test_roi_nonzero_is_inside(tmp_path):

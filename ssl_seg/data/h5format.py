@@ -13,17 +13,14 @@ import contextlib
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import h5py
 import numpy as np
 
 from ..errors import UserError
 from ..io_utils import atomic_path
-from .sample import IndexedSource, Sample
-
-if TYPE_CHECKING:  # readers imports this module
-    from .readers import SampleSource
+from .sample import IndexedSource, Sample, SampleSource
 
 FORMAT = "medseg-lab-h5"
 FORMAT_VERSION = 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Iterator
 
 import h5py
 import numpy as np
@@ -22,33 +22,15 @@ from . import mask_scheme
 from .h5format import H5Source
 from .mask_scheme import MaskStats
 from .msd import MSDSliceSource, is_msd_folder
-from .sample import IndexedSource, Sample
+from .sample import IndexedSource, Sample, SampleSource
 
 DATA_HELP = ("DATA may be a folder with images/ and masks/, an SSL4MIS folder (data/slices/, train_slices.list), "
              "an MSD / nnU-Net folder (dataset.json, imagesTr/, labelsTr/), "
              "a .h5/.hdf5 file written by ssl-seg, or phantom:<task>[?n=400&size=128&seed=0]")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")  # training and prediction alike
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
 _MASK_MODES = {"1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N"}
 _PHANTOM_OPTIONS = ("n", "size", "seed")
-
-
-class SampleSource(Protocol):
-    """A fixed, indexable collection of samples (see docs/architecture.md)."""
-
-    name: str
-    num_classes: int
-    in_channels: int
-    class_names: list[str]
-    ids: list[str]
-    cases: list[str]
-    predefined_split: dict[str, list[str]] | None
-
-    def __len__(self) -> int: ...
-
-    def load(self, index: int) -> Sample: ...
-
-    def index_of(self, id: str) -> int: ...
 
 
 def task_differences(expected: SampleSource | dict, found: SampleSource | dict) -> list[str]:
@@ -115,7 +97,7 @@ def _open_phantom(data: str) -> SampleSource:
 
 
 class FolderSource(IndexedSource):
-    """Pairs DIR/images/<stem>.<png|jpg|jpeg|tif|tiff> + DIR/masks/<stem>.png, optional DIR/roi/<stem>.png.
+    """Pairs DIR/images/<stem>.<png|jpg|jpeg|tif|tiff|bmp> + DIR/masks/<stem>.png, optional DIR/roi/<stem>.png.
 
     Masks are binary {0, 255} (255 -> class 1) or class indices 0..K-1, decided strictly once over all masks
     (see mask_scheme; DIR/classes.json may name the classes). 16-bit images are scaled by their bit range. Gray and RGB images may be mixed (gray is then repeated to RGB); sizes may differ. Case id = stem.
@@ -182,10 +164,7 @@ class FolderSource(IndexedSource):
     def load(self, index: int) -> Sample:
         """Read pair `index`: image (C, H, W) float32 in [0, 1], mask (H, W) int64, roi (H, W) bool or None."""
         path = self._image_paths[index]
-        with _open(path, "image", decode=True) as im:
-            image = _image_array(im, path, self._scale16)
-        if image.shape[0] < self.in_channels:
-            image = np.repeat(image, self.in_channels, axis=0)
+        image = read_image(path, self.in_channels, self._scale16)
         mask = _read_mask(self._mask_paths[index])
         mask = (mask == 255) if self._binary else mask
         roi = None
@@ -267,6 +246,22 @@ def _check_complete(path: Path, what: str) -> None:
     complete = tail.endswith(b"IEND\xaeB`\x82") if suffix == ".png" else b"\xff\xd9" in tail
     if not complete:
         raise UserError(f"{path}: the {what} file is truncated (its end is missing); copy or re-export it")
+
+
+def read_image(path: Path, channels: int | None = None, scale16: float = 65535.0) -> np.ndarray:
+    """An image file -> (C, H, W) float32 in [0, 1], as training and prediction both read it.
+
+    With `channels`, gray is repeated to that many channels and RGB averaged to gray; other mismatches are refused.
+    """
+    with _open(path, "image", decode=True) as im:
+        image = _image_array(im, path, scale16)
+    if channels is None or image.shape[0] == channels:
+        return image
+    if channels == 1:
+        return image.mean(0, keepdims=True)
+    if image.shape[0] == 1:
+        return np.repeat(image, channels, axis=0)
+    raise UserError(f"{path}: {image.shape[0]} channels but the model expects {channels}")
 
 
 def _image_array(im: Image.Image, path: Path, scale16: float = 65535.0) -> np.ndarray:

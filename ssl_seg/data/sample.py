@@ -1,8 +1,9 @@
-"""The one in-memory sample record every reader returns."""
+"""The one in-memory sample record every reader returns, and the SampleSource protocol every reader follows."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -43,3 +44,21 @@ class IndexedSource:
         if id not in self._index:
             raise UserError(f"{self.name}: no sample '{id}'; the split file was made for another DATA source")
         return self._index[id]
+
+
+class SampleSource(Protocol):
+    """A fixed, indexable collection of samples (see docs/architecture.md)."""
+
+    name: str
+    num_classes: int
+    in_channels: int
+    class_names: list[str]
+    ids: list[str]
+    cases: list[str]
+    predefined_split: dict[str, list[str]] | None
+
+    def __len__(self) -> int: ...
+
+    def load(self, index: int) -> Sample: ...
+
+    def index_of(self, id: str) -> int: ...

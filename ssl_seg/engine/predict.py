@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from skimage import io as skio
 from tqdm import tqdm
 
 from ..config import RunConfig
+from ..data.readers import IMAGE_SUFFIXES, read_image
 from ..data.transforms import normalize
 from ..device import resolve_device
 from ..errors import UserError
@@ -20,34 +20,8 @@ from ..evaluation.postprocess import largest_component
 from .report import load_postprocessing
 from .runner import load_run
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 225, 25], [145, 30, 180],
                     [70, 240, 240], [240, 50, 230]], dtype=np.uint8)
-
-
-def read_image(path: Path, channels: int) -> np.ndarray:
-    """An image file -> (C, H, W) float32 in [0, 1] with `channels` channels."""
-    try:
-        arr = skio.imread(path)
-    except Exception as e:  # any decoder failure is a bad file from the user's point of view
-        raise UserError(f"{path}: cannot read image ({type(e).__name__}); check the file") from None
-    if arr.ndim == 3 and arr.shape[-1] == 4:
-        arr = arr[..., :3]
-    if arr.dtype == np.uint8:
-        arr = arr.astype(np.float32) / 255.0
-    elif arr.dtype == np.uint16:
-        arr = arr.astype(np.float32) / 65535.0
-    else:
-        arr = arr.astype(np.float32)
-        arr = (arr - arr.min()) / max(float(arr.max() - arr.min()), 1e-8)
-    arr = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
-    if arr.shape[0] == channels:
-        return arr
-    if channels == 1:
-        return arr.mean(0, keepdims=True)
-    if arr.shape[0] == 1:
-        return np.repeat(arr, channels, axis=0)
-    raise UserError(f"{path}: {arr.shape[0]} channels but the model expects {channels}")
 
 
 def mask_to_png(pred: np.ndarray, num_classes: int) -> np.ndarray:

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from ..data.datasets import EvalDataset
 from ..data.readers import SampleSource
 from ..device import autocast
+from ..io_utils import jsonable
 from .inference import predict_probs
 from .metrics import aggregate, evaluate_case
 from .postprocess import largest_component
@@ -60,7 +61,7 @@ def evaluate_model(model: torch.nn.Module, source: SampleSource, ids: list[str],
         result["postprocessed"] = score_predictions(predictions, source.num_classes, spacing, volume_spacing,
                                                     lcc_classes, case_spacing)
         result["postprocessed"]["lcc_classes"] = sorted(int(c) for c in lcc_classes)
-    return _jsonable(result)
+    return jsonable(result)
 
 
 @dataclass
@@ -128,16 +129,3 @@ def selection_score(result: dict) -> float:
 
 def _strip(d: dict) -> dict:
     return {k: v for k, v in d.items() if k not in ("n_cases", "n_undefined_hd95")}
-
-
-def _jsonable(obj):
-    """Convert numpy scalars / NaN to JSON-safe values (NaN -> None)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return None if np.isnan(obj) else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
