@@ -22,6 +22,7 @@ from gan_aug.synthesize import H5_NAME, synthesize
 from ssl_seg.experiments.grid import collect
 from ssl_seg.experiments.stats import fmt_gain, fmt_mean_std
 from ssl_seg.experiments.sweep import sweep_rows
+from ssl_seg.logs import configure_logging
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sources", nargs="+", default=["mix", "shape"])
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args(argv)
+    configure_logging()  # the study stages' messages
     out = Path(args.study)
     study = json.loads((out / "study.json").read_text())
     the_plan, ratio = study["plan"], study["decisions"]["ratio"]

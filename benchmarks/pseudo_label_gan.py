@@ -27,6 +27,7 @@ from ssl_seg.experiments.summary import summary_rows
 from ssl_seg.experiments.grid import GridRun, collect
 from ssl_seg.experiments.stats import fmt_gain, fmt_mean_std
 from ssl_seg.experiments.sweep import sweep_rows
+from ssl_seg.logs import configure_logging
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--teacher-seed", type=int, default=0, help="training seed of the SSL run on the GAN's split "
                    "(0: the study's own seed-0 ablation run; others are trained here)")
     args = p.parse_args(argv)
+    configure_logging()  # the study stages' messages
     out = Path(args.study)
     study = json.loads((out / "study.json").read_text())
     the_plan, ratio = study["plan"], study["decisions"]["ratio"]

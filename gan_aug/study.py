@@ -14,6 +14,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import logging
 import multiprocessing
 import os
 import shlex
@@ -35,6 +36,8 @@ from .masks import DEFAULT_MASK_SOURCE
 from .provider import train_and_synthesize
 from .study_report import ORACLE_LABEL, best_ssl_method, chosen_ratio, report_markdown
 
+log = logging.getLogger(__name__)
+
 SPLIT_SEED = 0  # the sweep's split: the GAN is trained on its labeled pairs
 
 
@@ -51,12 +54,12 @@ def study_base(data: str, profile_name: str, device: str, workers: int = 1) -> R
 
 
 def _stage(number: int, title: str, where: Path) -> float:
-    print(f"\n== stage {number}/4: {title} -> {where}", flush=True)
+    log.info(f"\n== stage {number}/4: {title} -> {where}")
     return time.time()
 
 
 def _done(t0: float) -> None:
-    print(f"   stage done in {time.time() - t0:.0f} s", flush=True)
+    log.info(f"   stage done in {time.time() - t0:.0f} s")
 
 
 def open_study(out: Path, study: dict[str, Any]) -> None:
@@ -104,7 +107,7 @@ def run_tasks(tasks: list[tuple[Callable[..., Any], tuple]], workers: int, threa
             jobs = [executor.submit(_threaded, threads, fn, args) for fn, args in tasks]
         except (OSError, RuntimeError) as e:  # e.g. no sbatch here
             raise submission_error(e) from None
-        print(f"   {len(jobs)} job(s) submitted; logs in {executor.folder}", flush=True)
+        log.info(f"   {len(jobs)} job(s) submitted; logs in {executor.folder}")
         return job_results(jobs, [getattr(args[0], "name", fn.__name__) for fn, args in tasks])  # run name or stage
     if workers <= 1 or len(tasks) <= 1:
         return [fn(*args) for fn, args in tasks]
@@ -121,7 +124,7 @@ def run_tasks(tasks: list[tuple[Callable[..., Any], tuple]], workers: int, threa
 def grid_tasks(runs: list[GridRun], root: Path) -> list[tuple[Callable[..., Any], tuple]]:
     """(run_one, (run, root)) for the unfinished runs, slowest methods first; says how many are done."""
     todo = [r for r in runs if not grid.is_finished(root / "runs" / r.name)]
-    print(f"   {len(runs)} runs, {len(runs) - len(todo)} done already", flush=True)
+    log.info(f"   {len(runs)} runs, {len(runs) - len(todo)} done already")
     todo.sort(key=lambda r: _COST.get(r.cfg.method.name, 1.0), reverse=True)
     return [(grid.run_one, (run, root)) for run in todo]
 
@@ -190,7 +193,7 @@ def run_study(data: str, profile_name: str, out: Path, device: str, command: str
     method = best_ssl_method(low_rows, labels)
     if ratio is not None and the_plan.ssl_with_synthetic and method is not None:
         study["decisions"]["ssl_with_synthetic"] = {"method": method, "ratio": ratio}
-        print(f"   {method} (best SSL method on validation) at ratio {ratio:g} and at 0", flush=True)
+        log.info(f"   {method} (best SSL method on validation) at ratio {ratio:g} and at 0")
         tasks += grid_tasks(sweep_grid(base, the_plan.sweep_fraction, sets[DEFAULT_MASK_SOURCE], [0.0, ratio],
                                        [method], list(the_plan.sweep_seeds)), sweep_root)
     run_tasks(tasks, workers, threads, executor)
@@ -201,7 +204,7 @@ def run_study(data: str, profile_name: str, out: Path, device: str, command: str
     atomic_write_json(out / "study.json", study)
     report = write_report(out, study)
     _done(t0)
-    print(f"study finished in {time.time() - t_start:.0f} s: {report}")
+    log.info(f"study finished in {time.time() - t_start:.0f} s: {report}")
     return report
 
 
@@ -257,7 +260,7 @@ def cmd_study(args: argparse.Namespace) -> None:
         study_file = Path(args.out) / "study.json"
         if not study_file.is_file() or "synthetic" not in json.loads(study_file.read_text()):
             raise UserError(f"--report-only: {study_file} of a finished study not found; run the study first")
-        print(f"report: {write_report(Path(args.out), json.loads(study_file.read_text()))}")
+        log.info(f"report: {write_report(Path(args.out), json.loads(study_file.read_text()))}")
         return
     cpu = resolve_device(args.device).type == "cpu"
     workers = args.workers or ((os.cpu_count() or 1) if cpu else 1)

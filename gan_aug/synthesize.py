@@ -10,9 +10,9 @@ import contextlib
 import glob
 import hashlib
 import json
+import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -36,6 +36,8 @@ from .config import GanConfig
 from .masks import build_mask_source, load_masks
 from .networks import one_hot
 from .preview import held_out_pairs, plot_preview
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("hdf5", "png")
 H5_NAME = "synthetic.h5"
@@ -93,7 +95,7 @@ def atomic_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
                             "of it), so it is kept; choose another --out or remove it yourself")
     final.parent.mkdir(parents=True, exist_ok=True)
     for path in clean_stale(final):
-        print(f"removed {path}, left by a synthesize run that was stopped", file=sys.stderr)
+        log.warning(f"removed {path}, left by a synthesize run that was stopped")
     tmp = _marked_tmp(final, "tmp")
     lock = locks.acquire(tmp, "synthesize folder")
     try:

@@ -14,6 +14,8 @@ from .config import RunConfig, add_run_flags
 from .data.phantom_volumes import VOLUME_TASK as VOLUME_PHANTOM
 from .errors import UserError
 from .flags import Flag, Parser, apply, given
+from .logs import configure_logging
+
 
 def add_train_flags(p: argparse.ArgumentParser) -> list[Flag]:
     """A flag for every RunConfig field plus --config; returns the config flags."""
@@ -188,7 +190,8 @@ def os_error_message(e: OSError) -> str:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Call the parsed subcommand; a user error prints one line `error: ...` and gives exit code 2."""
+    """Call the parsed subcommand, its messages shown; a user error prints one line `error: ...`, exit code 2."""
+    configure_logging()
     try:
         args.func(args)
     except UserError as e:

@@ -30,7 +30,8 @@ def _two_cells():
     return ablation_runs(base, ["supervised"], [0.5], [], [0, 1], ["unet"], full_reference=False)
 
 
-def test_cells_run_as_jobs_a_failure_is_one_line_and_a_relaunch_skips_finished_cells(tmp_path, monkeypatch, capsys):
+def test_cells_run_as_jobs_a_failure_is_one_line_and_a_relaunch_skips_finished_cells(tmp_path, monkeypatch, caplog):
+    caplog.set_level("INFO", "ssl_seg")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])))
     runs = _two_cells()
@@ -41,7 +42,8 @@ def test_cells_run_as_jobs_a_failure_is_one_line_and_a_relaunch_skips_finished_c
     executor.update_parameters(timeout_min=5)
     with pytest.raises(UserError, match=r"1 job\(s\) failed: broken \(log .*submitit") as info:
         grid.run_grid([*runs, broken], tmp_path, executor=executor, progress=False, threads=1)
-    assert "\n" not in str(info.value) and "3 cell job(s) submitted" in capsys.readouterr().out
+    assert "\n" not in str(info.value) and "3 cell job(s) submitted" in caplog.text
+    caplog.clear()
     assert all(grid.is_finished(tmp_path / "runs" / r.name) for r in runs)  # the two good cells finished
     assert all(json.loads((tmp_path / "runs" / r.name / "config.json").read_text())["train"]["threads"] == 1
                for r in runs)  # --threads reached the jobs
@@ -53,7 +55,7 @@ def test_cells_run_as_jobs_a_failure_is_one_line_and_a_relaunch_skips_finished_c
 
     again = grid.run_grid(runs, tmp_path, executor=NoSubmissions(), progress=False)
     assert sorted(r["name"] for r in again) == sorted(r.name for r in runs)
-    assert "2 done already" in capsys.readouterr().out
+    assert "2 done already" in caplog.text
     assert stamps == [(tmp_path / "runs" / r.name / "result.json").stat().st_mtime_ns for r in runs]
 
 

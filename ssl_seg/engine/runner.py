@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -38,6 +38,8 @@ from ..methods.registry import method_names
 from ..models import build_model
 from ..models.registry import model_names
 from .trainer import Trainer, constant_lr, poly_lr, seed_everything
+
+log = logging.getLogger(__name__)
 
 
 RESUMABLE_FLAGS = ("--iterations, --val-every, --val-max-samples, --device, --amp, --num-workers, --threads, "
@@ -199,7 +201,7 @@ def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int) -> dict[s
         _check_resumed_data(out, ckpt, info, split)
     notes = list(getattr(source, "notes", []))
     for note in notes:
-        print(f"note: {note}", file=sys.stderr)
+        log.warning(f"note: {note}")
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "config.json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from .grid import GridRun, collect, run_grid
 from .profiles import GRID_DEFAULTS, PROFILES, base_config, profile
 from .summary import summary_rows
 from .tables import summary_markdown, write_csv
+
+log = logging.getLogger(__name__)
 
 
 def label_key(fraction: float | None, cases: int | None) -> str:
@@ -103,4 +106,4 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     if not args.summary_only:
         run_grid(runs, root, args.shard, executor=build_executor(args, root), threads=args.threads)
     rows = write_summary(root, f"Low-label ablation on {base.data.data} ({args.profile} profile)")
-    print(f"{len(rows)} finished runs summarised in {root / 'summary.md'}")
+    log.info(f"{len(rows)} finished runs summarised in {root / 'summary.md'}")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -20,6 +20,8 @@ from .executors import job_results, submission_error
 from ..io_utils import atomic_write_json
 from ..engine.report import evaluate_run
 from ..engine.runner import check_config, run_training
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -118,7 +120,7 @@ def submit_cells(todo: list[GridRun], root: Path, executor: Any) -> list[str]:
         jobs = executor.map_array(run_cell, todo, [root] * len(todo))
     except (OSError, RuntimeError) as e:  # e.g. no sbatch here
         raise submission_error(e) from None
-    print(f"grid: {len(jobs)} cell job(s) submitted (first {jobs[0].job_id}); logs in {executor.folder}")
+    log.info(f"grid: {len(jobs)} cell job(s) submitted (first {jobs[0].job_id}); logs in {executor.folder}")
     return [name for name in job_results(jobs, [run.name for run in todo]) if name is not None]
 
 
@@ -135,15 +137,16 @@ def run_grid(runs: list[GridRun], root: str | Path, shard_spec: str | None = Non
     check_grid(runs)
     mine = shard(runs, shard_spec)
     todo = [r for r in mine if not is_finished(root / "runs" / r.name)]
-    print(f"grid: {len(runs)} runs, shard {shard_spec or '0/1'} has {len(mine)}, {len(mine) - len(todo)} done already")
+    log.info(f"grid: {len(runs)} runs, shard {shard_spec or '0/1'} has {len(mine)}, {len(mine) - len(todo)} done "
+             "already")
     if executor is not None and todo:
         busy = submit_cells(todo, root, executor)
     else:
         bar: Iterable[GridRun] = tqdm(todo, desc="grid", disable=not progress)
         busy = [name for name in (run_cell(run, root) for run in bar) if name is not None]
     if busy:
-        print(f"grid: {len(busy)} cell(s) were being trained by another process and were left to it: "
-              f"{', '.join(busy)}", file=sys.stderr)
+        log.warning(f"grid: {len(busy)} cell(s) were being trained by another process and were left to it: "
+                    f"{', '.join(busy)}")
     return collect(root, [r.name for r in mine])
 
 

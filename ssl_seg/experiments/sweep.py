@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import logging
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable
@@ -28,6 +29,8 @@ from ..io_utils import atomic_write_text
 from .stats import fmt_gain, fmt_mean_std
 from .summary import group, mean_std, summary_rows
 from .tables import write_csv
+
+log = logging.getLogger(__name__)
 
 
 def sweep_runs(base: RunConfig, synthetic: dict[float, list[str]], ratios: list[float], schedules: list[str],
@@ -266,4 +269,4 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     if not args.summary_only:
         run_grid(runs, root, args.shard, executor=build_executor(args, root), threads=args.threads)
     rows = write_sweep_summary(root, f"Real-vs-synthetic ratio sweep on {base.data.data} ({args.profile} profile)")
-    print(f"{len(rows)} finished runs summarised in {root / 'summary.md'}")
+    log.info(f"{len(rows)} finished runs summarised in {root / 'summary.md'}")
