@@ -1,4 +1,5 @@
-"""The package's import graph: no circle among ssl_seg modules (lazy and type-only imports count), no gan_aug."""
+"""The package's import graph: no circle among ssl_seg modules or folders (lazy and type-only imports count), no
+gan_aug."""
 
 from __future__ import annotations
 
@@ -73,6 +74,20 @@ def test_no_import_circle_in_ssl_seg():
     graph = import_graph()
     assert "ssl_seg.data.sample" in graph["ssl_seg.data.h5format"]  # relative imports are resolved
     assert circles(graph) == []
+
+
+def test_folders_form_layers():
+    """Folders (engine, data, ...) and top-level modules import one way: no circle between them either."""
+    def unit(module: str) -> str:
+        return module.split(".")[1] if "." in module else module
+
+    graph = import_graph()
+    folders: dict[str, set[str]] = {unit(m): set() for m in graph}
+    for m, deps in graph.items():
+        folders[unit(m)] |= {unit(d) for d in deps} - {unit(m)}
+    assert not folders["data"] & {"models", "methods", "evaluation", "engine", "experiments", "cli"}
+    assert "experiments" in folders["cli"]  # the folder graph sees the imports
+    assert circles(folders) == []
 
 
 def test_ssl_seg_never_imports_gan_aug():
