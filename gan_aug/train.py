@@ -4,6 +4,7 @@ validation, atomic resumable checkpoints, progress) -> the run directory."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -26,6 +27,8 @@ from .networks import auto_n_down, build_discriminator, one_hot
 from .pix2pix import Pix2Pix
 from .pseudo import PseudoFilter, pseudo_label
 from .viz import pair_grid
+
+log = logging.getLogger(__name__)
 
 
 def build_pix2pix(cfg: GanConfig, num_classes: int, in_channels: int, device: torch.device) -> Pix2Pix:
@@ -134,8 +137,8 @@ def _add_pseudo_pairs(cfg: GanConfig, source, split, bank: PairBank) -> dict[str
     filt = PseudoFilter(cfg.pseudo_threshold, cfg.pseudo_min_confident, cfg.pseudo_max_per_labeled)
     chosen, summary = pseudo_label(cfg.pseudo_labels, source, split, list(bank.masks), filt, cfg.device)
     bank.add(source, [c.id for c in chosen], [c.mask for c in chosen])
-    print(f"pseudo-labels: {summary['unlabeled']} unlabeled images, {summary['accepted_per_image']} confident, "
-          f"{len(chosen)} kept after class balance (+{len(chosen)} pairs to {summary['labeled']} labeled)")
+    log.info(f"pseudo-labels: {summary['unlabeled']} unlabeled images, {summary['accepted_per_image']} confident, "
+             f"{len(chosen)} kept after class balance (+{len(chosen)} pairs to {summary['labeled']} labeled)")
     return summary
 
 

@@ -30,7 +30,8 @@ from ..data.transforms3d import VolumeTransform
 from ..device import amp_dtype, cpu_cores, resolve_device, resolve_threads, to_memory_format
 from ..errors import UserError
 from ..evaluation.scoring import evaluate_model, selection_score
-from .hooks import CheckpointHook, ProgressHook, TensorBoardHook, ValidationHook, segmentation_panels
+from .hooks import (CheckpointHook, ProgressHook, ResultCallback, TensorBoardHook, ValidationHook,
+                    segmentation_panels)
 from ..io_utils import atomic_write_json
 from ..methods.losses import LOSSES, build_loss
 from ..methods import build_method
@@ -234,10 +235,7 @@ def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int) -> dict[s
     if rank == 0:
         tb = TensorBoardHook(out / "tb", tc.log_every, tc.image_every, segmentation_panels(info["num_classes"]))
         progress = ProgressHook(tc.progress)
-        callbacks: list[Callable] = [tb.log_validation, lambda t, s, n, r: t.history.append(
-            {"step": s, "model": n, "dice": r["dice"], "score": selection_score(r)})]
-        callbacks.append(lambda t, s, n, r: setattr(progress, "val_score", selection_score(r)) if n == list(
-            t.method.eval_models())[0] else None)
+        callbacks = [tb.log_validation, record_validation, show_validation(progress)]
         if split.val:
             val_ids = split.val[: tc.val_max_samples] if tc.val_max_samples else split.val
             patch = patch_for(cfg, source)
@@ -272,6 +270,22 @@ def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int) -> dict[s
     if world > 1:
         dist.barrier()
     return result
+
+
+def record_validation(trainer: Trainer, step: int, name: str, result: dict) -> None:
+    """A ValidationHook callback keeping network `name`'s validation scores in the run's history (checkpoints,
+    result.json)."""
+    trainer.history.append({"step": step, "model": name, "dice": result["dice"], "score": selection_score(result)})
+
+
+def show_validation(progress: ProgressHook) -> ResultCallback:
+    """A ValidationHook callback showing the first evaluation network's validation score on `progress`'s bar."""
+
+    def show(trainer: Trainer, step: int, name: str, result: dict) -> None:
+        if name == next(iter(trainer.method.eval_models())):
+            progress.val_score = selection_score(result)
+
+    return show
 
 
 def _payload_fn(cfg: RunConfig, info: dict[str, Any], timing: Callable[[], dict[str, float]]
