@@ -29,7 +29,7 @@ from ssl_seg.data.readers import open_source
 from ssl_seg.device import amp_dtype, cpu_supports_bf16
 from ssl_seg.methods import method_names
 from ssl_seg.models import build_model
-from ssl_seg.engine.runner import _loader_factory, _step_batches, build_method_for, build_split
+from ssl_seg.engine.runner import build_method_for, build_split, loader_factory, step_batches
 from ssl_seg.engine.trainer import Trainer, poly_lr
 
 K = 4  # phantom:cardiac classes
@@ -185,11 +185,11 @@ def data_rate(size: int, batch: int, workers: int, n: int) -> float:
     cfg.data.patch_size, cfg.data.num_workers = size, workers
     cfg.method.name, cfg.train.batch_size, cfg.train.iterations = "mean-teacher", batch, n
     source = open_source(cfg.data.data)
-    steps = _step_batches(cfg, source, build_split(cfg, source), 0)
+    steps = step_batches(cfg, source, build_split(cfg, source), 0)
     for s in range(min(n, 16)):  # decode every sample once: the rate of a warm pipeline
         steps[s]
     t0 = time.perf_counter()
-    for _ in _loader_factory(steps, cfg)(0):
+    for _ in loader_factory(steps, cfg)(0):
         pass
     return n / (time.perf_counter() - t0)
 

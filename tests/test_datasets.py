@@ -116,14 +116,14 @@ def test_ratio_zero_matches_real_only(sources):
 
 def _steps_and_cfg(workers: int | None, cache_mb: int):
     from ssl_seg.config import RunConfig
-    from ssl_seg.engine.runner import _step_batches, build_split
+    from ssl_seg.engine.runner import build_split, step_batches
 
     cfg = RunConfig()
     cfg.data.data, cfg.data.patch_size = "phantom:cardiac?n=12&size=32", 32
     cfg.data.num_workers, cfg.data.cache_mb = workers, cache_mb
     cfg.method.name, cfg.train.batch_size, cfg.train.iterations, cfg.train.seed = "mean-teacher", 2, 9, 3
     source = open_source(cfg.data.data)
-    return _step_batches(cfg, source, build_split(cfg, source), 0), cfg
+    return step_batches(cfg, source, build_split(cfg, source), 0), cfg
 
 
 def _flat(batch: dict) -> list[torch.Tensor]:
@@ -132,13 +132,13 @@ def _flat(batch: dict) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("start", [0, 5])  # 5: a resumed run starts its loader there
 def test_workers_and_cache_give_the_batches_of_the_plain_path(start):
-    from ssl_seg.engine.runner import _loader_factory
+    from ssl_seg.engine.runner import loader_factory
 
     plain_steps, plain_cfg = _steps_and_cfg(0, 0)
-    plain = [_flat(b) for b in _loader_factory(plain_steps, plain_cfg)(start)]
+    plain = [_flat(b) for b in loader_factory(plain_steps, plain_cfg)(start)]
     steps, cfg = _steps_and_cfg(2, 64)
-    fast = [_flat(b) for b in _loader_factory(steps, cfg)(start)]
-    fast_again = [_flat(b) for b in _loader_factory(steps, cfg)(start)]  # now from warm caches
+    fast = [_flat(b) for b in loader_factory(steps, cfg)(start)]
+    fast_again = [_flat(b) for b in loader_factory(steps, cfg)(start)]  # now from warm caches
     assert len(plain) == len(fast) == 9 - start
     for a, b, c in zip(plain, fast, fast_again):
         assert all(torch.equal(x, y) and torch.equal(x, z) for x, y, z in zip(a, b, c))
@@ -179,14 +179,14 @@ def test_a_bad_file_read_by_a_worker_gives_the_one_line_error(workers, capsys):
     from types import SimpleNamespace
 
     from ssl_seg.cli import run_command
-    from ssl_seg.engine.runner import _loader_factory
+    from ssl_seg.engine.runner import loader_factory
 
     steps, cfg = _steps_and_cfg(workers, 0)
     source = _BreaksAt(steps.labeled.source, steps.labeled.indices[0])
     steps.labeled.source = steps.unlabeled.source = source
 
     def train(args):
-        for _ in _loader_factory(steps, cfg)(0):
+        for _ in loader_factory(steps, cfg)(0):
             pass
 
     assert run_command(SimpleNamespace(func=train)) == 2  # what the CLI does with it

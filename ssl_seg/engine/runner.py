@@ -222,8 +222,8 @@ def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int) -> dict[s
     if world > 1:
         data_parallel(method, device, tc.sync_bn)
 
-    steps = _step_batches(cfg, source, split, rank)
-    batches = _loader_factory(steps, cfg)
+    steps = step_batches(cfg, source, split, rank)
+    batches = loader_factory(steps, cfg)
     dtype = amp_dtype(device, tc.amp)
     earlier = dict(ckpt.get("timing", {})) if ckpt is not None else {}
     clock = {"t0": t0, "t_train": time.time()}
@@ -296,7 +296,7 @@ def _payload_fn(cfg: RunConfig, info: dict[str, Any], timing: Callable[[], dict[
     return payload
 
 
-def _step_batches(cfg: RunConfig, source: SampleSource, split: Split, rank: int) -> StepBatches:
+def step_batches(cfg: RunConfig, source: SampleSource, split: Split, rank: int) -> StepBatches:
     """The per-step batch dataset: labeled (+ synthetic) and unlabeled parts drawn by (seed, rank, step)."""
     ssl = cfg.method.name != "supervised"
     lbs, ubs = _batch_sizes(cfg, ssl)
@@ -330,7 +330,7 @@ def resolve_workers(requested: int | None) -> int:
     return max(0, min(2, cpu_cores() - torch.get_num_threads()))
 
 
-def _loader_factory(steps: StepBatches, cfg: RunConfig) -> Callable[[int], Iterable[dict]]:
+def loader_factory(steps: StepBatches, cfg: RunConfig) -> Callable[[int], Iterable[dict]]:
     """start step -> the remaining steps' batches, prefetched by DataLoader workers when there are any."""
 
     def batches(start: int) -> Iterable[dict]:
