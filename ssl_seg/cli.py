@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from .config import RunConfig, add_run_flags
+from .config import RunConfig
 from .data.phantom_volumes import VOLUME_TASK as VOLUME_PHANTOM
 from .errors import UserError
 from .flags import Flag, Parser, apply, given
 from .logs import configure_logging
+from .run_flags import add_run_flags
 
 
 def add_train_flags(p: argparse.ArgumentParser) -> list[Flag]:

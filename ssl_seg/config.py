@@ -5,18 +5,16 @@ Every field is one line `name: type = opt(default, help)` and is a flag of `ssl-
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
 import os
 from dataclasses import dataclass, field
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .flags import Flag, add_config_flags, choices_of, opt
+from .flags import choices_of, opt
 from .io_utils import atomic_write_json
 
 
@@ -206,24 +204,6 @@ class RunConfig:
             return cls.from_dict(json.loads(path.read_text()))
         except json.JSONDecodeError as e:
             raise UserError(f"{path}: not valid JSON ({e}); re-run training or fix the file") from None
-
-
-def registry_choices() -> dict[str, list[str]]:
-    """Valid names of the RunConfig fields chosen from a registry, by path (--help lists them, parsing checks them)."""
-    from .data.mixing import schedule_names
-    from .methods.losses import LOSSES
-    from .methods.registry import method_names
-    from .models.registry import model_names
-
-    return {"method.name": method_names(), "model.backbone": model_names(), "method.loss": list(LOSSES),
-            "data.ratio_schedule": schedule_names()}
-
-
-def add_run_flags(parser: argparse.ArgumentParser, skip: Sequence[str] = (),
-                  notes: dict[str, str] | None = None) -> list[Flag]:
-    """A flag for every RunConfig field but the paths in `skip` (a grid sets those per run); `notes` replace the
-    shown defaults by path. Returns the flags."""
-    return add_config_flags(parser, RunConfig, choices=registry_choices(), skip=skip, notes=notes)
 
 
 # fields a resumed run may change: how long it runs, where, and how it reports (a longer run stretches the lr decay)

@@ -9,10 +9,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig, add_run_flags
+from ..config import RunConfig
 from ..errors import UserError
 from ..flags import apply, given
 from ..io_utils import atomic_write_text
+from ..run_flags import add_run_flags
 from .executors import add_executor_flags, add_threads_flag, build_executor
 from .figures import plot_dice_vs_labels, plot_gap_recovery
 from .grid import GridRun, collect, run_grid

@@ -20,12 +20,13 @@ from scipy import stats
 from .ablation import label_key
 from .figures import error_points, new_figure, save_dice_figure
 from .profiles import GRID_DEFAULTS, PROFILES, base_config, profile
-from ..config import RunConfig, add_run_flags
+from ..config import RunConfig
 from ..errors import UserError
 from ..flags import apply, given
 from .executors import add_executor_flags, add_threads_flag, build_executor
 from .grid import GridRun, check_grid, collect, run_grid
 from ..io_utils import atomic_write_text
+from ..run_flags import add_run_flags
 from .stats import fmt_gain, fmt_mean_std
 from .summary import group, mean_std, summary_rows
 from .tables import write_csv

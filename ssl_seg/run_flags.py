@@ -1,0 +1,29 @@
+"""The run-config flags: one per RunConfig field, with the registries' names as choices.
+
+Above config and the registries (methods, models, losses, ratio schedules), so config never imports them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from .config import RunConfig
+from .data.mixing import schedule_names
+from .flags import Flag, add_config_flags
+from .methods.losses import LOSSES
+from .methods.registry import method_names
+from .models.registry import model_names
+
+
+def registry_choices() -> dict[str, list[str]]:
+    """Valid names of the RunConfig fields chosen from a registry, by path (--help lists them, parsing checks them)."""
+    return {"method.name": method_names(), "model.backbone": model_names(), "method.loss": list(LOSSES),
+            "data.ratio_schedule": schedule_names()}
+
+
+def add_run_flags(parser: argparse.ArgumentParser, skip: Sequence[str] = (),
+                  notes: dict[str, str] | None = None) -> list[Flag]:
+    """A flag for every RunConfig field but the paths in `skip` (a grid sets those per run); `notes` replace the
+    shown defaults by path. Returns the flags."""
+    return add_config_flags(parser, RunConfig, choices=registry_choices(), skip=skip, notes=notes)
