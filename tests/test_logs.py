@@ -17,3 +17,16 @@ def test_console_shows_info_on_stdout_and_warnings_on_stderr_once(capsys):
     logging.getLogger("ssl_seg.engine.runner").debug("not shown")
     out, err = capsys.readouterr()
     assert out == "grid: 3 runs\n" and err == "removed x\n"
+
+
+def test_library_modules_log_instead_of_printing():
+    """Only the command-line entry points print; every other module of ssl_seg and gan_aug logs."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    printing = [f"{path.relative_to(root)}:{node.lineno}" for package in ("ssl_seg", "gan_aug")
+                for path in sorted((root / package).rglob("*.py")) if path.name != "cli.py"
+                for node in ast.walk(ast.parse(path.read_text()))
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print"]
+    assert printing == []
