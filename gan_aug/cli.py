@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, required=True, help="number of pairs")
     p.add_argument("--out", required=True, help="SYN_DIR to create (atomically)")
     p.add_argument("--mask-source", default=DEFAULT_MASK_SOURCE, choices=MASK_SOURCES, metavar="SOURCE",
-                   help=f"{' | '.join(MASK_SOURCES)}: deform, mix and shape make new masks from the labeled ones; "
+                   help="deform, mix and shape make new masks from the labeled ones; "
                    "phantom is an oracle (draws from the phantom test set's own generator; an upper bound, never a "
                    "result)")
     p.add_argument("--mask-data", help="take masks from this DATA instead of the GAN's labeled training masks")

@@ -111,14 +111,24 @@ def choices_of(cls: type, name: str) -> tuple[Any, ...]:
     return tuple(next(f for f in dataclasses.fields(cls) if f.name == name).metadata["choices"])
 
 
+def one_of(names: Sequence[Any]) -> str:
+    """'; one of: a, b, c': the valid names as --help lists them."""
+    return f"; one of: {', '.join(map(str, names))}"
+
+
 class DefaultsFormatter(argparse.HelpFormatter):
-    """Help that ends each hand-written flag's line with its default, when it has a telling one."""
+    """Help that ends each hand-written flag's line with its valid names (when a metavar hides them) and its
+    default, when it has a telling one; generated flags (default SUPPRESS) say both already."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in text or not action.option_strings:
-            return text  # nothing telling to show, or the help already says it
-        return f"{text} (default: %(default)s)".lstrip()
+        if action.default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        if action.choices and action.metavar:
+            text += one_of(action.choices)
+        if action.default is None or action.default is False or action.default == [] or "default" in text:
+            return text.replace("%", "%%").lstrip("; ")  # nothing telling to show, or the help already says it
+        return f"{text} (default: {_shown(action.default)})".replace("%", "%%").lstrip("; ")
 
 
 class Parser(argparse.ArgumentParser):
@@ -172,7 +182,7 @@ def _parsing(flag: Flag) -> dict[str, Any]:
 def _help(flag: Flag, note: str | None) -> str:
     text = flag.help
     if flag.choices:
-        text += f"; one of: {', '.join(map(str, flag.choices))}"
+        text += one_of(flag.choices)
     text += f" ({note or 'default: ' + _shown(flag.default)})"
     return text.replace("%", "%%")  # argparse %-formats help strings
 

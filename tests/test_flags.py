@@ -239,3 +239,13 @@ def test_grid_flags_reach_every_run(command, tmp_path, monkeypatch, capsys):
         assert (run.cfg.train.weight_decay, run.cfg.method.loss, run.cfg.train.batch_size, run.cfg.data.augment) \
             == (1e-4, "dice_ce", 4, True)
     assert {r.cfg.method.name for r in given_runs} == {"supervised", "cps"}  # the grid still sets its own fields
+
+
+def test_hand_written_grid_flags_list_the_registry_and_show_defaults():
+    from ssl_seg.methods.registry import method_names
+
+    text = " ".join(subparser(cli.build_parser(), "sweep").format_help().split())
+    assert f"--methods METHOD [METHOD ...] methods to compare; one of: {', '.join(method_names())} " \
+           "(default: supervised)" in text
+    assert "(the GAN sees its labels) (default: 0)" in text  # a default of 0 is shown, not taken for 'unset'
+    assert "--ratio-end RATIO_END final ratio of non-constant schedules (default: 0.0)" in text

@@ -11,9 +11,9 @@ from typing import Any
 
 from ..config import RunConfig
 from ..errors import UserError
-from ..flags import apply, given
+from ..flags import apply, given, one_of
 from ..io_utils import atomic_write_text
-from ..run_flags import add_run_flags
+from ..run_flags import add_run_flags, registry_choices
 from .executors import add_executor_flags, add_threads_flag, build_executor
 from .figures import plot_dice_vs_labels, plot_gap_recovery
 from .grid import GridRun, collect, run_grid
@@ -79,11 +79,14 @@ ABLATE_SETS = ("out", "data.data", "data.fractions", "data.labeled_fraction", "d
 def add_ablate_args(p: argparse.ArgumentParser) -> None:
     """Flags of `ssl-seg ablate` / benchmarks/low_label.py: the grid's, then the run config's for every run."""
     p.add_argument("--data", default="phantom:cardiac", help="DATA (bare phantom:<task> gets the profile's size)")
-    p.add_argument("--methods", nargs="+", default=["supervised", "mean-teacher", "pseudo-label", "cps", "unimatch"])
+    names = registry_choices()
+    p.add_argument("--methods", nargs="+", default=["supervised", "mean-teacher", "pseudo-label", "cps", "unimatch"],
+                   metavar="METHOD", help=f"methods to compare{one_of(names['method.name'])}")
     p.add_argument("--fractions", nargs="*", type=float, default=None, help="labeled fractions (default 0.05 0.1)")
     p.add_argument("--labeled-cases", nargs="*", type=int, default=[], help="labeled case counts, e.g. 1 3 7")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--backbones", nargs="+", default=["unet"])
+    p.add_argument("--backbones", nargs="+", default=["unet"], metavar="BACKBONE",
+                   help=f"backbones to compare{one_of(names['model.backbone'])}")
     p.add_argument("--profile", default="quick", help=" | ".join(PROFILES))
     p.add_argument("--iterations", type=int, help="override the profile's iterations")
     p.add_argument("--no-full-reference", action="store_true", help="skip the 100 %% labels supervised runs")

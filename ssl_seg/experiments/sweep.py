@@ -22,11 +22,11 @@ from .figures import error_points, new_figure, save_dice_figure
 from .profiles import GRID_DEFAULTS, PROFILES, base_config, profile
 from ..config import RunConfig
 from ..errors import UserError
-from ..flags import apply, given
+from ..flags import apply, given, one_of
 from .executors import add_executor_flags, add_threads_flag, build_executor
 from .grid import GridRun, check_grid, collect, run_grid
 from ..io_utils import atomic_write_text
-from ..run_flags import add_run_flags
+from ..run_flags import add_run_flags, registry_choices
 from .stats import fmt_gain, fmt_mean_std
 from .summary import group, mean_std, summary_rows
 from .tables import write_csv
@@ -225,13 +225,16 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask-source", default="deform", help="masks of the synthesized pairs (--train-gan): deform | "
                    "mix | shape (from the labeled masks); phantom is an oracle (the test set's own generator)")
     p.add_argument("--ratios", nargs="+", type=float, default=[0.0, 0.25, 0.5, 0.75, 1.0])
-    p.add_argument("--schedules", nargs="+", default=["constant"], help="constant linear cosine step warmup")
+    names = registry_choices()
+    p.add_argument("--schedules", nargs="+", default=["constant"], metavar="SCHEDULE",
+                   help=f"ratio schedules to compare{one_of(names['data.ratio_schedule'])}")
     p.add_argument("--ratio-end", type=float, default=0.0, help="final ratio of non-constant schedules")
     p.add_argument("--fractions", nargs="+", type=float, default=[0.05, 0.1])
-    p.add_argument("--methods", nargs="+", default=["supervised"])
+    p.add_argument("--methods", nargs="+", default=["supervised"], metavar="METHOD",
+                   help=f"methods to compare{one_of(names['method.name'])}")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--split-seed", type=int, default=0, help="one split per fraction (the GAN sees its labels)")
-    p.add_argument("--backbone", default="unet")
+    p.add_argument("--backbone", default="unet", help=f"backbone of every run{one_of(names['model.backbone'])}")
     p.add_argument("--profile", default="quick", help=" | ".join(PROFILES) + " (--train-gan: those with a GAN budget)")
     p.add_argument("--iterations", type=int)
     p.add_argument("--shard", help="i/N: run every N-th run starting at i (spread a grid over machines)")
