@@ -171,3 +171,23 @@ def test_cli_trains_on_volumes(tmp_path, capsys):
     assert main(argv) == 0
     assert "best val Dice" in capsys.readouterr().out
     assert main(argv[:4] + ["4"] + argv[5:-1] + [str(tmp_path / "bad")]) == 2  # --spatial-dims 4
+
+
+def test_elastic_warp_keeps_image_and_label_aligned_and_thick_slices_apart():
+    from ssl_seg.data.transforms3d import elastic
+
+    blocks = torch.arange(8).view(2, 2, 2).repeat_interleave(8, 0).repeat_interleave(8, 1).repeat_interleave(8, 2)
+    joint = torch.stack([blocks, torch.ones_like(blocks), torch.ones_like(blocks)])  # label, roi, real
+    slice_id = torch.arange(16.0).view(1, 16, 1, 1).expand(1, 16, 16, 16)
+    image = torch.cat([blocks[None].float(), slice_id, torch.ones(1, 16, 16, 16)])  # label, slice number, ones
+    torch.manual_seed(0)
+    img, out = elastic(image, joint, in_plane=True)
+    assert not torch.equal(out[0], blocks)  # it moved something
+    full = (img[2] - 1).abs() < 1e-5  # voxels sampled wholly from inside the patch
+    inside = full & ((img[0] - img[0].round()).abs() < 1e-4)  # away from block borders the label value is exact
+    assert inside.float().mean() > 0.6 and torch.equal(img[0].round().long()[inside], out[0][inside])
+    assert torch.allclose(img[1][full], slice_id[0][full], atol=1e-4)  # in-plane: no voxel changed slice
+    torch.manual_seed(0)
+    img3d, _ = elastic(image, joint, in_plane=False)
+    full = (img3d[2] - 1).abs() < 1e-5
+    assert not torch.allclose(img3d[1][full], slice_id[0][full], atol=1e-4)

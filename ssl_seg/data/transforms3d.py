@@ -2,10 +2,10 @@
 
 Per sample (nnU-Net's recipe, trimmed): a window is drawn (with probability `foreground_fraction` placed to
 contain a foreground voxel), optionally scaled (the window is 1/s times the patch and resized to it), mirrored
-along each axis, rotated by a multiple of 90 degrees in a plane whose two patch sides are equal, and given
-brightness, contrast, gamma and noise changes. With thick slices (`thick`) scaling and rotation stay in-plane
-(H, W), so nothing is interpolated across slices. Voxels brought in by padding get roi = 0 and do not count in
-the z-score statistics.
+along each axis, rotated by a multiple of 90 degrees in a plane whose two patch sides are equal, elastically
+deformed (p 0.2, as the 2D JointTransform), and given brightness, contrast, gamma and noise changes. With thick
+slices (`thick`) scaling, rotation and deformation stay in-plane (H, W), so nothing is interpolated across
+slices. Voxels brought in by padding or deformation get roi = 0 and do not count in the z-score statistics.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from .patches3d import crop_padded, window_starts
 from .transforms import normalize
 
 SCALE_RANGE = (0.85, 1.25)  # as the 2D JointTransform's RandomAffine
+ELASTIC_P = 0.2  # as the 2D JointTransform's ElasticTransform
+ELASTIC_CELLS = 4  # control points per axis of the smooth displacement field
+ELASTIC_VOXELS = 2.0  # std of the control points' displacement, in voxels
 
 
 def _chance(p: float) -> bool:
@@ -55,6 +58,8 @@ class VolumeTransform:
             joint = F.interpolate(joint[None].float(), size=self.patch, mode="nearest")[0].long()
         if self.augment:
             img, joint = self._geometric(img, joint)
+            if _chance(ELASTIC_P):
+                img, joint = elastic(img, joint, in_plane=self.thick)
             img = self._intensity(img, joint[2].bool())
         real = joint[2].bool()
         return normalize(img, real, spatial_dims=3), joint[0], joint[1].bool() & real
@@ -84,3 +89,22 @@ class VolumeTransform:
         if _chance(0.1):
             img = img + torch.randn_like(img) * _uniform(0.0, 0.05) * real
         return img
+
+
+def elastic(img: Tensor, joint: Tensor, in_plane: bool = False) -> tuple[Tensor, Tensor]:
+    """Warp image (C, D, H, W) (trilinear) and label maps (L, D, H, W) (nearest) by one smooth random field.
+
+    The field is ELASTIC_CELLS^3 control displacements of ELASTIC_VOXELS voxels std, upsampled trilinearly; with
+    `in_plane` it has no component along D. Voxels pulled from outside the patch become 0 (roi and "real" too).
+    """
+    size = img.shape[1:]
+    coarse = torch.randn(1, 3, ELASTIC_CELLS, ELASTIC_CELLS, ELASTIC_CELLS) * ELASTIC_VOXELS  # (x=W, y=H, z=D)
+    if in_plane:
+        coarse[:, 2] = 0.0
+    field = F.interpolate(coarse, size=size, mode="trilinear", align_corners=True)  # (1, 3, D, H, W) voxels
+    scale = torch.tensor([2.0 / size[2], 2.0 / size[1], 2.0 / size[0]]).view(1, 3, 1, 1, 1)  # voxels -> [-1, 1]
+    identity = F.affine_grid(torch.eye(3, 4)[None], [1, 1, *size], align_corners=False)  # (1, D, H, W, 3)
+    grid = identity + (field * scale).permute(0, 2, 3, 4, 1)
+    warped = F.grid_sample(img[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+    labels = F.grid_sample(joint[None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)[0]
+    return warped, labels.long()
