@@ -24,9 +24,11 @@ from typing import Any, Callable
 
 from ssl_seg.experiments import grid
 from ssl_seg.experiments.ablation import ablation_runs, label_key, write_summary
-from ssl_seg.experiments.profiles import PROFILES, base_config, profile, study_plan
+from ssl_seg.experiments.profiles import GRID_DEFAULTS, PROFILES, base_config, profile, study_plan
 from ssl_seg.config import RunConfig
 from ssl_seg.errors import UserError
+from ssl_seg.flags import apply, as_words, given
+from ssl_seg.run_flags import add_run_flags
 from ssl_seg.experiments.executors import add_executor_flags, build_executor, job_results, submission_error
 from ssl_seg.experiments.grid import GridRun, collect
 from ssl_seg.io_utils import atomic_write_json, atomic_write_text
@@ -41,10 +43,19 @@ log = logging.getLogger(__name__)
 SPLIT_SEED = 0  # the sweep's split: the GAN is trained on its labeled pairs
 
 
-def study_base(data: str, profile_name: str, device: str, workers: int = 1) -> RunConfig:
-    """The profile's base RunConfig with the plan's iteration count; with several workers, runs load their
-    data in their own process (the other runs use the cores, and a pool's processes may not have children)."""
+# RunConfig fields the study sets per run or by a flag of its own; each other field is a flag for every run
+STUDY_SETS = ("out", "data.data", "data.fractions", "data.labeled_fraction", "data.labeled_cases", "data.split_seed",
+              "data.synthetic", "data.synthetic_ratio", "data.ratio_schedule", "data.ratio_end", "data.num_workers",
+              "method.name", "train.seed", "train.iterations", "train.device", "train.threads")
+
+
+def study_base(data: str, profile_name: str, device: str, workers: int = 1,
+               run_flags: dict[str, Any] | None = None) -> RunConfig:
+    """The profile's base RunConfig with the plan's iteration count and the run-config flags given (by path);
+    with several workers, runs load their data in their own process (the other runs use the cores, and a pool's
+    processes may not have children)."""
     base = base_config(data, profile(profile_name), device, study_plan(profile_name).iterations)
+    apply(base, run_flags or {})
     if workers > 1:
         base.data.num_workers = 0
     return base
@@ -155,16 +166,17 @@ def sweep_grid(base: RunConfig, fraction: float, synthetic: str, ratios: list[fl
 
 
 def run_study(data: str, profile_name: str, out: Path, device: str, command: str, workers: int = 1,
-              threads: int = 1, executor: Any | None = None) -> Path:
-    """Run (or resume) the stages into `out` on `workers` processes, or as jobs of a submitit `executor`;
-    returns the report's path."""
+              threads: int = 1, executor: Any | None = None, run_flags: dict[str, Any] | None = None) -> Path:
+    """Run (or resume) the stages into `out` on `workers` processes, or as jobs of a submitit `executor`, every
+    run with the run-config flags `run_flags` (by path); returns the report's path."""
     the_plan = study_plan(profile_name)
-    base = study_base(data, profile_name, device, workers)
+    base = study_base(data, profile_name, device, workers, run_flags)
     data = base.data.data
     labels = label_key(the_plan.sweep_fraction, None)
     oracle = the_plan.oracle and data.startswith("phantom:")
     study = {"profile": profile_name, "data": data, "plan": dataclasses.asdict(the_plan), "device": device,
-             "command": command, "decisions": {"split_seed": SPLIT_SEED, "mask_source": DEFAULT_MASK_SOURCE}}
+             "command": command, "decisions": {"split_seed": SPLIT_SEED, "mask_source": DEFAULT_MASK_SOURCE},
+             "run_flags": run_flags or {}}
     open_study(out, study)
     t_start, syn_root = time.time(), out / "synthetic" / labels
 
@@ -243,7 +255,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_executor_flags(p)
     p.add_argument("--report-only", action="store_true", help="only rebuild the tables, figures and report of the "
                    "finished study in --out (its run folders need only result.json)")
-    p.set_defaults(func=cmd_study)
+    p.set_defaults(func=cmd_study, config_flags=add_run_flags(p, skip=STUDY_SETS, notes=GRID_DEFAULTS))
 
 
 def cmd_study(args: argparse.Namespace) -> None:
@@ -264,16 +276,19 @@ def cmd_study(args: argparse.Namespace) -> None:
         return
     cpu = resolve_device(args.device).type == "cpu"
     workers = args.workers or ((os.cpu_count() or 1) if cpu else 1)
+    run_flags = given(args, args.config_flags)
     shown_out = "OUT" if Path(args.out).is_absolute() else args.out  # a report never shows a machine's paths
     command = shlex.join(["ssl-seg", "study", "--data", args.data, "--profile", args.profile, "--out", shown_out,
                           "--device", args.device, *(["--workers", str(args.workers)] if args.workers else []),
-                          *(["--threads", str(args.threads)] if args.threads else [])])
+                          *(["--threads", str(args.threads)] if args.threads else []),
+                          *as_words(args.config_flags, run_flags)])
     threads = torch.get_num_threads()
     if args.threads is not None or cpu:
         torch.set_num_threads(args.threads or 1)
     executor = build_executor(args, Path(args.out))
     per_run = args.threads or (args.slurm_cpus if executor is not None else 1)
     try:
-        run_study(args.data, args.profile, Path(args.out), args.device, command, workers, per_run, executor)
+        run_study(args.data, args.profile, Path(args.out), args.device, command, workers, per_run, executor,
+                  run_flags)
     finally:
         torch.set_num_threads(threads)

@@ -162,6 +162,11 @@ def _links(out: Path, entries: list[tuple[str, str]]) -> list[str]:
     return [f"- [{rel}]({rel}): {what}" for rel, what in entries if (out / rel).exists()]
 
 
+def _run_flags(values: dict[str, Any]) -> str:
+    """'`method.loss` = ce, `train.weight_decay` = 0.0': the run-config fields a study's flags set."""
+    return ", ".join(f"`{path}` = {value}" for path, value in values.items())
+
+
 def _image(out: Path, rel: str, alt: str) -> list[str]:
     return [f"![{alt}]({rel})", ""] if (out / rel).is_file() else []
 
@@ -183,6 +188,8 @@ def report_markdown(out: Path, study: dict[str, Any], prof: SegBudget, low_rows:
              f"batch {prof.batch_size}, {prof.patch_size} px patches, {prof.base_channels} base channels; "
              f"device `{study['device']}`. Re-run the same command to resume; finished work is skipped. "
              "OUT is this report's folder.", "",
+             *([f"Every run also has {_run_flags(study['run_flags'])}, over the profile's settings above.", ""]
+               if study.get("run_flags") else []),
              "```", study["command"], "```", "", "## Findings", "",
              *findings(low_rows, sweep, oracle, labels, decisions), "",
              "## 1. Low-label ablation", "",

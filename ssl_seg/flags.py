@@ -96,6 +96,22 @@ def given(args: argparse.Namespace, flags: Sequence[Flag]) -> dict[str, Any]:
             for f in flags if f.path in values}
 
 
+def as_words(flags: Sequence[Flag], values: Mapping[str, Any]) -> list[str]:
+    """The command-line words that set `values` (by path) through `flags`: the inverse of `given`."""
+    words: list[str] = []
+    for f in flags:
+        if f.path not in values:
+            continue
+        value = values[f.path]
+        if f.kind is bool:
+            words.append(f.name if value else "--no-" + f.name[2:])
+        elif _origin(f.kind) is list:
+            words += [w for item in value for w in (f.name, str(item))]
+        else:
+            words += [f.name, *map(str, value if _origin(f.kind) is tuple else [value])]
+    return words
+
+
 def apply(cfg: Any, values: Mapping[str, Any]) -> None:
     """Set each dotted `path` of `values` on the (nested) config `cfg`, in place."""
     for path, value in values.items():

@@ -249,3 +249,32 @@ def test_hand_written_grid_flags_list_the_registry_and_show_defaults():
            "(default: supervised)" in text
     assert "(the GAN sees its labels) (default: 0)" in text  # a default of 0 is shown, not taken for 'unset'
     assert "--ratio-end RATIO_END final ratio of non-constant schedules (default: 0.0)" in text
+
+
+@pytest.mark.parametrize("flag", SSL_TRAIN.get_default("config_flags"), ids=lambda f: f.path)
+def test_as_words_gives_back_the_command_line(flag):
+    from ssl_seg.flags import as_words
+
+    words, _ = _other_value(flag)
+    values = given(SSL_TRAIN.parse_args(words), [flag])
+    assert given(SSL_TRAIN.parse_args(as_words([flag], values)), [flag]) == values
+
+
+def test_study_takes_every_run_field_it_does_not_set_into_every_run(tmp_path, monkeypatch):
+    from gan_aug import study
+    from gan_aug.study_report import _run_flags
+
+    parser = subparser(cli.build_parser(), "study")
+    generated = {f.path for f in parser.get_default("config_flags")}
+    assert generated | set(study.STUDY_SETS) == set(leaf_paths(RunConfig)) and not generated & set(study.STUDY_SETS)
+    calls = []
+    monkeypatch.setattr(study, "run_study", lambda *a: calls.append(a))
+    argv = ["study", "--profile", "tiny", "--out", "s", "--device", "cpu", "--workers", "1"]
+    assert cli.main([*argv, "--loss", "ce", "--no-augment", "--weight-decay", "0"]) == 0
+    command, run_flags = calls[0][4], calls[0][-1]
+    assert run_flags == {"method.loss": "ce", "data.augment": False, "train.weight_decay": 0.0}
+    assert command.endswith("--workers 1 --no-augment --loss ce --weight-decay 0.0")  # reproduces the study
+    base = study.study_base("phantom:cardiac?n=12&size=32", "tiny", "cpu", 1, run_flags)
+    assert (base.method.loss, base.data.augment, base.train.weight_decay, base.train.batch_size) == \
+        ("ce", False, 0.0, 4)  # the flags given, and the profile's batch size
+    assert _run_flags(run_flags) == "`data.augment` = False, `method.loss` = ce, `train.weight_decay` = 0.0"
