@@ -104,14 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "phantom is an oracle (draws from the phantom test set's own generator; an upper bound, never a "
                    "result)")
     p.add_argument("--mask-data", help="take masks from this DATA instead of the GAN's labeled training masks")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the masks and the generator's dropout noise")
     p.add_argument("--format", default="hdf5", choices=FORMATS, help="hdf5 (SYN_DIR/synthetic.h5) | png (images/ + "
                    "masks/)")
     p.add_argument("--batch-size", type=int, default=32, help="pairs generated per chunk")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--amp", default="auto", help="auto (bf16 on CPUs with native bf16, else as on CUDA) | bf16 | fp16 | off")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--amp", default="auto",
+                   help="auto (bf16 on CPUs with native bf16, else as on CUDA) | bf16 | fp16 | off")
     p.add_argument("--overwrite", action="store_true", help="replace an existing SYN_DIR")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synthesize)
 
     p = sub.add_parser("assess", help="score a synthetic dataset: fidelity, FID/KID, memorisation, TSTR")
@@ -121,9 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="report folder (default: SYN_DIR/quality)")
     p.add_argument("--iterations", type=int, default=300, help="steps of the small segmenters trained here")
     p.add_argument("--max-samples", type=int, default=256, help="at most this many images per feature set")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of the small segmenters, the image subsample and KID")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_assess)
     return parser
 

@@ -114,24 +114,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score a run on a split; writes RUN_DIR/metrics_<split>.json")
-    p.add_argument("--run", required=True)
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    p.add_argument("--split", default="test", choices=["test", "val", "labeled", "unlabeled", "all"])
+    p.add_argument("--run", required=True, help="RUN_DIR of 'ssl-seg train'")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="best on validation, or the last")
+    p.add_argument("--split", default="test", choices=["test", "val", "labeled", "unlabeled", "all"],
+                   help="which samples of the run's split to score")
     p.add_argument("--data", help="read the data from here instead of the run's DATA")
     p.add_argument("--spacing", type=float, nargs=2, default=[1.0, 1.0], metavar=("DY", "DX"),
                    help="pixel spacing for HD95/ASD (e.g. mm)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--no-postprocess", action="store_true",
                    help="skip the largest-component filter chosen on validation (scores are then reported without it)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="write predicted mask PNGs for a folder of images")
-    p.add_argument("--run", required=True)
+    p.add_argument("--run", required=True, help="RUN_DIR of 'ssl-seg train'")
     p.add_argument("--input", required=True, help="folder of images (or a folder holding images/)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--out", required=True, help="folder for the predicted masks")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="best on validation, or the last")
     p.add_argument("--overlay", action="store_true", help="also write colour overlays")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--no-postprocess", action="store_true",
                    help="do not apply the largest-component filter chosen on validation by 'ssl-seg evaluate'")
     p.set_defaults(func=cmd_predict)
@@ -139,11 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("make-phantoms", help="write a phantom dataset in the project HDF5 format, or the 3D "
                        f"phantom ({VOLUME_PHANTOM}) as an MSD / nnU-Net NIfTI folder")
     p.add_argument("--task", default="cardiac", help=f"a 2D phantom task, or {VOLUME_PHANTOM} (3D, NIfTI)")
-    p.add_argument("--n", type=int, default=400)
+    p.add_argument("--n", type=int, default=400, help="number of images (2D) or volumes (3D)")
     p.add_argument("--size", type=int, default=128, help="image side (2D) or H = W of each volume (3D)")
     p.add_argument("--depth", type=int, default=24, help=f"slices per volume ({VOLUME_PHANTOM} only)")
     p.add_argument("--spacing", default="3,1,1", help=f"voxel size D,H,W in mm ({VOLUME_PHANTOM} only)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the phantom generator")
     p.add_argument("--out", required=True, help="folder (writes phantom_<task>.h5, or the NIfTI folder "
                    f"phantom_{VOLUME_PHANTOM}/) or a .h5 path")
     p.set_defaults(func=cmd_make_phantoms)

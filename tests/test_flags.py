@@ -278,3 +278,13 @@ def test_study_takes_every_run_field_it_does_not_set_into_every_run(tmp_path, mo
     assert (base.method.loss, base.data.augment, base.train.weight_decay, base.train.batch_size) == \
         ("ce", False, 0.0, 4)  # the flags given, and the profile's batch size
     assert _run_flags(run_flags) == "`data.augment` = False, `method.loss` = ce, `train.weight_decay` = 0.0"
+
+
+def test_every_flag_of_both_command_lines_has_help():
+    undocumented = []
+    for build in (cli.build_parser, gan_cli.build_parser):
+        parser = build()
+        for name, sub in next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices.items():
+            undocumented += [f"{sub.prog} {a.option_strings[0]}" for a in sub._actions
+                             if a.option_strings and a.dest != "help" and not a.help]
+    assert not undocumented

@@ -84,7 +84,8 @@ def add_ablate_args(p: argparse.ArgumentParser) -> None:
                    metavar="METHOD", help=f"methods to compare{one_of(names['method.name'])}")
     p.add_argument("--fractions", nargs="*", type=float, default=None, help="labeled fractions (default 0.05 0.1)")
     p.add_argument("--labeled-cases", nargs="*", type=int, default=[], help="labeled case counts, e.g. 1 3 7")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
+                   help="training seeds; seed s also draws split s, so methods share labeled sets seed for seed")
     p.add_argument("--backbones", nargs="+", default=["unet"], metavar="BACKBONE",
                    help=f"backbones to compare{one_of(names['model.backbone'])}")
     p.add_argument("--profile", default="quick", help=" | ".join(PROFILES))
@@ -93,7 +94,7 @@ def add_ablate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", help="i/N: run every N-th run starting at i (spread a grid over machines)")
     add_executor_flags(p)
     add_threads_flag(p)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--out", required=True, help="grid directory (runs/, summary.*)")
     p.add_argument("--summary-only", action="store_true", help="only rebuild the tables and figures")
     p.set_defaults(config_flags=add_run_flags(p, skip=ABLATE_SETS, notes=GRID_DEFAULTS))

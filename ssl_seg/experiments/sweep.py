@@ -218,31 +218,32 @@ SWEEP_SETS = ("out", "data.data", "data.fractions", "data.labeled_fraction", "da
 
 def add_sweep_args(p: argparse.ArgumentParser) -> None:
     """Flags of `ssl-seg sweep` / benchmarks/ratio_sweep.py: the grid's, then the run config's for every run."""
-    p.add_argument("--data", default="phantom:cardiac")
+    p.add_argument("--data", default="phantom:cardiac", help="DATA (bare phantom:<task> gets the profile's size)")
     p.add_argument("--synthetic", action="append", default=[], help="SYN_DIR, or FRACTION=SYN_DIR (repeatable)")
     p.add_argument("--train-gan", action="store_true", help="train a GAN per label fraction and synthesize")
     p.add_argument("--n-synthetic", type=int, default=None, help="pairs to synthesize per fraction (--train-gan)")
     p.add_argument("--mask-source", default="deform", help="masks of the synthesized pairs (--train-gan): deform | "
                    "mix | shape (from the labeled masks); phantom is an oracle (the test set's own generator)")
-    p.add_argument("--ratios", nargs="+", type=float, default=[0.0, 0.25, 0.5, 0.75, 1.0])
+    p.add_argument("--ratios", nargs="+", type=float, default=[0.0, 0.25, 0.5, 0.75, 1.0],
+                   help="shares of synthetic pairs in each labeled batch (0, real only, is always added)")
     names = registry_choices()
     p.add_argument("--schedules", nargs="+", default=["constant"], metavar="SCHEDULE",
                    help=f"ratio schedules to compare{one_of(names['data.ratio_schedule'])}")
     p.add_argument("--ratio-end", type=float, default=0.0, help="final ratio of non-constant schedules")
-    p.add_argument("--fractions", nargs="+", type=float, default=[0.05, 0.1])
+    p.add_argument("--fractions", nargs="+", type=float, default=[0.05, 0.1], help="labeled fractions")
     p.add_argument("--methods", nargs="+", default=["supervised"], metavar="METHOD",
                    help=f"methods to compare{one_of(names['method.name'])}")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds")
     p.add_argument("--split-seed", type=int, default=0, help="one split per fraction (the GAN sees its labels)")
     p.add_argument("--backbone", default="unet", help=f"backbone of every run{one_of(names['model.backbone'])}")
     p.add_argument("--profile", default="quick", help=" | ".join(PROFILES) + " (--train-gan: those with a GAN budget)")
-    p.add_argument("--iterations", type=int)
+    p.add_argument("--iterations", type=int, help="override the profile's iterations")
     p.add_argument("--shard", help="i/N: run every N-th run starting at i (spread a grid over machines)")
     add_executor_flags(p)
     add_threads_flag(p)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out", required=True)
-    p.add_argument("--summary-only", action="store_true")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--out", required=True, help="grid directory (runs/, summary.*)")
+    p.add_argument("--summary-only", action="store_true", help="only rebuild the tables and figures")
     p.set_defaults(config_flags=add_run_flags(p, skip=SWEEP_SETS, notes=GRID_DEFAULTS))
 
 
