@@ -191,3 +191,11 @@ def test_elastic_warp_keeps_image_and_label_aligned_and_thick_slices_apart():
     img3d, _ = elastic(image, joint, in_plane=False)
     full = (img3d[2] - 1).abs() < 1e-5
     assert not torch.allclose(img3d[1][full], slice_id[0][full], atol=1e-4)
+
+
+def test_2d_training_on_the_3d_phantom_scores_whole_volumes(tmp_path):
+    cfg = _cfg(tmp_path, iterations=3)
+    cfg.data.spatial_dims, cfg.data.data, cfg.data.patch_size = 2, "phantom:lesion_volume?n=6&size=32", 32
+    result = run_training(cfg)
+    metrics = evaluate_run(result["run_dir"], split="test", device="cpu", postprocess=False)
+    assert metrics["volume"]["n_cases"] >= 1 and metrics["n_samples"] == 12 * metrics["volume"]["n_cases"]

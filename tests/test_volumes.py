@@ -218,3 +218,23 @@ def test_project_hdf5_holds_volumes_with_their_spacing(tmp_path):
     flat = write_source_to_h5(open_source("phantom:cardiac?n=2&size=32"), tmp_path / "flat.h5", {})
     with pytest.raises(UserError, match="holds 2D images; read it with --spatial-dims 2"):
         open_source(str(flat), spatial_dims=3)
+
+
+def test_volume_sources_serve_slices_for_2d_training(tmp_path):
+    from ssl_seg.data.volumes import VolumeSlices
+    from ssl_seg.experiments.profiles import native_patch
+
+    src = open_source("phantom:lesion_volume?n=2&size=16&seed=1")
+    volumes = LesionVolumeSource(n=2, size=16, seed=1)
+    assert isinstance(src, VolumeSlices) and src.volumetric and len(src) == 2 * 8
+    assert src.ids[9] == f"{volumes.ids[1]}_slice_1" and src.cases[9] == volumes.ids[1]
+    assert src.spacing[volumes.ids[0]] == (3.0, 1.0, 1.0)  # (slice axis, H, W)
+    s, v = src.load(9), volumes.load(1)
+    np.testing.assert_array_equal(s.image, v.image[:, 1])
+    np.testing.assert_array_equal(s.mask, v.mask[1])
+    assert native_patch("phantom:lesion_volume?n=2&size=16", 64) == 16  # grid profiles can size a patch for it
+    cases = {name: _case(seed=i) for i, name in enumerate(["A1", "B2"])}
+    la = open_source(str(_ssl4mis_3d(tmp_path / "la", cases, ["A1"], ["B2"])))
+    assert isinstance(la, VolumeSlices)
+    assert la.predefined_split == {"train": [f"A1_slice_{k}" for k in range(4)], "val": [],
+                                   "test": [f"B2_slice_{k}" for k in range(4)]}

@@ -22,9 +22,11 @@ from . import mask_scheme
 from .h5format import H5Source
 from .mask_scheme import MaskStats
 from .msd import MSDSliceSource, is_msd_folder
+from .phantom_volumes import VOLUME_TASK
 from .sample import IndexedSource, Sample, SampleSource
 
-DATA_HELP = ("DATA may be a folder with images/ and masks/, an SSL4MIS folder (data/slices/, train_slices.list), "
+DATA_HELP = ("DATA may be a folder with images/ and masks/, an SSL4MIS folder (data/slices/, train_slices.list, or "
+             "3D: train.list naming case volumes, served as slices), "
              "an MSD / nnU-Net folder (dataset.json, imagesTr/, labelsTr/), "
              "a .h5/.hdf5 file written by ssl-seg, or phantom:<task>[?n=400&size=128&seed=0]")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")  # training and prediction alike
@@ -52,6 +54,10 @@ def open_source(data: str, spatial_dims: int = 2) -> SampleSource:
         from .volumes import open_volume_source  # lazily: only volume training needs it
 
         return open_volume_source(data)
+    if data.startswith(f"phantom:{VOLUME_TASK}") or _is_ssl4mis_3d(Path(data).expanduser()):
+        from .volumes import VolumeSlices, open_volume_source
+
+        return VolumeSlices(open_volume_source(data))
     if data.startswith("phantom:"):
         return _open_phantom(data)
     path = Path(data).expanduser()
@@ -69,6 +75,12 @@ def open_source(data: str, spatial_dims: int = 2) -> SampleSource:
     if not (path / "images").exists() and len(single_h5) == 1:  # e.g. a synthetic dataset folder
         return H5Source(single_h5[0], name=data)
     return FolderSource(path, name=data)
+
+
+def _is_ssl4mis_3d(path: Path) -> bool:
+    """SSL4MIS's 3D layout (train.list naming case volumes) rather than its 2D one (data/slices, train_slices.list)."""
+    return ((path / "train.list").is_file() and not (path / "data" / "slices").is_dir()
+            and not (path / "train_slices.list").is_file())
 
 
 def _open_phantom(data: str) -> SampleSource:

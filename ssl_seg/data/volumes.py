@@ -216,6 +216,47 @@ class LesionVolumeSource(VolumeSource):
         return Sample(image=volume.image, mask=volume.mask, id=volume.id, case=volume.id)
 
 
+class VolumeSlices(IndexedSource):
+    """A volume source served as 2D slices along D, `<case>_slice_<k>`, scored per volume like the MSD slice reader.
+
+    `spacing[case]` is (D, H, W) = (slice axis, H, W) mm, as `volumetric` sources give it; lists of cases
+    (SSL4MIS's predefined split) become lists of their slices. The last few volumes read are kept decoded.
+    """
+
+    volumetric = True
+    _KEEP = 8  # decoded volumes kept
+
+    def __init__(self, volumes: VolumeSource):
+        self.volumes, self.name = volumes, volumes.name
+        self.in_channels, self.num_classes = volumes.in_channels, volumes.num_classes
+        self.class_names, self.spacing = volumes.class_names, volumes.spacing
+        self.notes = list(getattr(volumes, "notes", []))
+        self.ids, self.cases, self._where = [], [], []
+        by_case: dict[str, list[str]] = {}
+        for v, case in enumerate(volumes.ids):
+            for k in range(volumes.shapes[case][0]):
+                self.ids.append(f"{case}_slice_{k}")
+                self.cases.append(case)
+                self._where.append((v, k))
+                by_case.setdefault(case, []).append(self.ids[-1])
+        self._index_ids()
+        split = volumes.predefined_split
+        self.predefined_split = None if split is None else {
+            key: [i for case in cases for i in by_case[case]] for key, cases in split.items()}
+        self._decoded: dict[int, Sample] = {}
+
+    def load(self, index: int) -> Sample:
+        """Slice `index`: image (C, H, W), mask (H, W) of its volume."""
+        v, k = self._where[index]
+        if v not in self._decoded:
+            if len(self._decoded) >= self._KEEP:
+                self._decoded.pop(next(iter(self._decoded)))
+            self._decoded[v] = self.volumes.load(v)
+        volume = self._decoded[v]
+        return Sample(image=np.ascontiguousarray(volume.image[:, k]), mask=np.ascontiguousarray(volume.mask[k]),
+                      id=self.ids[index], case=self.cases[index])
+
+
 def _open_phantom(data: str) -> LesionVolumeSource:
     """Parse `phantom:lesion_volume?n=20&size=32&seed=0`."""
     task, _, query = data[len("phantom:"):].partition("?")
