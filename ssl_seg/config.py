@@ -88,6 +88,7 @@ class TrainConfig:
                                                "plus as many unlabeled")
     optimizer: str = opt("sgd", "sgd (poly decay) or adamw", choices=("sgd", "adamw"))
     lr: float | None = opt(None, "learning rate; none: 0.01 for sgd, 1e-3 for adamw")
+    lr_schedule: str | None = opt(None, "learning-rate schedule; none: poly for sgd, constant for adamw")
     weight_decay: float = opt(1e-4, "weight decay of the optimizer")
     seed: int = opt(0, "training seed (init, augmentation, batch order)")
     device: str = opt("auto", "auto, cpu or cuda[:N]")

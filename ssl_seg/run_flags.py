@@ -1,6 +1,6 @@
 """The run-config flags: one per RunConfig field, with the registries' names as choices.
 
-Above config and the registries (methods, models, losses, ratio schedules), so config never imports them.
+Above config and the registries (methods, models, losses, ratio and learning-rate schedules), so config never imports them.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from .config import RunConfig
 from .data.mixing import schedule_names
+from .engine.trainer import LR_SCHEDULES
 from .flags import Flag, add_config_flags
 from .methods.losses import LOSSES
 from .methods.registry import method_names
@@ -19,7 +20,7 @@ from .models.registry import model_names
 def registry_choices() -> dict[str, list[str]]:
     """Valid names of the RunConfig fields chosen from a registry, by path (--help lists them, parsing checks them)."""
     return {"method.name": method_names(), "model.backbone": model_names(), "method.loss": list(LOSSES),
-            "data.ratio_schedule": schedule_names()}
+            "data.ratio_schedule": schedule_names(), "train.lr_schedule": list(LR_SCHEDULES)}
 
 
 def add_run_flags(parser: argparse.ArgumentParser, skip: Sequence[str] = (),

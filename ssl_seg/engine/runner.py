@@ -38,7 +38,7 @@ from ..methods import build_method
 from ..methods.registry import method_names
 from ..models import build_model
 from ..models.registry import model_names
-from .trainer import Trainer, constant_lr, poly_lr, seed_everything
+from .trainer import LR_SCHEDULES, Trainer, lr_schedule, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +116,10 @@ def build_method_for(cfg: RunConfig, info: dict[str, Any], device: torch.device)
 
 
 def check_names(cfg: RunConfig) -> None:
-    """Backbone, method, loss and ratio schedule exist in their registries (before any data is read)."""
+    """Backbone, method, loss, ratio and learning-rate schedules exist in their registries (before any data is read)."""
     choices = (("--backbone", cfg.model.backbone, model_names()), ("--method", cfg.method.name, method_names()),
-               ("--loss", cfg.method.loss, list(LOSSES)), ("--ratio-schedule", cfg.data.ratio_schedule, schedule_names()))
+               ("--loss", cfg.method.loss, list(LOSSES)), ("--ratio-schedule", cfg.data.ratio_schedule, schedule_names()),
+               ("--lr-schedule", cfg.train.lr_schedule or "constant", list(LR_SCHEDULES)))
     for flag, value, valid in choices:
         if value not in valid:
             raise UserError(f"{flag} {value}: unknown; valid: {', '.join(valid)}")
@@ -213,12 +214,11 @@ def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int) -> dict[s
     params = list(method.parameters())
     if tc.optimizer == "sgd":
         optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=tc.weight_decay, nesterov=True)
-        lr_at = poly_lr(lr, tc.iterations)
     elif tc.optimizer == "adamw":
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=tc.weight_decay)
-        lr_at = constant_lr(lr)
     else:
         raise UserError(f"--optimizer {tc.optimizer}: use sgd or adamw")
+    lr_at = lr_schedule(tc.lr_schedule or ("poly" if tc.optimizer == "sgd" else "constant"), lr, tc.iterations)
     if world > 1:
         data_parallel(method, device, tc.sync_bn)
 

@@ -73,6 +73,17 @@ def constant_lr(base_lr: float) -> Callable[[int], float]:
     return lambda step: base_lr
 
 
+LR_SCHEDULES: dict[str, Callable[..., Callable[[int], float]]] = {
+    "constant": lambda base_lr, iterations: constant_lr(base_lr),
+    "poly": poly_lr,
+}
+
+
+def lr_schedule(name: str, base_lr: float, iterations: int) -> Callable[[int], float]:
+    """step -> learning rate of the named schedule (`LR_SCHEDULES`)."""
+    return LR_SCHEDULES[name](base_lr, iterations)
+
+
 def loss_total(losses: dict[str, torch.Tensor]) -> torch.Tensor:
     """Sum of the named losses; keys starting with 'stat/' are diagnostics and are not summed."""
     return sum(v for k, v in losses.items() if not k.startswith("stat/"))

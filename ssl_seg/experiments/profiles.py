@@ -26,6 +26,7 @@ class SegBudget:
     phantom_size: int
     optimizer: str = "adamw"  # short budgets: AdamW converges reliably where SGD+poly sometimes stalls
     lr: float = 2e-3
+    lr_schedule: str | None = None  # None: the optimizer's default (constant for adamw)
     val_max_samples: int | None = 64  # None: validate on every validation image (whole volumes)
 
 
@@ -164,7 +165,7 @@ def base_config(data: str, prof: Profile, device: str, iterations: int | None = 
     cfg.model.base_channels = seg.base_channels
     cfg.train.iterations = iterations
     cfg.train.batch_size = seg.batch_size
-    cfg.train.optimizer, cfg.train.lr = seg.optimizer, seg.lr
+    cfg.train.optimizer, cfg.train.lr, cfg.train.lr_schedule = seg.optimizer, seg.lr, seg.lr_schedule
     cfg.train.val_every = min(seg.val_every, iterations)
     cfg.train.image_every = iterations
     cfg.train.device = device
