@@ -42,6 +42,25 @@ def test_cardiac_classes_nested_and_brighter_blood():
     assert brighter >= 19
 
 
+def _cavity_myo_contrast(s) -> float:
+    """|mean LV cavity - mean myocardium| over the image's intensity std: how visible the LV wall is."""
+    img = s.image[0]
+    return abs(img[s.mask == 3].mean() - img[s.mask == 2].mean()) / img.std()
+
+
+def test_cardiac_hard_keeps_the_anatomy_but_lowers_contrast_and_sometimes_inverts_it():
+    hard = [generate("cardiac_hard", 64, 0, i) for i in range(24)]
+    easy = [generate("cardiac", 64, 0, i) for i in range(24)]
+    # same anatomy: the LV cavity is enclosed by myocardium (thin walls of small hearts may break at 64 px)
+    assert sum(not np.any(ndimage.binary_dilation(s.mask == 3) & (s.mask < 2)) for s in hard) >= 20
+    assert all(len(np.unique(s.mask)) >= 3 for s in hard)
+    assert np.median([_cavity_myo_contrast(s) for s in hard]) < 0.8 * np.median([_cavity_myo_contrast(s) for s in easy])
+    dark = sum(s.image[0][s.mask == 3].mean() < s.image[0][s.mask == 2].mean() for s in hard)
+    assert 2 <= dark <= 12  # black-blood images: about one in four
+    np.testing.assert_array_equal(generate("cardiac", 64, 0, 5).image, easy[5].image)  # the default is its own stream
+    assert not np.array_equal(hard[5].mask, easy[5].mask)
+
+
 def _best_threshold_dice(image: np.ndarray, target: np.ndarray) -> float:
     """Dice of the best single intensity threshold (either side) against a binary target."""
     best = 0.0
@@ -107,7 +126,7 @@ def test_source_follows_the_sample_source_contract():
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: generate("brain", 64, 0, 0), "cardiac, lesion, vessel"),
+        (lambda: generate("brain", 64, 0, 0), "cardiac, cardiac_hard, lesion, vessel"),
         (lambda: generate("vessel", 31, 0, 0), "size must be >= 32"),
         (lambda: generate("vessel", 64, -1, 0), "seed"),
         (lambda: PhantomSource("cardiac", n=0), "n must be >= 1"),

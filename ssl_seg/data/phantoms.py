@@ -1,4 +1,4 @@
-"""Procedural 2D phantoms (cardiac, lesion, vessel): image/mask pairs deterministic in (task, seed, index).
+"""Procedural 2D phantoms (cardiac, cardiac_hard, lesion, vessel): image/mask pairs deterministic in (task, seed, index).
 
 Every generator first draws the geometry, reads the mask from it exactly, then renders the image from the same
 geometry: tissue intensities and texture, unlabeled look-alike structures, partial-volume blur, a smooth bias
@@ -168,23 +168,49 @@ def _acquire(clean: np.ndarray, rng: np.random.Generator, blur: tuple[float, flo
 # ------------------------------------------------------------------------------------------------------- cardiac
 
 
-def _cardiac(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class CardiacStyle:
+    """Ranges (low, high) the cardiac generator draws pose, anatomy, contrast and acquisition from."""
+
+    warp: tuple[float, float] = (0.01, 0.035)  # elastic warp amplitude, image half-widths
+    scale: tuple[float, float] = (0.17, 0.32)  # LV epicardial radius, image half-widths
+    shift: tuple[float, float] = (-0.2, 0.2)  # heart centre offset, image half-widths
+    rotation: tuple[float, float] = (-np.pi / 3, np.pi / 3)
+    cavity_ratio: tuple[float, float] = (0.42, 0.75)  # LV cavity / epicardial radius: systole .. diastole
+    blood: tuple[float, float] = (0.65, 0.95)
+    myo: tuple[float, float] = (0.17, 0.33)
+    blur: tuple[float, float] = (0.5, 1.1)  # px
+    bias: tuple[float, float] = (0.1, 0.35)  # std of the log bias field
+    noise: tuple[float, float] = (0.015, 0.06)
+    dark_blood: float = 0.0  # probability of a black-blood protocol (intensities inverted after acquisition)
+
+
+CARDIAC_STYLE = CardiacStyle()
+# Harder (issue 10, item 6): any pose, thinner walls more often, blood/myocardium contrast down to a third, a bias field twice
+# as strong, twice the noise, more blur, and one image in four from a black-blood protocol. Few labeled images
+# cover this variation poorly, as few labeled patients cover real scanners, protocols and anatomy.
+CARDIAC_HARD_STYLE = CardiacStyle(warp=(0.02, 0.06), scale=(0.13, 0.34), shift=(-0.3, 0.3), rotation=(-np.pi, np.pi),
+                                  cavity_ratio=(0.45, 0.85), blood=(0.45, 0.9), myo=(0.2, 0.4),
+                                  blur=(0.6, 1.5), bias=(0.25, 0.7), noise=(0.03, 0.12), dark_blood=0.25)
+
+
+def _cardiac(size: int, rng: np.random.Generator, style: CardiacStyle = CARDIAC_STYLE) -> tuple[np.ndarray, np.ndarray]:
     """Short-axis cine-MRI-like slice: 0 background, 1 RV cavity, 2 LV myocardium, 3 LV cavity."""
     py, px = _coords(size)
-    warp = rng.uniform(0.01, 0.035)
+    warp = rng.uniform(*style.warp)
     py = py + warp * _field(rng, size, 4)
     px = px + warp * _field(rng, size, 4)
     # heart-centred frame (u, v) in units of the mean LV epicardial radius; RV toward -u, chest wall toward -v
-    scale = rng.uniform(0.17, 0.32)
-    cy, cx = rng.uniform(-0.2, 0.2, 2)
-    rot = rng.uniform(-np.pi / 3, np.pi / 3)
+    scale = rng.uniform(*style.scale)
+    cy, cx = rng.uniform(*style.shift, 2)
+    rot = rng.uniform(*style.rotation)
     c, s = np.cos(rot), np.sin(rot)
     u = (c * (px - cx) + s * (py - cy)) / scale
     v = (c * (py - cy) - s * (px - cx)) / scale
     rho, heading = np.hypot(u, v), _direction(v, u)
 
     epi = _random_outline(rng, heading, 1.0, 0.12)
-    cavity_ratio = rng.uniform(0.42, 0.75)  # systole (thick wall) .. diastole
+    cavity_ratio = rng.uniform(*style.cavity_ratio)  # systole (thick wall) .. diastole
     endo = np.minimum(_random_outline(rng, heading, cavity_ratio, 0.15), epi - 0.14)
     lv_cav, lv_wall = rho < endo, (rho >= endo) & (rho < epi)
 
@@ -215,8 +241,8 @@ def _cardiac(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarra
     mask[lv_cav] = 3
 
     # tissue intensities, drawn so that classes overlap other tissue (not a threshold task)
-    blood = rng.uniform(0.65, 0.95)
-    myo = rng.uniform(0.17, 0.33)
+    blood = rng.uniform(*style.blood)
+    myo = rng.uniform(*style.myo)
     tissue = myo + rng.uniform(-0.04, 0.14)
     fat = rng.uniform(0.55, 0.95)
     liver = myo + rng.uniform(0.0, 0.25)
@@ -267,7 +293,10 @@ def _cardiac(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarra
     trab = lv_cav & ~papillary
     w = np.clip(1 - (endo - rho)[trab] / 0.25, 0, 1) * np.clip(_field(rng, size, max(4, size // 5))[trab], 0, 1)
     img[trab] = img[trab] * (1 - 0.6 * w) + myo * 0.6 * w
-    return _acquire(img, rng, blur=(0.5, 1.1), bias=(0.1, 0.35), noise=(0.015, 0.06), rician=True), mask
+    img = _acquire(img, rng, blur=style.blur, bias=style.bias, noise=style.noise, rician=True)
+    if style.dark_blood and rng.random() < style.dark_blood:
+        img = 1.0 - img
+    return img, mask
 
 
 # -------------------------------------------------------------------------------------------------------- lesion
@@ -453,6 +482,8 @@ class TaskSpec:
 
 TASKS: dict[str, TaskSpec] = {
     "cardiac": TaskSpec(("background", "rv_cavity", "lv_myocardium", "lv_cavity"), _cardiac),
+    "cardiac_hard": TaskSpec(("background", "rv_cavity", "lv_myocardium", "lv_cavity"),
+                             functools.partial(_cardiac, style=CARDIAC_HARD_STYLE)),
     "lesion": TaskSpec(("background", "lesion"), _lesion),
     "vessel": TaskSpec(("background", "vessel"), _vessel),
 }
