@@ -195,3 +195,25 @@ def test_guard_stops_a_self_updating_method(value, message):
     with pytest.raises(UserError, match="data problem"):
         Trainer(method, None, lambda s: 0.25, lambda start: [nan_image] * 3, 3, torch.device("cpu"),
                 loss_limit=1e6).fit()
+
+
+@pytest.mark.parametrize("schedule", [None, "constant", "poly"])
+def test_learning_rate_schedule_reaches_the_optimizer(tiny_cfg, schedule):
+    from ssl_seg.engine.curves import read_scalars
+
+    tiny_cfg.train.optimizer, tiny_cfg.train.lr, tiny_cfg.train.lr_schedule = "adamw", 1e-2, schedule
+    tiny_cfg.train.log_every = 1
+    run_training(tiny_cfg)
+    steps, lrs = read_scalars(Path(tiny_cfg.out) / "tb")["lr"]
+    # poly: 1e-2 * (1 - step / 6) ** 0.9 by hand at steps 0..5; AdamW's default (None) is constant
+    expected = [1e-2 * (1 - s / 6) ** 0.9 if schedule == "poly" else 1e-2 for s in steps]
+    assert list(steps) == [0, 1, 2, 3, 4, 5]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-6)
+    if schedule == "poly":
+        assert lrs[5] == pytest.approx(1e-2 * (1 / 6) ** 0.9) and lrs[5] < 0.2e-2
+
+
+def test_unknown_learning_rate_schedule_is_a_user_error(tiny_cfg):
+    tiny_cfg.train.lr_schedule = "cosine"
+    with pytest.raises(UserError, match="--lr-schedule cosine: unknown; valid: constant, poly"):
+        run_training(tiny_cfg)

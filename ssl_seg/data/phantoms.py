@@ -1,4 +1,4 @@
-"""Procedural 2D phantoms (cardiac, cardiac_hard, lesion, vessel): image/mask pairs deterministic in (task, seed, index).
+"""Procedural 2D phantoms (cardiac, cardiac_hard, lesion, vessel): image/mask pairs deterministic in (task, seed, i).
 
 Every generator first draws the geometry, reads the mask from it exactly, then renders the image from the same
 geometry: tissue intensities and texture, unlabeled look-alike structures, partial-volume blur, a smooth bias
@@ -186,7 +186,7 @@ class CardiacStyle:
 
 
 CARDIAC_STYLE = CardiacStyle()
-# Harder (issue 10, item 6): any pose, thinner walls more often, blood/myocardium contrast down to a third, a bias field twice
+# Harder (issue 10, item 6): any pose, thinner walls more often, lower blood/myocardium contrast, a bias field twice
 # as strong, twice the noise, more blur, and one image in four from a black-blood protocol. Few labeled images
 # cover this variation poorly, as few labeled patients cover real scanners, protocols and anatomy.
 CARDIAC_HARD_STYLE = CardiacStyle(warp=(0.02, 0.06), scale=(0.13, 0.34), shift=(-0.3, 0.3), rotation=(-np.pi, np.pi),
@@ -194,7 +194,8 @@ CARDIAC_HARD_STYLE = CardiacStyle(warp=(0.02, 0.06), scale=(0.13, 0.34), shift=(
                                   blur=(0.6, 1.5), bias=(0.25, 0.7), noise=(0.03, 0.12), dark_blood=0.25)
 
 
-def _cardiac(size: int, rng: np.random.Generator, style: CardiacStyle = CARDIAC_STYLE) -> tuple[np.ndarray, np.ndarray]:
+def _cardiac(size: int, rng: np.random.Generator,
+             style: CardiacStyle = CARDIAC_STYLE) -> tuple[np.ndarray, np.ndarray]:
     """Short-axis cine-MRI-like slice: 0 background, 1 RV cavity, 2 LV myocardium, 3 LV cavity."""
     py, px = _coords(size)
     warp = rng.uniform(*style.warp)
