@@ -186,12 +186,15 @@ class CardiacStyle:
 
 
 CARDIAC_STYLE = CardiacStyle()
-# Harder (issue 10, item 6): any pose, thinner walls more often, lower blood/myocardium contrast, a bias field twice
-# as strong, twice the noise, more blur, and one image in four from a black-blood protocol. Few labeled images
-# cover this variation poorly, as few labeled patients cover real scanners, protocols and anatomy.
-CARDIAC_HARD_STYLE = CardiacStyle(warp=(0.02, 0.06), scale=(0.13, 0.34), shift=(-0.3, 0.3), rotation=(-np.pi, np.pi),
-                                  cavity_ratio=(0.45, 0.85), blood=(0.45, 0.9), myo=(0.2, 0.4),
-                                  blur=(0.6, 1.5), bias=(0.25, 0.7), noise=(0.03, 0.12), dark_blood=0.25)
+# Harder (issue 10, item 6): any pose, thinner walls more often, lower blood/myocardium contrast, a stronger bias
+# field, more noise and blur, and one image in five from a black-blood protocol. Few labeled images cover this
+# variation poorly, as few labeled patients cover real scanners, protocols and anatomy. (A first, stronger version,
+# with 2x the noise and bias and one black-blood image in four, was not learnable at the standard profile: test
+# Dice 0.24 with 5 % labels and 0.23 with 100 %, seed 0.)
+CARDIAC_HARD_STYLE = CardiacStyle(warp=(0.015, 0.045), scale=(0.15, 0.34), shift=(-0.25, 0.25),
+                                  rotation=(-np.pi, np.pi), cavity_ratio=(0.42, 0.8), blood=(0.5, 0.95),
+                                  myo=(0.17, 0.38), blur=(0.5, 1.3), bias=(0.15, 0.5), noise=(0.02, 0.08),
+                                  dark_blood=0.2)
 
 
 def _cardiac(size: int, rng: np.random.Generator,
