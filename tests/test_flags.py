@@ -288,3 +288,18 @@ def test_every_flag_of_both_command_lines_has_help():
             undocumented += [f"{sub.prog} {a.option_strings[0]}" for a in sub._actions
                              if a.option_strings and a.dest != "help" and not a.help]
     assert not undocumented
+
+
+def test_every_command_in_the_readme_parses():
+    import re
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text().replace("\\\n", " ")
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    lines = [line.split(" # ")[0].split("&& ")[-1] for block in blocks for line in block.splitlines()]
+    commands = [re.sub(r"^\S*/bin/", "", line) for line in lines if re.match(r"(\S*/bin/)?(ssl-seg|gan-aug) ", line)]
+    assert len(commands) >= 12
+    for command in commands:
+        prog, *words = shlex.split(command)
+        (cli if prog == "ssl-seg" else gan_cli).build_parser().parse_args(words)  # a bad flag raises UserError
