@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..config import MethodConfig
 from ..errors import UserError
 from .losses import LossFn
 from ..evaluation.postprocess import largest_component
@@ -135,3 +136,11 @@ class BidirectionalCopyPaste(MethodBase):
         """Restore the teacher saved by `state_dict`."""
         check_state_keys(state, {"teacher"}, type(self).__name__)
         self.teacher.load_state_dict(state["teacher"])
+
+
+def build(model: nn.Module, cfg: MethodConfig, num_classes: int, total: int, loss: LossFn) -> BidirectionalCopyPaste:
+    """BCP: pre-training on pretrain_fraction of the steps, then copy-paste self-training with a ramp-up."""
+    pretrain = int(round(cfg.pretrain_fraction * total))
+    return BidirectionalCopyPaste(model, loss, ema_decay=cfg.ema_decay, pretrain_steps=pretrain,
+                                  unlabeled_weight=cfg.mixed_unlabeled_weight,
+                                  rampup_length=cfg.rampup_fraction * (total - pretrain))

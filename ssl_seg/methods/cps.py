@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import MethodConfig
 from .losses import LossFn
 from .base import MethodBase, forward_apart
 from .rampup import sigmoid_rampup
@@ -65,3 +66,15 @@ class CrossPseudoSupervision(MethodBase):
         cross = F.cross_entropy(logits_a.float(), pseudo_b) + F.cross_entropy(logits_b.float(), pseudo_a)
         weight = self.consistency_weight * sigmoid_rampup(step, self.rampup_length)
         return {"sup": sup, "cps": weight * cross, "stat/cons_weight": torch.tensor(weight)}
+
+
+def build(model: nn.Module, cfg: MethodConfig, num_classes: int, total: int, loss: LossFn) -> CrossPseudoSupervision:
+    """Cross pseudo supervision; the second network is seeded from the trainer's seed + 1."""
+    # torch.initial_seed() is the seed the trainer set: model_b differs from model_a yet is reproducible
+    return CrossPseudoSupervision(
+        model,
+        loss,
+        consistency_weight=cfg.consistency_weight,
+        rampup_length=cfg.rampup_fraction * total,
+        seed=torch.initial_seed() + 1,
+    )

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import MethodConfig
 from ..errors import UserError
 from .losses import LossFn
 from .base import MethodBase, check_state_keys, forward_apart
@@ -106,3 +107,16 @@ class MeanTeacher(MethodBase):
         """Restore the teacher saved by `state_dict`."""
         check_state_keys(state, {"teacher"}, type(self).__name__)
         self.teacher.load_state_dict(state["teacher"])
+
+
+def build(model: nn.Module, cfg: MethodConfig, num_classes: int, total: int, loss: LossFn) -> MeanTeacher:
+    """Mean Teacher; ramp-up over rampup_fraction of all iterations."""
+    return MeanTeacher(
+        model,
+        loss,
+        ema_decay=cfg.ema_decay,
+        consistency=cfg.consistency,
+        consistency_weight=cfg.consistency_weight,
+        rampup_length=cfg.rampup_fraction * total,
+        noise_std=cfg.noise_std,
+    )

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..config import MethodConfig
 from .losses import LossFn
 from .base import MethodBase, check_state_keys, forward_apart, gradient_free
 from .confidence import confident_pseudo_labels, masked_cross_entropy
@@ -92,3 +93,16 @@ class PseudoLabel(MethodBase):
         check_state_keys(state, set() if self.teacher is None else {"teacher"}, type(self).__name__)
         if self.teacher is not None:
             self.teacher.load_state_dict(state["teacher"])
+
+
+def build(model: nn.Module, cfg: MethodConfig, num_classes: int, total: int, loss: LossFn) -> PseudoLabel:
+    """FixMatch-style pseudo-labels; consistency_weight: the (ramped) unlabeled weight; teacher_labels: EMA."""
+    return PseudoLabel(
+        model,
+        loss,
+        threshold=cfg.threshold,
+        cutmix_prob=cfg.cutmix_prob,
+        unlabeled_weight=cfg.consistency_weight,
+        ema_decay=cfg.ema_decay if cfg.teacher_labels else None,
+        rampup_length=cfg.rampup_fraction * total,
+    )

@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..config import MethodConfig
 from .losses import LossFn
 from .base import MethodBase
 
@@ -22,3 +23,8 @@ class Supervised(MethodBase):
         """{"sup": loss on the labeled images}."""
         labeled = batch["labeled"]
         return {"sup": self.supervised_loss(self.model(labeled["image"]), labeled)}
+
+
+def build(model: nn.Module, cfg: MethodConfig, num_classes: int, total: int, loss: LossFn) -> Supervised:
+    """Labeled loss only."""
+    return Supervised(model, loss)

@@ -15,6 +15,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..config import MethodConfig
 from ..errors import UserError
 from .losses import LossFn
 from .mean_teacher import MeanTeacher, noisy, pixel_consistency
@@ -58,3 +59,18 @@ class UncertaintyMeanTeacher(MeanTeacher):
         distance = pixel_consistency(logits, teacher_logits, self.consistency)  # (N, H, W)
         cons = (distance * certain).sum() / certain.sum().clamp_min(1.0)
         return cons, {"stat/certain_ratio": certain.mean()}
+
+
+def build(model: nn.Module, cfg: MethodConfig, num_classes: int, total: int, loss: LossFn) -> UncertaintyMeanTeacher:
+    """UA-MT; the uncertainty threshold ramps up over all iterations."""
+    return UncertaintyMeanTeacher(
+        model,
+        loss,
+        ema_decay=cfg.ema_decay,
+        consistency=cfg.consistency,
+        consistency_weight=cfg.consistency_weight,
+        rampup_length=cfg.rampup_fraction * total,
+        noise_std=cfg.noise_std,
+        uncertainty_threshold=cfg.uncertainty_threshold,
+        threshold_rampup_length=total,
+    )

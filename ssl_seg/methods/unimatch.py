@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..config import MethodConfig
 from .losses import LossFn, soft_dice_loss
 from .base import MethodBase, gradient_free
 from .confidence import confident_pseudo_labels
@@ -86,3 +87,11 @@ class UniMatch(MethodBase):
     def dice(logits: Tensor, labels: Tensor, confident: Tensor) -> Tensor:
         """Soft Dice of logits (B, K, H, W) on pseudo-labels (B, H, W) over confident pixels, background included."""
         return soft_dice_loss(logits, labels, confident, include_background=True)
+
+
+def build(model: nn.Module, cfg: MethodConfig, num_classes: int, total: int, loss: LossFn) -> UniMatch:
+    """UniMatch with its two strong views and feature-dropout branch; the unlabeled terms ramp up."""
+    return UniMatch(
+        model, loss, threshold=cfg.threshold, cutmix_prob=cfg.cutmix_prob, feature_dropout=cfg.feature_dropout,
+        rampup_length=cfg.rampup_fraction * total,
+    )
