@@ -8,7 +8,7 @@ import torch
 
 from ssl_seg.cli import main
 from ssl_seg.config import RunConfig
-from ssl_seg.data.msd import read_image
+from ssl_seg.data.msd import read_unlabeled_case
 from ssl_seg.data.transforms import normalize
 from ssl_seg.data.volumes import to_file_axes, to_volume_axes
 from ssl_seg.engine.predict_volumes import volume_inputs
@@ -49,7 +49,7 @@ def test_predicted_volumes_keep_the_input_grid(volume_run, tmp_path):
         assert written.shape == array.shape and written.get_data_dtype() == np.uint8
         assert written.header.get_zooms() == pytest.approx((0.9, 0.9, 2.8))
         # the same prediction made by hand in (D, H, W) and turned back to the file's axes
-        volume = read_image([tmp_path / "in" / f"{case}.nii.gz"], 1)
+        volume = read_unlabeled_case([tmp_path / "in" / f"{case}.nii.gz"], 1)
         image = normalize(torch.from_numpy(to_volume_axes(volume.image)), spatial_dims=3)
         probs = predict_image(model, image, tuple(info["patch"]), 3, torch.device("cpu"))
         np.testing.assert_array_equal(np.asarray(written.dataobj), to_file_axes(probs.argmax(0).numpy()))
@@ -62,7 +62,7 @@ def test_nnunet_channel_files_group_by_case_and_bad_inputs_are_user_errors(volum
     cases = volume_inputs(tmp_path)
     assert list(cases) == ["x", "y"] and [p.name for p in cases["y"]] == ["y_0000.nii.gz", "y_0001.nii.gz"]
     with pytest.raises(UserError, match="2 channel\\(s\\) but the model takes 1"):
-        read_image(cases["x"], 1)
+        read_unlabeled_case(cases["x"], 1)
     (tmp_path / "y_0001.nii.gz").rename(tmp_path / "y_0002.nii.gz")
     with pytest.raises(UserError, match="channel 0002 of case 'y' without the channels before it"):
         volume_inputs(tmp_path)

@@ -203,7 +203,7 @@ def read_case(image_paths: list[Path], label_path: Path, in_channels: int, load_
     return VolumeCase(image, label, spacing, affine)
 
 
-def read_image(image_paths: list[Path], in_channels: int) -> VolumeCase:
+def read_unlabeled_case(image_paths: list[Path], in_channels: int) -> VolumeCase:
     """An unlabelled case (prediction input): image (C, X, Y, Z) scaled as `read_case` does, the first file's
     geometry, and an empty (0, 0, 0) label; channel files must share one shape and affine."""
     imgs = [_load(p) for p in image_paths]

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..data.msd import NIFTI_SUFFIXES, read_image
+from ..data.msd import NIFTI_SUFFIXES, read_unlabeled_case
 from ..data.nifti_writer import write_nifti
 from ..data.patches3d import patch_shape
 from ..data.transforms import normalize
@@ -69,7 +69,7 @@ def predict_volumes(run_dir: str | Path, input_dir: str | Path, out_dir: str | P
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for case, paths in tqdm(cases.items(), desc="predict"):
-        volume = read_image(paths, info["in_channels"])
+        volume = read_unlabeled_case(paths, info["in_channels"])
         image = torch.from_numpy(to_volume_axes(volume.image))  # (C, D, H, W)
         sx, sy, sz = volume.spacing
         patch = info.get("patch") or patch_shape(cfg.data.patch_size, (sz, sx, sy), image.shape[1:])

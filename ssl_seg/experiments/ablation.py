@@ -14,7 +14,7 @@ from ..errors import UserError
 from ..flags import apply, given, one_of
 from ..io_utils import atomic_write_text
 from ..run_flags import add_run_flags, registry_choices
-from .executors import add_executor_flags, add_threads_flag, build_executor
+from .executors import add_grid_flags, build_executor
 from .figures import plot_dice_vs_labels, plot_gap_recovery
 from .grid import GridRun, collect, run_grid
 from .profiles import GRID_DEFAULTS, PROFILES, base_config, profile
@@ -89,14 +89,8 @@ def add_ablate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbones", nargs="+", default=["unet"], metavar="BACKBONE",
                    help=f"backbones to compare{one_of(names['model.backbone'])}")
     p.add_argument("--profile", default="quick", help=" | ".join(PROFILES))
-    p.add_argument("--iterations", type=int, help="override the profile's iterations")
     p.add_argument("--no-full-reference", action="store_true", help="skip the 100 %% labels supervised runs")
-    p.add_argument("--shard", help="i/N: run every N-th run starting at i (spread a grid over machines)")
-    add_executor_flags(p)
-    add_threads_flag(p)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--out", required=True, help="grid directory (runs/, summary.*)")
-    p.add_argument("--summary-only", action="store_true", help="only rebuild the tables and figures")
+    add_grid_flags(p)
     p.set_defaults(config_flags=add_run_flags(p, skip=ABLATE_SETS, notes=GRID_DEFAULTS))
 
 

@@ -32,6 +32,17 @@ def add_threads_flag(p: argparse.ArgumentParser) -> None:
                    "else torch's default; use 1 per process when several grid processes share a machine)")
 
 
+def add_grid_flags(p: argparse.ArgumentParser) -> None:
+    """The flags every grid command shares (after its --profile): budget override, sharding, where cells run, output."""
+    p.add_argument("--iterations", type=int, help="override the profile's iterations")
+    p.add_argument("--shard", help="i/N: run every N-th run starting at i (spread a grid over machines)")
+    add_executor_flags(p)
+    add_threads_flag(p)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--out", required=True, help="grid directory (runs/, summary.*)")
+    p.add_argument("--summary-only", action="store_true", help="only rebuild the tables and figures")
+
+
 def submission_error(e: Exception) -> UserError:
     """The one-line error for jobs that could not be submitted (e.g. no sbatch on this machine)."""
     return UserError(f"--executor: could not submit the jobs ({str(e).splitlines()[0]}); "

@@ -23,7 +23,7 @@ from .profiles import GRID_DEFAULTS, PROFILES, base_config, profile
 from ..config import RunConfig
 from ..errors import UserError
 from ..flags import apply, given, one_of
-from .executors import add_executor_flags, add_threads_flag, build_executor
+from .executors import add_grid_flags, build_executor
 from .grid import GridRun, check_grid, collect, run_grid
 from ..io_utils import atomic_write_text
 from ..run_flags import add_run_flags, registry_choices
@@ -237,13 +237,7 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split-seed", type=int, default=0, help="one split per fraction (the GAN sees its labels)")
     p.add_argument("--backbone", default="unet", help=f"backbone of every run{one_of(names['model.backbone'])}")
     p.add_argument("--profile", default="quick", help=" | ".join(PROFILES) + " (--train-gan: those with a GAN budget)")
-    p.add_argument("--iterations", type=int, help="override the profile's iterations")
-    p.add_argument("--shard", help="i/N: run every N-th run starting at i (spread a grid over machines)")
-    add_executor_flags(p)
-    add_threads_flag(p)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--out", required=True, help="grid directory (runs/, summary.*)")
-    p.add_argument("--summary-only", action="store_true", help="only rebuild the tables and figures")
+    add_grid_flags(p)
     p.set_defaults(config_flags=add_run_flags(p, skip=SWEEP_SETS, notes=GRID_DEFAULTS))
 
 
