@@ -58,9 +58,11 @@ def cmd_synthesize(args: argparse.Namespace) -> None:
 
     m = synthesize(args.checkpoint, args.n, args.out, mask_source=args.mask_source, seed=args.seed, fmt=args.format,
                    batch_size=args.batch_size, device=args.device, amp=args.amp, mask_data=args.mask_data,
-                   overwrite=args.overwrite, progress=not args.no_progress)
-    print(f"wrote {m['n']} {m['image_size'][0]}x{m['image_size'][1]} pairs ({args.format}) to {args.out}  "
-          f"{m['throughput_pairs_per_s']:.1f} pairs/s on {m['device']}")
+                   overwrite=args.overwrite, progress=not args.no_progress,
+                   slice_noise_share=args.slice_noise_share)
+    what = "volumes" if args.format == "nifti" else f"{m['image_size'][0]}x{m['image_size'][1]} pairs"
+    print(f"wrote {m['n']} {what} ({args.format}) to {args.out}  "
+          f"{m['throughput_pairs_per_s']:.1f} {what.split()[-1]}/s on {m['device']}")
 
 
 def cmd_assess(args: argparse.Namespace) -> None:
@@ -84,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of `gan-aug`."""
     from .masks import DEFAULT_MASK_SOURCE, MASK_SOURCES
     from .synthesize import FORMATS
+    from .volumes import SLICE_NOISE_SHARE
 
     parser = Parser(prog="gan-aug", description="Conditional GAN (mask -> image) augmentation.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,8 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-data", help="take masks from this DATA instead of the GAN's labeled training masks")
     p.add_argument("--seed", type=int, default=0, help="seed of the masks and the generator's dropout noise")
     p.add_argument("--format", default="hdf5", choices=FORMATS, help="hdf5 (SYN_DIR/synthetic.h5) | png (images/ + "
-                   "masks/)")
-    p.add_argument("--batch-size", type=int, default=32, help="pairs generated per chunk")
+                   "masks/) | nifti (volumes, for a GAN trained with --spatial-dims 3: an MSD folder, dataset.json + "
+                   "imagesTr/ + labelsTr/, that ssl-seg train --spatial-dims 3 --synthetic reads)")
+    p.add_argument("--batch-size", type=int, default=32, help="pairs (of volumes: slices) generated per chunk")
+    p.add_argument("--slice-noise-share", type=float, default=SLICE_NOISE_SHARE,
+                   help="--format nifti: share of the generator's noise common to all slices of a volume (1: one "
+                   "noise draw per volume, 0: independent slices; see benchmarks/RESULTS.md, synthetic volumes)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--amp", default="auto",
                    help="auto (bf16 on CPUs with native bf16, else as on CUDA) | bf16 | fp16 | off")

@@ -34,6 +34,9 @@ class GanConfig:
     split_seed: int = like(DataConfig, "split_seed")
     fractions: tuple[float, float, float] = like(DataConfig, "fractions")
     group_by: str | None = like(DataConfig, "group_by")
+    spatial_dims: int = like(DataConfig, "spatial_dims",
+                             help="2: DATA holds images; 3: DATA holds volumes (as for ssl-seg train), the 2D "
+                                  "generator learns from their slices and `synthesize --format nifti` writes volumes")
     out: str = opt("runs/gan", "GAN run directory")
     pseudo_labels: str | None = opt(None, "RUN_DIR of an 'ssl-seg train' run on the same data: also train on its "
                                           "confident, class-balanced pseudo-labeled pairs of the unlabeled images")
@@ -84,6 +87,7 @@ class GanConfig:
         checks = [
             ("--iterations", self.iterations, self.iterations >= 1, "at least 1"),
             ("--batch-size", self.batch_size, self.batch_size >= 1, "at least 1"),
+            ("--spatial-dims", self.spatial_dims, self.spatial_dims in (2, 3), "2 or 3"),
             ("--patch-size", self.patch_size, self.patch_size >= 16, "at least 16 (the GAN's crops)"),
             ("--labeled-fraction", self.labeled_fraction,
              self.labeled_fraction is None or 0 < self.labeled_fraction <= 1, "in (0, 1]"),

@@ -1,15 +1,30 @@
-"""The GAN's real data: the same split as `ssl-seg train`, labeled pairs held in memory, seeded crop/flip batches."""
+"""The GAN's real data: the same split as `ssl-seg train`, labeled pairs held in memory, seeded crop/flip batches.
+
+With `spatial_dims` 3 the samples are volumes and the pairs are their slices along D (the generator is 2D).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from ssl_seg.data.readers import SampleSource
+from ssl_seg.data.readers import SampleSource, open_source
 from ssl_seg.data.splits import Split, make_split, resolve_split_file
 from ssl_seg.errors import UserError
 
 from .config import GanConfig
+
+
+def gan_source(cfg: GanConfig) -> SampleSource:
+    """The GAN's DATA, opened as images (spatial_dims 2) or whole volumes (3)."""
+    return open_source(cfg.data, cfg.spatial_dims)
+
+
+def slices(image: np.ndarray, mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A pair as 2D pairs: itself for image (C, H, W), else its slices (C, H, W), (H, W) along D of (C, D, H, W)."""
+    if mask.ndim == 2:
+        return [(image, mask)]
+    return [(image[:, z], mask[z]) for z in range(mask.shape[0])]
 
 
 def gan_split(cfg: GanConfig, source: SampleSource) -> Split:
@@ -30,7 +45,10 @@ def pad_to(array: np.ndarray, size: int) -> np.ndarray:
 
 
 class PairBank:
-    """Labeled pairs of `ids` in memory (labels are scarce, so this is small); images (C, H, W) in [0, 1]."""
+    """Labeled pairs of `ids` in memory (labels are scarce, so this is small); images (C, H, W) in [0, 1].
+
+    A volume sample contributes each of its slices as a pair; `ids` stay the samples' ids.
+    """
 
     def __init__(self, source: SampleSource, ids: list[str]):
         if not ids:
@@ -38,22 +56,28 @@ class PairBank:
                             "raise --labeled-fraction or --labeled-cases")
         self.images: list[np.ndarray] = []
         self.masks: list[np.ndarray] = []
+        self.showcase: list[int] = []  # per sample one pair: itself, or the middle slice of a volume
         for sample_id in ids:
             sample = source.load(source.index_of(sample_id))
             if sample.mask is None:
                 raise UserError(f"{source.name}: labeled sample '{sample_id}' has no mask; fix the split or the data")
-            self.images.append(sample.image.astype(np.float32))
-            self.masks.append(sample.mask.astype(np.int64))
+            self._append(sample.image, sample.mask)
         self.ids = list(ids)
 
+    def _append(self, image: np.ndarray, mask: np.ndarray) -> None:
+        pairs = slices(image, mask)
+        self.showcase.append(len(self.images) + len(pairs) // 2)
+        for image_2d, mask_2d in pairs:
+            self.images.append(image_2d.astype(np.float32))
+            self.masks.append(mask_2d.astype(np.int64))
+
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.images)
 
     def add(self, source: SampleSource, ids: list[str], masks: list[np.ndarray]) -> None:
         """Add pairs whose masks come from elsewhere (pseudo-labels): images of `ids` from `source`."""
         for sample_id, mask in zip(ids, masks, strict=True):
-            self.images.append(source.load(source.index_of(sample_id)).image.astype(np.float32))
-            self.masks.append(mask.astype(np.int64))
+            self._append(source.load(source.index_of(sample_id)).image, mask)
             self.ids.append(sample_id)
 
     def batch(self, batch_size: int, patch: int, seed: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,14 +101,18 @@ class PairBank:
         return _to_tensors(masks, images)
 
     def center_batch(self, patch: int, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Centre crops of the first `limit` pairs (a fixed validation/preview batch), same layout as `batch`."""
-        masks, images = [], []
-        for image, mask in zip(self.images[:limit], self.masks[:limit]):
-            image, mask = pad_to(image, patch), pad_to(mask, patch)
-            y, x = (image.shape[-2] - patch) // 2, (image.shape[-1] - patch) // 2
-            images.append(image[:, y:y + patch, x:x + patch])
-            masks.append(mask[y:y + patch, x:x + patch])
-        return _to_tensors(masks, images)
+        """Centre crops of the first `limit` samples (of volumes: their middle slices), a fixed validation/preview
+        batch, same layout as `batch`."""
+        chosen = self.showcase[:limit]
+        return _to_tensors([centre_crop(self.masks[i], patch) for i in chosen],
+                           [centre_crop(self.images[i], patch) for i in chosen])
+
+
+def centre_crop(array: np.ndarray, size: int) -> np.ndarray:
+    """The central (size, size) window of the last two axes (zero-padded bottom/right first when smaller)."""
+    array = pad_to(array, size)
+    y, x = (array.shape[-2] - size) // 2, (array.shape[-1] - size) // 2
+    return array[..., y:y + size, x:x + size]
 
 
 def _to_tensors(masks: list[np.ndarray], images: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:

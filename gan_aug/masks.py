@@ -105,19 +105,60 @@ class DeformMasks:
 
     def warp(self, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Nearest-neighbour resampling of `mask` through a random fold-free affine + elastic map."""
-        size = mask.shape[0]
+        return _resample(mask, self.coordinates(mask.shape, rng))
+
+    def coordinates(self, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+        """Source coordinates (2, h, w) of each output pixel under a random fold-free affine + elastic map."""
+        h, w = shape
+        size = max(h, w)
         angle = np.deg2rad(rng.uniform(-self.max_rotation, self.max_rotation))
         s = rng.uniform(*self.scale)
         # output -> source: rotate by angle and shrink by s about the centre (so the content grows by s)
         matrix = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) / s
         shift = rng.uniform(-self.max_shift, self.max_shift, 2) * size
-        disp = smooth_displacement(rng, size, self.amplitude * size, self.control)
+        disp = smooth_displacement(rng, size, self.amplitude * size, self.control)[:, :h, :w]
         while min_jacobian(matrix, disp) <= 0.2 * np.linalg.det(matrix):
             disp = disp / 2
-        centre = (size - 1) / 2
-        grid = np.mgrid[0:size, 0:size].astype(np.float64) - centre  # (2, size, size) output coords
-        source = np.einsum("ij,jhw->ihw", matrix, grid) + centre + shift[:, None, None] + disp
-        return ndimage.map_coordinates(mask, source, order=0, mode="constant", cval=0).astype(np.int64)
+        centre = (np.array([h, w], np.float64)[:, None, None] - 1) / 2
+        grid = np.mgrid[0:h, 0:w].astype(np.float64) - centre  # (2, h, w) output coords
+        return np.einsum("ij,jhw->ihw", matrix, grid) + centre + shift[:, None, None] + disp
+
+
+def _resample(mask: np.ndarray, coordinates: np.ndarray) -> np.ndarray:
+    """Nearest-neighbour `mask` (h, w) at `coordinates` (2, h', w'); outside is background."""
+    return ndimage.map_coordinates(mask, coordinates, order=0, mode="constant", cval=0).astype(np.int64)
+
+
+class DeformVolumes:
+    """Labeled volume masks (D, H, W), flipped in-plane and warped by one random in-plane map (DeformMasks'
+    affine + elastic warp) applied to every slice alike, so the through-plane structure of the labeled mask is
+    kept (slice-consistent). Yields (index into `masks`, new mask of that mask's shape); a warp that loses a
+    class is redrawn, and after `tries` the flipped mask itself is used.
+    """
+
+    def __init__(self, masks: list[np.ndarray], seed: int, tries: int = 5):
+        self.masks, self.seed, self.tries = masks, seed, tries
+        self._warps = DeformMasks(masks, size=0, seed=seed)
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        rng = np.random.default_rng(self.seed)
+        while True:
+            k = int(rng.integers(len(self.masks)))
+            mask = self.masks[k]
+            for axis in (2, 1):
+                if rng.random() < 0.5:
+                    mask = np.flip(mask, axis)
+            yield k, self.deform(np.ascontiguousarray(mask), rng)
+
+    def deform(self, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One slice-consistent warp of a (D, H, W) mask that keeps its class set (or the mask after `tries`)."""
+        classes = np.unique(mask)
+        for _ in range(self.tries):
+            coordinates = self._warps.coordinates(mask.shape[1:], rng)
+            warped = np.stack([_resample(s, coordinates) for s in mask])
+            if np.array_equal(np.unique(warped), classes):
+                return warped
+        return mask
 
 
 class MixMasks:

@@ -7,8 +7,9 @@ per scale, the list of intermediate feature maps whose last entry is the patch l
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -47,17 +48,55 @@ def _pad_to_stride(x: Tensor, stride: int) -> Tensor:
 
 
 class AlwaysDropout(nn.Dropout):
-    """Dropout that stays on in eval mode: pix2pix's source of stochasticity when sampling."""
+    """Dropout that stays on in eval mode: pix2pix's source of stochasticity when sampling.
+
+    Within `shared_noise(..., share, seed)` each unit uses, with probability `share`, the keep/drop decision that
+    is common to the whole batch (drawn from the seeded generator), else its own.
+    """
+
+    noise_sharing: tuple[float, torch.Generator] | None = None
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.dropout(x, self.p, training=True)
+        if self.noise_sharing is None:
+            return F.dropout(x, self.p, training=True)
+        share, rng = self.noise_sharing
+        keep = torch.empty(x[:1].shape, device=x.device, dtype=x.dtype).bernoulli_(1 - self.p, generator=rng)
+        if share < 1:
+            own = torch.empty_like(x).bernoulli_(1 - self.p)
+            keep = torch.where(torch.rand(x.shape, device=x.device) < share, keep.expand_as(x), own)
+        return x * keep / (1 - self.p)
 
 
-def _with_noise(mask: Tensor, noise_channel: bool) -> Tensor:
-    """Append one N(0, 1) channel to the one-hot mask when the generator was built with a noise channel."""
+def _with_noise(mask: Tensor, noise_channel: bool, shared: tuple[float, torch.Generator] | None = None) -> Tensor:
+    """Append one N(0, 1) channel to the one-hot mask when the generator was built with a noise channel; with
+    `shared` (share, generator), its correlation between batch elements is `share`."""
     if not noise_channel:
         return mask
-    return torch.cat([mask, torch.randn_like(mask[:, :1])], dim=1)
+    noise = torch.randn_like(mask[:, :1])
+    if shared is not None:
+        share, rng = shared
+        common = torch.randn(mask[:1, :1].shape, generator=rng, device=mask.device, dtype=mask.dtype)
+        noise = share**0.5 * common + (1 - share) ** 0.5 * noise
+    return torch.cat([mask, noise], dim=1)
+
+
+@contextlib.contextmanager
+def shared_noise(generator: nn.Module, share: float, seed: int) -> Iterator[nn.Module]:
+    """Within the block, a `share` in [0, 1] of `generator`'s noise (dropout decisions, noise channel) is common
+    to all batch elements and drawn from a generator seeded with `seed`: the slices of one volume, generated with
+    one seed (in any chunks), share that part of their noise (through-plane consistency). 0 = independent."""
+    if not 0 <= share <= 1:
+        raise UserError(f"--slice-noise-share {share}: must be in [0, 1]")
+    device = next(generator.parameters()).device
+    rng = torch.Generator(device=device).manual_seed(seed)
+    modules = [m for m in generator.modules() if hasattr(m, "noise_sharing")]
+    for m in modules:
+        m.noise_sharing = (share, rng)
+    try:
+        yield generator
+    finally:
+        for m in modules:
+            m.noise_sharing = None
 
 
 def _dropout_levels(n_down: int) -> set[int]:
@@ -79,6 +118,7 @@ class UnetGenerator(nn.Module):
         if n_down < 2:
             raise UserError(f"--n-down {n_down}: the U-Net needs at least 2 down-samplings")
         self.num_classes, self.noise_channel = num_classes, noise_channel
+        self.noise_sharing: tuple[float, torch.Generator] | None = None  # set by shared_noise
         self.stride = 2**n_down
         width = [ngf * min(2**i, 8) for i in range(n_down)]
         in_ch = num_classes + int(noise_channel)
@@ -103,7 +143,8 @@ class UnetGenerator(nn.Module):
     def forward(self, mask: Tensor) -> Tensor:
         """One-hot mask (B, K, H, W) -> image (B, C, H, W) in [-1, 1]."""
         h, w = mask.shape[-2:]
-        x = _pad_to_stride(_with_noise(mask, self.noise_channel), self.stride)  # (B, K[+1], H', W')
+        x = _with_noise(mask, self.noise_channel, self.noise_sharing)
+        x = _pad_to_stride(x, self.stride)  # (B, K[+1], H', W')
         skips = []
         for block in self.down:
             x = block(x)  # level i: (B, width[i], H' / 2**(i+1), W' / 2**(i+1))
@@ -165,6 +206,7 @@ class SpadeGenerator(nn.Module):
         if n_down < 1:
             raise UserError(f"--n-down {n_down}: the SPADE generator needs at least 1 up-sampling")
         self.num_classes, self.noise_channel = num_classes, noise_channel
+        self.noise_sharing: tuple[float, torch.Generator] | None = None  # set by shared_noise
         self.stride = 2**n_down
         width = [ngf * min(2**i, 8) for i in range(n_down + 1)]
         hidden = 2 * ngf
@@ -183,7 +225,7 @@ class SpadeGenerator(nn.Module):
         h, w = mask.shape[-2:]
         mask = _pad_to_stride(mask, self.stride)  # (B, K, H', W')
         small = F.interpolate(mask, scale_factor=1 / self.stride, mode="area")  # (B, K, H'/s, W'/s)
-        x = self.head(_with_noise(small, self.noise_channel))  # (B, width[n], H'/s, W'/s)
+        x = self.head(_with_noise(small, self.noise_channel, self.noise_sharing))  # (B, width[n], H'/s, W'/s)
         for j, (block, drop) in enumerate(zip(self.blocks, self.drops)):
             x = drop(block(x, mask))
             if j < len(self.blocks) - 1:

@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssl_seg.data.readers import open_source
 from ssl_seg.device import to_memory_format
 from ssl_seg.io_utils import atomic_path
 
 from .config import GanConfig
-from .data import PairBank, gan_split
+from .data import PairBank, gan_source, gan_split
 from .networks import one_hot
 from .viz import PALETTE, colorize_mask, to_rgb
 
@@ -23,7 +22,7 @@ def held_out_pairs(generator: torch.nn.Module, cfg: GanConfig, num_classes: int,
                    k: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
     """k held-out real masks and images (the GAN split's validation pairs, else its labeled ones) and the
     generator's images for those masks; images (k, C, S, S) in [0, 1], masks (k, S, S)."""
-    source = open_source(cfg.data)
+    source = gan_source(cfg)
     split = gan_split(cfg, source)
     mask, image = PairBank(source, split.val or split.labeled).center_batch(cfg.patch_size, k)  # image in [-1, 1]
     torch.manual_seed(seed)

@@ -17,7 +17,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -33,14 +33,17 @@ from ssl_seg.io_utils import atomic_write_json
 
 from .checkpoint import checkpoint_path, load_gan_checkpoint, load_generator
 from .config import GanConfig
-from .masks import build_mask_source, load_masks
+from .masks import DeformVolumes, build_mask_source, load_masks
 from .networks import one_hot
 from .preview import held_out_pairs, plot_preview
+from .volumes import IMAGES, LABELS, SLICE_NOISE_SHARE, modality_names, write_dataset_json, write_volumes
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("hdf5", "png")
+FORMATS = ("hdf5", "png", "nifti")
 H5_NAME = "synthetic.h5"
+_FILES = {"hdf5": {"hdf5": H5_NAME}, "png": {"images": "images", "masks": "masks"},
+          "nifti": {"dataset": "dataset.json", "images": IMAGES, "labels": LABELS}}
 PREVIEW = 4  # pairs in samples.png: held-out real ones, then generated ones
 
 
@@ -162,10 +165,12 @@ def inference_dtype(device: torch.device, amp: str) -> torch.dtype | None:
 
 def synthesize(checkpoint: str | Path, n: int, out: str | Path, mask_source: str = "deform", seed: int = 0,
                fmt: str = "hdf5", batch_size: int = 32, device: str = "auto", amp: str = "auto",
-               mask_data: str | None = None, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+               mask_data: str | None = None, overwrite: bool = False, progress: bool = True,
+               slice_noise_share: float = SLICE_NOISE_SHARE) -> dict[str, Any]:
     """Write `n` (mask, generated image) pairs to `out` (synthetic.h5 or images/+masks/, manifest.json,
     samples.png); returns the manifest. `mask_data` takes masks from another DATA (default: the GAN's
-    labeled training masks, or its phantom task)."""
+    labeled training masks, or its phantom task). A GAN trained on volumes writes `n` volumes (--format nifti:
+    an MSD folder, gan_aug/volumes.py) whose slices share `slice_noise_share` of their generator noise."""
     if n < 1 or batch_size < 1:
         raise UserError(f"--n {n} / --batch-size {batch_size}: both must be at least 1")
     if fmt not in FORMATS:
@@ -174,20 +179,28 @@ def synthesize(checkpoint: str | Path, n: int, out: str | Path, mask_source: str
     ckpt_file = checkpoint_path(checkpoint)
     ckpt = load_gan_checkpoint(ckpt_file, map_location=dev)
     cfg, info = GanConfig.from_dict(ckpt["config"]), ckpt["info"]
+    volumes = cfg.spatial_dims == 3
+    _check_volume_options(fmt, volumes, mask_source, ckpt_file)
+    if not 0 <= slice_noise_share <= 1:
+        raise UserError(f"--slice-noise-share {slice_noise_share}: must be in [0, 1]")
     generator = to_memory_format(load_generator(ckpt, dev), dev, cfg.channels_last)
     num_classes, channels, size = info["num_classes"], info["in_channels"], cfg.patch_size
     masks_from = mask_data or cfg.data
-    labeled = None
+    source, labeled, ids = None, None, []
     if mask_data is not None:
-        differ = task_differences(info, open_source(mask_data))
+        differ = task_differences(info, open_source(mask_data, cfg.spatial_dims))
         if differ:
             raise UserError(f"--mask-data {mask_data}: another task than the GAN's data {cfg.data} "
                             f"({'; '.join(differ)}); take masks of the same classes")
     if mask_source != "phantom":
-        source = open_source(masks_from)
-        labeled = load_masks(source, ckpt["labeled_ids"] if mask_data is None else list(source.ids))
-    masks = build_mask_source(mask_source, data=masks_from, num_classes=num_classes, size=size, seed=seed,
-                              masks=labeled)
+        source = open_source(masks_from, cfg.spatial_dims)
+        ids = ckpt["labeled_ids"] if mask_data is None else list(source.ids)
+        labeled = load_masks(source, ids)
+    if volumes:
+        masks: Iterable = DeformVolumes(labeled, seed)  # type: ignore[arg-type]
+    else:
+        masks = build_mask_source(mask_source, data=masks_from, num_classes=num_classes, size=size, seed=seed,
+                                  masks=labeled)
     dtype = inference_dtype(dev, amp)
     torch.manual_seed(seed)  # dropout / noise channel of the generator
     out = Path(out)
@@ -196,19 +209,29 @@ def synthesize(checkpoint: str | Path, n: int, out: str | Path, mask_source: str
         "generator_checkpoint": str(ckpt_file.resolve()), "generator_sha256": sha256_file(ckpt_file),
         "generator_step": ckpt["step"], "gan_config": ckpt["config"], "num_classes": num_classes,
         "class_names": info["class_names"], "in_channels": channels, "image_size": [size, size],
-        "files": {"hdf5": H5_NAME} if fmt == "hdf5" else {"images": "images", "masks": "masks"},
+        "files": _FILES[fmt],
     }
     with atomic_dir(out, overwrite) as tmp, contextlib.ExitStack() as stack:
-        if fmt == "hdf5":
-            h5 = H5DatasetWriter(tmp / H5_NAME, channels, size, size, num_classes, info["class_names"],
-                                 {"tool": "gan-aug synthesize", "seed": seed, "mask_source": mask_source,
-                                  "generator_sha256": manifest["generator_sha256"]})
-            writer: _PairWriter = _H5Writer(stack.enter_context(h5))
-        else:
-            writer = _PngWriter(tmp, channels)
         t0 = time.perf_counter()
-        counts, preview = _generate(generator, iter(masks), writer, n, batch_size, num_classes, dev, dtype,
-                                    cfg.channels_last, progress)
+        if volumes:
+            assert source is not None
+            affines = [source.affine[source.cases[source.index_of(i)]] for i in ids]  # type: ignore[attr-defined]
+            counts, preview = write_volumes(tmp, generator, iter(masks), affines, n, seed, slice_noise_share,
+                                            batch_size, num_classes, dev, dtype, cfg.channels_last, size, progress)
+            manifest["slice_noise_share"] = slice_noise_share
+            write_dataset_json(tmp, n, info["class_names"], modality_names(source),  # type: ignore[arg-type]
+                               f"gan-aug synthesize: {n} volumes of the generator {ckpt_file.resolve()}, "
+                               f"masks: slice-consistent deform of the labeled masks of {masks_from}, seed {seed}")
+        else:
+            if fmt == "hdf5":
+                h5 = H5DatasetWriter(tmp / H5_NAME, channels, size, size, num_classes, info["class_names"],
+                                     {"tool": "gan-aug synthesize", "seed": seed, "mask_source": mask_source,
+                                      "generator_sha256": manifest["generator_sha256"]})
+                writer: _PairWriter = _H5Writer(stack.enter_context(h5))
+            else:
+                writer = _PngWriter(tmp, channels)
+            counts, preview = _generate(generator, iter(masks), writer, n, batch_size, num_classes, dev, dtype,
+                                        cfg.channels_last, progress)
         seconds = time.perf_counter() - t0
         stack.close()  # the HDF5 file is complete (renamed into tmp) before the folder is
         real = held_out_pairs(generator, cfg, num_classes, dev, k=PREVIEW)
@@ -223,6 +246,19 @@ def synthesize(checkpoint: str | Path, n: int, out: str | Path, mask_source: str
         })
         atomic_write_json(tmp / "manifest.json", manifest)
     return manifest
+
+
+def _check_volume_options(fmt: str, volumes: bool, mask_source: str, ckpt_file: Path) -> None:
+    """--format nifti exactly for GANs trained on volumes, whose masks come from `deform`."""
+    if fmt == "nifti" and not volumes:
+        raise UserError(f"--format nifti writes volumes but {ckpt_file} is a GAN trained on 2D images; use "
+                        "--format hdf5 or png, or train the GAN on volume data with --spatial-dims 3")
+    if volumes and fmt != "nifti":
+        raise UserError(f"--format {fmt}: {ckpt_file} was trained on volumes (--spatial-dims 3), so it makes "
+                        "volumes; use --format nifti")
+    if volumes and mask_source != "deform":
+        raise UserError(f"--mask-source {mask_source}: volumes take 'deform' only (one warp per volume, alike on "
+                        "every slice); drop --mask-source")
 
 
 @torch.no_grad()

@@ -15,14 +15,14 @@ from torch import nn
 from ssl_seg.engine import locks
 from ssl_seg.engine.hooks import CheckpointHook, Panels, ProgressHook, TensorBoardHook, ValidationHook
 from ssl_seg.engine.trainer import Trainer, seed_everything
-from ssl_seg.data.readers import open_source, task_differences
+from ssl_seg.data.readers import task_differences
 from ssl_seg.device import autocast, resolve_device
 from ssl_seg.errors import UserError
 from ssl_seg.io_utils import atomic_write_json
 
 from .checkpoint import CHECKPOINT_NAME, gan_payload, generator_from_config, load_gan_checkpoint, restore_trainer
 from .config import GanConfig
-from .data import PairBank, gan_split
+from .data import PairBank, gan_source, gan_split
 from .networks import auto_n_down, build_discriminator, one_hot
 from .pix2pix import Pix2Pix
 from .pseudo import PseudoFilter, pseudo_label
@@ -76,8 +76,10 @@ def _train_gan(cfg: GanConfig, resume: bool) -> dict[str, Any]:
     if ckpt is not None:  # refuses settings a resumed run may not change, before anything is written
         GanConfig.from_dict(ckpt["config"]).with_absolute_paths().resumed_with(cfg.to_dict())
 
+    if cfg.pseudo_labels and cfg.spatial_dims == 3:
+        raise UserError("--pseudo-labels works on 2D data only; drop it or use --spatial-dims 2")
     seed_everything(cfg.seed)
-    source = open_source(cfg.data)
+    source = gan_source(cfg)
     split = gan_split(cfg, source)
     bank = PairBank(source, split.labeled)
     pseudo = _add_pseudo_pairs(cfg, source, split, bank) if cfg.pseudo_labels else None
@@ -116,7 +118,7 @@ def _train_gan(cfg: GanConfig, resume: bool) -> dict[str, Any]:
               "iterations": cfg.iterations, "final_losses": trainer.losses,
               "val_l1": history[-1]["l1"] if history else None, "wall_time_s": time.time() - t0,
               "s_per_iteration": (time.time() - t_loop) / max(cfg.iterations - start, 1), "device": str(device),
-              "n_pseudo": len(bank) - len(split.labeled)}
+              "n_pseudo": len(bank.ids) - len(split.labeled)}
     atomic_write_json(out / "result.json", result)
     return result
 
