@@ -8,10 +8,10 @@ slices; each is scored against the real volumes with adjacent-slice statistics, 
 Rows: `real` (the validation volumes of the GAN's split), `share S` (gan_aug.volumes.generate_volume, what
 `synthesize --format nifti --slice-noise-share S` does: a share S of the dropout noise is common to all slices of
 a volume, the rest drawn per slice; 0 = independent slices), `share 0 + z-smooth` (independent, then a Gaussian of
-1 slice along D). Scores, per volume then mean +- std over the validation volumes: through-plane MAD = mean |I[z+1] - I[z]| over voxels whose class is the same in both
-slices (anatomy changes excluded), in-plane MAD the same along H (how smooth the images are within a slice),
-their ratio (through-plane incoherence relative to the image's own texture), corr = mean Pearson correlation of
-adjacent slices, L1 = mean |generated - real|.
+1 slice along D). Scores, per volume then mean +- std over the validation volumes: through-plane MAD =
+mean |I[z+1] - I[z]| over voxels whose class is the same in both slices (anatomy changes excluded), in-plane
+MAD the same along H (how smooth the images are within a slice), their ratio (through-plane incoherence relative
+to the image's own texture), corr = mean Pearson correlation of adjacent slices, L1 = mean |generated - real|.
 """
 
 from __future__ import annotations
@@ -66,9 +66,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"$ python {' '.join(shlex.quote(a) for a in sys.argv)}")
     with tempfile.TemporaryDirectory() as tmp:
         cfg = GanConfig(data=args.data, spatial_dims=3, labeled_fraction=args.labeled_fraction,
-                        out=str(Path(tmp) / "gan"), iterations=args.iterations, batch_size=8, patch_size=args.patch_size, ngf=args.ngf,
-                        ndf=args.ngf, seed=args.seed, device="cpu", progress=False, log_every=args.iterations,
-                        image_every=args.iterations, val_every=args.iterations, checkpoint_every=args.iterations)
+                        out=str(Path(tmp) / "gan"), iterations=args.iterations, batch_size=8,
+                        patch_size=args.patch_size, ngf=args.ngf, ndf=args.ngf, seed=args.seed, device="cpu",
+                        progress=False, log_every=args.iterations, image_every=args.iterations,
+                        val_every=args.iterations, checkpoint_every=args.iterations)
         t0 = time.perf_counter()
         result = train_gan(cfg)
         train_s = time.perf_counter() - t0

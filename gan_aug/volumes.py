@@ -27,7 +27,7 @@ from .data import centre_crop
 from .networks import one_hot, shared_noise
 
 IMAGES, LABELS = "imagesTr", "labelsTr"
-SLICE_NOISE_SHARE = 0.8  # of the generator noise common to a volume's slices; chosen on hippocampus3d validation volumes
+SLICE_NOISE_SHARE = 0.8  # of the generator noise common to a volume's slices (hippocampus3d validation volumes)
 
 
 @torch.no_grad()
