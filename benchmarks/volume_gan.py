@@ -8,10 +8,11 @@ slices; each is scored against the real volumes with adjacent-slice statistics, 
 Rows: `real` (the validation volumes of the GAN's split), `share S` (gan_aug.volumes.generate_volume, what
 `synthesize --format nifti --slice-noise-share S` does: a share S of the dropout noise is common to all slices of
 a volume, the rest drawn per slice; 0 = independent slices), `share 0 + z-smooth` (independent, then a Gaussian of
-1 slice along D). Scores, per volume then mean +- std over the validation volumes: through-plane MAD =
-mean |I[z+1] - I[z]| over voxels whose class is the same in both slices (anatomy changes excluded), in-plane
-MAD the same along H (how smooth the images are within a slice), their ratio (through-plane incoherence relative
-to the image's own texture), corr = mean Pearson correlation of adjacent slices, L1 = mean |generated - real|.
+1 slice along D); then the share `--slice-noise-share auto` (the default) picks. Scores, per volume then mean +- std
+over the validation volumes: through-plane MAD = mean |I[z+1] - I[z]| over voxels whose class is the same in
+both slices (anatomy changes excluded), in-plane MAD the same along H (how smooth the images are within a slice),
+their ratio (through-plane incoherence relative to the image's own texture), corr = mean Pearson correlation of
+adjacent slices, L1 = mean |generated - real|.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from gan_aug.checkpoint import load_gan_checkpoint, load_generator
 from gan_aug.config import GanConfig
 from gan_aug.data import gan_source, gan_split
 from gan_aug.train import train_gan
-from gan_aug.volumes import generate_volume
+from gan_aug.volumes import adjacent_correlation, fit_noise_share, generate_volume, validation_volumes
 from ssl_seg.experiments.stats import fmt_mean_std
 
 
@@ -46,8 +47,7 @@ def same_class_mad(image: np.ndarray, mask: np.ndarray, axis: int) -> float:
 def adjacent_scores(image: np.ndarray, mask: np.ndarray) -> tuple[float, float, float]:
     """(same-class MAD of adjacent slices, same-class MAD of in-plane neighbours along H, mean Pearson r of
     adjacent slices) of image (D, H, W)."""
-    corr = [np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(image[:-1], image[1:])]
-    return same_class_mad(image, mask, 0), same_class_mad(image, mask, 1), float(np.nanmean(corr))
+    return same_class_mad(image, mask, 0), same_class_mad(image, mask, 1), adjacent_correlation(image)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -106,6 +106,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {name} | {fmt_mean_std(v[:, 0], False)} | {fmt_mean_std(v[:, 1], False)} | "
               f"{fmt_mean_std(v[:, 0] / v[:, 1], False)} | {fmt_mean_std(v[:, 2], False)} | "
               f"{fmt_mean_std(v[:, 3], False)} | {ms} |")
+    t0 = time.perf_counter()
+    fit = fit_noise_share(generator, validation_volumes(cfg), k, 64, torch.device("cpu"), None, False)
+    print(f"--slice-noise-share auto (what synthesize does, on the first {len(validation_volumes(cfg))} of these "
+          f"volumes): share {fit['share']:g}, real adjacent-slice correlation {fit['real_adjacent_corr']:.3f}, "
+          f"generated {', '.join(f'{s}: {c:.3f}' for s, c in fit['generated_adjacent_corr'].items())}; "
+          f"{time.perf_counter() - t0:.1f} s")
 
 
 if __name__ == "__main__":

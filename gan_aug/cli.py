@@ -78,6 +78,19 @@ def cmd_assess(args: argparse.Namespace) -> None:
           f"-> {Path(report['out']) / 'quality.json'}")
 
 
+def noise_share(text: str) -> float | str:
+    """--slice-noise-share: 'auto' or a number in [0, 1]."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: use auto or a share in [0, 1]")
+    return value
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None or value != value else f"{value:.4g}"
 
@@ -112,9 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "masks/) | nifti (volumes, for a GAN trained with --spatial-dims 3: an MSD folder, dataset.json + "
                    "imagesTr/ + labelsTr/, that ssl-seg train --spatial-dims 3 --synthetic reads)")
     p.add_argument("--batch-size", type=int, default=32, help="pairs (of volumes: slices) generated per chunk")
-    p.add_argument("--slice-noise-share", type=float, default=SLICE_NOISE_SHARE,
+    p.add_argument("--slice-noise-share", type=noise_share, default=SLICE_NOISE_SHARE, metavar="auto|S",
                    help="--format nifti: share of the generator's noise common to all slices of a volume (1: one "
-                   "noise draw per volume, 0: independent slices; see benchmarks/RESULTS.md, synthetic volumes)")
+                   "noise draw per volume, 0: independent slices; auto: the share whose volumes match the adjacent-"
+                   "slice correlation of the GAN's validation volumes; see benchmarks/RESULTS.md, synthetic volumes)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--amp", default="auto",
                    help="auto (bf16 on CPUs with native bf16, else as on CUDA) | bf16 | fp16 | off")

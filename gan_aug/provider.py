@@ -1,7 +1,8 @@
 """The `pix2pix` synthesizer of `ssl-seg sweep --train-gan` and `ssl-seg study`: split's labeled pairs -> GAN -> pairs.
 
 Layout under OUT_DIR: `gan/` (the `gan-aug train` run) and `synthetic_<mask source>/` (the `gan-aug synthesize`
-output, whose `synthetic.h5` is what `ssl_seg.data.readers.open_source` reads). Masks come from the labeled
+output, whose `synthetic.h5` is what `ssl_seg.data.readers.open_source` reads; on volumes, `spatial_dims` 3, the
+folder itself: an MSD folder of NIfTI volumes). Masks come from the labeled
 masks (`deform` by default); `phantom`, the oracle, only when asked for by name. Both stages resume: a finished
 synthetic set made by the same GAN settings is returned as is, and a killed GAN run continues from its checkpoint.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ssl_seg.data.readers import open_source
 from ssl_seg.experiments import profiles
 from ssl_seg.errors import UserError
 
@@ -28,10 +30,11 @@ _INCIDENTAL = RESUMABLE - {"iterations"}
 
 
 def gan_config(data: str, labeled_fraction: float, split_seed: int, gan_dir: Path, profile_name: str,
-               device: str) -> GanConfig:
+               device: str, spatial_dims: int = 2) -> GanConfig:
     """The GanConfig of the profile: ssl-seg's split (default 0.7/0.1/0.2 fractions) at the profile's patch size."""
     budget, patch = profiles.gan_budget(profile_name), profiles.profile(profile_name).seg.patch_size
-    return GanConfig(data=data, labeled_fraction=labeled_fraction, split_seed=split_seed, out=str(gan_dir),
+    return GanConfig(data=data, spatial_dims=spatial_dims, labeled_fraction=labeled_fraction, split_seed=split_seed,
+                     out=str(gan_dir),
                      iterations=budget.iterations, batch_size=budget.batch_size, patch_size=patch,
                      n_down=auto_n_down(patch), ngf=budget.ngf, ndf=budget.ngf, device=device, progress=False,
                      log_every=min(10, budget.iterations), image_every=budget.iterations,
@@ -50,23 +53,31 @@ def synthetic_dir(out_dir: Path, mask_source: str) -> Path:
 
 
 def train_and_synthesize(data: str, labeled_fraction: float, split_seed: int, out_dir: Path, profile: str,
-                         device: str, n: int | None = None, mask_source: str = DEFAULT_MASK_SOURCE) -> Path:
+                         device: str, n: int | None = None, mask_source: str = DEFAULT_MASK_SOURCE,
+                         spatial_dims: int = 2) -> Path:
     """Train pix2pix on the labeled pairs of ssl-seg's split of `data` and write `n` synthetic pairs from
-    `mask_source` masks; returns the synthetic HDF5 file (OUT_DIR/synthetic_<mask_source>/synthetic.h5).
-    Finished work is reused, a killed GAN run resumed; several mask sources share one GAN."""
+    `mask_source` masks; returns the synthetic HDF5 file (OUT_DIR/synthetic_<mask_source>/synthetic.h5), or
+    with `spatial_dims` 3 the MSD folder of `n` volumes (default: the profile's pairs as slices). Finished work
+    is reused, a killed GAN run resumed; several mask sources share one GAN."""
     out_dir = Path(out_dir)
     gan_dir, syn_dir = out_dir / GAN_SUBDIR, synthetic_dir(out_dir, mask_source)
-    h5, manifest_file = syn_dir / H5_NAME, syn_dir / "manifest.json"
-    wanted = gan_config(data, labeled_fraction, split_seed, gan_dir, profile, device)
-    n = profiles.gan_budget(profile).n if n is None else n
+    volumes = spatial_dims == 3
+    result, last_file = (syn_dir, syn_dir / "dataset.json") if volumes else (syn_dir / H5_NAME, syn_dir / H5_NAME)
+    manifest_file = syn_dir / "manifest.json"
+    wanted = gan_config(data, labeled_fraction, split_seed, gan_dir, profile, device, spatial_dims)
+    if n is None:
+        n = profiles.gan_budget(profile).n
+        if volumes:  # as many slices as the profile's pairs
+            n = max(1, round(n / open_source(data, spatial_dims).median_shape()[0]))
     source = mask_source
-    if manifest_file.is_file() and h5.is_file():
+    if manifest_file.is_file() and last_file.is_file():
         manifest = json.loads(manifest_file.read_text())
         if manifest["n"] == n and manifest["mask_source"] == source and same_generator(manifest["gan_config"], wanted):
-            return h5
+            return result
     _train(wanted, gan_dir)
-    synthesize(gan_dir, n, syn_dir, mask_source=source, device=device, progress=False, overwrite=syn_dir.exists())
-    return h5
+    synthesize(gan_dir, n, syn_dir, mask_source=source, fmt="nifti" if volumes else "hdf5", device=device,
+               progress=False, overwrite=syn_dir.exists())
+    return result
 
 
 def _train(cfg: GanConfig, gan_dir: Path) -> None:

@@ -36,7 +36,8 @@ from .config import GanConfig
 from .masks import DeformVolumes, build_mask_source, load_masks
 from .networks import one_hot
 from .preview import held_out_pairs, plot_preview
-from .volumes import IMAGES, LABELS, SLICE_NOISE_SHARE, modality_names, write_dataset_json, write_volumes
+from .volumes import (IMAGES, LABELS, SLICE_NOISE_SHARE, fit_noise_share, modality_names, validation_volumes,
+                      write_dataset_json, write_volumes)
 
 log = logging.getLogger(__name__)
 
@@ -166,11 +167,12 @@ def inference_dtype(device: torch.device, amp: str) -> torch.dtype | None:
 def synthesize(checkpoint: str | Path, n: int, out: str | Path, mask_source: str = "deform", seed: int = 0,
                fmt: str = "hdf5", batch_size: int = 32, device: str = "auto", amp: str = "auto",
                mask_data: str | None = None, overwrite: bool = False, progress: bool = True,
-               slice_noise_share: float = SLICE_NOISE_SHARE) -> dict[str, Any]:
+               slice_noise_share: float | str = SLICE_NOISE_SHARE) -> dict[str, Any]:
     """Write `n` (mask, generated image) pairs to `out` (synthetic.h5 or images/+masks/, manifest.json,
     samples.png); returns the manifest. `mask_data` takes masks from another DATA (default: the GAN's
     labeled training masks, or its phantom task). A GAN trained on volumes writes `n` volumes (--format nifti:
-    an MSD folder, gan_aug/volumes.py) whose slices share `slice_noise_share` of their generator noise."""
+    an MSD folder, gan_aug/volumes.py) whose slices share `slice_noise_share` of their generator noise ("auto":
+    the share whose volumes match the adjacent-slice correlation of the GAN's validation volumes)."""
     if n < 1 or batch_size < 1:
         raise UserError(f"--n {n} / --batch-size {batch_size}: both must be at least 1")
     if fmt not in FORMATS:
@@ -181,8 +183,9 @@ def synthesize(checkpoint: str | Path, n: int, out: str | Path, mask_source: str
     cfg, info = GanConfig.from_dict(ckpt["config"]), ckpt["info"]
     volumes = cfg.spatial_dims == 3
     _check_volume_options(fmt, volumes, mask_source, ckpt_file)
-    if not 0 <= slice_noise_share <= 1:
-        raise UserError(f"--slice-noise-share {slice_noise_share}: must be in [0, 1]")
+    if slice_noise_share != "auto" and not (isinstance(slice_noise_share, (int, float))
+                                            and 0 <= slice_noise_share <= 1):
+        raise UserError(f"--slice-noise-share {slice_noise_share}: must be 'auto' or in [0, 1]")
     generator = to_memory_format(load_generator(ckpt, dev), dev, cfg.channels_last)
     num_classes, channels, size = info["num_classes"], info["in_channels"], cfg.patch_size
     masks_from = mask_data or cfg.data
@@ -216,9 +219,14 @@ def synthesize(checkpoint: str | Path, n: int, out: str | Path, mask_source: str
         if volumes:
             assert source is not None
             affines = [source.affine[source.cases[source.index_of(i)]] for i in ids]  # type: ignore[attr-defined]
-            counts, preview = write_volumes(tmp, generator, iter(masks), affines, n, seed, slice_noise_share,
-                                            batch_size, num_classes, dev, dtype, cfg.channels_last, size, progress)
-            manifest["slice_noise_share"] = slice_noise_share
+            share = slice_noise_share
+            if share == "auto":
+                fit = fit_noise_share(generator, validation_volumes(cfg), num_classes, batch_size, dev, dtype,
+                                      cfg.channels_last)
+                share, manifest["slice_noise_fit"] = fit["share"], fit
+            counts, preview = write_volumes(tmp, generator, iter(masks), affines, n, seed, float(share), batch_size,
+                                            num_classes, dev, dtype, cfg.channels_last, size, progress)
+            manifest["slice_noise_share"] = share
             write_dataset_json(tmp, n, info["class_names"], modality_names(source),  # type: ignore[arg-type]
                                f"gan-aug synthesize: {n} volumes of the generator {ckpt_file.resolve()}, "
                                f"masks: slice-consistent deform of the labeled masks of {masks_from}, seed {seed}")

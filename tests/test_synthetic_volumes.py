@@ -16,9 +16,10 @@ from gan_aug.cli import main as gan_main
 from gan_aug.config import GanConfig
 from gan_aug.data import PairBank, gan_source, gan_split
 from gan_aug.masks import DeformVolumes
-from gan_aug.networks import UnetGenerator, one_hot, shared_noise
+from gan_aug.networks import AlwaysDropout, UnetGenerator, one_hot, shared_noise
 from gan_aug.synthesize import synthesize
 from gan_aug.train import train_gan
+from gan_aug.volumes import SHARES, adjacent_correlation, fit_noise_share
 from ssl_seg.cli import main as ssl_main
 from ssl_seg.data.readers import open_source, task_differences
 from ssl_seg.errors import UserError
@@ -88,10 +89,30 @@ def test_shared_noise_gives_every_batch_element_the_same_noise() -> None:
             pass
 
 
+def test_auto_share_matches_the_real_adjacent_slice_correlation() -> None:
+    """A "generator" that is pure dropout noise: adjacent slices correlate by about share**2 (both units shared)."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(2, 1, 1, bias=False)
+    torch.nn.init.constant_(conv.weight, 1.0)
+    noise = torch.nn.Sequential(conv, AlwaysDropout(0.5)).requires_grad_(False)
+    mask = np.zeros((8, 64, 64), np.int64)
+    rng = np.random.default_rng(0)
+    flat = (mask[None].astype(np.float32), mask)
+    iid = (rng.random((1, 8, 64, 64)).astype(np.float32), mask)  # independent voxels: correlation ~0
+    same = (np.repeat(rng.random((1, 1, 64, 64)), 8, axis=1).astype(np.float32), mask)  # identical slices: 1
+    fit = fit_noise_share(noise, [iid, iid], 2, 4, torch.device("cpu"), None, False)
+    assert fit["share"] == 0.0 and abs(fit["real_adjacent_corr"]) < 0.2
+    assert fit_noise_share(noise, [same], 2, 4, torch.device("cpu"), None, False)["share"] == 1.0
+    corr = fit["generated_adjacent_corr"]
+    assert corr["0.0"] < corr["0.5"] < corr["0.9"] < corr["1.0"] == pytest.approx(1.0)
+    assert np.isnan(adjacent_correlation(flat[0][0]))  # constant slices carry no correlation
+
+
 def test_nifti_round_trip_through_the_volume_reader(gan_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "syn"
     m = synthesize(gan_dir, 3, out, fmt="nifti", batch_size=4, device="cpu", amp="off", progress=False)
     assert m["format"] == "nifti" and m["n"] == 3 and (out / "samples.png").is_file()
+    assert m["slice_noise_share"] == m["slice_noise_fit"]["share"] in SHARES  # auto by default
     meta = json.loads((out / "dataset.json").read_text())
     assert meta["labels"] == {"0": "background", "1": "organ", "2": "lesion"} and meta["numTraining"] == 3
     real = open_source(DATA, spatial_dims=3)
@@ -143,6 +164,7 @@ def test_bad_inputs_are_one_line_errors(gan_dir: Path, tmp_path: Path, capsys) -
         (["--checkpoint", str(gan2d), "--format", "nifti"], "--format nifti writes volumes"),
         (["--checkpoint", str(gan_dir), "--format", "hdf5"], "use --format nifti"),
         (["--checkpoint", str(gan_dir), "--format", "nifti", "--mask-source", "mix"], "'deform' only"),
+        (["--checkpoint", str(gan_dir), "--format", "nifti", "--slice-noise-share", "1.5"], "--slice-noise-share"),
     ]
     for extra, message in cases:
         capsys.readouterr()
@@ -153,3 +175,20 @@ def test_bad_inputs_are_one_line_errors(gan_dir: Path, tmp_path: Path, capsys) -
     assert gan_main(["train", "--data", DATA, "--spatial-dims", "3", "--pseudo-labels", str(tmp_path),
                      "--out", str(tmp_path / "g"), "--iterations", "1"]) == 2
     assert "2D data only" in capsys.readouterr().err
+
+
+def test_sweep_trains_a_gan_and_mixes_synthetic_volumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gan_aug import provider
+
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--data", DATA, "--spatial-dims", "3", "--profile", "tiny", "--train-gan", "--fractions", "0.5",
+            "--ratios", "0.5", "--methods", "supervised", "--seeds", "0", "--device", "cpu", "--out", str(out)]
+    assert ssl_main(argv) == 0
+    syn = out / "synthetic" / "f0.5" / "synthetic_deform"
+    source = open_source(str(syn), spatial_dims=3)
+    assert len(source) == 2  # the tiny profile's 16 pairs as slices of 8-slice volumes
+    ratios = sorted(json.loads(p.read_text())["synthetic_ratio_mean"] for p in out.glob("runs/*/result.json"))
+    assert ratios == [0.0, 0.5]
+    monkeypatch.setattr(provider, "train_gan", lambda *a, **k: pytest.fail("finished work must be reused"))
+    assert provider.train_and_synthesize(DATA, 0.5, 0, out / "synthetic" / "f0.5", "tiny", "cpu",
+                                         spatial_dims=3) == syn
