@@ -49,7 +49,8 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise UserError("gan-aug train needs --data DATA (a folder, .h5 file or phantom:<task>)")
         cfg = GanConfig(**overrides)
     result = train_gan(cfg, resume=args.resume)
-    print(f"GAN run: {result['gan_dir']}  {result['n_labeled']} labeled pairs, {result['iterations']} steps, "
+    labeled = "volumes (their slices are the pairs)" if cfg.spatial_dims == 3 else "pairs"
+    print(f"GAN run: {result['gan_dir']}  {result['n_labeled']} labeled {labeled}, {result['iterations']} steps, "
           f"val L1 {_fmt(result['val_l1'])}, {result['wall_time_s']:.0f} s")
 
 

@@ -192,3 +192,12 @@ def test_sweep_trains_a_gan_and_mixes_synthetic_volumes(tmp_path: Path, monkeypa
     monkeypatch.setattr(provider, "train_gan", lambda *a, **k: pytest.fail("finished work must be reused"))
     assert provider.train_and_synthesize(DATA, 0.5, 0, out / "synthetic" / "f0.5", "tiny", "cpu",
                                          spatial_dims=3) == syn
+
+
+def test_cli_trains_a_volume_gan(tmp_path: Path, capsys) -> None:
+    argv = ["train", "--data", DATA, "--spatial-dims", "3", "--labeled-cases", "2", "--iterations", "1",
+            "--patch-size", "16", "--ngf", "4", "--ndf", "4", "--n-layers", "2", "--no-progress", "--device", "cpu",
+            "--out", str(tmp_path / "gan")]
+    assert gan_main(argv) == 0
+    assert "2 labeled volumes" in capsys.readouterr().out
+    assert json.loads((tmp_path / "gan" / "config.json").read_text())["spatial_dims"] == 3
