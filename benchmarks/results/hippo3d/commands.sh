@@ -1,0 +1,10 @@
+#!/bin/bash
+# Frozen-code 3D hippocampus benchmark: (a) supervised full, (b) supervised 5 %, (c) mean-teacher 5 %; seed 0.
+cd /work/wt/bench3d
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=/work/wt/bench3d
+PY=/work/main/.venv/bin/python
+COMMON="--data /work/shared/data/hippocampus3d --spatial-dims 3 --seeds 0 --profile realistic --patch-size 32 --base-channels 16 --batch-size 2 --iterations 700 --val-every 175 --lr-schedule poly --threads 1 --num-workers 0 --device cpu --out runs/hippo3d"
+date -u +"start %T"
+$PY -m ssl_seg.cli ablate --methods supervised --fractions 1.0 $COMMON; date -u +"a done %T"
+$PY -m ssl_seg.cli ablate --methods supervised --fractions 0.05 --no-full-reference $COMMON; date -u +"b done %T"
+$PY -m ssl_seg.cli ablate --methods mean-teacher --fractions 0.05 --no-full-reference $COMMON; date -u +"c done %T"
