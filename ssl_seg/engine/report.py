@@ -23,7 +23,8 @@ def split_ids(split: Split, name: str, all_ids: list[str]) -> list[str]:
 
 
 def evaluate_run(run_dir: str | Path, checkpoint: str = "best", split: str = "test", data: str | None = None,
-                 device: str = "auto", spacing: tuple[float, float] = (1.0, 1.0), postprocess: bool = True) -> dict:
+                 device: str = "auto", spacing: tuple[float, float] = (1.0, 1.0), postprocess: bool = True,
+                 progress: bool = True) -> dict:
     """Score the run's chosen network on `split`; writes RUN_DIR/metrics_<split>[_last].json and returns it.
 
     With `postprocess`, `postprocessed` also holds the scores after the largest-component filter chosen on the
@@ -48,7 +49,7 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", split: str = "te
     patch = patch_for(cfg, source)
     lcc = (postprocessing_choice(run_dir, checkpoint, model, source, the_split, patch, dev, spacing)
            if postprocess else None)
-    metrics = evaluate_model(model, source, ids, patch, dev, spacing=spacing, progress=True,
+    metrics = evaluate_model(model, source, ids, patch, dev, spacing=spacing, progress=progress,
                              lcc_classes=lcc)
     metrics.update({"split": split, "checkpoint": checkpoint, "data": source.name,
                     "class_names": info["class_names"], "spacing": list(spacing)})

@@ -79,8 +79,9 @@ def run_one(run: GridRun, root: Path) -> dict[str, Any]:
     with locks.locked(run_dir, "grid cell"):
         resume = (run_dir / "last.pt").is_file()
         result = run_training(cfg, resume=resume)
-        best = evaluate_run(run_dir, checkpoint="best", split="test", device=cfg.train.device)
-        last = evaluate_run(run_dir, checkpoint="last", split="test", device=cfg.train.device)
+        quiet = {"device": cfg.train.device, "progress": cfg.train.progress}  # no bars from --no-progress cells
+        best = evaluate_run(run_dir, checkpoint="best", split="test", **quiet)
+        last = evaluate_run(run_dir, checkpoint="last", split="test", **quiet)
         result.update({"name": run.name, "tags": run.tags, "test": test_summary(best),
                        "test_last": test_summary(last)})
         atomic_write_json(run_dir / "result.json", result)
