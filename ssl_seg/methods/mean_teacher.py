@@ -109,14 +109,12 @@ class MeanTeacher(MethodBase):
         self.teacher.load_state_dict(state["teacher"])
 
 
+def teacher_options(cfg: MethodConfig, total: int) -> dict[str, Any]:
+    """MeanTeacher's keyword arguments from MethodConfig (also those of its uncertainty-aware variant)."""
+    return {"ema_decay": cfg.ema_decay, "consistency": cfg.consistency, "consistency_weight": cfg.consistency_weight,
+            "rampup_length": cfg.rampup_fraction * total, "noise_std": cfg.noise_std}
+
+
 def build(model: nn.Module, cfg: MethodConfig, num_classes: int, total: int, loss: LossFn) -> MeanTeacher:
     """Mean Teacher; ramp-up over rampup_fraction of all iterations."""
-    return MeanTeacher(
-        model,
-        loss,
-        ema_decay=cfg.ema_decay,
-        consistency=cfg.consistency,
-        consistency_weight=cfg.consistency_weight,
-        rampup_length=cfg.rampup_fraction * total,
-        noise_std=cfg.noise_std,
-    )
+    return MeanTeacher(model, loss, **teacher_options(cfg, total))

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ..config import MethodConfig
 from ..errors import UserError
 from .losses import LossFn
-from .mean_teacher import MeanTeacher, noisy, pixel_consistency
+from .mean_teacher import MeanTeacher, noisy, pixel_consistency, teacher_options
 from .rampup import sigmoid_rampup
 
 
@@ -63,14 +63,5 @@ class UncertaintyMeanTeacher(MeanTeacher):
 
 def build(model: nn.Module, cfg: MethodConfig, num_classes: int, total: int, loss: LossFn) -> UncertaintyMeanTeacher:
     """UA-MT; the uncertainty threshold ramps up over all iterations."""
-    return UncertaintyMeanTeacher(
-        model,
-        loss,
-        ema_decay=cfg.ema_decay,
-        consistency=cfg.consistency,
-        consistency_weight=cfg.consistency_weight,
-        rampup_length=cfg.rampup_fraction * total,
-        noise_std=cfg.noise_std,
-        uncertainty_threshold=cfg.uncertainty_threshold,
-        threshold_rampup_length=total,
-    )
+    return UncertaintyMeanTeacher(model, loss, **teacher_options(cfg, total),
+                                  uncertainty_threshold=cfg.uncertainty_threshold, threshold_rampup_length=total)
