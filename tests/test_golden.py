@@ -6,7 +6,6 @@ Regenerate (only when a change of numbers is intended, and say why in the commit
 
 from __future__ import annotations
 
-import copy
 import sys
 from pathlib import Path
 from typing import Callable
