@@ -27,7 +27,7 @@ from ssl_seg.experiments.ablation import ablation_runs, label_key, write_summary
 from ssl_seg.experiments.profiles import GRID_DEFAULTS, PROFILES, base_config, profile, study_plan
 from ssl_seg.config import RunConfig
 from ssl_seg.errors import UserError
-from ssl_seg.flags import apply, as_words, given
+from ssl_seg.flags import as_words, given
 from ssl_seg.run_flags import add_run_flags
 from ssl_seg.experiments.executors import add_executor_flags, build_executor, job_results, submission_error
 from ssl_seg.experiments.grid import GridRun, collect
@@ -54,8 +54,7 @@ def study_base(data: str, profile_name: str, device: str, workers: int = 1,
     """The profile's base RunConfig with the plan's iteration count and the run-config flags given (by path);
     with several workers, runs load their data in their own process (the other runs use the cores, and a pool's
     processes may not have children)."""
-    base = base_config(data, profile(profile_name), device, study_plan(profile_name).iterations)
-    apply(base, run_flags or {})
+    base = base_config(data, profile(profile_name), device, study_plan(profile_name).iterations, run_flags)
     if workers > 1:
         base.data.num_workers = 0
     return base

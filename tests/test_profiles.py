@@ -48,3 +48,23 @@ def test_realistic_profile_and_native_patch():
     assert native_patch("phantom:cardiac?n=4&size=200", 128) == 128
     cfg = base_config("phantom:cardiac?n=4&size=40", profile("realistic"), "cpu")
     assert cfg.data.patch_size == 48 and cfg.train.val_max_samples is None and cfg.train.iterations == 2000
+
+
+def test_3d_patch_is_sized_on_the_volumes_and_volume_only_data_opens(tmp_path):
+    from ssl_seg.cli import main
+    from ssl_seg.data.h5format import write_source_to_h5
+    from ssl_seg.data.volumes import LesionVolumeSource
+
+    # (8, 16, 16) voxels of 3 x 1 x 1 mm: through-plane 24 mm, the largest extent (2D sees only the 16 px slices)
+    assert native_patch("phantom:lesion_volume?n=2&size=16", 64, spatial_dims=2) == 16
+    assert native_patch("phantom:lesion_volume?n=2&size=16", 64, spatial_dims=3) == 32
+    assert native_patch("phantom:lesion_volume?n=2&size=16", 16, spatial_dims=3) == 16  # the profile's when smaller
+    # a volume-only dataset (project HDF5 of volumes) could not be opened as 2D slices to size the patch
+    vols = write_source_to_h5(LesionVolumeSource(n=4, size=16, seed=1), tmp_path / "vols.h5", {})
+    cfg = base_config(str(vols), profile("standard"), "cpu", run_flags={"data.spatial_dims": 3})
+    assert (cfg.data.patch_size, cfg.data.spatial_dims) == (32, 3)
+    given = base_config(str(vols), profile("standard"), "cpu", run_flags={"data.spatial_dims": 3, "data.patch_size": 8})
+    assert given.data.patch_size == 8
+    assert main(["ablate", "--data", str(vols), "--spatial-dims", "3", "--profile", "tiny", "--methods", "supervised",
+                 "--fractions", "0.5", "--seeds", "0", "--no-full-reference", "--summary-only",
+                 "--out", str(tmp_path / "grid")]) == 0

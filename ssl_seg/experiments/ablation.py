@@ -11,7 +11,7 @@ from typing import Any
 
 from ..config import RunConfig
 from ..errors import UserError
-from ..flags import apply, given, one_of
+from ..flags import given, one_of
 from ..io_utils import atomic_write_text
 from ..run_flags import add_run_flags, registry_choices
 from .executors import add_grid_flags, build_executor
@@ -96,8 +96,7 @@ def add_ablate_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_ablate(args: argparse.Namespace) -> None:
     """Run (this shard of) the ablation grid, then write the summaries from all finished runs."""
-    base = base_config(args.data, profile(args.profile), args.device, args.iterations)
-    apply(base, given(args, args.config_flags))
+    base = base_config(args.data, profile(args.profile), args.device, args.iterations, given(args, args.config_flags))
     fractions = args.fractions if args.fractions is not None else ([] if args.labeled_cases else [0.05, 0.1])
     runs = ablation_runs(base, args.methods, fractions, args.labeled_cases, args.seeds, args.backbones,
                          full_reference=not args.no_full_reference)

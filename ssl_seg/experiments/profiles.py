@@ -8,9 +8,11 @@ never imports gan_aug. A profile without a GAN budget or a study plan (`realisti
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 from ..config import RunConfig
 from ..errors import UserError
+from ..flags import apply
 
 
 @dataclass(frozen=True)
@@ -133,14 +135,23 @@ def resolve_data(data: str, seg: SegBudget) -> str:
     return data
 
 
-def native_patch(data: str, patch_size: int, stride: int = 16, probe: int = 64) -> int:
-    """`patch_size`, or the data's native size when smaller: the largest image side among about `probe`
-    samples, rounded up to a multiple of `stride` (a 35x50 px slice gets 64, not a mostly padded 128)."""
+def native_patch(data: str, patch_size: int, spatial_dims: int = 2, stride: int = 16, probe: int = 64) -> int:
+    """`patch_size`, or the data's native size when smaller, rounded up to a multiple of `stride`.
+
+    2D: the largest image side among about `probe` samples (a 35x50 px slice gets 64, not a mostly padded 128).
+    3D: the largest extent of the median volume on any axis, through-plane included, in voxels of the finest
+    spacing (the unit of a 3D `--patch-size`), read from the headers without decoding a volume; the 3D patch is
+    then cut per axis by ssl_seg.data.patches3d.patch_shape.
+    """
     from ..data.readers import open_source
 
-    source = open_source(data)
-    step = max(1, len(source) // probe)
-    largest = max(max(source.load(i).image.shape[-2:]) for i in range(0, len(source), step))
+    source = open_source(data, spatial_dims)
+    if spatial_dims == 3:
+        spacing, shape = source.median_spacing(), source.median_shape()
+        largest = max(round(n * s / min(spacing)) for n, s in zip(shape, spacing))
+    else:
+        step = max(1, len(source) // probe)
+        largest = max(max(source.load(i).image.shape[-2:]) for i in range(0, len(source), step))
     return min(patch_size, -(-largest // stride) * stride)
 
 
@@ -150,17 +161,22 @@ GRID_DEFAULTS = {**dict.fromkeys(("data.patch_size", "model.base_channels", "tra
                                  "default: the --profile's"), "train.progress": "default: off"}
 
 
-def base_config(data: str, prof: Profile, device: str, iterations: int | None = None) -> RunConfig:
+def base_config(data: str, prof: Profile, device: str, iterations: int | None = None,
+                run_flags: Mapping[str, Any] | None = None) -> RunConfig:
     """A RunConfig with the profile's segmentation budget (method, fraction, seed and backbone are set per run).
 
     `iterations` overrides the budget's; the steps that depend on it follow here and nowhere else: images once, at
-    the end, and validation no rarer than once per run.
+    the end, and validation no rarer than once per run. `run_flags` ({path: value}, the run-config flags given)
+    are applied last; the profile's patch is sized for their `data.spatial_dims`, and not at all when they set
+    `data.patch_size`.
     """
+    run_flags = dict(run_flags or {})
     seg = prof.seg
     iterations = seg.iterations if iterations is None else iterations
     cfg = RunConfig()
     cfg.data.data = resolve_data(data, seg)
-    cfg.data.patch_size = native_patch(cfg.data.data, seg.patch_size)
+    if "data.patch_size" not in run_flags:
+        cfg.data.patch_size = native_patch(cfg.data.data, seg.patch_size, run_flags.get("data.spatial_dims", 2))
     cfg.train.val_max_samples = seg.val_max_samples
     cfg.model.base_channels = seg.base_channels
     cfg.train.iterations = iterations
@@ -170,4 +186,5 @@ def base_config(data: str, prof: Profile, device: str, iterations: int | None = 
     cfg.train.image_every = iterations
     cfg.train.device = device
     cfg.train.progress = False
+    apply(cfg, run_flags)
     return cfg

@@ -22,7 +22,7 @@ from .figures import error_points, new_figure, save_dice_figure
 from .profiles import GRID_DEFAULTS, PROFILES, base_config, profile
 from ..config import RunConfig
 from ..errors import UserError
-from ..flags import apply, given, one_of
+from ..flags import given, one_of
 from .executors import add_grid_flags, build_executor
 from .grid import GridRun, check_grid, collect, run_grid
 from ..io_utils import atomic_write_text
@@ -245,10 +245,9 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     """Run (this shard of) the ratio sweep, then write the summaries."""
     if 0.0 not in args.ratios:
         args.ratios = [0.0, *args.ratios]  # the real-only reference every gain is measured against
-    base = base_config(args.data, profile(args.profile), args.device, args.iterations)
+    base = base_config(args.data, profile(args.profile), args.device, args.iterations, given(args, args.config_flags))
     base.model.backbone = args.backbone
     base.data.split_seed = args.split_seed
-    apply(base, given(args, args.config_flags))
     root = Path(args.out)
     synthetic = parse_synthetic(args.synthetic, args.fractions)
     if args.train_gan and not args.summary_only:
