@@ -5,6 +5,11 @@ may live in different grids; a run name may appear once only). Prints markdown: 
 and label budget the seed-paired differences against supervised, their t-interval and the seeds won.
 
     python benchmarks/seed_gains.py runs/bench/hippo_const runs/bench/hippo_poly --labels c2
+
+A grid given with --tagged DIR TAG names its methods "METHOD + TAG" (e.g. the same method with another setting), so
+its runs pair with the untagged supervised runs:
+
+    python benchmarks/seed_gains.py runs/bench/hippo_final --tagged runs/bench/hippo_wema weight-ema --labels c2
 """
 
 import argparse
@@ -22,12 +27,16 @@ SCORES = (("Dice best", "vol_dice"), ("+LCC", "vol_dice_pp"), ("Dice last", "vol
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("roots", nargs="+", help="grid directories (runs/<name>/result.json)")
+    p.add_argument("roots", nargs="*", help="grid directories (runs/<name>/result.json)")
+    p.add_argument("--tagged", nargs=2, action="append", default=[], metavar=("DIR", "TAG"),
+                   help="a grid whose methods are named 'METHOD + TAG' (repeatable)")
     p.add_argument("--labels", help="only this label budget, e.g. c2 or f0.05")
     args = p.parse_args(argv)
-    rows = [r for root in args.roots for r in summary_rows(collect(root))
+    grids = [(root, None) for root in args.roots] + [tuple(t) for t in args.tagged]
+    rows = [{**r, "method": r["method"] if tag is None else f"{r['method']} + {tag}"}
+            for root, tag in grids for r in summary_rows(collect(root))
             if args.labels is None or r["labels"] == args.labels]
-    names = [r["name"] for r in rows]
+    names = [(r["method"], r["name"]) for r in rows]
     if len(set(names)) != len(names):
         print(f"a run name appears in more than one grid: {sorted({n for n in names if names.count(n) > 1})}")
         return 2

@@ -99,6 +99,9 @@ class TrainConfig:
     sync_bn: bool = opt(False, "torchrun data parallel: SyncBatchNorm in the trainable nets (CUDA only)")
     threads: int | None = opt(None, "torch CPU threads; none: SLURM_CPUS_PER_TASK, cores / torchrun's local "
                                     "processes, or torch's default")
+    weight_ema: float | None = opt(None, "evaluate an EMA of the trained network's weights with this decay (e.g. "
+                                         "0.999): validation picks best.pt on it, evaluate and predict use it; "
+                                         "none: the network itself", metavar="DECAY")
     val_every: int = opt(200, "steps between validations (and checkpoints)")
     log_every: int = opt(20, "steps between TensorBoard loss logs")
     image_every: int = opt(500, "steps between TensorBoard image panels")
@@ -147,6 +150,8 @@ class RunConfig:
             ("--batch-size", t.batch_size, t.batch_size >= 1, "at least 1"),
             ("--lr", t.lr, t.lr is None or t.lr > 0, "positive, e.g. 0.01 (sgd) or 1e-3 (adamw)"),
             ("--weight-decay", t.weight_decay, t.weight_decay >= 0, ">= 0"),
+            ("--weight-ema", t.weight_ema, t.weight_ema is None or 0 < t.weight_ema < 1,
+             "in (0, 1), e.g. 0.999 (leave it out to evaluate the network itself)"),
             ("--val-every", t.val_every, t.val_every >= 1, "at least 1"),
             ("--val-max-samples", t.val_max_samples, t.val_max_samples is None or t.val_max_samples >= 1,
              "at least 1"),

@@ -193,7 +193,8 @@ def test_resumed_run_times_every_segment(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("flag, value", [("--threshold", "5"), ("--consistency-weight", "-10"), ("--lr", "nan"),
                                          ("--ema-decay", "1.5"), ("--synthetic-ratio", "2"),
-                                         ("--pretrain-fraction", "1.5"), ("--labeled-batch-size", "0")])
+                                         ("--pretrain-fraction", "1.5"), ("--labeled-batch-size", "0"),
+                                         ("--weight-ema", "1"), ("--weight-ema", "0")])
 def test_out_of_range_flag(tmp_path, capsys, flag, value):
     one_line_error(capsys, main(TRAIN + ["--out", str(tmp_path / "r"), flag, value]), flag)
     assert not (tmp_path / "r").exists()

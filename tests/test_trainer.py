@@ -42,9 +42,10 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return next(iter(models.values()))
 
 
-@pytest.mark.parametrize("method", ["supervised", "mean-teacher"])
-def test_resume_is_exact(tiny_cfg, tmp_path, monkeypatch, method):
+@pytest.mark.parametrize("method, weight_ema", [("supervised", None), ("mean-teacher", None), ("supervised", 0.9)])
+def test_resume_is_exact(tiny_cfg, tmp_path, monkeypatch, method, weight_ema):
     tiny_cfg.method.name = method
+    tiny_cfg.train.weight_ema = weight_ema
     tiny_cfg.train.iterations = 8
     tiny_cfg.train.val_every = 4
     tiny_cfg.data.num_workers, tiny_cfg.data.cache_mb = 0, 0  # the plain path: no workers, no cache
@@ -70,6 +71,10 @@ def test_resume_is_exact(tiny_cfg, tmp_path, monkeypatch, method):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    if weight_ema is not None:
+        a, b = (load_checkpoint(Path(r["run_dir"]) / "last.pt")["weight_ema"] for r in (straight, resumed))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert straight["best_model"] == resumed["best_model"] == "weight_ema"
     assert resumed["val_dice"] == pytest.approx(straight["val_dice"])
 
 

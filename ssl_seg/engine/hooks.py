@@ -81,7 +81,7 @@ class ValidationHook(BaseHook):
             return
         step = trainer.state.step
         results = {}
-        for name, model in trainer.method.eval_models().items():
+        for name, model in trainer.eval_models().items():
             results[name] = self.evaluate(model)
             for callback in self.on_result:
                 callback(trainer, step, name, results[name])
@@ -116,7 +116,7 @@ def segmentation_panels(num_classes: int) -> Panels:
     @torch.no_grad()
     def panels(trainer: Trainer) -> dict[str, torch.Tensor]:
         batch = trainer.batch["labeled"]
-        model = next(iter(trainer.method.eval_models().values()))
+        model = next(iter(trainer.eval_models().values()))
         model.eval()
         image, mask = batch["image"][:4].float(), batch["mask"][:4]
         pred = model(image).argmax(1)

@@ -39,6 +39,7 @@ from ..methods.registry import method_names
 from ..models import build_model
 from ..models.registry import model_names
 from .trainer import LR_SCHEDULES, Trainer, lr_schedule, seed_everything
+from .weight_ema import WeightEMA, averaged_network, evaluated_networks
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,13 @@ def build_method_for(cfg: RunConfig, info: dict[str, Any], device: torch.device)
     return method
 
 
+def build_weight_ema(cfg: RunConfig, method) -> WeightEMA | None:
+    """The EMA of the trained network's weights that --weight-ema asks for (None without it); built before the
+    first step, from the network as initialised."""
+    decay = cfg.train.weight_ema
+    return None if decay is None else WeightEMA(averaged_network(method), decay)
+
+
 def check_names(cfg: RunConfig) -> None:
     """Backbone, method, loss, ratio and learning-rate schedules exist in their registries (before any data is read)."""
     choices = (("--backbone", cfg.model.backbone, model_names()), ("--method", cfg.method.name, method_names()),
@@ -132,11 +140,13 @@ def check_config(cfg: RunConfig) -> RunConfig:
     return cfg.with_absolute_paths()
 
 
-def run_training(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
+def run_training(cfg: RunConfig, resume: bool = False, extra_hooks: Iterable[Any] = ()) -> dict[str, Any]:
     """Train one run into cfg.out (config.json, split.json, best.pt, last.pt, tb/, result.json); return the result.
 
     The run directory is locked for the whole run (a second process on it stops at once). A resumed run's
     saved config is checked against `cfg` before anything is written; only config.RESUMABLE fields may differ.
+    `extra_hooks` run after the run's own on rank 0 (a benchmark observing the training; their state is not
+    checkpointed).
     """
     rank, world = distributed_context()
     cfg = check_config(cfg)
@@ -144,9 +154,9 @@ def run_training(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder for the run (a new name, or an existing run with --resume)")
     if rank != 0:
-        return _run_training(cfg, resume, rank, world)
+        return _run_training(cfg, resume, rank, world, [])
     with locks.locked(out):
-        return _run_training(cfg, resume, rank, world)
+        return _run_training(cfg, resume, rank, world, list(extra_hooks))
 
 
 def _resumed_checkpoint(cfg: RunConfig, out: Path, device: torch.device) -> dict[str, Any]:
@@ -174,7 +184,7 @@ def _check_resumed_data(out: Path, ckpt: dict[str, Any], info: dict[str, Any], s
                             "restore them or start a new --out")
 
 
-def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int) -> dict[str, Any]:
+def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int, extra_hooks: list[Any]) -> dict[str, Any]:
     """run_training without the lock and the checks."""
     t0 = time.time()
     tc = cfg.train
@@ -241,8 +251,9 @@ def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int) -> dict[s
             patch = patch_for(cfg, source)
             evaluate = lambda model: evaluate_model(model, source, val_ids, patch, device, dtype)
             hooks.append(ValidationHook(evaluate, tc.val_every, out / "best.pt", payload, callbacks))
-        hooks += [CheckpointHook(tc.val_every, out / "last.pt", payload), tb, progress]
-    trainer = Trainer(method, optimizer, lr_at, batches, tc.iterations, device, dtype, tc.channels_last, hooks)
+        hooks += [CheckpointHook(tc.val_every, out / "last.pt", payload), tb, progress, *extra_hooks]
+    trainer = Trainer(method, optimizer, lr_at, batches, tc.iterations, device, dtype, tc.channels_last, hooks,
+                      weight_ema=build_weight_ema(cfg, method))
     if ckpt is not None:
         trainer.load_state_dict(ckpt)
     clock["t_train"] = time.time()
@@ -282,7 +293,7 @@ def show_validation(progress: ProgressHook) -> ResultCallback:
     """A ValidationHook callback showing the first evaluation network's validation score on `progress`'s bar."""
 
     def show(trainer: Trainer, step: int, name: str, result: dict) -> None:
-        if name == next(iter(trainer.method.eval_models())):
+        if name == next(iter(trainer.eval_models())):
             progress.val_score = selection_score(result)
 
     return show
@@ -378,7 +389,10 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: torch.device
     for name, m in method.models.items():
         m.load_state_dict(ckpt["models"][name])
     method.load_state_dict(ckpt["method"])
-    models = method.eval_models()
+    weight_ema = build_weight_ema(cfg, method)
+    if weight_ema is not None:
+        weight_ema.load_state_dict(ckpt["weight_ema"])
+    models = evaluated_networks(method, weight_ema)
     chosen = ckpt["state"].get("best_model") or next(iter(models))
     model = models[chosen]
     model.eval()

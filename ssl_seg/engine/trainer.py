@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoint import rng_state, set_rng_state
+from .weight_ema import WeightEMA, averaged_network, evaluated_networks
 from ..device import autocast, to_memory_format
 from ..errors import UserError
 
@@ -95,7 +96,8 @@ class Trainer:
     With an `optimizer`, the method returns named losses (`training_step`) and the trainer sums them,
     backpropagates and steps (with a grad scaler under fp16). With `optimizer=None`, the method is
     `SelfUpdating`. Either way a non-finite loss, or one above `loss_limit`, stops the run with a UserError
-    ending in `advice` before any hook sees the step.
+    ending in `advice` before any hook sees the step. A `weight_ema` follows the method's first trainable network
+    after every step and is the first network evaluated (`eval_models`).
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class Trainer:
         hooks: list[Hook] | None = None,
         loss_limit: float = math.inf,
         advice: str = "lower --lr, or use --amp off, then --resume from the last checkpoint",
+        weight_ema: WeightEMA | None = None,
     ):
         if optimizer is None and not hasattr(method, "optimization_step"):
             raise TypeError(f"{type(method).__name__} has no optimization_step: give the Trainer an optimizer")
@@ -119,6 +122,7 @@ class Trainer:
         self.amp_dtype, self.channels_last = amp_dtype, channels_last
         self.hooks = hooks or []
         self.loss_limit, self.advice = loss_limit, advice
+        self.weight_ema = weight_ema
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         self.state = TrainState()
         self.history: list[dict[str, Any]] = []  # validation results, kept across resumes
@@ -126,9 +130,14 @@ class Trainer:
         self.lr = lr_at(0)
         self.batch: dict | None = None
 
+    def eval_models(self) -> dict[str, nn.Module]:
+        """Networks to evaluate, the first one picking best.pt: the weight EMA if any, then the method's."""
+        return evaluated_networks(self.method, self.weight_ema)
+
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: networks, method extras, optimizer, scaler, loop state, RNG."""
-        return {
+        """Everything needed to continue exactly: networks, method extras, optimizer, scaler, loop state, RNG
+        (and the weight EMA when there is one)."""
+        d = {
             "models": {k: m.state_dict() for k, m in self.method.models.items()},
             "method": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -137,6 +146,9 @@ class Trainer:
             "history": list(self.history),
             "rng": rng_state(),
         }
+        if self.weight_ema is not None:
+            d["weight_ema"] = self.weight_ema.state_dict()
+        return d
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         """Restore a `state_dict`."""
@@ -147,6 +159,8 @@ class Trainer:
         self.scaler.load_state_dict(d["scaler"])
         self.state = TrainState(**d["state"])
         self.history = list(d.get("history", []))
+        if self.weight_ema is not None:
+            self.weight_ema.load_state_dict(d["weight_ema"])
         set_rng_state(d["rng"])
 
     def fit(self) -> TrainState:
@@ -177,6 +191,8 @@ class Trainer:
         guarded = [v for k, v in named.items() if not k.startswith("stat/")]  # diagnostics are not losses
         if not all(math.isfinite(v) and abs(v) <= self.loss_limit for v in guarded):
             self._stop(step, batch, named)
+        if self.weight_ema is not None:
+            self.weight_ema.update(averaged_network(self.method), step)
         self.losses = named
         self.state.step = step
 
