@@ -30,11 +30,13 @@ _INCIDENTAL = RESUMABLE - {"iterations"}
 
 
 def gan_config(data: str, labeled_fraction: float, split_seed: int, gan_dir: Path, profile_name: str,
-               device: str, spatial_dims: int = 2) -> GanConfig:
-    """The GanConfig of the profile: ssl-seg's split (default 0.7/0.1/0.2 fractions) at the profile's patch size."""
+               device: str, spatial_dims: int = 2, group_by: str | None = None,
+               split_file: str | None = None) -> GanConfig:
+    """The GanConfig of the profile: ssl-seg's split (default 0.7/0.1/0.2 fractions, the runs' --group-by and
+    --split-file) at the profile's patch size."""
     budget, patch = profiles.gan_budget(profile_name), profiles.profile(profile_name).seg.patch_size
     return GanConfig(data=data, spatial_dims=spatial_dims, labeled_fraction=labeled_fraction, split_seed=split_seed,
-                     out=str(gan_dir),
+                     group_by=group_by, split_file=split_file, out=str(gan_dir),
                      iterations=budget.iterations, batch_size=budget.batch_size, patch_size=patch,
                      n_down=auto_n_down(patch), ngf=budget.ngf, ndf=budget.ngf, device=device, progress=False,
                      log_every=min(10, budget.iterations), image_every=budget.iterations,
@@ -54,8 +56,9 @@ def synthetic_dir(out_dir: Path, mask_source: str) -> Path:
 
 def train_and_synthesize(data: str, labeled_fraction: float, split_seed: int, out_dir: Path, profile: str,
                          device: str, n: int | None = None, mask_source: str = DEFAULT_MASK_SOURCE,
-                         spatial_dims: int = 2) -> Path:
-    """Train pix2pix on the labeled pairs of ssl-seg's split of `data` and write `n` synthetic pairs from
+                         spatial_dims: int = 2, group_by: str | None = None, split_file: str | None = None) -> Path:
+    """Train pix2pix on the labeled pairs of ssl-seg's split of `data` (with the runs' `group_by` / `split_file`,
+    so the GAN sees exactly their labeled pairs) and write `n` synthetic pairs from
     `mask_source` masks; returns the synthetic HDF5 file (OUT_DIR/synthetic_<mask_source>/synthetic.h5), or
     with `spatial_dims` 3 the MSD folder of `n` volumes (default: the profile's pairs as slices). Finished work
     is reused, a killed GAN run resumed; several mask sources share one GAN."""
@@ -64,7 +67,8 @@ def train_and_synthesize(data: str, labeled_fraction: float, split_seed: int, ou
     volumes = spatial_dims == 3
     result, last_file = (syn_dir, syn_dir / "dataset.json") if volumes else (syn_dir / H5_NAME, syn_dir / H5_NAME)
     manifest_file = syn_dir / "manifest.json"
-    wanted = gan_config(data, labeled_fraction, split_seed, gan_dir, profile, device, spatial_dims)
+    wanted = gan_config(data, labeled_fraction, split_seed, gan_dir, profile, device, spatial_dims, group_by,
+                        split_file)
     if n is None:
         n = profiles.gan_budget(profile).n
         if volumes:  # as many slices as the profile's pairs

@@ -147,10 +147,12 @@ _COST = {"supervised": 1.0, "mean-teacher": 2.5, "pseudo-label": 2.5, "cps": 3.0
 
 
 def synthetic_sets(data: str, fraction: float, split_seed: int, out_dir: Path, profile_name: str, device: str,
-                   oracle: bool) -> dict[str, str]:
-    """Train the GAN and write its synthetic sets: mask source -> synthetic.h5 (the oracle's only with `oracle`)."""
+                   oracle: bool, group_by: str | None = None, split_file: str | None = None) -> dict[str, str]:
+    """Train the GAN on the runs' split and write its synthetic sets: mask source -> synthetic.h5 (the oracle's
+    only with `oracle`)."""
     sources = [DEFAULT_MASK_SOURCE] + (["phantom"] if oracle else [])
-    sets = {m: str(train_and_synthesize(data, fraction, split_seed, out_dir, profile_name, device, mask_source=m))
+    sets = {m: str(train_and_synthesize(data, fraction, split_seed, out_dir, profile_name, device, mask_source=m,
+                                        group_by=group_by, split_file=split_file))
             for m in sources}
     return sets
 
@@ -182,7 +184,8 @@ def run_study(data: str, profile_name: str, out: Path, device: str, command: str
     t0 = _stage(1, f"low-label ablation + GAN and synthetic pairs ({workers} worker(s))", out)
     runs = ablation_runs(base, list(the_plan.methods), list(the_plan.fractions), [], list(the_plan.seeds),
                          [base.model.backbone])
-    gan_task = (synthetic_sets, (data, the_plan.sweep_fraction, SPLIT_SEED, syn_root, profile_name, device, oracle))
+    gan_task = (synthetic_sets, (data, the_plan.sweep_fraction, SPLIT_SEED, syn_root, profile_name, device, oracle,
+                                 base.data.group_by, base.data.split_file))
     sets = run_tasks([gan_task, *grid_tasks(runs, out / "low_label")], workers, threads, executor)[0]
     low_rows = write_summary(out / "low_label", f"Low-label ablation on {data} ({profile_name} profile)")
     _done(t0)

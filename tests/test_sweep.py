@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from ssl_seg.experiments import grid
 from ssl_seg.experiments.profiles import base_config, profile
@@ -153,3 +154,59 @@ def test_ratio_zero_trains_exactly_like_real_only(tiny_cfg, synthetic_h5, tmp_pa
     assert real.keys() == zero.keys()
     assert all(torch.equal(real[k], zero[k]) for k in real)
     assert not all(torch.equal(real[k], half[k]) for k in real)  # the synthetic pairs do reach the network
+
+
+def _grouped_folder(root: Path) -> Path:
+    """24 cardiac phantom slices of 32 px as a folder, 8 patients x 3 slices named p<k>_s<j>."""
+    source = PhantomSource("cardiac", n=24, size=32, seed=3)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(len(source)):
+        sample, stem = source.load(i), f"p{i // 3}_s{i % 3}"
+        Image.fromarray((sample.image[0] * 255).astype(np.uint8)).save(root / "images" / f"{stem}.png")
+        Image.fromarray(sample.mask.astype(np.uint8)).save(root / "masks" / f"{stem}.png")
+    return root
+
+
+def test_train_gan_trains_on_the_sweeps_grouped_split(tmp_path):
+    """--group-by reaches the GAN: it trains on the runs' labeled pairs, not on an ungrouped split's (which would
+    put validation and test patients' pairs into the GAN and its deformed masks)."""
+    data, out = _grouped_folder(tmp_path / "slices"), tmp_path / "sweep"
+    argv = ["sweep", "--data", str(data), "--group-by", "^(p[0-9]+)_", "--profile", "tiny", "--train-gan",
+            "--fractions", "0.5", "--ratios", "0.5", "--seeds", "0", "--iterations", "2", "--device", "cpu",
+            "--out", str(out)]
+    assert main(argv) == 0
+    gan = json.loads((out / "synthetic" / "f0.5" / "gan" / "split.json").read_text())
+    run = json.loads((out / "runs" / "supervised__f0.5__constant__r0__s0" / "split.json").read_text())
+    assert len(run["labeled"]) % 3 == 0  # whole patients
+    assert sorted(gan["labeled"]) == sorted(run["labeled"]) and sorted(gan["test"]) == sorted(run["test"])
+
+
+def test_study_trains_its_gan_on_the_grouped_split(tmp_path, monkeypatch):
+    """The study hands --group-by to its GAN task too (checked by running that task)."""
+    from gan_aug import study
+    from ssl_seg.data.readers import open_source
+    from ssl_seg.data.splits import make_split
+
+    class Stop(Exception):
+        pass
+
+    tasks = []
+
+    def record_and_stop(todo, *args, **kwargs):
+        tasks.extend(todo)
+        raise Stop
+
+    monkeypatch.setattr(study, "run_tasks", record_and_stop)
+    data = _grouped_folder(tmp_path / "slices")
+    with pytest.raises(Stop):
+        study.run_study(str(data), "tiny", tmp_path / "study", "cpu", "test",
+                        run_flags={"data.group_by": "^(p[0-9]+)_"})
+    function, args = tasks[0]
+    assert function is study.synthetic_sets
+    function(*args)
+    gan = json.loads(next((tmp_path / "study").rglob("gan/split.json")).read_text())
+    fraction = study.study_plan("tiny").sweep_fraction
+    wanted = make_split(open_source(str(data)), seed=study.SPLIT_SEED, group_by="^(p[0-9]+)_",
+                        labeled_fraction=fraction)
+    assert sorted(gan["labeled"]) == sorted(wanted.labeled)
