@@ -154,23 +154,45 @@ def train_or_reuse(cfg: RunConfig, device: torch.device) -> torch.nn.Module:
     return load_run(cfg.out, "best", device)[0]
 
 
+def whole_cases(source: SampleSource, ids: list[str], limit: int) -> list[str]:
+    """The first `limit` of `ids`; on slices of volumes, the whole cases among them (at least one), since a cut
+    volume scores as a smaller one."""
+    if not getattr(source, "volumetric", False):
+        return ids[:limit]
+    by_case: dict[str, list[str]] = {}
+    for sample_id in ids:
+        by_case.setdefault(source.cases[source.index_of(sample_id)], []).append(sample_id)
+    kept: list[str] = []
+    for members in by_case.values():
+        if kept and len(kept) + len(members) > limit:
+            break
+        kept += members
+    return kept
+
+
+def real_score(model: torch.nn.Module, source: SampleSource, ids: list[str], patch: int,
+               device: torch.device) -> float | None:
+    """The score the runs select and report on: per-volume 3D Dice on slices of volumes (where an empty slice,
+    predicted empty, would count as Dice 1 in the slice mean), else the case-mean Dice."""
+    from ssl_seg.evaluation.scoring import evaluate_model, selection_score
+
+    value = selection_score(evaluate_model(model, source, ids, patch, device))
+    return None if math.isnan(value) else value
+
+
 def mask_fidelity(model: torch.nn.Module, patch: int, syn: SampleSource, syn_ids: list[str], real: SampleSource,
                   test_ids: list[str], device: torch.device) -> dict[str, Any]:
     """Segmenter Dice on synthetic images vs their conditioning masks, and on real test images."""
-    from ssl_seg.evaluation.scoring import evaluate_model
-
-    return {"synthetic_dice": evaluate_model(model, syn, syn_ids, patch, device)["dice"],
-            "real_dice": evaluate_model(model, real, test_ids, patch, device)["dice"],
+    return {"synthetic_dice": real_score(model, syn, syn_ids, patch, device),
+            "real_dice": real_score(model, real, test_ids, patch, device),
             "n_synthetic": len(syn_ids), "n_real": len(test_ids)}
 
 
 def train_synthetic_test_real(syn_model: torch.nn.Module, real_model: torch.nn.Module, patch: int,
                               real: SampleSource, test_ids: list[str], device: torch.device) -> dict[str, Any]:
     """Real-test Dice of the synthetic-only segmenter, of the real-only one, and their ratio (TSTR / TRTR)."""
-    from ssl_seg.evaluation.scoring import evaluate_model
-
-    tstr = evaluate_model(syn_model, real, test_ids, patch, device)["dice"]
-    trtr = evaluate_model(real_model, real, test_ids, patch, device)["dice"]
+    tstr = real_score(syn_model, real, test_ids, patch, device)
+    trtr = real_score(real_model, real, test_ids, patch, device)
     return {"synthetic_only_dice": tstr, "real_only_dice": trtr,
             "ratio": tstr / trtr if tstr is not None and trtr else float("nan")}
 
@@ -222,7 +244,7 @@ def assess(synthetic: str | Path, data: str | None = None, segmenter: str | Path
     real = open_source(data or gan_cfg.data)
     _check_task(real.name, real.num_classes, real.in_channels, syn, "--data")
     split = gan_split(gan_cfg, real)
-    test_ids = (split.test or split.val)[:max_samples]
+    test_ids = whole_cases(real, split.test or split.val, max_samples)
     if not test_ids:
         raise UserError(f"{real.name}: the split has no test or val samples to score on; change the split")
     out = Path(out) if out is not None else Path(synthetic) / "quality"

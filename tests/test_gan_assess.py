@@ -122,3 +122,37 @@ def test_assess_user_errors(syn_dir: Path, tmp_path: Path, capsys: pytest.Captur
     code = main(["assess", "--synthetic", str(tmp_path / "nothing"), "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: --synthetic") and err.count("\n") == 1
+
+
+class _Background(torch.nn.Module):
+    """Predicts background everywhere (a segmenter that learned nothing)."""
+
+    stride = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(x.shape[0], 3, *x.shape[2:])
+        logits[:, 0] = 10.0
+        return logits
+
+
+def test_tstr_on_volume_slices_scores_whole_volumes_not_empty_slices(tmp_path: Path) -> None:
+    """A segmenter that predicts nothing scores 0 on slices of volumes, where the slice mean gave it Dice 1 on
+    every empty slice (2 of each volume's 3 here: 0.67); the test ids are cut at whole volumes."""
+    nib = pytest.importorskip("nibabel")
+    from gan_aug.assess import train_synthetic_test_real, whole_cases
+
+    root = tmp_path / "msd"
+    meta = {"name": "t", "labels": {"0": "background", "1": "head", "2": "tail"}, "modality": {"0": "MRI"},
+            "training": []}
+    for case in ("v0", "v1"):
+        label = np.zeros((8, 8, 3), np.uint8)
+        label[2:4, 2:4, 0], label[4:6, 4:6, 0] = 1, 2  # foreground in the first slice only
+        for folder, array in (("imagesTr", label.astype(np.float32) * 50 + 10), ("labelsTr", label)):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(array, np.eye(4)), str(root / folder / f"{case}.nii.gz"))
+        meta["training"].append({"image": f"./imagesTr/{case}.nii.gz", "label": f"./labelsTr/{case}.nii.gz"})
+    (root / "dataset.json").write_text(json.dumps(meta))
+    real = open_source(str(root))
+    assert whole_cases(real, real.ids, 4) == real.ids[:3] and whole_cases(real, real.ids, 1) == real.ids[:3]
+    report = train_synthetic_test_real(_Background(), _Background(), 8, real, real.ids, torch.device("cpu"))
+    assert report["synthetic_only_dice"] == pytest.approx(0.0) and report["real_only_dice"] == pytest.approx(0.0)
