@@ -1,8 +1,11 @@
-"""Per-seed test scores of finished grid runs and each method's paired gain over supervised, with 95 % intervals.
+"""Per-seed test scores of finished grid runs, per-cell means, each method's paired gain over supervised and the
+paired gap to full labels, with 95 % intervals.
 
 Reads result.json of every finished run under one or more grid directories (runs trained with different settings
 may live in different grids; a run name may appear once only). Prints markdown: one row per run, then per method
-and label budget the seed-paired differences against supervised, their t-interval and the seeds won.
+and label budget the seed means +- std, the seed-paired differences against supervised (t-interval, seeds won)
+and, where the grid has full-label supervised runs (labels f1), the seed-paired gap from each cell up to them.
+Runs on volumes (--spatial-dims 3) score whole volumes, so their plain Dice / HD95 are the per-volume scores.
 
     python benchmarks/seed_gains.py runs/bench/hippo_const runs/bench/hippo_poly --labels c2
 
@@ -14,15 +17,31 @@ its runs pair with the untagged supervised runs:
 
 import argparse
 import sys
+from typing import Any
 
 from ssl_seg.experiments.ablation import summary_rows
 from ssl_seg.experiments.grid import collect
-from ssl_seg.experiments.stats import fmt_gain
+from ssl_seg.experiments.stats import fmt_gain, fmt_mean_std
 
 # (column, csv key): per-volume Dice and HD95 for the best-on-validation and the last checkpoint, raw and with the
 # largest-component filter chosen on validation
-SCORES = (("Dice best", "vol_dice"), ("+LCC", "vol_dice_pp"), ("Dice last", "vol_dice_last"),
-          ("+LCC", "vol_dice_pp_last"), ("HD95 best +LCC", "vol_hd95_pp"), ("HD95 last +LCC", "vol_hd95_pp_last"))
+SCORES = (("Dice best", "vol_dice"), ("Dice best +LCC", "vol_dice_pp"), ("Dice last", "vol_dice_last"),
+          ("Dice last +LCC", "vol_dice_pp_last"), ("HD95 best", "vol_hd95"), ("HD95 best +LCC", "vol_hd95_pp"),
+          ("HD95 last +LCC", "vol_hd95_pp_last"))
+FULL = "f1"  # the label budget of the full-label supervised reference
+
+
+def score(row: dict[str, Any], key: str) -> float | None:
+    """The row's per-volume score `key`; a 3D run has no vol_* keys, its plain scores are per volume."""
+    return row[key] if key in row else row.get(key.removeprefix("vol_"))
+
+
+def paired(rows: list[dict[str, Any]], a: tuple[str, str], b: tuple[str, str], key: str) -> list[float]:
+    """Seed-paired differences a - b ((method, labels) each) on score `key`, Dice in points, HD95 in mm."""
+    scale = 1.0 if "hd95" in key else 100.0
+    this = {r["seed"]: score(r, key) for r in rows if (r["method"], r["labels"]) == a}
+    other = {r["seed"]: score(r, key) for r in rows if (r["method"], r["labels"]) == b}
+    return [scale * (this[s] - other[s]) for s in sorted(this) if this[s] is not None and other.get(s) is not None]
 
 
 def main(argv: list[str]) -> int:
@@ -44,22 +63,38 @@ def main(argv: list[str]) -> int:
     print("| method | labels | seed | best step | " + " | ".join(c for c, _ in SCORES) + " | s / iter | wall (min) |")
     print("|---" * (len(SCORES) + 6) + "|")
     for r in rows:
-        cells = [f"{r[k]:.3f}" if r.get(k) is not None else "n/a" for _, k in SCORES]
+        cells = [f"{score(r, k):.3f}" if score(r, k) is not None else "n/a" for _, k in SCORES]
         print(f"| {r['method']} | {r['labels']} | {r['seed']} | {r['best_step']} | " + " | ".join(cells)
               + f" | {r['s_per_iteration']:.3f} | {r['wall_time_s'] / 60:.1f} |")
+    cells = sorted({(r["labels"], r["method"] != "supervised", r["method"]) for r in rows})
+    print()
+    print("| method | labels | n | " + " | ".join(c for c, _ in SCORES) + " | s / iter |")
+    print("|---" * (len(SCORES) + 4) + "|")
+    for labels, _, method in cells:
+        mine = [r for r in rows if (r["method"], r["labels"]) == (method, labels)]
+        print(f"| {method} | {labels} | {len(mine)} | "
+              + " | ".join(fmt_mean_std([score(r, k) for r in mine], n_label=False) for _, k in SCORES)
+              + f" | {fmt_mean_std([r['s_per_iteration'] for r in mine], n_label=False)} |")
     print()
     print("| method - supervised | labels | score | paired gain (Dice points or mm), 95 % CI | seeds better |")
     print("|---|---|---|---|---|")
     for (method, labels) in sorted({(r["method"], r["labels"]) for r in rows if r["method"] != "supervised"}):
         for column, key in SCORES:
-            sup = {r["seed"]: r.get(key) for r in rows if (r["method"], r["labels"]) == ("supervised", labels)}
-            this = {r["seed"]: r.get(key) for r in rows if (r["method"], r["labels"]) == (method, labels)}
-            seeds = [s for s in sorted(this) if this[s] is not None and sup.get(s) is not None]
-            scale = 1.0 if key.startswith("vol_hd95") else 100.0
-            diffs = [scale * (this[s] - sup[s]) for s in seeds]
-            better = sum((d < 0) if key.startswith("vol_hd95") else (d > 0) for d in diffs)
-            label = column if column != "+LCC" else ("Dice best +LCC" if key == "vol_dice_pp" else "Dice last +LCC")
-            print(f"| {method} | {labels} | {label} | {fmt_gain(diffs)} | {better}/{len(seeds)} |")
+            diffs = paired(rows, (method, labels), ("supervised", labels), key)
+            better = sum((d < 0) if "hd95" in key else (d > 0) for d in diffs)
+            print(f"| {method} | {labels} | {column} | {fmt_gain(diffs)} | {better}/{len(diffs)} |")
+    if any((r["method"], r["labels"]) == ("supervised", FULL) for r in rows):
+        print()
+        print("| full labels - cell | labels | score | paired gap (Dice points), 95 % CI | seeds below full |")
+        print("|---|---|---|---|---|")
+        for labels, _, method in cells:
+            if labels == FULL:
+                continue
+            for column, key in SCORES:
+                if "hd95" in key:
+                    continue
+                gaps = paired(rows, ("supervised", FULL), (method, labels), key)
+                print(f"| {method} | {labels} | {column} | {fmt_gain(gaps)} | {sum(g > 0 for g in gaps)}/{len(gaps)} |")
     return 0
 
 
