@@ -2,9 +2,10 @@
 paired gap to full labels, with 95 % intervals.
 
 Reads result.json of every finished run under one or more grid directories (runs trained with different settings
-may live in different grids; a run name may appear once only). Prints markdown: one row per run, then per method
-and label budget the seed means +- std, the seed-paired differences against supervised (t-interval, seeds won)
-and, where the grid has full-label supervised runs (labels f1), the seed-paired gap from each cell up to them.
+may live in different grids; a run name may appear once only). Prints markdown: one row per run, each run's
+per-class scores, then per method and label budget the seed means +- std, the seed-paired differences against
+supervised (t-interval, seeds won) and, where the grid has full-label supervised runs (labels f1), the seed-paired
+gap from each cell up to them.
 Runs on volumes (--spatial-dims 3) score whole volumes, so their plain Dice / HD95 are the per-volume scores.
 
     python benchmarks/seed_gains.py runs/bench/hippo_const runs/bench/hippo_poly --labels c2
@@ -44,6 +45,24 @@ def paired(rows: list[dict[str, Any]], a: tuple[str, str], b: tuple[str, str], k
     return [scale * (this[s] - other[s]) for s in sorted(this) if this[s] is not None and other.get(s) is not None]
 
 
+def per_class(rows: list[dict[str, Any]]) -> None:
+    """Print each run's per-class test Dice and HD95 (best checkpoint, raw; its result.json `test`), with the cases
+    whose HD95 is undefined (class absent from the prediction or the truth), which the HD95 means leave out."""
+    classes = sorted({c for r in rows for c in r["test"]["per_class"]}, key=int)
+    print()
+    print("| method | labels | seed | " + " | ".join(f"class {c} Dice | class {c} HD95 (undefined)" for c in classes)
+          + " |")
+    print("|---" * (2 * len(classes) + 3) + "|")
+    for r in rows:
+        test = r["test"]
+        cells = []
+        for c in classes:
+            m = test["per_class"].get(c)
+            cells += ["n/a", "n/a"] if m is None else \
+                [f"{m['dice']:.3f}", f"{m['hd95']:.2f} ({m['n_undefined_hd95']}/{test['n_cases']})"]
+        print(f"| {r['method']} | {r['labels']} | {r['seed']} | " + " | ".join(cells) + " |")
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("roots", nargs="*", help="grid directories (runs/<name>/result.json)")
@@ -52,9 +71,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--labels", help="only this label budget, e.g. c2 or f0.05")
     args = p.parse_args(argv)
     grids = [(root, None) for root in args.roots] + [tuple(t) for t in args.tagged]
-    rows = [{**r, "method": r["method"] if tag is None else f"{r['method']} + {tag}"}
-            for root, tag in grids for r in summary_rows(collect(root))
-            if args.labels is None or r["labels"] == args.labels]
+    rows = []
+    for root, tag in grids:
+        results = collect(root)
+        rows += [{**r, "method": r["method"] if tag is None else f"{r['method']} + {tag}", "test": result["test"]}
+                 for result, r in zip(results, summary_rows(results))
+                 if args.labels is None or r["labels"] == args.labels]
     names = [(r["method"], r["name"]) for r in rows]
     if len(set(names)) != len(names):
         print(f"a run name appears in more than one grid: {sorted({n for n in names if names.count(n) > 1})}")
@@ -66,6 +88,7 @@ def main(argv: list[str]) -> int:
         cells = [f"{score(r, k):.3f}" if score(r, k) is not None else "n/a" for _, k in SCORES]
         print(f"| {r['method']} | {r['labels']} | {r['seed']} | {r['best_step']} | " + " | ".join(cells)
               + f" | {r['s_per_iteration']:.3f} | {r['wall_time_s'] / 60:.1f} |")
+    per_class(rows)
     cells = sorted({(r["labels"], r["method"] != "supervised", r["method"]) for r in rows})
     print()
     print("| method | labels | n | " + " | ".join(c for c, _ in SCORES) + " | s / iter |")

@@ -37,10 +37,14 @@ def test_report_prints_cells_gains_and_the_gap_to_full_labels(tmp_path, capsys, 
              "wall_time_s": 60.0} for m, labels, s, d in
             [("supervised", "f1", 0, 0.90), ("supervised", "f1", 1, 0.80), ("supervised", "f0.05", 0, 0.70),
              ("supervised", "f0.05", 1, 0.60), ("mean-teacher", "f0.05", 0, 0.74), ("mean-teacher", "f0.05", 1, 0.65)]]
-    monkeypatch.setattr(seed_gains, "summary_rows", lambda results: rows)
-    monkeypatch.setattr(seed_gains, "collect", lambda root: [])
+    results = [{"name": r["name"], "test": {"n_cases": 4, "per_class": {
+        "1": {"dice": 0.9, "hd95": 1.5, "n_undefined_hd95": 0}, "2": {"dice": 0.25, "hd95": 3.0, "n_undefined_hd95": 3}}}}
+        for r in rows]
+    monkeypatch.setattr(seed_gains, "summary_rows", lambda found: rows if found == results else [])
+    monkeypatch.setattr(seed_gains, "collect", lambda root: results)
     assert seed_gains.main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
+    assert "| mean-teacher | f0.05 | 1 | 0.900 | 1.50 (0/4) | 0.250 | 3.00 (3/4) |" in out  # per class, best
     assert "| mean-teacher | f0.05 | 2 | 0.695 +- 0.064 |" in out  # mean and sample std of 0.74, 0.65
     # gains +4 and +5 points: mean 4.5, t(0.975, 1) * 0.707 / sqrt(2) = 6.35 half-width
     assert "| mean-teacher | f0.05 | Dice best | +4.5 [-1.9, +10.9] (95 % CI, n = 2): not established | 2/2 |" in out
