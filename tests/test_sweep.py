@@ -104,6 +104,19 @@ def test_paired_gain_and_table_match_hand_computed_values():
             "+0.20 [-0.05, +0.45] (95 % CI, n = 3): not established |") in sweep_markdown(rows + ramp, "t")
 
 
+def test_sweep_table_on_volume_slices_reports_per_volume_dice():
+    """On slices of volumes the table reports (and pairs) the per-volume Dice that validation selects on, not the
+    slice mean, where every empty slice predicted empty counts as Dice 1."""
+    rows = [{**_row(s, r, 0.9), "vol_dice": v, "vol_hd95": 3.0}
+            for s, r, v in ((0, 0.0, 0.2), (1, 0.0, 0.3), (2, 0.0, 0.4), (0, 0.5, 0.3), (1, 0.5, 0.3), (2, 0.5, 0.6))]
+    md = sweep_markdown(rows, "t")
+    assert "Per-volume 3D Dice" in md
+    # gains 0.1, 0, 0.2: mean 0.1, std 0.1, half-width 4.3027 * 0.1 / sqrt(3) = 0.2484
+    assert ("| constant | 0.5 | 0.500 | 0.6000 +- 0.0000 | **0.40 +- 0.17** | 3.0000 +- 0.0000 | "
+            "+0.10 [-0.15, +0.35] (95 % CI, n = 3): not established |") in md
+    assert "| constant | 0 | 0.000 | 0.5000 +- 0.0000 | 0.30 +- 0.10 | 3.0000 +- 0.0000 | - |" in md
+
+
 def test_parse_synthetic(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()

@@ -94,9 +94,9 @@ def paired_gains(rows: list[dict[str, Any]], method: str, labels: str, schedule:
 
 
 def gain_over_real(rows: list[dict[str, Any]], method: str, labels: str, schedule: str,
-                   ratio: float) -> tuple[float, float, float, int]:
-    """(mean gain, std, paired t-test p, n seeds) of Dice at (`schedule`, `ratio`) over real-only, paired by seed."""
-    diffs = np.array(list(paired_gains(rows, method, labels, schedule, ratio).values()))
+                   ratio: float, key: str = "dice") -> tuple[float, float, float, int]:
+    """(mean gain, std, paired t-test p, n seeds) of `key` at (`schedule`, `ratio`) over real-only, paired by seed."""
+    diffs = np.array(list(paired_gains(rows, method, labels, schedule, ratio, key).values()))
     if diffs.size == 0:
         return float("nan"), float("nan"), float("nan"), 0
     p = float(stats.ttest_1samp(diffs, 0.0).pvalue) if diffs.size > 1 and np.ptp(diffs) > 0 else float("nan")
@@ -110,10 +110,19 @@ def best_on_validation(rows: list[dict[str, Any]]) -> tuple[str, float] | None:
     return max(means, key=lambda k: (means[k], is_real_only(*k), -k[1])) if means else None
 
 
+def reported_scores(rows: list[dict[str, Any]]) -> tuple[str, str, str]:
+    """(Dice key, HD95 key, what they are): on slices of volumes the per-volume 3D scores, which validation selects
+    on (in the slice mean an empty slice predicted empty counts as Dice 1), else the per-image ones."""
+    if rows and all(r.get("vol_dice") is not None for r in rows):
+        return "vol_dice", "vol_hd95", "Per-volume 3D Dice (slices stacked into their volumes; validation's score)"
+    return "dice", "hd95", "Dice"
+
+
 def sweep_markdown(rows: list[dict[str, Any]], title: str) -> str:
     """Per (method, labels, schedule, ratio): validation and test Dice, the paired gain over real-only with its
     95 % interval; the cell chosen on validation in bold (it is reported on test, never chosen there)."""
-    lines = [f"# {title}", "", f"{len(rows)} finished runs. Dice is the mean over foreground classes; mean +- std "
+    dk, hk, what = reported_scores(rows)
+    lines = [f"# {title}", "", f"{len(rows)} finished runs. {what} is the mean over foreground classes; mean +- std "
              "over seeds when n >= 2, else the single value (n = 1). Ratio: the schedule's start. Gain = test Dice "
              "minus the real-only (constant ratio 0) run of the same seed, with its 95 % t-interval over seeds; "
              "p = paired t-test. **Bold**: the cell with the best mean validation Dice per method and label budget "
@@ -126,23 +135,23 @@ def sweep_markdown(rows: list[dict[str, Any]], title: str) -> str:
         for key in sorted(cells, key=lambda k: (not is_real_only(*k), k[0], k[1])):
             schedule, ratio = key
             cell = cells[key]
-            dice = fmt_mean_std([r["dice"] for r in cell], n_label=False)
+            dice = fmt_mean_std([r[dk] for r in cell], n_label=False)
             if key == chosen:
                 dice = f"**{dice}**"
             realised = np.mean([r["realised_ratio"] or 0.0 for r in cell])
             if is_real_only(schedule, ratio):
                 gain_txt, p_txt = "-", "-"
             else:
-                diffs = list(paired_gains(sub, method, labels, schedule, ratio).values())
-                p = gain_over_real(sub, method, labels, schedule, ratio)[2]
+                diffs = list(paired_gains(sub, method, labels, schedule, ratio, dk).values())
+                p = gain_over_real(sub, method, labels, schedule, ratio, dk)[2]
                 gain_txt, p_txt = fmt_gain(diffs), ("n/a" if not np.isfinite(p) else f"{p:.3f}")
             lines.append(f"| {schedule} | {ratio:g} | {realised:.3f} | "
                          f"{fmt_mean_std([r['val_dice'] for r in cell], n_label=False)} | {dice} | "
-                         f"{fmt_mean_std([r['hd95'] for r in cell], n_label=False)} | {gain_txt} | {p_txt} | "
+                         f"{fmt_mean_std([r[hk] for r in cell], n_label=False)} | {gain_txt} | {p_txt} | "
                          f"{len(cell)} |")
         if chosen is not None:
             lines += ["", f"Chosen on validation: {chosen[0]} schedule at ratio {chosen[1]:g}; its test Dice "
-                      f"{fmt_mean_std([r['dice'] for r in cells[chosen]])}.", ""]
+                      f"{fmt_mean_std([r[dk] for r in cells[chosen]])}.", ""]
     return "\n".join(lines)
 
 
@@ -151,19 +160,21 @@ def plot_dice_vs_ratio(rows: list[dict[str, Any]], path: Path,
     """Test Dice against constant synthetic ratio per (method, label fraction): mean with +-1 std bars over
     seeds (hollow markers: n = 1, no bar), the real-only run as a dashed reference line with its std band,
     and `extra` labelled point sets (e.g. an oracle row) in their own style."""
+    dk = reported_scores(rows)[0]
     fig, ax, colors = new_figure((6.8, 4.4))
     constant = [r for r in rows if r["schedule"] == "constant"]
     series = sorted(group(constant, ("method", "labels")).items())
     for i, ((method, labels), sub) in enumerate(series):
         color = colors[i % len(colors)]
-        error_points(ax, sub, "ratio", color, "o", f"{method}, {labels}")
-        m, s, n = mean_std([r["dice"] for r in sub if r["ratio"] == 0])
+        error_points(ax, sub, "ratio", color, "o", f"{method}, {labels}", y=dk)
+        m, s, n = mean_std([r[dk] for r in sub if r["ratio"] == 0])
         if n:
             ax.axhline(m, color=color, ls="--", lw=1, label=f"{method}, {labels}: real only (n = {n})")
             if n > 1:
                 ax.axhspan(m - s, m + s, color=color, alpha=0.08)
     for j, (label, extra_rows) in enumerate((extra or {}).items()):
-        error_points(ax, extra_rows, "ratio", colors[(len(series) + j) % len(colors)], "D", label, join=False)
+        error_points(ax, extra_rows, "ratio", colors[(len(series) + j) % len(colors)], "D", label, join=False,
+                     y=reported_scores(extra_rows)[0])
     save_dice_figure(fig, ax, "share of synthetic pairs in each labeled batch",
                      "bars: +-1 std over seeds; hollow: n = 1", 7, path)
 
