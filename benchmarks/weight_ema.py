@@ -8,11 +8,15 @@ choose: train one `ssl-seg ablate` cell (same config, same run name) while follo
         checkpointed); the cell itself is an ordinary run.
 curves: for each run directory (result.json), each evaluated network's validation curve, its largest fall between
         two consecutive validations, and the best-on-validation and last test per-volume Dice.
+buffers: the BatchNorm statistics of a --weight-ema run's last checkpoint three ways, scored on its validation
+        split: averaged (what the run keeps), copied from the live network, and recomputed for the averaged
+        weights from the labeled batches of its last --steps steps (momentum None: their plain mean).
 
     python benchmarks/weight_ema.py choose --data ../shared/data/hippocampus3d --profile realistic \\
         --method supervised --labeled-cases 2 --seed 0 --lr-schedule constant --decays 0.99 0.995 0.998 0.999 \\
         --out runs/bench/wema_choice
     python benchmarks/weight_ema.py curves runs/bench/hippo_wema/runs/unet__supervised__c2__s*
+    python benchmarks/weight_ema.py buffers runs/bench/hippo_wema/runs/unet__supervised__c2__s0
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ import torch
 from ssl_seg.data.readers import open_source
 from ssl_seg.device import amp_dtype, resolve_device
 from ssl_seg.engine.hooks import BaseHook, due
-from ssl_seg.engine.runner import build_split, patch_for, run_training
+from ssl_seg.data.splits import Split
+from ssl_seg.engine.checkpoint import load_checkpoint
+from ssl_seg.engine.runner import build_split, load_run, patch_for, run_training, step_batches
 from ssl_seg.engine.trainer import Trainer
 from ssl_seg.engine.weight_ema import WeightEMA, averaged_network
 from ssl_seg.evaluation.scoring import evaluate_model, selection_score
@@ -119,6 +125,46 @@ def curves(args: argparse.Namespace) -> int:
     return 0
 
 
+@torch.no_grad()
+def recompute_bn(model: torch.nn.Module, images: list[torch.Tensor]) -> None:
+    """BatchNorm running statistics of `model` <- their plain mean over training-mode passes on `images`."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    for x in images:
+        model(x)
+    model.eval()
+
+
+def buffers(args: argparse.Namespace) -> int:
+    run = Path(args.run)
+    ckpt = load_checkpoint(run / "last.pt")
+    model, cfg, _ = load_run(run, "last")
+    if cfg.train.weight_ema is None:
+        raise SystemExit(f"{run}: not a --weight-ema run")
+    source = open_source(cfg.data.data, cfg.data.spatial_dims)
+    split = Split.load(run / "split.json")
+    val_ids = split.val[: cfg.train.val_max_samples] if cfg.train.val_max_samples else split.val
+    device = torch.device("cpu")
+    score = lambda m: selection_score(evaluate_model(m, source, val_ids, patch_for(cfg, source), device))
+    live = ckpt["models"][next(iter(ckpt["models"]))]
+    rows = {"averaged (kept by the run)": score(model)}
+    model.load_state_dict({**ckpt["weight_ema"], **{k: v for k, v in live.items() if "running" in k}})
+    rows["copied from the live network"] = score(model)
+    steps = step_batches(cfg, source, split, 0)
+    last = range(cfg.train.iterations - args.steps, cfg.train.iterations)
+    recompute_bn(model, [steps[s]["labeled"]["image"] for s in last])
+    rows[f"recomputed on the labeled batches of steps {last.start}-{last.stop - 1}"] = score(model)
+    print(f"{run.name}, last checkpoint, weight EMA decay {cfg.train.weight_ema}: validation score "
+          f"({len(val_ids)} images, per volume where scored) by BatchNorm statistics")
+    print("| statistics | validation score |\n|---|---|")
+    for name, value in rows.items():
+        print(f"| {name} | {value:.3f} |")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -133,8 +179,11 @@ def main(argv: list[str]) -> int:
     c.add_argument("--out", required=True)
     v = sub.add_parser("curves", help="validation curves and best / last test Dice of finished runs")
     v.add_argument("runs", nargs="+")
+    b = sub.add_parser("buffers", help="BatchNorm statistics of a --weight-ema run: averaged, copied, recomputed")
+    b.add_argument("run")
+    b.add_argument("--steps", type=int, default=50, help="recompute from the labeled batches of this many last steps")
     args = p.parse_args(argv)
-    return choose(args) if args.command == "choose" else curves(args)
+    return {"choose": choose, "curves": curves, "buffers": buffers}[args.command](args)
 
 
 if __name__ == "__main__":
