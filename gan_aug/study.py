@@ -32,7 +32,8 @@ from ssl_seg.run_flags import add_run_flags
 from ssl_seg.experiments.executors import add_executor_flags, build_executor, job_results, submission_error
 from ssl_seg.experiments.grid import GridRun, collect
 from ssl_seg.io_utils import atomic_write_json, atomic_write_text
-from ssl_seg.experiments.sweep import plot_dice_vs_ratio, sweep_rows, sweep_runs, write_sweep_summary
+from ssl_seg.experiments.sweep import (as_reported, plot_dice_vs_ratio, sweep_rows, sweep_runs,
+                                       write_sweep_summary)
 
 from .masks import DEFAULT_MASK_SOURCE
 from .provider import train_and_synthesize
@@ -225,10 +226,10 @@ def run_study(data: str, profile_name: str, out: Path, device: str, command: str
 def write_report(out: Path, study: dict[str, Any]) -> Path:
     """Tables, figures and OUT/report.md from the finished runs under `out` and its study.json decisions."""
     data, profile_name = study["data"], study["profile"]
-    low_rows = write_summary(out / "low_label", f"Low-label ablation on {data} ({profile_name} profile)")
-    sweep = write_sweep_summary(out / "ratio_sweep", f"Real-vs-synthetic ratio sweep on {data} ({profile_name} "
-                                "profile)")
-    oracle_rows = sweep_rows(collect(out / "oracle"))
+    low_rows = as_reported(write_summary(out / "low_label", f"Low-label ablation on {data} ({profile_name} profile)"))
+    sweep = as_reported(write_sweep_summary(out / "ratio_sweep", f"Real-vs-synthetic ratio sweep on {data} "
+                                            f"({profile_name} profile)"))
+    oracle_rows = as_reported(sweep_rows(collect(out / "oracle")))
     if sweep:
         plot_dice_vs_ratio(sweep, out / "ratio_sweep" / "dice_vs_ratio.png",
                            {ORACLE_LABEL: oracle_rows} if oracle_rows else None)

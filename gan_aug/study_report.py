@@ -12,7 +12,7 @@ import numpy as np
 from ssl_seg.experiments.profiles import SegBudget
 from ssl_seg.experiments.stats import fmt_gain, fmt_mean_std
 from ssl_seg.experiments.summary import group, mean_std
-from ssl_seg.experiments.sweep import is_real_only
+from ssl_seg.experiments.sweep import is_real_only, reported_scores
 
 Rows = list[dict[str, Any]]
 ORACLE_LABEL = "oracle: phantom masks"
@@ -188,6 +188,8 @@ def report_markdown(out: Path, study: dict[str, Any], prof: SegBudget, low_rows:
              f"batch {prof.batch_size}, {prof.patch_size} px patches, {prof.base_channels} base channels; "
              f"device `{study['device']}`. Re-run the same command to resume; finished work is skipped. "
              "OUT is this report's folder.", "",
+             *([f"Test Dice and HD95 below: {reported_scores(low_rows + sweep)[2].lower()}.", ""]
+               if reported_scores(low_rows + sweep)[0] != "dice" else []),
              *([f"Every run also has {_run_flags(study['run_flags'])}, over the profile's settings above.", ""]
                if study.get("run_flags") else []),
              "```", study["command"], "```", "", "## Findings", "",

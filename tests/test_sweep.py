@@ -20,7 +20,7 @@ from ssl_seg.data.h5format import H5DatasetWriter
 from ssl_seg.data.phantoms import PhantomSource
 from ssl_seg.errors import UserError
 from ssl_seg.engine.runner import run_training
-from ssl_seg.experiments.sweep import gain_over_real, parse_synthetic, sweep_markdown, sweep_runs
+from ssl_seg.experiments.sweep import as_reported, gain_over_real, parse_synthetic, sweep_markdown, sweep_runs
 
 
 @pytest.fixture
@@ -115,6 +115,21 @@ def test_sweep_table_on_volume_slices_reports_per_volume_dice():
     assert ("| constant | 0.5 | 0.500 | 0.6000 +- 0.0000 | **0.40 +- 0.17** | 3.0000 +- 0.0000 | "
             "+0.10 [-0.15, +0.35] (95 % CI, n = 3): not established |") in md
     assert "| constant | 0 | 0.000 | 0.5000 +- 0.0000 | 0.30 +- 0.10 | 3.0000 +- 0.0000 | - |" in md
+
+
+def test_study_rows_on_volume_slices_carry_per_volume_dice():
+    """The study's report reads 'dice': on slices of volumes as_reported puts the per-volume scores there (the slice
+    mean 0.9 here would read every run as near perfect), and leaves per-image rows as they are."""
+    from gan_aug.study_report import by_seed
+
+    rows = [{**_row(s, r, 0.9), "vol_dice": v, "vol_hd95": 3.0}
+            for s, r, v in ((0, 0.0, 0.2), (1, 0.0, 0.3), (2, 0.0, 0.4), (0, 0.5, 0.3), (1, 0.5, 0.3), (2, 0.5, 0.6))]
+    reported = as_reported(rows)
+    assert by_seed(reported, ratio=0.0) == {0: 0.2, 1: 0.3, 2: 0.4}
+    assert {r["hd95"] for r in reported} == {3.0}
+    assert rows[0]["dice"] == 0.9  # the caller's rows are not changed
+    plain = [_row(0, 0.0, 0.9)]
+    assert as_reported(plain) is plain
 
 
 def test_parse_synthetic(tmp_path):

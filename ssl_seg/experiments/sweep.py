@@ -118,6 +118,13 @@ def reported_scores(rows: list[dict[str, Any]]) -> tuple[str, str, str]:
     return "dice", "hd95", "Dice"
 
 
+def as_reported(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Copies of `rows` whose 'dice' / 'hd95' hold the reported scores of `reported_scores` (per volume on slices
+    of volumes), for code that reads 'dice'."""
+    dk, hk, _ = reported_scores(rows)
+    return rows if dk == "dice" else [{**r, "dice": r[dk], "hd95": r[hk]} for r in rows]
+
+
 def sweep_markdown(rows: list[dict[str, Any]], title: str) -> str:
     """Per (method, labels, schedule, ratio): validation and test Dice, the paired gain over real-only with its
     95 % interval; the cell chosen on validation in bold (it is reported on test, never chosen there)."""
