@@ -183,13 +183,13 @@ def report_markdown(out: Path, study: dict[str, Any], prof: SegBudget, low_rows:
     val_l1 = "n/a" if gan["val_l1"] is None else f"{gan['val_l1']:.3f}"
     iterations = p["iterations"] or prof.iterations
     seeds = ", ".join(map(str, p["seeds"]))
+    scores_key, _, scores_meaning = reported_scores(low_rows + sweep)
     lines = [f"# Study: scarce labels and synthetic pairs on `{study['data']}`", "",
              f"Profile `{study['profile']}`: U-Net, {iterations} iterations ({prof.optimizer}, lr {prof.lr:g}), "
              f"batch {prof.batch_size}, {prof.patch_size} px patches, {prof.base_channels} base channels; "
              f"device `{study['device']}`. Re-run the same command to resume; finished work is skipped. "
              "OUT is this report's folder.", "",
-             *([f"Test Dice and HD95 below: {reported_scores(low_rows + sweep)[2].lower()}.", ""]
-               if reported_scores(low_rows + sweep)[0] != "dice" else []),
+             *([f"Test Dice and HD95 below: {scores_meaning.lower()}.", ""] if scores_key != "dice" else []),
              *([f"Every run also has {_run_flags(study['run_flags'])}, over the profile's settings above.", ""]
                if study.get("run_flags") else []),
              "```", study["command"], "```", "", "## Findings", "",
