@@ -62,6 +62,8 @@ class GanConfig:
     lambda_l1: float = opt(100.0, "weight of the L1 term")
     feature_matching: bool = opt(False, "add pix2pixHD discriminator feature matching")
     lambda_fm: float = opt(10.0, "weight of feature matching (with --feature-matching)")
+    diff_augment: bool = opt(False, "DiffAugment (colour, translation, cutout) on every discriminator input, real "
+                                    "and fake: for GANs trained on few labeled pairs")
     lr: float = opt(2e-4, "Adam learning rate (linear decay over the second half)")
     beta1: float = opt(0.5, "Adam beta1")
     beta2: float = opt(0.999, "Adam beta2")

@@ -16,6 +16,7 @@ from ssl_seg.device import amp_dtype, autocast, to_memory_format
 from ssl_seg.errors import UserError
 from ssl_seg.methods.ema import ema_decay_at, ema_update
 
+from .diff_augment import diff_augment
 from .networks import one_hot
 
 GAN_LOSSES = ("vanilla", "lsgan", "hinge")
@@ -94,7 +95,8 @@ class Pix2Pix:
     def __init__(self, generator: nn.Module, discriminator: nn.Module, *, num_classes: int, total_iterations: int,
                  device: torch.device, gan_loss: str = "vanilla", lambda_l1: float = 100.0,
                  lambda_fm: float = 0.0, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999),
-                 ema_decay: float = 0.999, amp: str = "auto", channels_last: bool = True):
+                 ema_decay: float = 0.999, amp: str = "auto", channels_last: bool = True,
+                 augment_d: bool = False):
         _check_loss(gan_loss)
         if not 0.0 <= ema_decay < 1.0:
             raise UserError(f"--ema-decay {ema_decay}: must be in [0, 1), e.g. 0.999")
@@ -103,6 +105,7 @@ class Pix2Pix:
         self.D = to_memory_format(discriminator.to(device), device, channels_last).train()
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.gan_loss, self.lambda_l1, self.lambda_fm = gan_loss, lambda_l1, lambda_fm
+        self.augment_d = augment_d  # DiffAugment on every D input (real and fake)
         self.lr, self.ema_decay, self.total_iterations = lr, ema_decay, total_iterations
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=lr, betas=betas)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=lr, betas=betas)
@@ -138,13 +141,17 @@ class Pix2Pix:
                 group["lr"] = lr
         return lr
 
+    def d_inputs(self, mask: Tensor, *images: Tensor) -> tuple[Tensor, ...]:
+        """(mask, *images) as D sees them: DiffAugmented together (same transform) when augment_d is on."""
+        return diff_augment(mask, *images) if self.augment_d else (mask, *images)
+
     def d_step(self, mask: Tensor, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
         """One D update on (mask, real) vs (mask, fake.detach()); returns its named losses."""
         self.D.requires_grad_(True)
         self.opt_D.zero_grad(set_to_none=True)
         with autocast(self.device, self.amp_dtype):
-            pred_real = [f[-1] for f in self.D(mask, real)]
-            pred_fake = [f[-1] for f in self.D(mask, fake.detach())]
+            pred_real = [f[-1] for f in self.D(*self.d_inputs(mask, real))]
+            pred_fake = [f[-1] for f in self.D(*self.d_inputs(mask, fake.detach()))]
         loss_real, loss_fake = d_adversarial_loss(self.gan_loss, pred_real, pred_fake)
         loss = 0.5 * (loss_real + loss_fake)
         self.scaler_D.scale(loss).backward()
@@ -157,11 +164,12 @@ class Pix2Pix:
         self.D.requires_grad_(False)
         self.opt_G.zero_grad(set_to_none=True)
         with autocast(self.device, self.amp_dtype):
-            feats_fake = self.D(mask, fake)
+            d_mask, d_fake, d_real = self.d_inputs(mask, fake, real)  # one transform: FM compares like with like
+            feats_fake = self.D(d_mask, d_fake)
             feats_real = None
             if self.lambda_fm > 0:
                 with torch.no_grad():
-                    feats_real = self.D(mask, real)
+                    feats_real = self.D(d_mask, d_real)
         losses = {"G_adv": g_adversarial_loss(self.gan_loss, [f[-1] for f in feats_fake]),
                   "G_L1": F.l1_loss(fake.float(), real.float())}
         loss = losses["G_adv"] + self.lambda_l1 * losses["G_L1"]

@@ -40,7 +40,7 @@ def build_pix2pix(cfg: GanConfig, num_classes: int, in_channels: int, device: to
                    device=device, gan_loss=cfg.gan_loss, lambda_l1=cfg.lambda_l1,
                    lambda_fm=cfg.lambda_fm if cfg.feature_matching else 0.0, lr=cfg.lr,
                    betas=(cfg.beta1, cfg.beta2), ema_decay=cfg.ema_decay, amp=cfg.amp,
-                   channels_last=cfg.channels_last)
+                   channels_last=cfg.channels_last, augment_d=cfg.diff_augment)
 
 
 # a loss above this is a diverged GAN (healthy pix2pix losses stay below ~1e3: lambda_l1 100 x L1 <= 2)
