@@ -33,8 +33,10 @@ def gan_config(data: str, labeled_fraction: float, split_seed: int, gan_dir: Pat
                device: str, spatial_dims: int = 2, group_by: str | None = None,
                split_file: str | None = None) -> GanConfig:
     """The GanConfig of the profile: ssl-seg's split (default 0.7/0.1/0.2 fractions, the runs' --group-by and
-    --split-file) at the profile's patch size."""
-    budget, patch = profiles.gan_budget(profile_name), profiles.profile(profile_name).seg.patch_size
+    --split-file) at the profile's patch size, cut to fit inside the images (`profiles.inside_patch`): on a 35 x 50 px
+    slice a 64 px crop is mostly padding, which the generator cannot tell from background."""
+    budget = profiles.gan_budget(profile_name)
+    patch = profiles.inside_patch(data, profiles.profile(profile_name).seg.patch_size, spatial_dims)
     return GanConfig(data=data, spatial_dims=spatial_dims, labeled_fraction=labeled_fraction, split_seed=split_seed,
                      group_by=group_by, split_file=split_file, out=str(gan_dir),
                      iterations=budget.iterations, batch_size=budget.batch_size, patch_size=patch,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ssl_seg.errors import UserError
@@ -68,3 +70,17 @@ def test_3d_patch_is_sized_on_the_volumes_and_volume_only_data_opens(tmp_path):
     assert main(["ablate", "--data", str(vols), "--spatial-dims", "3", "--profile", "tiny", "--methods", "supervised",
                  "--fractions", "0.5", "--seeds", "0", "--no-full-reference", "--summary-only",
                  "--out", str(tmp_path / "grid")]) == 0
+
+
+def test_gan_patch_fits_inside_the_images():
+    from gan_aug.provider import gan_config
+    from ssl_seg.experiments.profiles import inside_patch
+
+    # 40 px images: the segmentation patch rounds up (48, padded), the GAN's crop rounds down (32, no padding)
+    assert inside_patch("phantom:cardiac?n=4&size=40", 64) == 32
+    assert inside_patch("phantom:cardiac?n=4&size=64", 64) == 64  # the profile's when the images hold it
+    assert inside_patch("phantom:cardiac?n=4&size=40", 64, stride=48) == 48  # never below one stride
+    assert inside_patch("phantom:lesion_volume?n=2&size=40", 64, spatial_dims=3) == 32  # slices of volumes
+    cfg = gan_config("phantom:cardiac?n=4&size=40", 0.5, 0, Path("gan"), "quick", "cpu")
+    assert (cfg.patch_size, cfg.n_down) == (32, 4)
+    assert gan_config("phantom:cardiac?n=4&size=64", 0.5, 0, Path("gan"), "quick", "cpu").patch_size == 64

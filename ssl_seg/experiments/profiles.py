@@ -155,6 +155,25 @@ def native_patch(data: str, patch_size: int, spatial_dims: int = 2, stride: int 
     return min(patch_size, -(-largest // stride) * stride)
 
 
+def inside_patch(data: str, patch_size: int, spatial_dims: int = 2, stride: int = 16, probe: int = 64) -> int:
+    """`patch_size`, or when larger than the data the median image's shorter side rounded down to a multiple of
+    `stride` (at least `stride`): crops inside the images, for a GAN, whose generator sees padding as background.
+
+    2D: about `probe` samples; 3D: the median volume's in-plane sides (the GAN learns from slices along D).
+    """
+    import numpy as np
+
+    from ..data.readers import open_source
+
+    source = open_source(data, spatial_dims)
+    if spatial_dims == 3:
+        side = min(source.median_shape()[-2:])
+    else:
+        step = max(1, len(source) // probe)
+        side = float(np.median([min(source.load(i).image.shape[-2:]) for i in range(0, len(source), step)]))
+    return min(patch_size, max(stride, int(side) // stride * stride))
+
+
 # what a grid run's config flag defaults to where base_config sets the field (the --help of ablate and sweep)
 GRID_DEFAULTS = {**dict.fromkeys(("data.patch_size", "model.base_channels", "train.batch_size", "train.optimizer",
                                   "train.lr", "train.val_every", "train.image_every", "train.val_max_samples"),
