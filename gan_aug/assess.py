@@ -26,6 +26,7 @@ from ssl_seg.data.readers import SampleSource, open_source
 from ssl_seg.data.transforms import normalize
 from ssl_seg.device import resolve_device
 from ssl_seg.errors import UserError
+from ssl_seg.experiments.profiles import native_patch
 from ssl_seg.io_utils import atomic_path, atomic_write_json, jsonable
 from ssl_seg.models.blocks import pad_to_multiple
 
@@ -126,12 +127,23 @@ def load_synthetic(syn_dir: str | Path) -> tuple[SampleSource, str, dict[str, An
     return open_source(data), data, manifest
 
 
-def segmenter_config(gan_cfg: GanConfig, data: str, out: Path, iterations: int, seed: int, device: str,
+# crop of assess's own segmenters: the quick profile's, cut to the images' native size, never below the GAN's crop
+SEGMENTER_PATCH = 64
+
+
+def segmenter_patch(gan_cfg: GanConfig, data: str) -> int:
+    """The crop of assess's segmenters: SEGMENTER_PATCH cut to the data's size (ssl-seg's `native_patch`), or the
+    GAN's crop when larger. A GAN cropping inside small images (32 px of a 35 x 50 slice) leaves its segmenters
+    at ssl-seg's size: at 32 px and 300 steps the real-only U-Net never left background (TRTR 0)."""
+    return max(gan_cfg.patch_size, native_patch(data, SEGMENTER_PATCH))
+
+
+def segmenter_config(gan_cfg: GanConfig, data: str, patch: int, out: Path, iterations: int, seed: int, device: str,
                      progress: bool, synthetic: str | None = None) -> RunConfig:
-    """A small supervised U-Net on the GAN's split; with `synthetic`, every labeled batch is synthetic."""
+    """A small supervised U-Net on the GAN's split at `patch`; with `synthetic`, every labeled batch is synthetic."""
     cfg = RunConfig(out=str(out))
     d = cfg.data
-    d.data, d.patch_size, d.split_file, d.split_seed = data, gan_cfg.patch_size, gan_cfg.split_file, gan_cfg.split_seed
+    d.data, d.patch_size, d.split_file, d.split_seed = data, patch, gan_cfg.split_file, gan_cfg.split_seed
     d.fractions, d.group_by = tuple(gan_cfg.fractions), gan_cfg.group_by
     d.labeled_fraction, d.labeled_cases = gan_cfg.labeled_fraction, gan_cfg.labeled_cases
     if synthetic is not None:
@@ -255,9 +267,10 @@ def assess(synthetic: str | Path, data: str | None = None, segmenter: str | Path
         model, run_cfg, info = load_run(segmenter, "best", dev)
         _check_task(f"{segmenter}", info["num_classes"], info["in_channels"], syn, "--segmenter")
         given = (model, run_cfg.data.patch_size)
-    real_model = train_or_reuse(segmenter_config(gan_cfg, real.name, out / "segmenter_real", iterations, seed,
-                                                 device, progress), dev)
-    model, patch = given or (real_model, gan_cfg.patch_size)
+    seg_patch = segmenter_patch(gan_cfg, real.name)
+    real_model = train_or_reuse(segmenter_config(gan_cfg, real.name, seg_patch, out / "segmenter_real", iterations,
+                                                 seed, device, progress), dev)
+    model, patch = given or (real_model, seg_patch)
     syn_ids = list(syn.ids[:max_samples])
     report: dict[str, Any] = {"synthetic": str(synthetic), "data": real.name, "out": str(out),
                               "segmenter": str(segmenter or out / "segmenter_real"),
@@ -278,9 +291,9 @@ def assess(synthetic: str | Path, data: str | None = None, segmenter: str | Path
     report["memorisation"], sim_syn, sim_test = memorisation(
         feats_syn, syn_ids, encoder_features(model, train_crops, dev), train_owner, feats_test)
 
-    syn_model = train_or_reuse(segmenter_config(gan_cfg, real.name, out / "segmenter_synthetic", iterations, seed,
-                                                device, progress, synthetic=syn_data), dev)
-    report["tstr"] = train_synthetic_test_real(syn_model, real_model, gan_cfg.patch_size, real, test_ids, dev)
+    syn_model = train_or_reuse(segmenter_config(gan_cfg, real.name, seg_patch, out / "segmenter_synthetic",
+                                                iterations, seed, device, progress, synthetic=syn_data), dev)
+    report["tstr"] = train_synthetic_test_real(syn_model, real_model, seg_patch, real, test_ids, dev)
     report["tstr"]["iterations"] = iterations
     atomic_write_json(out / "quality.json", jsonable(report))
     _plot(report, sim_syn, sim_test, out / "quality.png")

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from gan_aug.assess import (assess, fid, frechet_distance, kid, memorisation, mmd2_polynomial, nearest_cosine)
+from gan_aug.assess import (assess, fid, frechet_distance, kid, memorisation, mmd2_polynomial, nearest_cosine,
+                             segmenter_patch)
 from gan_aug.cli import main
 from gan_aug.config import GanConfig
 from gan_aug.data import gan_split
@@ -156,3 +157,14 @@ def test_tstr_on_volume_slices_scores_whole_volumes_not_empty_slices(tmp_path: P
     assert whole_cases(real, real.ids, 4) == real.ids[:3] and whole_cases(real, real.ids, 1) == real.ids[:3]
     report = train_synthetic_test_real(_Background(), _Background(), 8, real, real.ids, torch.device("cpu"))
     assert report["synthetic_only_dice"] == pytest.approx(0.0) and report["real_only_dice"] == pytest.approx(0.0)
+
+
+def test_segmenters_crop_like_ssl_seg_even_when_the_gan_crops_inside_small_images() -> None:
+    def gan(data: str, patch: int) -> GanConfig:
+        return GanConfig(data=data, patch_size=patch, out="g", device="cpu")
+
+    # a 32 px GAN crop inside 40 px images: its segmenters still see whole images (48, padded), as ssl-seg would
+    assert segmenter_patch(gan("phantom:cardiac?n=4&size=40", 32), "phantom:cardiac?n=4&size=40") == 48
+    assert segmenter_patch(gan("phantom:cardiac?n=4&size=32", 32), "phantom:cardiac?n=4&size=32") == 32
+    assert segmenter_patch(gan("phantom:cardiac?n=4&size=128", 64), "phantom:cardiac?n=4&size=128") == 64
+    assert segmenter_patch(gan("phantom:cardiac?n=4&size=128", 128), "phantom:cardiac?n=4&size=128") == 128
