@@ -79,8 +79,10 @@ def test_gan_patch_fits_inside_the_images():
     # 40 px images: the segmentation patch rounds up (48, padded), the GAN's crop rounds down (32, no padding)
     assert inside_patch("phantom:cardiac?n=4&size=40", 64) == 32
     assert inside_patch("phantom:cardiac?n=4&size=64", 64) == 64  # the profile's when the images hold it
-    assert inside_patch("phantom:cardiac?n=4&size=40", 64, stride=48) == 48  # never below one stride
     assert inside_patch("phantom:lesion_volume?n=2&size=40", 64, spatial_dims=3) == 32  # slices of volumes
+    # never below what the PatchGAN takes: 16 px slices are padded up to 32 (at 16 its last layers have 1 x 1 maps)
+    assert inside_patch("phantom:lesion_volume?n=2&size=16", 64, spatial_dims=3) == 32
+    assert inside_patch("phantom:cardiac?n=4&size=40", 64, minimum=48) == 48
     cfg = gan_config("phantom:cardiac?n=4&size=40", 0.5, 0, Path("gan"), "quick", "cpu")
     assert (cfg.patch_size, cfg.n_down) == (32, 4)
     assert gan_config("phantom:cardiac?n=4&size=64", 0.5, 0, Path("gan"), "quick", "cpu").patch_size == 64

@@ -155,9 +155,11 @@ def native_patch(data: str, patch_size: int, spatial_dims: int = 2, stride: int 
     return min(patch_size, -(-largest // stride) * stride)
 
 
-def inside_patch(data: str, patch_size: int, spatial_dims: int = 2, stride: int = 16, probe: int = 64) -> int:
+def inside_patch(data: str, patch_size: int, spatial_dims: int = 2, stride: int = 16, minimum: int = 32,
+                 probe: int = 64) -> int:
     """`patch_size`, or when larger than the data the median image's shorter side rounded down to a multiple of
-    `stride` (at least `stride`): crops inside the images, for a GAN, whose generator sees padding as background.
+    `stride`: crops inside the images, for a GAN, whose generator sees padding as background. Never below `minimum`
+    (the default PatchGAN needs 32 px; smaller images are padded up to it).
 
     2D: about `probe` samples; 3D: the median volume's in-plane sides (the GAN learns from slices along D).
     """
@@ -171,7 +173,7 @@ def inside_patch(data: str, patch_size: int, spatial_dims: int = 2, stride: int 
     else:
         step = max(1, len(source) // probe)
         side = float(np.median([min(source.load(i).image.shape[-2:]) for i in range(0, len(source), step)]))
-    return min(patch_size, max(stride, int(side) // stride * stride))
+    return min(patch_size, max(minimum, int(side) // stride * stride))
 
 
 # what a grid run's config flag defaults to where base_config sets the field (the --help of ablate and sweep)
