@@ -164,12 +164,13 @@ class Pix2Pix:
         self.D.requires_grad_(False)
         self.opt_G.zero_grad(set_to_none=True)
         with autocast(self.device, self.amp_dtype):
-            d_mask, d_fake, d_real = self.d_inputs(mask, fake, real)  # one transform: FM compares like with like
+            # real only for feature matching, under the same transform (the draws do not depend on how many images)
+            d_mask, d_fake, *d_real = self.d_inputs(mask, fake, *([real] if self.lambda_fm > 0 else []))
             feats_fake = self.D(d_mask, d_fake)
             feats_real = None
-            if self.lambda_fm > 0:
+            if d_real:
                 with torch.no_grad():
-                    feats_real = self.D(d_mask, d_real)
+                    feats_real = self.D(d_mask, d_real[0])
         losses = {"G_adv": g_adversarial_loss(self.gan_loss, [f[-1] for f in feats_fake]),
                   "G_L1": F.l1_loss(fake.float(), real.float())}
         loss = losses["G_adv"] + self.lambda_l1 * losses["G_L1"]

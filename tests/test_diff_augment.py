@@ -83,9 +83,20 @@ def test_pix2pix_with_augmented_discriminator_trains_and_differs() -> None:
     assert plain["D"].item() != pytest.approx(augmented["D"].item())  # D saw other inputs
 
 
-def test_gan_run_saves_and_resumes_the_flag(tmp_path: Path) -> None:
+def test_gan_run_saves_the_flag(tmp_path: Path) -> None:
     cfg = tiny(tmp_path / "gan", diff_augment=True)
     result = train_gan(cfg)
     assert result["iterations"] == cfg.iterations
     saved = (tmp_path / "gan" / "config.json").read_text()
     assert '"diff_augment": true' in saved
+
+
+def test_draws_do_not_depend_on_how_many_images() -> None:
+    """The G step augments `real` only for feature matching; the fake must see the same transform either way."""
+    mask, image = _pair(b=3)
+    other = torch.rand(3, 1, 16, 16)
+    torch.manual_seed(5)
+    m1, f1 = diff_augment(mask, image)
+    torch.manual_seed(5)
+    m2, f2, _ = diff_augment(mask, image, other)
+    assert torch.equal(m1, m2) and torch.equal(f1, f2)

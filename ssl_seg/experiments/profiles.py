@@ -135,6 +135,12 @@ def resolve_data(data: str, seg: SegBudget) -> str:
     return data
 
 
+def probed_sides(source: Any, probe: int) -> list[tuple[int, int]]:
+    """(H, W) of about `probe` images spread evenly over a 2D `source` (what native_patch and inside_patch size on)."""
+    step = max(1, len(source) // probe)
+    return [tuple(source.load(i).image.shape[-2:]) for i in range(0, len(source), step)]
+
+
 def native_patch(data: str, patch_size: int, spatial_dims: int = 2, stride: int = 16, probe: int = 64) -> int:
     """`patch_size`, or the data's native size when smaller, rounded up to a multiple of `stride`.
 
@@ -150,8 +156,7 @@ def native_patch(data: str, patch_size: int, spatial_dims: int = 2, stride: int 
         spacing, shape = source.median_spacing(), source.median_shape()
         largest = max(round(n * s / min(spacing)) for n, s in zip(shape, spacing))
     else:
-        step = max(1, len(source) // probe)
-        largest = max(max(source.load(i).image.shape[-2:]) for i in range(0, len(source), step))
+        largest = max(max(hw) for hw in probed_sides(source, probe))
     return min(patch_size, -(-largest // stride) * stride)
 
 
@@ -171,8 +176,7 @@ def inside_patch(data: str, patch_size: int, spatial_dims: int = 2, stride: int 
     if spatial_dims == 3:
         side = min(source.median_shape()[-2:])
     else:
-        step = max(1, len(source) // probe)
-        side = float(np.median([min(source.load(i).image.shape[-2:]) for i in range(0, len(source), step)]))
+        side = float(np.median([min(hw) for hw in probed_sides(source, probe)]))
     return min(patch_size, max(minimum, int(side) // stride * stride))
 
 
