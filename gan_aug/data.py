@@ -107,6 +107,13 @@ class PairBank:
         return _to_tensors([centre_crop(self.masks[i], patch) for i in chosen],
                            [centre_crop(self.images[i], patch) for i in chosen])
 
+    def preview_batch(self, patch: int, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like center_batch, but samples whose crop shows foreground come first (in order), so a preview of slices
+        is not a row of empty top slices."""
+        crops = [(centre_crop(self.masks[i], patch), centre_crop(self.images[i], patch)) for i in self.showcase]
+        chosen = sorted(crops, key=lambda pair: not pair[0].any())[:limit]  # stable: foreground first, then the rest
+        return _to_tensors([m for m, _ in chosen], [x for _, x in chosen])
+
 
 def centre_crop(array: np.ndarray, size: int) -> np.ndarray:
     """The central (size, size) window of the last two axes (zero-padded bottom/right first when smaller)."""

@@ -20,11 +20,11 @@ from .viz import PALETTE, colorize_mask, to_rgb
 @torch.no_grad()
 def held_out_pairs(generator: torch.nn.Module, cfg: GanConfig, num_classes: int, device: torch.device,
                    k: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
-    """k held-out real masks and images (the GAN split's validation pairs, else its labeled ones) and the
-    generator's images for those masks; images (k, C, S, S) in [0, 1], masks (k, S, S)."""
+    """k held-out real masks and images (the GAN split's validation pairs, else its labeled ones; those with
+    foreground first) and the generator's images for those masks; images (k, C, S, S) in [0, 1], masks (k, S, S)."""
     source = gan_source(cfg)
     split = gan_split(cfg, source)
-    mask, image = PairBank(source, split.val or split.labeled).center_batch(cfg.patch_size, k)  # image in [-1, 1]
+    mask, image = PairBank(source, split.val or split.labeled).preview_batch(cfg.patch_size, k)  # image in [-1, 1]
     torch.manual_seed(seed)
     x = to_memory_format(one_hot(mask.to(device), num_classes), device, cfg.channels_last)
     fake = generator(x).float().cpu()

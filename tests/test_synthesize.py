@@ -209,3 +209,19 @@ def test_cli_synthesize_and_one_line_error(gan_dir: Path, tmp_path: Path, capsys
     code = main(["synthesize", "--checkpoint", str(tmp_path / "nope"), "--n", "3", "--out", str(tmp_path / "t")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: --checkpoint") and err.count("\n") == 1
+
+
+def test_preview_batch_puts_samples_with_foreground_first() -> None:
+    from types import SimpleNamespace
+
+    from gan_aug.data import PairBank
+
+    masks = [np.zeros((8, 8), np.int64) for _ in range(5)]
+    masks[2][3:5, 3:5], masks[4][2:6, 2:6] = 1, 2  # two of five slices show a structure, the first two are empty
+    samples = [SimpleNamespace(image=np.full((1, 8, 8), i / 10, np.float32), mask=m) for i, m in enumerate(masks)]
+    source = SimpleNamespace(name="fake", index_of=int, load=lambda i: samples[i])
+    bank = PairBank(source, ["0", "1", "2", "3", "4"])  # type: ignore[arg-type]
+    mask, image = bank.preview_batch(8, 3)
+    assert [int(m.max()) for m in mask] == [1, 2, 0]  # foreground in order, then the first empty one
+    assert torch.allclose(image[:, 0, 0, 0], torch.tensor([0.2, 0.4, 0.0]) * 2 - 1)  # images follow their masks
+    assert [int(m.max()) for m in bank.center_batch(8, 3)[0]] == [0, 0, 1]  # GAN validation keeps its order
