@@ -19,6 +19,7 @@ from scipy import ndimage
 
 from ssl_seg.data.readers import open_source
 from ssl_seg.engine.runner import load_run
+from ssl_seg.errors import UserError
 from ssl_seg.evaluation.metrics import dice, hd95
 from ssl_seg.evaluation.postprocess import largest_component
 from ssl_seg.evaluation.scoring import EvalDataset, predict_image
@@ -28,7 +29,7 @@ def variants(pred: np.ndarray, cls: int) -> dict[str, np.ndarray]:
     """The prediction as is, with the class's holes filled, with its largest component kept, and with both."""
 
     def filled(p: np.ndarray) -> np.ndarray:
-        return np.where(ndimage.binary_fill_holes(p == cls), cls, np.where(p == cls, 0, p)).astype(np.uint8)
+        return np.where(ndimage.binary_fill_holes(p == cls), cls, p).astype(np.uint8)
 
     lcc = largest_component(pred, [cls])
     return {"as predicted": pred, "holes filled": filled(pred), "LCC": lcc, "LCC + holes filled": filled(lcc)}
@@ -42,7 +43,11 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     run = Path(args.run)
     torch.set_num_threads(1)
-    model, cfg, _ = load_run(run, args.checkpoint)
+    try:
+        model, cfg, _ = load_run(run, args.checkpoint)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     source = open_source(cfg.data.data, 2)
     data = EvalDataset(source, json.loads((run / "split.json").read_text())["test"])
     scores: dict[str, list[tuple[float, float]]] = {}
