@@ -103,16 +103,19 @@ class PairBank:
     def center_batch(self, patch: int, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Centre crops of the first `limit` samples (of volumes: their middle slices), a fixed validation/preview
         batch, same layout as `batch`."""
-        chosen = self.showcase[:limit]
-        return _to_tensors([centre_crop(self.masks[i], patch) for i in chosen],
-                           [centre_crop(self.images[i], patch) for i in chosen])
+        return self._crops(self.showcase[:limit], patch)
 
     def preview_batch(self, patch: int, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Like center_batch, but samples whose crop shows foreground come first (in order), so a preview of slices
         is not a row of empty top slices."""
-        crops = [(centre_crop(self.masks[i], patch), centre_crop(self.images[i], patch)) for i in self.showcase]
-        chosen = sorted(crops, key=lambda pair: not pair[0].any())[:limit]  # stable: foreground first, then the rest
-        return _to_tensors([m for m, _ in chosen], [x for _, x in chosen])
+        empty = [not centre_crop(self.masks[i], patch).any() for i in self.showcase]
+        order = sorted(range(len(self.showcase)), key=empty.__getitem__)  # stable: foreground first, then the rest
+        return self._crops([self.showcase[j] for j in order[:limit]], patch)
+
+    def _crops(self, chosen: list[int], patch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Centre crops of pairs `chosen` as (masks, images in [-1, 1])."""
+        return _to_tensors([centre_crop(self.masks[i], patch) for i in chosen],
+                           [centre_crop(self.images[i], patch) for i in chosen])
 
 
 def centre_crop(array: np.ndarray, size: int) -> np.ndarray:
