@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ssl_seg.evaluation.postprocess import choose_lcc_classes, largest_component
+from ssl_seg.evaluation.postprocess import LCC_MIN_GAIN, choose_lcc_classes, largest_component
 from ssl_seg.engine.predict import predict_folder
 from ssl_seg.engine.report import evaluate_run, load_postprocessing, postprocessing_path
 from ssl_seg.engine.runner import run_training
@@ -48,10 +48,12 @@ def test_full_connectivity_in_2d_and_3d():
     assert ndimage.label(out)[1] == 3  # what a 6-connected filter would have split
 
 
-def test_choice_keeps_only_strict_improvements():
-    without = {1: 0.80, 2: 0.70, 3: None, 4: 0.5}
-    with_ = {1: 0.82, 2: 0.70, 3: 0.9, 4: 0.4}
-    assert choose_lcc_classes(without, with_) == [1]
+def test_choice_keeps_only_rises_above_the_margin():
+    without = {1: 0.80, 2: 0.70, 3: None, 4: 0.5, 5: 0.60}
+    with_ = {1: 0.82, 2: 0.70, 3: 0.9, 4: 0.4, 5: 0.603}
+    assert LCC_MIN_GAIN == 0.005
+    assert choose_lcc_classes(without, with_) == [1]  # class 5 rises by 0.003: below half a Dice point
+    assert choose_lcc_classes(without, with_, min_gain=0.0) == [1, 5]  # nnU-Net's rule: any rise
 
 
 def test_evaluate_chooses_on_validation_and_predict_applies_the_choice(tiny_cfg, tmp_path):
@@ -59,6 +61,7 @@ def test_evaluate_chooses_on_validation_and_predict_applies_the_choice(tiny_cfg,
     metrics = evaluate_run(tiny_cfg.out, split="test", device="cpu")
     record = json.loads(postprocessing_path(tiny_cfg.out).read_text())
     assert record["scored_on"] == "val, case Dice" and set(record["val_dice_without"]) == {"1", "2", "3"}
+    assert record["min_gain"] == LCC_MIN_GAIN
     post = metrics["postprocessed"]
     assert post["lcc_classes"] == record["lcc_classes"] == choose_lcc_classes(
         {int(k): v for k, v in record["val_dice_without"].items()}, {int(k): v for k, v in record["val_dice_with"].items()})

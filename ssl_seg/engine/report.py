@@ -11,7 +11,7 @@ from ..device import resolve_device
 from ..errors import UserError
 from ..evaluation.scoring import evaluate_model
 from ..io_utils import atomic_write_json
-from ..evaluation.postprocess import choose_lcc_classes
+from ..evaluation.postprocess import LCC_MIN_GAIN, choose_lcc_classes
 from .runner import load_run, patch_for
 
 
@@ -71,7 +71,7 @@ def load_postprocessing(run_dir: str | Path, checkpoint: str = "best") -> list[i
 def postprocessing_choice(run_dir: str | Path, checkpoint: str, model, source, split: Split,
                           patch_size: int | tuple[int, ...],
                           device, spacing: tuple[float, float]) -> list[int]:
-    """Classes whose largest-component filter raises validation Dice (per volume where scored), as nnU-Net.
+    """Classes whose largest-component filter raises validation Dice (per volume where scored) by > LCC_MIN_GAIN.
 
     Chosen once per checkpoint on the whole validation split and stored in `postprocessing_path`.
     """
@@ -89,6 +89,7 @@ def postprocessing_choice(run_dir: str | Path, checkpoint: str, model, source, s
         dice_without = {int(c): m["dice"] for c, m in without.items()}
         dice_with = {int(c): m["dice"] for c, m in with_.items()}
         record.update({"lcc_classes": choose_lcc_classes(dice_without, dice_with), "scored_on": f"val, {scored} Dice",
+                       "min_gain": LCC_MIN_GAIN,
                        "val_dice_without": dice_without, "val_dice_with": dice_with})
     else:
         record["scored_on"] = "no validation split: nothing chosen"
