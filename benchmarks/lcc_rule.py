@@ -37,25 +37,29 @@ def dataset_label(run_dir: Path, result: dict) -> str:
 def decisions(folder: Path) -> dict[tuple, Decision]:
     """Every chosen filter under `folder`, keyed by what identifies the run so that copies count once."""
     found: dict[tuple, Decision] = {}
-    for record_path in sorted(folder.rglob("postprocessing*.json")):
-        record = json.loads(record_path.read_text())
-        result_path = record_path.parent / "result.json"
-        if not result_path.is_file() or not record.get("val_dice_with"):
+    for result_path in sorted(folder.rglob("result.json")):
+        run_dir = result_path.parent
+        records = {last: run_dir / f"postprocessing{'_last' if last else ''}.json" for last in (False, True)}
+        if not any(path.is_file() for path in records.values()):
             continue
         result = json.loads(result_path.read_text())
-        last = record_path.name.endswith("_last.json")
-        test = result.get("test_last" if last else "test") or {}
-        post = test.get("postprocessed") or {}
-        base, filtered = test.get("volume", test), post.get("volume", post)
-        for cls in record["lcc_classes"]:
-            c = str(cls)
-            on, off = record["val_dice_with"][c], record["val_dice_without"][c]
-            t_off, t_on = base["per_class"][c], filtered["per_class"][c]
-            if None in (t_on["dice"], t_off["dice"], t_on["hd95"], t_off["hd95"]):
+        dataset = dataset_label(run_dir, result)
+        for last, record_path in records.items():
+            record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+            if not record.get("val_dice_with"):
                 continue
-            key = (result.get("data"), result.get("name"), test.get("dice"), last, c)
-            found[key] = Decision(dataset_label(record_path.parent, result), 100 * (on - off),
-                                  100 * (t_on["dice"] - t_off["dice"]), t_on["hd95"] - t_off["hd95"])
+            test = result.get("test_last" if last else "test") or {}
+            post = test.get("postprocessed") or {}
+            base, filtered = test.get("volume", test), post.get("volume", post)
+            for cls in record["lcc_classes"]:
+                c = str(cls)
+                on, off = record["val_dice_with"][c], record["val_dice_without"][c]
+                t_off, t_on = base["per_class"][c], filtered["per_class"][c]
+                if None in (t_on["dice"], t_off["dice"], t_on["hd95"], t_off["hd95"]):
+                    continue
+                key = (result.get("data"), result.get("name"), test.get("dice"), last, c)
+                found[key] = Decision(dataset, 100 * (on - off), 100 * (t_on["dice"] - t_off["dice"]),
+                                      t_on["hd95"] - t_off["hd95"])
     return found
 
 

@@ -16,7 +16,10 @@ def _run(folder: Path, name: str, val: tuple[float, float], test: tuple[float, f
     folder.mkdir(parents=True)
     (folder / "postprocessing.json").write_text(json.dumps(
         {"lcc_classes": [1], "val_dice_without": {"1": val[0]}, "val_dice_with": {"1": val[1]}}))
-    scores = lambda d, h: {"per_class": {"1": {"dice": d, "hd95": h}}}  # noqa: E731
+
+    def scores(dice: float, hd: float) -> dict:
+        return {"per_class": {"1": {"dice": dice, "hd95": hd}}}
+
     (folder / "result.json").write_text(json.dumps({"data": "/x/isbi2012_em", "name": name, "test": {
         "dice": test[0], **scores(test[0], hd[0]), "postprocessed": scores(test[1], hd[1])}}))
 
