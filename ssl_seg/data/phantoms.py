@@ -182,17 +182,18 @@ class CardiacStyle:
     blur: tuple[float, float] = (0.5, 1.1)  # px
     bias: tuple[float, float] = (0.1, 0.35)  # std of the log bias field
     noise: tuple[float, float] = (0.015, 0.06)
-    dark_blood: float = 0.0  # probability of a black-blood protocol (intensities inverted after acquisition)
+    lookalikes: tuple[int, int] = (0, 0)  # how many unlabeled LV look-alikes (myocardium ring round blood), low..high
 
 
 CARDIAC_STYLE = CardiacStyle()
-# Harder (issue 10, item 6): any pose, a wider range of heart sizes and positions, thinner walls more often, and
-# one image in five from a black-blood protocol; acquisition (noise, bias, blur) and contrast as `cardiac`. Few
-# labeled images cover this variation poorly, as few labeled patients cover real protocols and anatomy. (Two
-# earlier versions that also lowered contrast and raised noise and bias were barely learnable at the standard
-# profile: full-label test Dice 0.23 at seed 0, and 0.53 / 0.61 / 0.10 at seeds 0-2; benchmarks/RESULTS.md.)
-CARDIAC_HARD_STYLE = CardiacStyle(warp=(0.015, 0.045), scale=(0.15, 0.34), shift=(-0.25, 0.25),
-                                  rotation=(-np.pi, np.pi), cavity_ratio=(0.42, 0.8), dark_blood=0.2)
+# Harder (issue 10, item 6): `cardiac` plus one to three unlabeled LV look-alikes (a myocardium-like ring round a
+# blood-bright disc, 1.9-3 LV radii from the heart, under the heart where they meet it). Only the context (the RV
+# beside the LV, the size, the place in the chest) tells the heart from them, and a few labeled images teach that
+# context poorly: at the standard profile 5 % labels fall 14.7 Dice points below 100 % (5 seeds), against 7.2 on
+# `cardiac`, while all labels still reach `cardiac`'s 0.86 (benchmarks/RESULTS.md). Earlier versions (any pose,
+# wider sizes, black-blood images, lower contrast, more noise) either left the gap at 7 points or made the task
+# unlearnable.
+CARDIAC_HARD_STYLE = CardiacStyle(lookalikes=(1, 3))
 
 
 def _cardiac(size: int, rng: np.random.Generator,
@@ -280,6 +281,11 @@ def _cardiac(size: int, rng: np.random.Generator,
         ang, dist_b = rng.uniform(0, TAU), rng.uniform(1.2, 2.8)
         region = inner & (np.hypot(u - dist_b * np.cos(ang), v - dist_b * np.sin(ang)) < rng.uniform(0.15, 0.5))
         paint(region, rng.choice([fat, blood, myo * 0.8, tissue * 1.3]) * rng.uniform(0.85, 1.1), 0.1)
+    for _ in range(rng.integers(style.lookalikes[0], style.lookalikes[1] + 1)):  # unlabeled LV look-alikes
+        ang, dist_l, r_l = rng.uniform(0, TAU), rng.uniform(1.9, 3.0), rng.uniform(0.45, 0.9)
+        rho_l = np.hypot(u - dist_l * np.cos(ang), v - dist_l * np.sin(ang))
+        paint(inner & (rho_l < r_l), myo, 0.08)
+        paint(inner & (rho_l < r_l * rng.uniform(0.45, 0.75)), blood * rng.uniform(0.9, 1.05), 0.04)
     heart = lv_cav | lv_wall | rv_cav | rv_wall
     fat_band = np.minimum(rho - epi, rv_edge) < rng.uniform(0.05, 0.35)
     paint(~heart & fat_band & (_field(rng, size, max(4, size // 12)) > rng.uniform(-0.5, 0.8)), fat, 0.08)
@@ -296,8 +302,6 @@ def _cardiac(size: int, rng: np.random.Generator,
     w = np.clip(1 - (endo - rho)[trab] / 0.25, 0, 1) * np.clip(_field(rng, size, max(4, size // 5))[trab], 0, 1)
     img[trab] = img[trab] * (1 - 0.6 * w) + myo * 0.6 * w
     img = _acquire(img, rng, blur=style.blur, bias=style.bias, noise=style.noise, rician=True)
-    if style.dark_blood and rng.random() < style.dark_blood:
-        img = 1.0 - img
     return img, mask
 
 
