@@ -44,10 +44,9 @@ def test_cardiac_classes_nested_and_brighter_blood():
 
 
 def test_cardiac_hard_adds_unlabeled_lookalikes_to_the_same_anatomy():
-    easy_style, hard_style = CARDIAC_STYLE, CardiacStyle(lookalikes=(3, 3))
     for seed in range(6):
-        easy_img, easy_mask = _cardiac(64, np.random.default_rng(seed), easy_style)
-        hard_img, hard_mask = _cardiac(64, np.random.default_rng(seed), hard_style)
+        easy_img, easy_mask = _cardiac(64, np.random.default_rng(seed), CARDIAC_STYLE)
+        hard_img, hard_mask = _cardiac(64, np.random.default_rng(seed), CardiacStyle(lookalikes=(3, 3)))
         np.testing.assert_array_equal(hard_mask, easy_mask)  # the look-alikes are never labeled
         assert not np.array_equal(hard_img, easy_img)
     # the registered task: every class present, the LV cavity enclosed by myocardium, its own stream
