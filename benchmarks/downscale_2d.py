@@ -37,8 +37,11 @@ def downscale_folder(src: Path, dst: Path, factor: int) -> int:
     for image_path in pairs:
         mask_path = src / "masks" / image_path.name
         for path, sub, method in ((image_path, "images", Image.LANCZOS), (mask_path, "masks", Image.NEAREST)):
-            with Image.open(path) as img:
-                small = img.resize((max(1, img.width // factor), max(1, img.height // factor)), method)
+            try:
+                with Image.open(path) as img:
+                    small = img.resize((max(1, img.width // factor), max(1, img.height // factor)), method)
+            except OSError as err:  # PIL's UnidentifiedImageError and truncated files
+                raise InputError(f"{path}: not a readable image ({err}); replace or remove it") from None
             with atomic_path(dst / sub / path.name) as tmp:
                 small.save(tmp, format="PNG")
     return len(pairs)

@@ -46,3 +46,6 @@ def test_existing_output_and_missing_mask_are_one_message(tmp_path, capsys):
     assert downscale_2d.main([str(bad), str(tmp_path / "out2")]) == 2
     assert "a.png: missing" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()
+    (src / "masks" / "a.png").write_bytes(b"not a png")
+    assert downscale_2d.main([str(src), str(tmp_path / "out3")]) == 2
+    assert "a.png: not a readable image" in capsys.readouterr().err
