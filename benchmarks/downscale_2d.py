@@ -4,47 +4,45 @@ A network with a fixed patch sees more of each image in a downscaled copy: on HC
 patch of the half-size copy covers what a 256 px patch covers at full size, at a quarter of the compute. Images
 are resampled with LANCZOS, masks with NEAREST (class indices stay integers); file names are kept, so
 `--group-by` and the split are unchanged. Scores of runs on the copy are in its pixels (HD95 in copy px).
+The source is checked as `ssl-seg` reads it (pairs, sizes, mask values); the copy appears only when complete.
 
     python benchmarks/downscale_2d.py ../shared/data/hc18_fetal_head runs/hc18_half --factor 2
 """
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from PIL import Image
 
-from ssl_seg.io_utils import atomic_path
-
-
-class InputError(Exception):
-    """A bad folder or flag, reported as one line (exit 2)."""
+from ssl_seg.data.readers import FolderSource
+from ssl_seg.errors import UserError
 
 
 def downscale_folder(src: Path, dst: Path, factor: int) -> int:
-    """Write src/{images,masks}/* downscaled by `factor` into dst (which must not exist yet); return the pair count."""
-    if not (src / "images").is_dir() or not (src / "masks").is_dir():
-        raise InputError(f"{src}: needs images/ and masks/ folders")
-    pairs = sorted(p for p in (src / "images").iterdir() if not p.name.startswith("."))
-    missing = [src / "masks" / p.name for p in pairs if not (src / "masks" / p.name).is_file()]
-    if not pairs or missing:
-        raise InputError(f"{missing[0] if missing else src / 'images'}: missing; every image needs a mask of the "
-                         "same name in masks/")
+    """Write src's image/mask pairs downscaled by `factor` into dst (which must not exist yet); return the pair count."""
+    if factor < 1:
+        raise UserError(f"--factor {factor}: use an integer >= 1")
     if dst.exists():
-        raise InputError(f"{dst}: exists; pick a new output folder (nothing is overwritten)")
-    for sub in ("images", "masks"):
-        (dst / sub).mkdir(parents=True)
-    for image_path in pairs:
-        mask_path = src / "masks" / image_path.name
-        for path, sub, method in ((image_path, "images", Image.LANCZOS), (mask_path, "masks", Image.NEAREST)):
-            try:
+        raise UserError(f"{dst}: exists; pick a new output folder (nothing is overwritten)")
+    source = FolderSource(src)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    try:
+        for sub in ("images", "masks"):
+            (tmp / sub).mkdir()
+        for index in range(len(source)):
+            for path, sub, method in zip(source.files(index), ("images", "masks"), (Image.LANCZOS, Image.NEAREST)):
                 with Image.open(path) as img:
                     small = img.resize((max(1, img.width // factor), max(1, img.height // factor)), method)
-            except OSError as err:  # PIL's UnidentifiedImageError and truncated files
-                raise InputError(f"{path}: not a readable image ({err}); replace or remove it") from None
-            with atomic_path(dst / sub / path.name) as tmp:
-                small.save(tmp, format="PNG")
-    return len(pairs)
+                    small.save(tmp / sub / path.name, format=img.format)
+        os.replace(tmp, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # only our own unfinished copy
+    return len(source)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,10 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--factor", type=int, default=2, help="divide each side by this integer (default 2)")
     args = parser.parse_args(argv)
     try:
-        if args.factor < 1:
-            raise InputError(f"--factor {args.factor}: use an integer >= 1")
         n = downscale_folder(args.src, args.dst, args.factor)
-    except InputError as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"{n} image/mask pairs written to {args.dst} at 1/{args.factor} size")
