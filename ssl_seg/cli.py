@@ -98,6 +98,13 @@ def cmd_make_phantoms(args: argparse.Namespace) -> None:
     print(f"wrote {len(source)} {args.size}x{args.size} phantom:{args.task} pairs to {path}")
 
 
+def cmd_downscale(args: argparse.Namespace) -> None:
+    from .data.downscale import downscale_folder
+
+    n = downscale_folder(args.data, args.out, args.factor)
+    print(f"wrote {n} image/mask pairs to {args.out} at 1/{args.factor} size (train on it with --data {args.out})")
+
+
 def _fmt(v) -> str:
     return "n/a" if v is None else f"{v:.4f}"
 
@@ -147,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder (writes phantom_<task>.h5, or the NIfTI folder "
                    f"phantom_{VOLUME_PHANTOM}/) or a .h5 path")
     p.set_defaults(func=cmd_make_phantoms)
+
+    p = sub.add_parser("downscale", help="copy a 2D images/ + masks/ folder at 1/N size, so a patch holds more of "
+                       "each image (LANCZOS images, NEAREST masks, same names)")
+    p.add_argument("--data", required=True, help="folder with images/ and masks/ (and optionally roi/)")
+    p.add_argument("--out", required=True, help="new folder for the copy (must not exist)")
+    p.add_argument("--factor", type=int, default=2, help="divide each side by this integer (default 2)")
+    p.set_defaults(func=cmd_downscale)
 
     from .experiments.ablation import add_ablate_args, cmd_ablate
 

@@ -173,9 +173,12 @@ class FolderSource(IndexedSource):
                               f"scaled by {self._scale16:.0f} ({high16.bit_length()}-bit range), not 65535")
         return sizes, channels
 
-    def files(self, index: int) -> tuple[Path, Path]:
-        """(image file, mask file) of pair `index`."""
-        return self._image_paths[index], self._mask_paths[index]
+    def files(self, index: int) -> dict[str, Path]:
+        """Files of pair `index` by subfolder: images, masks and, when the folder has one, roi."""
+        files = {"images": self._image_paths[index], "masks": self._mask_paths[index]}
+        if self._roi_paths is not None:
+            files["roi"] = self._roi_paths[index]
+        return files
 
     def load(self, index: int) -> Sample:
         """Read pair `index`: image (C, H, W) float32 in [0, 1], mask (H, W) int64, roi (H, W) bool or None."""
