@@ -14,14 +14,22 @@ A grid given with --tagged DIR TAG names its methods "METHOD + TAG" (e.g. the sa
 its runs pair with the untagged supervised runs:
 
     python benchmarks/seed_gains.py runs/bench/hippo_final --tagged runs/bench/hippo_wema weight-ema --labels c2
+
+Runs from code older than the 0.5-point rule for the largest-component filter kept any filter that raised validation
+Dice at all; --lcc-rule current re-decides each run's filter from its postprocessing*.json with today's rule
+(`choose_lcc_classes`), so its +LCC columns read as a run of today's code would. Where that keeps only some of a
+multi-class run's filters, the +LCC scores need a re-evaluation and show n/a.
 """
 
 import argparse
+import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from ssl_seg.experiments.ablation import summary_rows
 from ssl_seg.experiments.grid import collect
+from ssl_seg.evaluation.postprocess import choose_lcc_classes
 from ssl_seg.experiments.stats import fmt_gain, fmt_mean_std
 
 # (column, csv key): per-volume Dice and HD95 for the best-on-validation and the last checkpoint, raw and with the
@@ -30,6 +38,26 @@ SCORES = (("Dice best", "vol_dice"), ("Dice best +LCC", "vol_dice_pp"), ("Dice l
           ("Dice last +LCC", "vol_dice_pp_last"), ("HD95 best", "vol_hd95"), ("HD95 best +LCC", "vol_hd95_pp"),
           ("HD95 last +LCC", "vol_hd95_pp_last"))
 FULL = "f1"  # the label budget of the full-label supervised reference
+
+
+def redecide_lcc(result: dict[str, Any], run_dir: Path) -> list[str]:
+    """Apply today's filter rule to `result` in place (see --lcc-rule); one note per checkpoint whose filter changed."""
+    notes = []
+    for test_key, file in (("test", "postprocessing.json"), ("test_last", "postprocessing_last.json")):
+        test, path = result.get(test_key), run_dir / file
+        if not test or "postprocessed" not in test or not path.is_file():
+            continue
+        choice = json.loads(path.read_text())
+        kept = choose_lcc_classes(*({int(c): v for c, v in choice[k].items()}
+                                    for k in ("val_dice_without", "val_dice_with")))
+        if kept == sorted(choice["lcc_classes"]):
+            continue
+        if kept:  # a subset of the classes: the stored scores filtered them all
+            test["postprocessed"] = {"dice": None, "hd95": None}
+        else:
+            test["postprocessed"] = {k: v for k, v in test.items() if k != "postprocessed"}
+        notes.append(f"{run_dir.name} {test_key}: filter classes {choice['lcc_classes']} -> {kept}")
+    return notes
 
 
 def score(row: dict[str, Any], key: str) -> float | None:
@@ -69,11 +97,16 @@ def main(argv: list[str]) -> int:
     p.add_argument("--tagged", nargs=2, action="append", default=[], metavar=("DIR", "TAG"),
                    help="a grid whose methods are named 'METHOD + TAG' (repeatable)")
     p.add_argument("--labels", help="only this label budget, e.g. c2 or f0.05")
+    p.add_argument("--lcc-rule", choices=["stored", "current"], default="stored",
+                   help="+LCC scores as the runs stored them, or with today's 0.5-point filter rule re-applied")
     args = p.parse_args(argv)
     grids = [(root, None) for root in args.roots] + [tuple(t) for t in args.tagged]
-    rows = []
+    rows, notes = [], []
     for root, tag in grids:
         results = collect(root)
+        if args.lcc_rule == "current":
+            for result in results:
+                notes += redecide_lcc(result, Path(root) / "runs" / result["name"])
         rows += [{**r, "method": r["method"] if tag is None else f"{r['method']} + {tag}", "test": result["test"]}
                  for result, r in zip(results, summary_rows(results))
                  if args.labels is None or r["labels"] == args.labels]
@@ -89,6 +122,9 @@ def main(argv: list[str]) -> int:
         print(f"| {r['method']} | {r['labels']} | {r['seed']} | {r['best_step']} | " + " | ".join(cells)
               + f" | {r['s_per_iteration']:.3f} | {r['wall_time_s'] / 60:.1f} |")
     per_class(rows)
+    if args.lcc_rule == "current":
+        print()
+        print("Filters re-decided with today's rule: " + ("; ".join(notes) if notes else "none changed") + ".")
     cells = sorted({(r["labels"], r["method"] != "supervised", r["method"]) for r in rows})
     print()
     print("| method | labels | n | " + " | ".join(c for c, _ in SCORES) + " | s / iter |")
