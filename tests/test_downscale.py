@@ -85,3 +85,5 @@ def test_existing_output_and_bad_input_are_one_message(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "out", "src"]  # no partial copy left behind
     assert _downscale(src, tmp_path / "out4", "--factor", "0") == 2
     assert "--factor 0" in capsys.readouterr().err
+    assert _downscale(Path("phantom:cardiac"), tmp_path / "out5") == 2
+    assert "phantom:cardiac: not a folder with images/ and masks/" in capsys.readouterr().err

@@ -28,6 +28,9 @@ def downscale_folder(src: str | Path, dst: str | Path, factor: int, progress: bo
     src, dst = Path(src), Path(dst)
     if factor < 1:
         raise UserError(f"--factor {factor}: use an integer >= 1")
+    if not (src / "images").is_dir():
+        raise UserError(f"--data {src}: not a folder with images/ and masks/; `ssl-seg downscale` copies only that "
+                        "layout (MSD, HDF5 and phantom data are not supported)")
     if dst.exists():
         raise UserError(f"{dst}: exists; pick a new --out folder (nothing is overwritten)")
     source = FolderSource(src)  # checks pairs, sizes and mask values as training reads them
