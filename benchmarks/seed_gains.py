@@ -27,9 +27,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ssl_seg.evaluation.postprocess import choose_lcc_classes
 from ssl_seg.experiments.ablation import summary_rows
 from ssl_seg.experiments.grid import collect
-from ssl_seg.evaluation.postprocess import choose_lcc_classes
 from ssl_seg.experiments.stats import fmt_gain, fmt_mean_std
 
 # (column, csv key): per-volume Dice and HD95 for the best-on-validation and the last checkpoint, raw and with the
