@@ -23,7 +23,7 @@ from .readers import FolderSource
 RESAMPLING = {"images": Image.LANCZOS, "masks": Image.NEAREST, "roi": Image.NEAREST}
 
 
-def downscale_folder(src: str | Path, dst: str | Path, factor: int, progress: bool = True) -> int:
+def downscale_folder(src: str | Path, dst: str | Path, factor: int) -> int:
     """Write src's pairs downscaled by `factor` into dst (which must not exist); return the pair count."""
     src, dst = Path(src), Path(dst)
     if factor < 1:
@@ -37,9 +37,10 @@ def downscale_folder(src: str | Path, dst: str | Path, factor: int, progress: bo
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
     try:
-        for index in tqdm(range(len(source)), desc="downscale", disable=not progress):
+        for sub in source.files(0):  # images, masks and roi when the folder has one
+            (tmp / sub).mkdir()
+        for index in tqdm(range(len(source)), desc="downscale"):
             for sub, path in source.files(index).items():
-                (tmp / sub).mkdir(exist_ok=True)
                 with Image.open(path) as img:
                     small = img.resize((max(1, img.width // factor), max(1, img.height // factor)), RESAMPLING[sub])
                     small.save(tmp / sub / path.name, format=img.format)
