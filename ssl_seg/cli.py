@@ -53,16 +53,17 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .engine.report import evaluate_run, format_metrics_table, metrics_path
 
     metrics = evaluate_run(args.run, checkpoint=args.checkpoint, split=args.split, data=args.data,
-                           device=args.device, spacing=tuple(args.spacing), postprocess=not args.no_postprocess)
+                           device=args.device, spacing=tuple(args.spacing), postprocess=not args.no_postprocess,
+                           downscale=args.downscale)
     print(format_metrics_table(metrics))
-    print(f"wrote {metrics_path(args.run, args.split, args.checkpoint)}")
+    print(f"wrote {metrics_path(args.run, args.split, args.checkpoint, args.downscale)}")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from .engine.predict import predict_folder
 
     written = predict_folder(args.run, args.input, args.out, checkpoint=args.checkpoint, overlay=args.overlay,
-                             device=args.device, postprocess=not args.no_postprocess)
+                             device=args.device, postprocess=not args.no_postprocess, downscale=args.downscale)
     print(f"wrote {written} mask(s) to {args.out}")
 
 
@@ -130,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--no-postprocess", action="store_true",
                    help="skip the largest-component filter chosen on validation (scores are then reported without it)")
+    p.add_argument("--downscale", type=int, default=1, metavar="N",
+                   help="the run trained on an 'ssl-seg downscale --factor N' copy and --data is full size: shrink "
+                        "each image by N for the network, score at full size (writes metrics_<split>_downscaleN.json)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="write predicted mask PNGs for a folder of images")
@@ -141,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--no-postprocess", action="store_true",
                    help="do not apply the largest-component filter chosen on validation by 'ssl-seg evaluate'")
+    p.add_argument("--downscale", type=int, default=1, metavar="N",
+                   help="the run trained on an 'ssl-seg downscale --factor N' copy and --input is full size: shrink "
+                        "each image by N for the network, write its mask at full size")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("make-phantoms", help="write a phantom dataset in the project HDF5 format, or the 3D "

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import UserError
+from .downscale import downscale_image
 from .readers import SampleSource
 from .transforms import JointTransform, normalize, to_tensors
 
@@ -114,11 +115,16 @@ def _draw(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
 
 
 class EvalDataset(Dataset):
-    """Whole, unaugmented, normalised samples: item -> dict(image (C, *S), mask (*S), roi (*S), id, case)."""
+    """Whole, unaugmented, normalised samples: item -> dict(image (C, *S), mask (*S), roi (*S), id, case).
 
-    def __init__(self, source: SampleSource, ids: list[str]):
+    With `downscale` N > 1 the image is first shrunk by N as `ssl-seg downscale` shrinks it (for a run trained on
+    such a copy); mask and roi stay at full size.
+    """
+
+    def __init__(self, source: SampleSource, ids: list[str], downscale: int = 1):
         self.source = source
         self.indices = [source.index_of(i) for i in ids]
+        self.downscale = downscale
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -126,5 +132,7 @@ class EvalDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         sample = self.source.load(self.indices[i])
         image, mask, roi = to_tensors(sample)
+        if self.downscale > 1:
+            image = torch.from_numpy(downscale_image(image.numpy(), self.downscale))
         return {"image": normalize(image, spatial_dims=image.ndim - 1), "mask": mask, "roi": roi, "id": sample.id,
                 "case": sample.case}

@@ -10,14 +10,16 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..config import RunConfig
+from ..data.downscale import downscale_image
 from ..data.readers import IMAGE_SUFFIXES, read_image
 from ..data.transforms import normalize
 from ..device import resolve_device
 from ..errors import UserError
+from ..evaluation.inference import upsample_probs
 from ..evaluation.scoring import predict_image
 from ..io_utils import atomic_path
 from ..evaluation.postprocess import largest_component
-from .report import load_postprocessing
+from .report import check_downscale, load_postprocessing
 from .runner import load_run
 
 PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 225, 25], [145, 30, 180],
@@ -40,15 +42,18 @@ def overlay_image(image: np.ndarray, pred: np.ndarray, alpha: float = 0.45) -> n
 
 
 def predict_folder(run_dir: str | Path, input_dir: str | Path, out_dir: str | Path, checkpoint: str = "best",
-                   overlay: bool = False, device: str = "auto", postprocess: bool = True) -> int:
+                   overlay: bool = False, device: str = "auto", postprocess: bool = True, downscale: int = 1) -> int:
     """Write OUT/<stem>.png for each image in INPUT (and OUT/overlay/<stem>.png); returns the count.
 
     With `postprocess`, the largest-component filter the run chose on validation (RUN_DIR/postprocessing.json,
     written by `ssl-seg evaluate` and grids) is applied to each 2D mask; a run without that choice is left as is.
     A run trained on volumes (--spatial-dims 3) reads NIfTI volumes and writes OUT/<case>.nii.gz instead
-    (`predict_volumes`; no overlays).
+    (`predict_volumes`; no overlays). With `downscale` N, for a run trained on an `ssl-seg downscale --factor N`
+    copy, each full-size image is shrunk by N for the network and its mask is written at full size.
     """
-    if RunConfig.load(Path(run_dir) / "config.json").data.spatial_dims == 3:
+    spatial_dims = RunConfig.load(Path(run_dir) / "config.json").data.spatial_dims
+    check_downscale(downscale, spatial_dims)
+    if spatial_dims == 3:
         from .predict_volumes import predict_volumes
 
         return predict_volumes(run_dir, input_dir, out_dir, checkpoint, device, postprocess)
@@ -67,9 +72,9 @@ def predict_folder(run_dir: str | Path, input_dir: str | Path, out_dir: str | Pa
     (out_dir / "overlay" if overlay else out_dir).mkdir(parents=True, exist_ok=True)
     for path in tqdm(files, desc="predict"):
         image = read_image(path, info["in_channels"])
-        probs = predict_image(model, normalize(torch.from_numpy(image)), cfg.data.patch_size,
-                              info["num_classes"], dev)
-        pred = probs.argmax(0).numpy()
+        small = torch.from_numpy(downscale_image(image, downscale))
+        probs = predict_image(model, normalize(small), cfg.data.patch_size, info["num_classes"], dev)
+        pred = upsample_probs(probs, image.shape[1:]).argmax(0).numpy()
         if lcc:
             pred = largest_component(pred, lcc)
         _save_png(out_dir / f"{path.stem}.png", mask_to_png(pred, info["num_classes"]))

@@ -24,15 +24,18 @@ def split_ids(split: Split, name: str, all_ids: list[str]) -> list[str]:
 
 def evaluate_run(run_dir: str | Path, checkpoint: str = "best", split: str = "test", data: str | None = None,
                  device: str = "auto", spacing: tuple[float, float] = (1.0, 1.0), postprocess: bool = True,
-                 progress: bool = True) -> dict:
-    """Score the run's chosen network on `split`; writes RUN_DIR/metrics_<split>[_last].json and returns it.
+                 progress: bool = True, downscale: int = 1) -> dict:
+    """Score the run's chosen network on `split`; writes RUN_DIR/metrics_<split>[_last][_downscaleN].json, returns it.
 
     With `postprocess`, `postprocessed` also holds the scores after the largest-component filter chosen on the
-    run's validation split (`postprocessing_choice`).
+    run's validation split (`postprocessing_choice`). With `downscale` N (a run trained on an `ssl-seg downscale
+    --factor N` copy, scored on the full-size `data`), images are shrunk by N for the network and the scores are
+    at full size.
     """
     run_dir = Path(run_dir)
     dev = resolve_device(device)
     model, cfg, info = load_run(run_dir, checkpoint, dev)
+    check_downscale(downscale, cfg.data.spatial_dims)
     source = open_source(data or cfg.data.data, cfg.data.spatial_dims)
     if source.num_classes != info["num_classes"] or source.in_channels != info["in_channels"]:
         raise UserError(f"{source.name}: {source.num_classes} classes / {source.in_channels} channels, but the run "
@@ -47,14 +50,23 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", split: str = "te
     if not ids:
         raise UserError(f"{run_dir / 'split.json'}: the {split} split is empty; use another --split")
     patch = patch_for(cfg, source)
-    lcc = (postprocessing_choice(run_dir, checkpoint, model, source, the_split, patch, dev, spacing)
+    lcc = (postprocessing_choice(run_dir, checkpoint, model, source, the_split, patch, dev, spacing, downscale)
            if postprocess else None)
     metrics = evaluate_model(model, source, ids, patch, dev, spacing=spacing, progress=progress,
-                             lcc_classes=lcc)
+                             lcc_classes=lcc, downscale=downscale)
     metrics.update({"split": split, "checkpoint": checkpoint, "data": source.name,
-                    "class_names": info["class_names"], "spacing": list(spacing)})
-    atomic_write_json(metrics_path(run_dir, split, checkpoint), metrics)
+                    "class_names": info["class_names"], "spacing": list(spacing), "downscale": downscale})
+    atomic_write_json(metrics_path(run_dir, split, checkpoint, downscale), metrics)
     return metrics
+
+
+def check_downscale(factor: int, spatial_dims: int) -> None:
+    """Refuse a --downscale factor below 1, or above 1 for a volume run (`ssl-seg downscale` copies 2D folders)."""
+    if factor < 1:
+        raise UserError(f"--downscale {factor}: use the integer >= 1 the run's data was downscaled by (1: not at all)")
+    if factor > 1 and spatial_dims == 3:
+        raise UserError(f"--downscale {factor}: a volume run (--spatial-dims 3) cannot be fed downscaled images; "
+                        "drop --downscale")
 
 
 def postprocessing_path(run_dir: str | Path, checkpoint: str = "best") -> Path:
@@ -70,10 +82,11 @@ def load_postprocessing(run_dir: str | Path, checkpoint: str = "best") -> list[i
 
 def postprocessing_choice(run_dir: str | Path, checkpoint: str, model, source, split: Split,
                           patch_size: int | tuple[int, ...],
-                          device, spacing: tuple[float, float]) -> list[int]:
+                          device, spacing: tuple[float, float], downscale: int = 1) -> list[int]:
     """Classes whose largest-component filter raises validation Dice (per volume where scored) by > LCC_MIN_GAIN.
 
-    Chosen once per checkpoint on the whole validation split and stored in `postprocessing_path`.
+    Chosen once per checkpoint on the whole validation split and stored in `postprocessing_path`; a later
+    `--downscale` evaluation reuses the choice made at the run's own scale.
     """
     chosen = load_postprocessing(run_dir, checkpoint)
     if chosen is not None:
@@ -82,7 +95,7 @@ def postprocessing_choice(run_dir: str | Path, checkpoint: str, model, source, s
     if split.val:
         foreground = list(range(1, source.num_classes))
         val = evaluate_model(model, source, list(split.val), patch_size, device, spacing=spacing,
-                             lcc_classes=foreground)
+                             lcc_classes=foreground, downscale=downscale)
         scored = "volume" if "volume" in val else "case"
         without = (val["volume"] if scored == "volume" else val)["per_class"]
         with_ = (val["postprocessed"]["volume"] if scored == "volume" else val["postprocessed"])["per_class"]
@@ -97,9 +110,11 @@ def postprocessing_choice(run_dir: str | Path, checkpoint: str, model, source, s
     return record["lcc_classes"]
 
 
-def metrics_path(run_dir: str | Path, split: str, checkpoint: str = "best") -> Path:
-    """RUN_DIR/metrics_<split>.json for the best checkpoint, metrics_<split>_last.json for the last."""
-    return Path(run_dir) / f"metrics_{split}{'_last' if checkpoint == 'last' else ''}.json"
+def metrics_path(run_dir: str | Path, split: str, checkpoint: str = "best", downscale: int = 1) -> Path:
+    """RUN_DIR/metrics_<split>.json for the best checkpoint, ..._last.json for the last, ..._downscaleN at full size."""
+    last = "_last" if checkpoint == "last" else ""
+    scale = f"_downscale{downscale}" if downscale > 1 else ""
+    return Path(run_dir) / f"metrics_{split}{last}{scale}.json"
 
 
 def format_metrics_table(metrics: dict) -> str:
@@ -113,6 +128,8 @@ def format_metrics_table(metrics: dict) -> str:
                 f"{_f(metrics['hd95']):>9}{_f(metrics['asd']):>8}")
     rows.append(f"{metrics.get('n_samples', '?')} samples in {metrics.get('n_cases', '?')} cases, "
                 f"split {metrics.get('split', '?')}")
+    if metrics.get("downscale", 1) > 1:
+        rows.append(f"scored at full size; the network saw each image downscaled by {metrics['downscale']}")
     volume = metrics.get("volume")
     if volume:
         rows.append(_row("per volume (3D)", volume) + f"   ({volume['n_cases']} volumes)")
@@ -133,8 +150,3 @@ def _row(label: str, m: dict) -> str:
 def _f(v) -> str:
     return "  n/a" if v is None else f"{v:.3f}"
 
-
-def load_metrics(run_dir: str | Path, split: str = "test", checkpoint: str = "best") -> dict | None:
-    """A previously written metrics_<split>[_last].json, or None."""
-    path = metrics_path(run_dir, split, checkpoint)
-    return json.loads(path.read_text()) if path.is_file() else None

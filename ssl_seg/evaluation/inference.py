@@ -113,3 +113,10 @@ def predict_probs(
         if any(s > p for s, p in zip(image.shape[2:], patch)):
             return sliding_window_predict(model, image, patch, num_classes, overlap, batch_size, feature_dropout)
     return _forward_probs(model, image, num_classes, feature_dropout)
+
+
+def upsample_probs(probs: Tensor, size: Sequence[int]) -> Tensor:
+    """(K, h, w) probabilities -> (K, *size), bilinear over the whole extent (the inverse of `downscale_image`)."""
+    if tuple(probs.shape[1:]) == tuple(size):
+        return probs
+    return F.interpolate(probs[None], size=tuple(size), mode="bilinear", align_corners=False)[0]

@@ -14,7 +14,7 @@ from ..data.datasets import EvalDataset
 from ..data.readers import SampleSource
 from ..device import autocast
 from ..io_utils import jsonable
-from .inference import predict_probs
+from .inference import predict_probs, upsample_probs
 from .metrics import aggregate, evaluate_case
 from .postprocess import largest_component
 
@@ -32,7 +32,7 @@ def predict_image(model: torch.nn.Module, image: torch.Tensor, patch_size: int |
 def evaluate_model(model: torch.nn.Module, source: SampleSource, ids: list[str], patch_size: int | Sequence[int] | None,
                    device: torch.device, amp_dtype: torch.dtype | None = None,
                    spacing: tuple[float, float] = (1.0, 1.0), progress: bool = False,
-                   lcc_classes: Sequence[int] | None = None) -> dict:
+                   lcc_classes: Sequence[int] | None = None, downscale: int = 1) -> dict:
     """Score `model` on samples `ids`: top-level means over cases, plus `per_class`, `per_case`, `per_sample`.
 
     Metrics are computed per 2-D sample; a case's value is the mean over its samples (nanmean), and the
@@ -42,14 +42,17 @@ def evaluate_model(model: torch.nn.Module, source: SampleSource, ids: list[str],
     score ACDC; `selection_score` prefers it. With `lcc_classes` (a list, possibly empty), `postprocessed`
     holds the same scores after keeping the largest connected component of those classes (per 2D sample
     for the sample scores, per stacked 3D volume for the volume scores). Samples of a volume source
-    (`spatial_dims` 3) are whole volumes, scored in mm with their own case's spacing.
+    (`spatial_dims` 3) are whole volumes, scored in mm with their own case's spacing. With `downscale` N, a
+    model trained on an `ssl-seg downscale --factor N` copy sees each image shrunk by N and its probabilities are
+    upsampled to full size: scores are at full size, in full-size pixels.
     """
-    data = EvalDataset(source, ids)
+    data = EvalDataset(source, ids, downscale)
     predictions: list[Prediction] = []
     items: Iterable = tqdm(range(len(data)), desc="evaluate", leave=False, disable=not progress)
     for i in items:
         item = data[i]
         probs = predict_image(model, item["image"], patch_size, source.num_classes, device, amp_dtype)
+        probs = upsample_probs(probs, item["mask"].shape)
         roi = item["roi"].numpy()
         pred = np.where(roi, probs.argmax(0).numpy(), 0).astype(np.uint8)
         truth = np.where(roi, item["mask"].numpy(), 0).astype(np.uint8)
