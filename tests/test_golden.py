@@ -15,6 +15,12 @@ import torch
 
 GOLDEN = Path(__file__).parent / "golden"
 RTOL, ATOL = 1e-4, 1e-5
+# Six training steps are not bit-portable across CPUs: on an AVX-512 AMD EPYC the fingerprints drift from the ones
+# taken at c3b3339 by up to 0.35 % of (|value| + RMS of the fingerprint) (one thread, as below: mean teacher 0.20 %,
+# supervised 0.01 %, GAN 0.03 %; supervised at the default thread count 0.35 %); forward passes stay within RTOL.
+# 1 % tolerates that drift and still fails on a changed init or architecture, twice the learning rate (3.4 %) or one
+# step fewer (12 %); finer training changes (a 10 % learning rate change: 0.37 %) are left to the method and loss tests.
+TRAIN_RTOL = 1e-2
 
 
 def _input(shape: tuple[int, ...], seed: int = 1) -> torch.Tensor:
@@ -126,6 +132,14 @@ def _check(name: str, got: torch.Tensor) -> None:
     assert torch.allclose(got.double(), want.double(), rtol=RTOL, atol=ATOL), f"{name}: max abs diff {err:.3g}"
 
 
+def _check_training(name: str, got: torch.Tensor) -> None:
+    """Within TRAIN_RTOL of (|golden value| + the golden fingerprint's RMS), element by element."""
+    want = torch.load(GOLDEN / f"{name}.pt", weights_only=True).double()
+    assert got.shape == want.shape, f"{name}: shape {tuple(got.shape)} != golden {tuple(want.shape)}"
+    drift = ((got.double() - want).abs() / (want.abs() + want.square().mean().sqrt())).max().item()
+    assert drift <= TRAIN_RTOL, f"{name}: off the golden fingerprint by {drift:.2%} of its scale"
+
+
 @pytest.mark.parametrize("name", sorted(FORWARD))
 def test_forward_matches_golden(name: str) -> None:
     _check(name, FORWARD[name]())
@@ -134,7 +148,7 @@ def test_forward_matches_golden(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(TRAINING))
 def test_short_training_matches_golden(name: str, tmp_path: Path) -> None:
     torch.set_num_threads(1)
-    _check(name, TRAINING[name](tmp_path))
+    _check_training(name, TRAINING[name](tmp_path))
 
 
 def regenerate() -> None:
