@@ -47,13 +47,16 @@ def main(argv: list[str]) -> int:
                 pc, pf = copy["postprocessed"], full["postprocessed"]
                 dice_diffs.append(100 * (full["dice"] - copy["dice"]))
                 ratios.append(full["hd95"] / copy["hd95"])
-                print(f"| {Path(root).name}/{result['name']} | {checkpoint} | {copy['dice']:.3f} | {full['dice']:.3f} | {pc['dice']:.3f} | "
-                      f"{pf['dice']:.3f} | {copy['hd95']:.1f} | {full['hd95']:.1f} | {ratios[-1]:.2f} | "
-                      f"{pf['hd95'] / pc['hd95']:.2f} |")
+                cells = [copy["dice"], full["dice"], pc["dice"], pf["dice"]]
+                print(f"| {Path(root).name}/{result['name']} | {checkpoint} | "
+                      + " | ".join(f"{v:.3f}" for v in cells)
+                      + f" | {copy['hd95']:.1f} | {full['hd95']:.1f} | {ratios[-1]:.2f}"
+                      + f" | {pf['hd95'] / pc['hd95']:.2f} |")
     print()
     print(f"Dice full - copy over {len(dice_diffs)} run checkpoints (points): {fmt_gain(dice_diffs)}")
     print(f"HD95 full / copy: mean {sum(ratios) / len(ratios):.2f}, range {min(ratios):.2f}-{max(ratios):.2f} "
           f"(a factor-{args.factor} copy's pixel is {args.factor} full-size pixels)")
+    print(f"\n$ python benchmarks/full_size_scores.py {' '.join(args.roots)} --data {args.data} --factor {args.factor}")
     return 0
 
 
