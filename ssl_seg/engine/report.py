@@ -85,8 +85,8 @@ def postprocessing_choice(run_dir: str | Path, checkpoint: str, model, source, s
                           device, spacing: tuple[float, float], downscale: int = 1) -> list[int]:
     """Classes whose largest-component filter raises validation Dice (per volume where scored) by > LCC_MIN_GAIN.
 
-    Chosen once per checkpoint on the whole validation split and stored in `postprocessing_path`; a later
-    `--downscale` evaluation reuses the choice made at the run's own scale.
+    Chosen once per checkpoint on the whole validation split and stored in `postprocessing_path`; a stored choice is
+    reused at any `downscale`, and one made first under `--downscale N` is made on full-size validation scores.
     """
     chosen = load_postprocessing(run_dir, checkpoint)
     if chosen is not None:
