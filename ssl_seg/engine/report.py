@@ -83,7 +83,7 @@ def load_postprocessing(run_dir: str | Path, checkpoint: str = "best") -> list[i
 def postprocessing_choice(run_dir: str | Path, checkpoint: str, model, source, split: Split,
                           patch_size: int | tuple[int, ...],
                           device, spacing: tuple[float, float], downscale: int = 1) -> list[int]:
-    """Classes whose largest-component filter raises validation Dice (per volume where scored) by > LCC_MIN_GAIN.
+    """Classes whose largest-component filter raises validation Dice (per volume where scored): any rise.
 
     Chosen once per checkpoint on the whole validation split and stored in `postprocessing_path`; a stored choice is
     reused at any `downscale`, and one made first under `--downscale N` is made on full-size validation scores.

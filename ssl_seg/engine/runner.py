@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -237,7 +238,9 @@ def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int, extra_hoo
     dtype = amp_dtype(device, tc.amp)
     earlier = dict(ckpt.get("timing", {})) if ckpt is not None else {}
     clock = {"t0": t0, "t_train": time.time()}
-    timing = lambda: {"train_s": earlier.get("train_s", 0.0) + time.time() - clock["t_train"],
+    started_at = earlier.get("started_at") or datetime.fromtimestamp(t0, timezone.utc).isoformat(timespec="seconds")
+    timing = lambda: {"started_at": started_at,
+                      "train_s": earlier.get("train_s", 0.0) + time.time() - clock["t_train"],
                       "wall_s": earlier.get("wall_s", 0.0) + time.time() - clock["t0"],
                       "segments": int(earlier.get("segments", 0)) + 1}
     payload = _payload_fn(cfg, info, timing)
@@ -268,6 +271,7 @@ def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int, extra_hoo
         "seed": tc.seed, "iterations": tc.iterations,
         "val_dice": state.best_score if state.best_score > -float("inf") else None,
         "best_step": state.best_step, "best_model": state.best_model,
+        "started_at": total["started_at"],  # UTC, of the run's first segment (benchmarks/preregistration.py)
         "wall_time_s": total["wall_s"],
         "s_per_iteration": total["train_s"] / tc.iterations,
         "segments": total["segments"],
@@ -299,7 +303,7 @@ def show_validation(progress: ProgressHook) -> ResultCallback:
     return show
 
 
-def _payload_fn(cfg: RunConfig, info: dict[str, Any], timing: Callable[[], dict[str, float]]
+def _payload_fn(cfg: RunConfig, info: dict[str, Any], timing: Callable[[], dict[str, Any]]
                 ) -> Callable[[Trainer], dict[str, Any]]:
     def payload(trainer: Trainer) -> dict[str, Any]:
         return {"config": cfg.to_dict(), "info": info, "timing": timing(),

@@ -2,13 +2,10 @@
 
 `largest_component(labels, classes)` keeps, for each listed class, only its largest connected component
 (full connectivity: 8 neighbours in 2D, 26 in 3D); the other components become background. Ties keep the
-component met first in raster order. `choose_lcc_classes` keeps the filter for a class only when it raises
-that class's validation Dice by more than `LCC_MIN_GAIN` (nnU-Net's `determine_postprocessing`, per class, asks for
-any rise). The margin: on ISBI EM, whose membranes form one network that a test slice's gaps split, 3 validation
-slices let the filter through on rises of 0.03-0.43 Dice points; on test it then cost 0.97 points and 6.6 px HD95
-on average (9 filters, 8 lowered test Dice). On the real hippocampus runs, dropping the filters that rose 0.5 points
-or less costs 0.03 (2D slices) to 0.15 (3D) points of the filter's mean test gain (benchmarks/lcc_rule.py,
-RESULTS.md; the margin was chosen on those test outcomes).
+component met first in raster order. `choose_lcc_classes` keeps the filter for a class when it raises that class's
+validation Dice at all, as nnU-Net's `determine_postprocessing` does: the rule has no parameter, so nothing in it
+was tuned on test scores (benchmarks/PROTOCOL.md). An earlier half-point margin had been chosen on test outcomes
+and was dropped for that reason.
 """
 
 from __future__ import annotations
@@ -33,12 +30,13 @@ def largest_component(labels: np.ndarray, classes: Iterable[int]) -> np.ndarray:
     return out
 
 
-LCC_MIN_GAIN = 0.005  # validation Dice (0-1) the filter must add to a class to be kept: half a Dice point
+LCC_MIN_GAIN = 0.0  # validation Dice (0-1) the filter must add to a class to be kept: any rise
 
 
 def choose_lcc_classes(dice_without: Mapping[int, float | None], dice_with: Mapping[int, float | None],
                        min_gain: float = LCC_MIN_GAIN) -> list[int]:
-    """Classes whose validation Dice is higher by more than `min_gain` with the largest-component filter."""
+    """Classes whose validation Dice is higher by more than `min_gain` (default: any rise) with the largest-component
+    filter."""
     chosen = []
     for cls, without in dice_without.items():
         with_ = dice_with.get(cls)
