@@ -15,10 +15,11 @@ its runs pair with the untagged supervised runs:
 
     python benchmarks/seed_gains.py runs/bench/hippo_final --tagged runs/bench/hippo_wema weight-ema --labels c2
 
-Runs from code older than the 0.5-point rule for the largest-component filter kept any filter that raised validation
-Dice at all; --lcc-rule current re-decides each run's filter from its postprocessing*.json with today's rule
-(`choose_lcc_classes`), so its +LCC columns read as a run of today's code would. Where that keeps only some of a
-multi-class run's filters, the +LCC scores need a re-evaluation and show n/a.
+Runs made under an older rule for the largest-component filter (a half-point margin on validation Dice, used from the
+sixth to the tenth session) may keep other filters than today's rule (any validation rise); --lcc-rule current
+re-decides each run's filter from its postprocessing*.json with today's rule (`choose_lcc_classes`), so its +LCC
+columns read as a run of today's code would. Where that changes which filters a run keeps to anything but none, the
++LCC scores need a re-evaluation and show n/a.
 """
 
 import argparse
@@ -52,7 +53,7 @@ def redecide_lcc(result: dict[str, Any], run_dir: Path) -> list[str]:
                                     for k in ("val_dice_without", "val_dice_with")))
         if kept == sorted(choice["lcc_classes"]):
             continue
-        if kept:  # a subset of the classes: the stored scores filtered them all
+        if kept:  # another non-empty set of classes: the stored scores filtered others
             test["postprocessed"] = {"dice": None, "hd95": None}
         else:
             test["postprocessed"] = {k: v for k, v in test.items() if k != "postprocessed"}
@@ -98,7 +99,7 @@ def main(argv: list[str]) -> int:
                    help="a grid whose methods are named 'METHOD + TAG' (repeatable)")
     p.add_argument("--labels", help="only this label budget, e.g. c2 or f0.05")
     p.add_argument("--lcc-rule", choices=["stored", "current"], default="stored",
-                   help="+LCC scores as the runs stored them, or with today's 0.5-point filter rule re-applied")
+                   help="+LCC scores as the runs stored them, or with today's filter rule (any validation rise) re-applied")
     args = p.parse_args(argv)
     grids = [(root, None) for root in args.roots] + [tuple(t) for t in args.tagged]
     rows, notes = [], []

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ssl_seg.experiments.profiles import SegBudget
-from ssl_seg.experiments.stats import fmt_gain, fmt_mean_std
+from ssl_seg.experiments.stats import fmt_family, fmt_mean_std
 from ssl_seg.experiments.summary import group, mean_std
 from ssl_seg.experiments.sweep import is_real_only, reported_scores
 
@@ -67,24 +67,35 @@ def _at_ratio(rows: Rows, method: str, labels: str, ratio: float) -> dict[int, f
 # ---------------------------------------------------------------- findings
 
 
+class Gain(str):
+    """A placeholder in a finding's text: the key of its gain in the findings' family."""
+
+
 def findings(low_rows: Rows, sweep: Rows, oracle: Rows, labels: str, decisions: dict[str, Any]) -> list[str]:
-    """Markdown bullets: each conclusion with its 95 % interval and whether it is established."""
-    out = []
+    """Markdown bullets: each conclusion with its interval, Holm-adjusted over every gain the findings state, and
+    whether it is established."""
+    out: list[list[str | Gain]] = []
+    family: dict[str, list[float]] = {}
+
+    def gain(key: str, diffs: list[float]) -> Gain:
+        family[key] = diffs
+        return Gain(key)
+
     for lab in sorted({r["labels"] for r in low_rows} - {"f1"}, key=lambda k: float(k[1:])):
         sup = by_seed(low_rows, method="supervised", labels=lab)
         n_lab = int(np.mean([r["n_labeled"] for r in low_rows if r["labels"] == lab]))
-        text = [f"- **Semi-supervised vs supervised, labels {lab}** ({n_lab} labeled; supervised test Dice "
-                f"{fmt_mean_std(sup.values())})."]
+        text: list[str | Gain] = [f"- **Semi-supervised vs supervised, labels {lab}** ({n_lab} labeled; supervised "
+                                  f"test Dice {fmt_mean_std(sup.values())})."]
         for method in sorted({r["method"] for r in low_rows if r["labels"] == lab} - {"supervised"}):
             diffs = paired_diffs(by_seed(low_rows, method=method, labels=lab), sup)
-            text.append(f"{method} - supervised: {fmt_gain(diffs)}.")
+            text += [f" {method} - supervised: ", gain(f"{method} {lab}", diffs), "."]
         best = best_ssl_method(low_rows, lab)
         if best is not None:
-            text.append(f"Best SSL method on validation: {best}.")
-        out.append(" ".join(text))
+            text.append(f" Best SSL method on validation: {best}.")
+        out.append(text)
     full = by_seed(low_rows, method="supervised", labels="f1")
     if full:
-        out.append(f"- Full-label supervised reference: test Dice {fmt_mean_std(full.values())}.")
+        out.append([f"- Full-label supervised reference: test Dice {fmt_mean_std(full.values())}."])
     ratio = decisions.get("ratio")
     base = _real_only(sweep, "supervised", labels)
     if ratio is not None:
@@ -92,43 +103,47 @@ def findings(low_rows: Rows, sweep: Rows, oracle: Rows, labels: str, decisions: 
         val = val_means([r for r in sweep if r["method"] == "supervised" and r["labels"] == labels
                          and r["schedule"] == "constant"], "ratio")
         prefers = "above" if val.get(ratio, -1) > val.get(0.0, np.inf) else "not above"
-        gain = paired_diffs(_at_ratio(sweep, "supervised", labels, ratio), base)
-        out.append(f"- **Synthetic pairs from `{masks}` masks** (new masks made from the labeled ones only), "
-                   f"supervised, labels {labels}: ratio {ratio:g} chosen on validation (validation Dice "
-                   f"{val.get(ratio, float('nan')):.3f}, {prefers} real only's {val.get(0.0, float('nan')):.3f}); "
-                   f"test Dice gain over real only: {fmt_gain(gain)}.")
+        diffs = paired_diffs(_at_ratio(sweep, "supervised", labels, ratio), base)
+        out.append([f"- **Synthetic pairs from `{masks}` masks** (new masks made from the labeled ones only), "
+                    f"supervised, labels {labels}: ratio {ratio:g} chosen on validation (validation Dice "
+                    f"{val.get(ratio, float('nan')):.3f}, {prefers} real only's {val.get(0.0, float('nan')):.3f}); "
+                    "test Dice gain over real only: ", gain("synthetic", diffs), "."])
         if oracle:
             o = _at_ratio(oracle, "supervised", labels, ratio)
-            out.append(f"- **Oracle upper bound, not a result**: the same GAN fed `phantom` masks, drawn by the "
-                       f"generator that made the test set (no real dataset has one), at ratio {ratio:g}: gain over "
-                       f"real only {fmt_gain(paired_diffs(o, base))}; oracle minus `{masks}` masks "
-                       f"{fmt_gain(paired_diffs(o, _at_ratio(sweep, 'supervised', labels, ratio)))}. This is how much "
-                       "of a phantom-mask gain is the oracle.")
+            out.append([f"- **Oracle upper bound, not a result**: the same GAN fed `phantom` masks, drawn by the "
+                        f"generator that made the test set (no real dataset has one), at ratio {ratio:g}: gain over "
+                        "real only ", gain("oracle", paired_diffs(o, base)), f"; oracle minus `{masks}` masks ",
+                        gain("oracle - masks", paired_diffs(o, _at_ratio(sweep, "supervised", labels, ratio))),
+                        ". This is how much of a phantom-mask gain is the oracle."])
     leg = decisions.get("ssl_with_synthetic")
     if leg:
         m = leg["method"]
         diffs = paired_diffs(_at_ratio(sweep, m, labels, leg["ratio"]), _real_only(sweep, m, labels))
-        out.append(f"- **{m} with synthetic pairs** (ratio {leg['ratio']:g}, chosen for supervised on validation) "
-                   f"vs {m} on real pairs only: {fmt_gain(diffs)}.")
-    out.append("- How to read these: mean +- std over seeds (seed s of the ablation also draws split s); a gain is "
-               "a paired difference per seed with its 95 % t-interval; \"not established\" means the interval "
-               "includes 0 or n = 1. Ratios and methods are chosen on validation and reported on test.")
-    return out
+        out.append([f"- **{m} with synthetic pairs** (ratio {leg['ratio']:g}, chosen for supervised on validation) "
+                    f"vs {m} on real pairs only: ", gain("leg", diffs), "."])
+    formatted = fmt_family(family)
+    lines = ["".join(formatted[t] if isinstance(t, Gain) else t for t in text) for text in out]
+    lines.append("- How to read these: mean +- std over seeds (seed s of the ablation also draws split s); a gain is "
+                 "a paired difference per seed (test Dice, the primary endpoint of benchmarks/PROTOCOL.md) with its "
+                 f"t-interval, Holm-adjusted over the {len(formatted)} gains above (m); \"not established\" means "
+                 "the interval includes 0 or n = 1. Ratios and methods are chosen on validation and reported on test.")
+    return lines
 
 
 # ---------------------------------------------------------------- tables
 
 
 def low_label_table(low_rows: Rows) -> list[str]:
-    """method | labels | n labeled | val Dice | test Dice | gain over supervised (paired by seed)."""
+    """method | labels | n labeled | val Dice | test Dice | gain over supervised (paired by seed, Holm over the
+    table)."""
     lines = ["| method | labels | n labeled | val Dice | test Dice | test gain over supervised | n |",
              "|---|---|---|---|---|---|---|"]
     cells = group(low_rows, ("method", "labels"))
+    gains = fmt_family({key: paired_diffs(by_seed(cell), by_seed(low_rows, method="supervised", labels=key[1]))
+                        for key, cell in cells.items() if key[0] != "supervised"})
     for (method, labels) in sorted(cells, key=lambda k: (float(k[1][1:]), k[0] != "supervised", k[0])):
         cell = cells[(method, labels)]
-        gain = "-"
-        if method != "supervised":
-            gain = fmt_gain(paired_diffs(by_seed(cell), by_seed(low_rows, method="supervised", labels=labels)))
+        gain = gains.get((method, labels), "-")
         n_lab = int(np.mean([r["n_labeled"] for r in cell]))
         lines.append(f"| {method} | {labels} | {n_lab} | {fmt_mean_std([r['val_dice'] for r in cell], False)} | "
                      f"{fmt_mean_std([r['dice'] for r in cell], False)} | {gain} | {len(cell)} |")
@@ -136,17 +151,20 @@ def low_label_table(low_rows: Rows) -> list[str]:
 
 
 def sweep_table(sweep: Rows, oracle: Rows, labels: str, chosen: float | None, masks: str) -> list[str]:
-    """One row per (method, masks, ratio): val and test Dice, the paired test gain over real only."""
+    """One row per (method, masks, ratio): val and test Dice, the paired test gain over real only (Holm over the
+    table)."""
     lines = ["| method | masks | ratio | val Dice | test Dice | test gain over real only | n |",
              "|---|---|---|---|---|---|---|"]
     sets = [(masks, [r for r in sweep if r["labels"] == labels and r["schedule"] == "constant"])]
     if oracle:
         sets.append(("phantom (oracle)", [r for r in oracle if r["labels"] == labels]))
+    gains = fmt_family({(mask_name, method, ratio): paired_diffs(by_seed(cell), _real_only(sweep, method, labels))
+                        for mask_name, rows in sets for (method, ratio), cell in group(rows, ("method", "ratio")).items()
+                        if ratio != 0})
     for mask_name, rows in sets:
         for (method, ratio), cell in sorted(group(rows, ("method", "ratio")).items(),
                                             key=lambda kv: (kv[0][0] != "supervised", kv[0])):
-            base = _real_only(sweep, method, labels)
-            gain = "-" if ratio == 0 else fmt_gain(paired_diffs(by_seed(cell), base))
+            gain = gains.get((mask_name, method, ratio), "-")
             name = "real only" if ratio == 0 else mask_name
             mark = " (chosen on validation)" if (method, ratio) == ("supervised", chosen) and mask_name == masks else ""
             lines.append(f"| {method} | {name} | {ratio:g}{mark} | {fmt_mean_std([r['val_dice'] for r in cell], False)}"

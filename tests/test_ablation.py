@@ -94,5 +94,8 @@ def test_summary_math():
     # unimatch mean 0.625 vs supervised 0.55, full 0.9: recovered (0.625-0.55)/(0.9-0.55) = 21 %
     line = next(l for l in md.splitlines() if l.startswith("| unimatch | f0.1"))
     assert "**0.62 +- 0.11 (n=2)**" in line  # 0.625 +- 0.1061: two significant digits of the std and "| 1/2 |" in line and "21%" in line
-    # paired gains per seed +0.20 and -0.05: mean +0.075, 95 % t half-width 12.706 * 0.17678 / sqrt(2) = 1.5883
-    assert "| +0.1 [-1.5, +1.7] (95 % CI, n = 2): not established |" in line  # 0.075 -+ 1.5883
+    # paired gains per seed +0.20 and -0.05: mean +0.075, 95 % t half-width 12.706 * 0.17678 / sqrt(2) = 1.5883 (a
+    # family of one: Holm leaves it); t = 0.6 with 1 dof: p = 1 - 2 atan(0.6) / pi = 0.656; every sign pattern's
+    # |mean| reaches 0.075: sign-flip p 1
+    assert "| +0.1 [-1.5, +1.7] (Holm, m = 1, n = 2; p_Holm 0.66, sign-flip p 1): not established |" in line
+    assert "## slice/case means, best-on-validation checkpoint (primary endpoint)" in md

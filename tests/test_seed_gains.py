@@ -51,7 +51,7 @@ def test_report_prints_cells_gains_and_the_gap_to_full_labels(tmp_path, capsys, 
     assert "| supervised | f0.05 | Dice best | +20.0" in out  # full - supervised 5 %: 20 points on both seeds
 
 
-def test_current_rule_drops_filters_that_gained_under_half_a_point(tmp_path):
+def test_current_rule_keeps_any_rise_and_redecides_what_the_old_margin_dropped(tmp_path):
     import json
 
     def choice(without, with_, kept):
@@ -60,14 +60,18 @@ def test_current_rule_drops_filters_that_gained_under_half_a_point(tmp_path):
     raw = {"dice": 0.80, "hd95": 9.0, "volume": {"dice": 0.78, "hd95": 10.0}}
     result = {"test": {**raw, "postprocessed": {"dice": 0.81, "hd95": 4.0}},
               "test_last": {**raw, "postprocessed": {"dice": 0.85, "hd95": 3.0}}}
-    (tmp_path / "postprocessing.json").write_text(json.dumps(choice({"1": 0.900}, {"1": 0.903}, [1])))  # +0.3
-    (tmp_path / "postprocessing_last.json").write_text(json.dumps(choice({"1": 0.90}, {"1": 0.92}, [1])))  # +2
+    (tmp_path / "postprocessing.json").write_text(json.dumps(choice({"1": 0.900}, {"1": 0.900}, [1])))  # no rise
+    (tmp_path / "postprocessing_last.json").write_text(json.dumps(choice({"1": 0.90}, {"1": 0.903}, [1])))  # +0.3
     notes = seed_gains.redecide_lcc(result, tmp_path)
     assert result["test"]["postprocessed"] == raw  # dropped: the +LCC scores are the raw ones, per volume too
-    assert result["test_last"]["postprocessed"] == {"dice": 0.85, "hd95": 3.0}  # kept as stored
+    assert result["test_last"]["postprocessed"] == {"dice": 0.85, "hd95": 3.0}  # any rise is kept: as stored
     assert notes == [f"{tmp_path.name} test: filter classes [1] -> []"]
+    margin = {"test": {**raw, "postprocessed": dict(raw)}}  # the old half-point margin dropped a +0.3 filter
+    (tmp_path / "postprocessing.json").write_text(json.dumps(choice({"1": 0.900}, {"1": 0.903}, [])))
+    seed_gains.redecide_lcc(margin, tmp_path)
+    assert margin["test"]["postprocessed"] == {"dice": None, "hd95": None}  # kept now: needs a re-evaluation
     multi = {"test": {**raw, "postprocessed": {"dice": 0.9, "hd95": 2.0}}}
     (tmp_path / "postprocessing.json").write_text(
-        json.dumps(choice({"1": 0.5, "2": 0.5}, {"1": 0.6, "2": 0.501}, [1, 2])))  # class 2 gained 0.1 points
+        json.dumps(choice({"1": 0.5, "2": 0.5}, {"1": 0.6, "2": 0.499}, [1, 2])))  # class 2 fell 0.1 points
     seed_gains.redecide_lcc(multi, tmp_path)
     assert multi["test"]["postprocessed"] == {"dice": None, "hd95": None}  # a subset: needs a re-evaluation

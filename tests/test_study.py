@@ -43,19 +43,22 @@ def test_findings_state_each_conclusion_with_its_interval():
     assert chosen_ratio(sweep, "supervised", "f0.1") == 0.5
     assert best_ssl_method(low, "f0.1") == "mean-teacher"
     text = "\n".join(findings(low, sweep, oracle, "f0.1", {"ratio": 0.5, "mask_source": "deform"}))
-    # unimatch - supervised: 0.12, 0.08, 0.05 -> mean 0.0833, sd 0.03512, half-width t(.975, 2) 4.3027 * sd / sqrt 3
-    # = 0.0872 -> [-0.004, +0.171]; mean-teacher: 0.10, 0.10, 0.11 -> 0.1033, half-width 0.0143 -> [+0.089, +0.118]
+    # five gains, Holm over them. Raw two-sided t p: mean-teacher (0.10, 0.10, 0.11; t = 31.0, 2 dof) 0.00104,
+    # oracle - deform (0.22, 0.21; t = 43, 1 dof) 0.0148, unimatch (0.12, 0.08, 0.05; t = 4.11) 0.0544, oracle
+    # (0.30, 0.22; t = 6.5) 0.0972, synthetic (0.08, 0.01; t = 1.29) 0.421. Holm: 5 x 0.00104 = 0.0052,
+    # 4 x 0.0148 = 0.059, 3 x 0.0544 = 0.163, 2 x 0.0972 = 0.194, 0.421. Mean-teacher's interval at 1 - 0.05 / 5:
+    # t(0.995, 2) 9.925 * 0.005774 / sqrt 3 = 0.0331 -> [+0.070, +0.136]
     assert "supervised test Dice 0.550 +- 0.050 (n = 3)" in text
-    assert "unimatch - supervised: +0.083 [-0.004, +0.171] (95 % CI, n = 3): not established." in text
-    assert "mean-teacher - supervised: +0.103 [+0.089, +0.118] (95 % CI, n = 3): established." in text
+    assert ("mean-teacher - supervised: +0.103 [+0.070, +0.136] (Holm, m = 5, n = 3; p_Holm 0.0052, sign-flip p "
+            "0.25): established.") in text
+    assert "unimatch - supervised: +0.08 [-0.07, +0.24] (Holm, m = 5, n = 3; p_Holm 0.16" in text
     assert "Best SSL method on validation: mean-teacher." in text
     assert "Full-label supervised reference: test Dice 0.800 (n = 1)." in text
-    # ratio 0.5 vs real only: 0.08, 0.01 -> mean 0.045, half-width t(.975, 1) 12.706 * 0.0495 / sqrt 2 = 0.4447
     assert "ratio 0.5 chosen on validation (validation Dice 0.700, above real only's 0.600)" in text
-    assert "test Dice gain over real only: +0.04 [-0.40, +0.49] (95 % CI, n = 2): not established." in text
-    # oracle: 0.30, 0.22 over real only; over deform 0.22, 0.21 -> 0.215, half-width 12.706 * 0.00707 / sqrt 2 = 0.0635
-    assert "gain over real only +0.26 [-0.25, +0.77] (95 % CI, n = 2): not established" in text
-    assert "oracle minus `deform` masks +0.215 [+0.151, +0.279] (95 % CI, n = 2): established" in text
+    assert "test Dice gain over real only: +0.04 [-0.40, +0.49] (Holm, m = 5, n = 2; p_Holm 0.42" in text
+    # established alone (95 %: [+0.151, +0.279]) but not in the family of five: the correction withdraws it
+    assert "oracle minus `deform` masks +0.22 [-0.04, +0.47] (Holm, m = 5, n = 2; p_Holm 0.059, sign-flip p 0.5): " \
+           "not established" in text
     assert "+- 0.000" not in text
 
 

@@ -20,7 +20,8 @@ from ssl_seg.data.h5format import H5DatasetWriter
 from ssl_seg.data.phantoms import PhantomSource
 from ssl_seg.errors import UserError
 from ssl_seg.engine.runner import run_training
-from ssl_seg.experiments.sweep import as_reported, gain_over_real, parse_synthetic, sweep_markdown, sweep_runs
+from ssl_seg.experiments.stats import t_pvalue
+from ssl_seg.experiments.sweep import as_reported, paired_gains, parse_synthetic, sweep_markdown, sweep_runs
 
 
 @pytest.fixture
@@ -74,19 +75,19 @@ def test_paired_gain_and_table_match_hand_computed_values():
             _row(0, 1.0, 0.4), _row(5, 1.0, 0.9)]  # seed 5 has no real-only twin: not paired
     # ratio 0.5: differences 0.1, 0.05, 0.2 -> mean 0.11667, sample std 0.07638; t^2 = 7 with 2 dof, and the
     # two-sided p of Student's t with 2 dof is 1 - t / sqrt(t^2 + 2) = 1 - sqrt(7) / 3
-    gain, std, p, n = gain_over_real(rows, "supervised", "f0.1", "constant", 0.5)
-    assert (gain, std, n) == (pytest.approx(0.35 / 3), pytest.approx(math.sqrt(0.0175 / 3)), 3)
-    assert p == pytest.approx(1 - math.sqrt(7) / 3, rel=1e-6)
-    gain, std, p, n = gain_over_real(rows, "supervised", "f0.1", "constant", 1.0)
-    assert (gain, std, n) == (pytest.approx(-0.1), 0.0, 1) and math.isnan(p)
-    assert gain_over_real(rows, "unimatch", "f0.1", "constant", 0.5)[3] == 0
+    gains = paired_gains(rows, "supervised", "f0.1", "constant", 0.5)
+    assert gains == {0: pytest.approx(0.1), 1: pytest.approx(0.05), 2: pytest.approx(0.2)}
+    assert t_pvalue(gains.values()) == pytest.approx(1 - math.sqrt(7) / 3, rel=1e-6)
+    assert paired_gains(rows, "supervised", "f0.1", "constant", 1.0) == {0: pytest.approx(-0.1)}
+    assert paired_gains(rows, "unimatch", "f0.1", "constant", 0.5) == {}
 
     md = sweep_markdown(rows, "t")
     line = next(l for l in md.splitlines() if l.startswith("| constant | 0.5 |"))
     # test Dice 0.6, 0.65, 0.9 -> 0.7167 +- 0.1607: two significant digits of the std. Gains 0.1, 0.05, 0.2:
     # mean 0.1167, half-width t(0.975, 2) * 0.07638 / sqrt(3) = 4.3027 * 0.04410 = 0.1897 -> [-0.07, +0.31]
     assert line == ("| constant | 0.5 | 0.500 | 0.6000 +- 0.0000 | 0.72 +- 0.16 | 4.0000 +- 0.0000 | "
-                    "+0.12 [-0.07, +0.31] (95 % CI, n = 3): not established | 0.118 | 3 |")
+                    "+0.12 [-0.07, +0.31] (Holm, m = 1, n = 3; p_Holm 0.12, sign-flip p 0.25): not established | "
+                    "0.118 | 3 |")  # ratio 1 has one paired seed, no p: the family is ratio 0.5 alone
     assert "| constant | 0 | 0.000 | 0.5000 +- 0.0000 | 0.60 +- 0.10 | 4.0000 +- 0.0000 | - | - | 3 |" in md
     # ratio 1 has the best validation Dice (0.7): it is the chosen (bold) cell although 0.5 is better on test
     assert "| constant | 1 | 1.000 | 0.7000 +- 0.0000 | **0.65 +- 0.35** |" in md
@@ -95,13 +96,14 @@ def test_paired_gain_and_table_match_hand_computed_values():
 
     # a warmup from ratio 0 uses synthetic pairs: it is measured against the real-only runs, not counted as one
     ramp = [{**_row(s, 0.0, d), "schedule": "warmup", "name": f"w{s}"} for s, d in ((0, 0.8), (1, 0.8), (2, 0.8))]
-    gain, _, _, n = gain_over_real(rows + ramp, "supervised", "f0.1", "warmup", 0.0)
-    assert (gain, n) == (pytest.approx(0.2), 3)
-    assert gain_over_real(rows + ramp, "supervised", "f0.1", "constant", 0.5)[0] == pytest.approx(0.35 / 3)
+    assert paired_gains(rows + ramp, "supervised", "f0.1", "warmup", 0.0) == pytest.approx({0: 0.3, 1: 0.2, 2: 0.1})
+    assert paired_gains(rows + ramp, "supervised", "f0.1", "constant", 0.5)[2] == pytest.approx(0.2)
     ramp = [{**r, "val_dice": 0.9} for r in ramp]
-    # gains 0.3, 0.2, 0.1: mean 0.2, half-width 4.3027 * 0.1 / sqrt(3) = 0.2484
+    # gains 0.3, 0.2, 0.1: t = 2 sqrt(3), p = 1 - t / sqrt(t^2 + 2) = 0.0742, the smaller of a family of two: Holm
+    # doubles it (0.148 > 0.118 of ratio 0.5), so its interval is at 97.5 %: 6.2053 * 0.1 / sqrt(3) = 0.358
     assert ("| warmup | 0 | 0.000 | 0.9000 +- 0.0000 | **0.8000 +- 0.0000** | 4.0000 +- 0.0000 | "
-            "+0.20 [-0.05, +0.45] (95 % CI, n = 3): not established |") in sweep_markdown(rows + ramp, "t")
+            "+0.20 [-0.16, +0.56] (Holm, m = 2, n = 3; p_Holm 0.15, sign-flip p 0.25): not established | 0.148 |") \
+        in sweep_markdown(rows + ramp, "t")
 
 
 def test_sweep_table_on_volume_slices_reports_per_volume_dice():
@@ -113,7 +115,7 @@ def test_sweep_table_on_volume_slices_reports_per_volume_dice():
     assert "Per-volume 3D Dice" in md
     # gains 0.1, 0, 0.2: mean 0.1, std 0.1, half-width 4.3027 * 0.1 / sqrt(3) = 0.2484
     assert ("| constant | 0.5 | 0.500 | 0.6000 +- 0.0000 | **0.40 +- 0.17** | 3.0000 +- 0.0000 | "
-            "+0.10 [-0.15, +0.35] (95 % CI, n = 3): not established |") in md
+            "+0.10 [-0.15, +0.35] (Holm, m = 1, n = 3; p_Holm 0.23, sign-flip p 0.5): not established |") in md
     assert "| constant | 0 | 0.000 | 0.5000 +- 0.0000 | 0.30 +- 0.10 | 3.0000 +- 0.0000 | - |" in md
 
 

@@ -1,16 +1,19 @@
 """Numbers with their uncertainty, written for a person: n per cell, spread-matched decimals, 95 % intervals.
 
-Rules every table, figure caption and finding follows: mean +- std only when n >= 2, otherwise "n = 1";
-the decimals follow the spread (two significant digits of the std); a gain carries a 95 % interval
-(Student t over paired differences) and is "not established" when that interval includes 0 or cannot
-be computed (n < 2).
+Rules every table, figure caption and finding follows (benchmarks/PROTOCOL.md): mean +- std only when n >= 2,
+otherwise "n = 1"; the decimals follow the spread (two significant digits of the std); a gain carries an interval
+(Student t over paired differences) and is "not established" when that interval includes 0 or cannot be computed
+(n < 2). The comparisons of one table are one family: their p-values are Holm-adjusted (`holm_gains`), each
+interval is widened by the factor Holm applied to its p, and the exact sign-flip p shows how much a small-n claim
+leans on the t assumption.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Hashable, Iterable, Mapping, Sequence, TypeVar
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -88,3 +91,105 @@ def fmt_gain(diffs: Iterable[float | None]) -> str:
     """A gain with its interval and verdict: '+0.03 [-0.05, +0.11] (95 % CI, n = 3): not established'."""
     iv = paired_interval(diffs)
     return f"{fmt_interval(iv)}: {verdict(iv)}" if iv.n else "n/a"
+
+
+ALPHA = 0.05  # family-wise error rate of a table's comparisons
+SIGN_FLIP_EXACT_MAX = 16  # exact sign-flip p up to 2**16 sign patterns; larger n is not needed here
+K = TypeVar("K", bound=Hashable)
+
+
+def t_pvalue(diffs: Iterable[float | None]) -> float:
+    """Two-sided paired t-test p of mean(diffs) = 0 (NaN when n < 2; 0 or 1 when every difference is equal)."""
+    d = defined(diffs)
+    if d.size < 2:
+        return float("nan")
+    sd = float(d.std(ddof=1))
+    if sd == 0:
+        return 1.0 if d[0] == 0 else 0.0
+    t = float(d.mean()) / (sd / math.sqrt(d.size))
+    return float(2 * scipy_stats.t.sf(abs(t), d.size - 1))
+
+
+def sign_flip_pvalue(diffs: Iterable[float | None]) -> float:
+    """Exact two-sided sign-flip permutation p: the share of the 2**n sign patterns whose |mean| reaches the observed.
+
+    Its smallest value is 2 / 2**n (0.25 at n = 3, 0.0625 at n = 5), so with n <= 5 it can never reach 0.05.
+    """
+    d = defined(diffs)
+    if d.size == 0 or d.size > SIGN_FLIP_EXACT_MAX:
+        return float("nan")
+    observed = abs(float(d.mean()))
+    signs = np.array(list(itertools.product((1.0, -1.0), repeat=d.size)))
+    means = np.abs(signs @ d) / d.size
+    return float(np.mean(means >= observed - 1e-12 * max(1.0, observed)))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm step-down adjusted p-values (NaN entries stay NaN and do not count in the family size)."""
+    finite = sorted((p, i) for i, p in enumerate(pvalues) if math.isfinite(p))
+    m = len(finite)
+    out = [float("nan")] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(finite):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
+@dataclass(frozen=True)
+class FamilyGain:
+    """One comparison of a family: its Holm-widened interval, raw and Holm-adjusted t p, sign-flip p, family size."""
+
+    interval: Interval
+    p: float
+    p_holm: float
+    p_sign: float
+    m: int
+
+    @property
+    def established(self) -> bool:
+        """Whether the Holm-adjusted p is below ALPHA (the interval then excludes 0)."""
+        return math.isfinite(self.p_holm) and self.p_holm < ALPHA
+
+
+def holm_gains(family: Mapping[K, Iterable[float | None]]) -> dict[K, FamilyGain]:
+    """Each comparison's paired differences -> its FamilyGain, Holm-adjusted over the whole `family`.
+
+    The interval of a comparison is the paired t-interval at level 1 - ALPHA / c, c = p_Holm / p (the factor Holm
+    applied to its p; at p = 0, Holm's factor for its rank), so it excludes 0 exactly when p_Holm < ALPHA.
+    """
+    diffs = {k: defined(v) for k, v in family.items()}
+    keys = list(diffs)
+    ps = [t_pvalue(diffs[k]) for k in keys]
+    adjusted = holm(ps)
+    m = sum(math.isfinite(p) for p in ps)
+    order = sorted((p, i) for i, p in enumerate(ps) if math.isfinite(p))
+    rank_factor = {i: m - r for r, (_, i) in enumerate(order)}
+    out = {}
+    for i, k in enumerate(keys):
+        p, p_adj = ps[i], adjusted[i]
+        if math.isfinite(p):
+            factor = p_adj / p if p > 0 else rank_factor[i]
+            level = 1 - ALPHA / max(1.0, factor)
+        else:
+            level = 1 - ALPHA
+        out[k] = FamilyGain(paired_interval(diffs[k], level), p, p_adj, sign_flip_pvalue(diffs[k]), m)
+    return out
+
+
+def fmt_family_gain(g: FamilyGain) -> str:
+    """'+3.6 [-2.1, +9.4] (Holm, m = 4, n = 3; p_Holm 0.41, sign-flip p 0.25): not established'."""
+    iv = g.interval
+    if iv.n == 0:
+        return "n/a"
+    if iv.n == 1:
+        return f"{iv.mean:+.{SINGLE_DECIMALS}f} (n = 1, no interval): not established"
+    d = decimals_for((iv.hi - iv.lo) / 2)
+    return (f"{iv.mean:+.{d}f} [{iv.lo:+.{d}f}, {iv.hi:+.{d}f}] (Holm, m = {g.m}, n = {iv.n}; "
+            f"p_Holm {g.p_holm:.2g}, sign-flip p {g.p_sign:.2g}): "
+            + ("established" if g.established else "not established"))
+
+
+def fmt_family(family: Mapping[K, Iterable[float | None]]) -> dict[K, str]:
+    """Each comparison of `family` formatted by fmt_family_gain, Holm-adjusted together."""
+    return {k: fmt_family_gain(g) for k, g in holm_gains(family).items()}

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from scipy import stats
 
 from .ablation import label_key
 from .figures import error_points, new_figure, save_dice_figure
@@ -27,7 +26,7 @@ from .executors import add_grid_flags, build_executor
 from .grid import GridRun, check_grid, collect, run_grid
 from ..io_utils import atomic_write_text
 from ..run_flags import add_run_flags, registry_choices
-from .stats import fmt_gain, fmt_mean_std
+from .stats import fmt_family_gain, fmt_mean_std, holm_gains
 from .summary import group, mean_std, summary_rows
 from .tables import write_csv
 
@@ -93,16 +92,6 @@ def paired_gains(rows: list[dict[str, Any]], method: str, labels: str, schedule:
     return {s: this[s] - base[s] for s in sorted(this) if s in base}
 
 
-def gain_over_real(rows: list[dict[str, Any]], method: str, labels: str, schedule: str,
-                   ratio: float, key: str = "dice") -> tuple[float, float, float, int]:
-    """(mean gain, std, paired t-test p, n seeds) of `key` at (`schedule`, `ratio`) over real-only, paired by seed."""
-    diffs = np.array(list(paired_gains(rows, method, labels, schedule, ratio, key).values()))
-    if diffs.size == 0:
-        return float("nan"), float("nan"), float("nan"), 0
-    p = float(stats.ttest_1samp(diffs, 0.0).pvalue) if diffs.size > 1 and np.ptp(diffs) > 0 else float("nan")
-    return float(diffs.mean()), float(diffs.std(ddof=1)) if diffs.size > 1 else 0.0, p, int(diffs.size)
-
-
 def best_on_validation(rows: list[dict[str, Any]]) -> tuple[str, float] | None:
     """The (schedule, ratio) cell with the highest mean validation Dice (ties: real-only, then the smaller ratio)."""
     means = {k: mean_std([r["val_dice"] for r in v])[0] for k, v in group(rows, ("schedule", "ratio")).items()}
@@ -131,12 +120,15 @@ def sweep_markdown(rows: list[dict[str, Any]], title: str) -> str:
     dk, hk, what = reported_scores(rows)
     lines = [f"# {title}", "", f"{len(rows)} finished runs. {what} is the mean over foreground classes; mean +- std "
              "over seeds when n >= 2, else the single value (n = 1). Ratio: the schedule's start. Gain = test Dice "
-             "minus the real-only (constant ratio 0) run of the same seed, with its 95 % t-interval over seeds; "
-             "p = paired t-test. **Bold**: the cell with the best mean validation Dice per method and label budget "
+             "minus the real-only (constant ratio 0) run of the same seed, with its t-interval over seeds, "
+             "Holm-adjusted over the comparisons of each table (benchmarks/PROTOCOL.md); p = Holm-adjusted paired "
+             "t-test. Primary endpoint: the test Dice of the cell chosen on validation; the other rows are secondary. **Bold**: the cell with the best mean validation Dice per method and label budget "
              "(chosen on validation, reported on test).", ""]
     for (method, labels), sub in sorted(group(rows, ("method", "labels")).items()):
         cells = group(sub, ("schedule", "ratio"))
         chosen = best_on_validation(sub)
+        gains = holm_gains({k: list(paired_gains(sub, method, labels, *k, dk).values()) for k in cells
+                            if not is_real_only(*k)})
         lines += [f"## {method}, labels {labels}", "", "| schedule | ratio | realised | val Dice | test Dice | HD95 "
                   "| gain over real only | p | n |", "|---|---|---|---|---|---|---|---|---|"]
         for key in sorted(cells, key=lambda k: (not is_real_only(*k), k[0], k[1])):
@@ -149,9 +141,8 @@ def sweep_markdown(rows: list[dict[str, Any]], title: str) -> str:
             if is_real_only(schedule, ratio):
                 gain_txt, p_txt = "-", "-"
             else:
-                diffs = list(paired_gains(sub, method, labels, schedule, ratio, dk).values())
-                p = gain_over_real(sub, method, labels, schedule, ratio, dk)[2]
-                gain_txt, p_txt = fmt_gain(diffs), ("n/a" if not np.isfinite(p) else f"{p:.3f}")
+                g = gains[key]
+                gain_txt, p_txt = fmt_family_gain(g), ("n/a" if not np.isfinite(g.p_holm) else f"{g.p_holm:.3f}")
             lines.append(f"| {schedule} | {ratio:g} | {realised:.3f} | "
                          f"{fmt_mean_std([r['val_dice'] for r in cell], n_label=False)} | {dice} | "
                          f"{fmt_mean_std([r[hk] for r in cell], n_label=False)} | {gain_txt} | {p_txt} | "

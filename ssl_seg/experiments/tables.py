@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..io_utils import atomic_write_text
-from .stats import decimals_for, fmt_gain
+from .stats import decimals_for, fmt_family
 from .summary import gap_recovery, group, label_order, mean_std, paired_diffs, paired_wins
 
 
@@ -39,13 +39,22 @@ def summary_markdown(rows: list[dict[str, Any]], title: str) -> str:
     lines = [f"# {title}", "", f"{len(rows)} finished runs. Test split; Dice and HD95 are means over foreground "
              "classes, then mean +- std over seeds (std shown only for n >= 2). **Bold**: best per backbone and "
              "label budget.", ""]
+    primary = primary_score(rows)
     for dice_key, hd_key, heading in SCORE_TABLES:
         if any(r.get(dice_key) is not None for r in rows):
-            lines += [f"## {heading}", ""] + _score_tables(rows, dice_key, hd_key)
+            role = "primary endpoint" if dice_key == primary else "secondary: no claim rests on it"
+            lines += [f"## {heading} ({role})", ""] + _score_tables(rows, dice_key, hd_key)
     lines += ["Labels: `fX` = labeled fraction X of the training cases, `cN` = N labeled cases. "
               "Gap recovered = (method - supervised) / (full-label supervised - supervised) at the same label "
-              "budget, from seed means.", ""]
+              "budget, from seed means. Paired gains: t-intervals Holm-adjusted over the comparisons of each table "
+              "(m), with the exact sign-flip p beside them (benchmarks/PROTOCOL.md).", ""]
     return "\n".join(lines)
+
+
+def primary_score(rows: list[dict[str, Any]]) -> str:
+    """The primary endpoint's column (benchmarks/PROTOCOL.md): per-volume Dice of the best-on-validation checkpoint
+    where the runs have volumes, else the case-mean Dice."""
+    return "vol_dice" if any(r.get("vol_dice") is not None for r in rows) else "dice"
 
 
 def _fmt_stat(mean: float, std: float, n: int, digits: int) -> str:
@@ -71,8 +80,10 @@ def _score_tables(rows: list[dict[str, Any]], dice_key: str, hd_key: str) -> lis
         best_hd = {lab: min(((s[1][0], m) for (m, l2), s in stats.items() if l2 == lab and np.isfinite(s[1][0])),
                             default=(None, None)) for lab in {k[1] for k in stats}}
         recovery = gap_recovery(sub, backbone, dice_key)
+        gains = fmt_family({(m, lab): paired_diffs(sub, m, backbone, lab, dice_key) for m, lab in cells
+                            if m != "supervised"})
         lines += [f"### {backbone}", "", "| method | labels | n labeled | Dice | HD95 | beats supervised (seeds) "
-                  "| paired gain, 95 % CI | gap recovered | s / iter |", "|---|---|---|---|---|---|---|---|---|"]
+                  "| paired gain, Holm-adjusted CI | gap recovered | s / iter |", "|---|---|---|---|---|---|---|---|---|"]
         for (method, labels) in sorted(cells, key=lambda k: (label_order(k[1]), k[0] != "supervised", k[0])):
             (dm, ds, n), (hm, hs, hn) = stats[(method, labels)]
             dice = _fmt_stat(dm, ds, n, 4)
@@ -83,7 +94,7 @@ def _score_tables(rows: list[dict[str, Any]], dice_key: str, hd_key: str) -> lis
                 hd = f"**{hd}**"
             wins, compared = paired_wins(sub, method, backbone, labels, dice_key)
             beats = "-" if method == "supervised" else f"{wins}/{compared}"
-            gain = "-" if method == "supervised" else fmt_gain(paired_diffs(sub, method, backbone, labels, dice_key))
+            gain = gains.get((method, labels), "-")
             rec = recovery.get((method, labels))
             speed = float(np.mean([r["s_per_iteration"] for r in cells[(method, labels)]]))
             n_lab = int(np.mean([r["n_labeled"] for r in cells[(method, labels)]]))
