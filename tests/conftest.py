@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -12,6 +13,8 @@ from ssl_seg.config import RunConfig
 # Tiny convolutions run fastest on one thread (and do not fight other jobs on a 2-core machine).
 torch.set_num_threads(1)
 
+# The shared real datasets: ../shared/data next to the repository, found from here (no machine path).
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SHARED_EM = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012_em"
 
 
@@ -40,3 +43,16 @@ def shared_em() -> Path:
     if not (SHARED_EM / "images").is_dir():
         pytest.skip("shared ISBI 2012 EM data not present")
     return SHARED_EM
+
+
+@pytest.fixture
+def shared_data() -> Callable[[str], Path]:
+    """name -> the shared real dataset folder SHARED_DATA/name; the test is skipped where it is absent."""
+
+    def find(name: str) -> Path:
+        root = SHARED_DATA / name
+        if not root.is_dir() or not any(root.iterdir()):
+            pytest.skip(f"shared data {name} not present (looked in {root})")
+        return root
+
+    return find

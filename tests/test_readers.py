@@ -13,8 +13,6 @@ from PIL import Image
 from ssl_seg.data.readers import FolderSource, SSL4MISSource, case_of_slice, open_source, read_image
 from ssl_seg.errors import UserError
 
-ISBI = Path("/work/shared/data/isbi2012_em")
-
 
 def _png(path: Path, array: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -313,10 +311,9 @@ def test_phantom_options_reach_the_source():
 # ------------------------------------------------------------------ real data
 
 
-def test_isbi2012_em_if_present():
-    if not ISBI.is_dir():
-        pytest.skip(f"{ISBI} not present")
-    src = open_source(str(ISBI))
+def test_isbi2012_em_if_present(shared_data):
+    """The shared ISBI 2012 EM slices open as 30 one-channel binary 512 px images (skipped without the data)."""
+    src = open_source(str(shared_data("isbi2012_em")))
     assert (len(src), src.in_channels, src.num_classes) == (30, 1, 2)
     s = src.load(0)
     assert s.image.shape == (1, 512, 512) and 0.1 < s.mask.mean() < 0.35  # membrane ~22%
