@@ -147,8 +147,12 @@ def plot(root: Path, cells: list[dict[str, Any]], path: Path) -> None:
     from ssl_seg.io_utils import atomic_path
 
     datasets = list(dict.fromkeys(c["data"] for c in cells))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False)
-    for ax, data in zip(axes[0], datasets):
+    cols = min(3, len(datasets))
+    rows = -(-len(datasets) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(datasets):]:
+        ax.set_visible(False)
+    for ax, data in zip(axes.flat, datasets):
         mine = [c for c in cells if c["data"] == data]
         ticks = [f"{c['labels']}{' *' if c.get('predictions') else ''}" for c in mine]
         arms = list(dict.fromkeys(a for c in mine for a in c["arms"]))
@@ -238,7 +242,8 @@ def main(argv: list[str]) -> int:
         return 0 if same else 1
     from ssl_seg.io_utils import atomic_write_text
 
-    plot(args.root, spec["cells"], args.root / FIGURE)
+    plot(args.root, [c for c in spec["cells"] if any(arm_runs(args.root, pats, c["seeds"])
+                                                     for pats in c["arms"].values())], args.root / FIGURE)
     atomic_write_text(results, new)
     print(f"wrote the front of {results} and {args.root / FIGURE}")
     print("reproduce: python -m benchmarks.leaderboard")
