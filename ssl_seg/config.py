@@ -52,7 +52,10 @@ class ModelConfig:
 
     backbone: str = opt("unet", "segmentation network")
     base_channels: int = opt(16, "channels of the first stage (doubled per down-sampling)")
-    deep_supervision: bool = opt(False, "unetpp: train all nested heads")
+    deep_supervision: bool = opt(False, "unetpp, monai:dynunet: train all heads (their mean is the output)")
+    backbone_options: str | None = opt(None, "the backbone's own options as key=value,... (e.g. depth=3,dropout=0.1; "
+                                             "monai:unetr hidden_size=384,mlp_dim=1536,num_heads=6); a bad key lists "
+                                             "the valid ones", metavar="KEY=VALUE,...")
 
 
 @dataclass

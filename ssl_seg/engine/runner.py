@@ -38,7 +38,7 @@ from ..methods.losses import LOSSES, build_loss
 from ..methods import build_method
 from ..methods.registry import method_names
 from ..models import build_model
-from ..models.registry import model_names
+from ..models.registry import backbone_options, model_names
 from .trainer import LR_SCHEDULES, Trainer, lr_schedule, seed_everything
 from .weight_ema import WeightEMA, averaged_network, evaluated_networks
 
@@ -108,6 +108,8 @@ def build_method_for(cfg: RunConfig, info: dict[str, Any], device: torch.device)
     """Model + method on `device`, from the config (used for training and for loading runs)."""
     model = build_model(cfg.model.backbone, info["in_channels"], info["num_classes"],
                         base_channels=cfg.model.base_channels, spatial_dims=cfg.data.spatial_dims,
+                        patch_size=info.get("patch") or cfg.data.patch_size,
+                        **backbone_options(cfg.model.backbone, cfg.model.backbone_options),
                         **({"deep_supervision": True} if cfg.model.deep_supervision else {}))
     model = to_memory_format(model.to(device), device, cfg.train.channels_last, on_cpu=True)
     loss = build_loss(cfg.method.loss)
@@ -125,13 +127,15 @@ def build_weight_ema(cfg: RunConfig, method) -> WeightEMA | None:
 
 
 def check_names(cfg: RunConfig) -> None:
-    """Backbone, method, loss, ratio and learning-rate schedules exist in their registries (before any data is read)."""
+    """Backbone (and its --backbone-options), method, loss, ratio and learning-rate schedules exist in their registries
+    (before any data is read)."""
     choices = (("--backbone", cfg.model.backbone, model_names()), ("--method", cfg.method.name, method_names()),
                ("--loss", cfg.method.loss, list(LOSSES)), ("--ratio-schedule", cfg.data.ratio_schedule, schedule_names()),
                ("--lr-schedule", cfg.train.lr_schedule or "constant", list(LR_SCHEDULES)))
     for flag, value, valid in choices:
         if value not in valid:
             raise UserError(f"{flag} {value}: unknown; valid: {', '.join(valid)}")
+    backbone_options(cfg.model.backbone, cfg.model.backbone_options)
 
 
 def check_config(cfg: RunConfig) -> RunConfig:

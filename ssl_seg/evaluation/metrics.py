@@ -5,7 +5,9 @@ erosion (cross-shaped structuring element, outside the image counts as backgroun
 are Euclidean in physical units via `distance_transform_edt(sampling=spacing)`.
 
 - HD95: the 95th percentile of the *pooled* symmetric surface distances (pred->truth and
-  truth->pred concatenated, then percentile), as in MedPy `hd95` and MONAI's default.
+  truth->pred concatenated, then percentile), as in MedPy `hd95`. MONAI's
+  `compute_hausdorff_distance(percentile=95)` takes the larger of the two directed 95th percentiles
+  instead (tests/test_metrics_monai.py checks both against MONAI).
 - ASD: the average symmetric surface distance, the mean of the same pooled distances (MONAI
   `compute_average_surface_distance(symmetric=True)`). MedPy's `assd` instead averages the two
   directed means; the two agree when both surfaces have the same number of pixels.
