@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.preregistration import CELLS, ROOT, check_cell
+from benchmarks.preregistration import CELLS, ROOT, check_cell, load_cells
 from ssl_seg.experiments.stats import fmt_family, fmt_mean_std, paired_interval
 
 RESULTS = "benchmarks/RESULTS.md"
@@ -227,11 +227,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--root", type=Path, default=ROOT, help="repository root (default: this checkout)")
     p.add_argument("--check", action="store_true", help="only compare: exit 1 when RESULTS.md is out of date")
     args = p.parse_args(argv)
-    spec_path, results = args.root / CELLS, args.root / RESULTS
-    if not spec_path.is_file():
-        print(f"{spec_path}: not found; run from a checkout that has benchmarks/cells.json")
+    results = args.root / RESULTS
+    spec = load_cells(args.root / CELLS)
+    if spec is None:
         return 2
-    spec = json.loads(spec_path.read_text())
     front = page(args.root, spec)
     old = results.read_text() if results.is_file() else ""
     rest = old.split(END, 1)[1].lstrip("\n") if END in old else old

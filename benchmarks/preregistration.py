@@ -79,16 +79,30 @@ def check_cell(root: Path, cell: dict[str, Any]) -> list[str]:
     return problems
 
 
+def load_cells(path: Path) -> dict[str, Any] | None:
+    """benchmarks/cells.json, or None after printing one line saying what is wrong with it."""
+    if not path.is_file():
+        print(f"{path}: not found; run from a checkout that has benchmarks/cells.json")
+        return None
+    try:
+        spec = json.loads(path.read_text())
+        if all(isinstance(c, dict) and {"id", "data", "labels", "seeds", "arms"} <= set(c) for c in spec["cells"]):
+            return spec
+    except (ValueError, KeyError, TypeError):
+        pass
+    print(f"{path}: not a cells file (a JSON object whose 'cells' each have id, data, labels, seeds, arms); fix it")
+    return None
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", type=Path, default=ROOT, help="repository root (default: this checkout)")
     args = p.parse_args(argv)
-    path = args.root / CELLS
-    if not path.is_file():
-        print(f"{path}: not found; run from a checkout that has benchmarks/cells.json")
+    spec = load_cells(args.root / CELLS)
+    if spec is None:
         return 2
     failed = 0
-    for cell in json.loads(path.read_text())["cells"]:
+    for cell in spec["cells"]:
         problems = check_cell(args.root, cell)
         if problems:
             failed += 1

@@ -135,3 +135,11 @@ def test_an_amendment_counts_only_when_committed_before_the_first_run_finished(r
     _git(repo, "commit", "-qam", "late", date="2026-01-02T03:00:00+00:00")
     assert preregistration.main(["--root", str(repo)]) == 1
     assert "c.amendment.md changed after it was added" in capsys.readouterr().out
+
+
+def test_a_broken_cells_file_is_one_line_and_exit_2(repo: Path, capsys):
+    (repo / "benchmarks" / "cells.json").write_text('{"cells": [{"id": "x"}]}')
+    assert leaderboard.main(["--root", str(repo)]) == 2
+    assert preregistration.main(["--root", str(repo)]) == 2
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all("not a cells file" in line for line in lines)
