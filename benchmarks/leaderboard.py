@@ -90,6 +90,14 @@ def added_in(root: Path, runs: list[Run]) -> str:
     return ", ".join(dict.fromkeys(hashes)) or "-"
 
 
+Chosen = dict[str, dict[str, dict[int, Run]]]  # cell id -> arm -> seed -> the run chosen on validation
+
+
+def chosen_runs(root: Path, cells: list[dict[str, Any]]) -> Chosen:
+    """Every cell's arms read once: cell id -> arm -> seed -> run (arm_runs)."""
+    return {c["id"]: {arm: arm_runs(root, pats, c["seeds"]) for arm, pats in c["arms"].items()} for c in cells}
+
+
 def points(runs: dict[int, Run]) -> dict[int, float]:
     """seed -> primary endpoint in Dice points, seeds whose run has one."""
     return {s: 100 * r.primary for s, r in runs.items() if r.primary is not None}
@@ -106,9 +114,8 @@ def gap_share(method: dict[int, float], base: dict[int, float], full: dict[int, 
     return f"{iv.mean:+.0f} % [{iv.lo:+.0f}, {iv.hi:+.0f}] (95 % CI, n = {iv.n})"
 
 
-def family_table(root: Path, cells: list[dict[str, Any]]) -> list[str]:
+def family_table(root: Path, cells: list[dict[str, Any]], chosen: Chosen) -> list[str]:
     """One markdown table over `cells`, its gains Holm-adjusted together."""
-    chosen = {c["id"]: {arm: arm_runs(root, pats, c["seeds"]) for arm, pats in c["arms"].items()} for c in cells}
     family = {}
     for c in cells:
         base = points(chosen[c["id"]][BASELINE])
@@ -137,7 +144,7 @@ def family_table(root: Path, cells: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def plot(root: Path, cells: list[dict[str, Any]], path: Path) -> None:
+def plot(cells: list[dict[str, Any]], chosen: Chosen, path: Path) -> None:
     """Primary endpoint against label budget, one panel per data set, one line per arm, 95 % t-interval bands."""
     import matplotlib
 
@@ -161,8 +168,7 @@ def plot(root: Path, cells: list[dict[str, Any]], path: Path) -> None:
             for x, c in enumerate(mine):
                 if arm not in c["arms"]:
                     continue
-                v = np.array([r.primary for r in arm_runs(root, c["arms"][arm], c["seeds"]).values()
-                              if r.primary is not None])
+                v = np.array([r.primary for r in chosen[c["id"]][arm].values() if r.primary is not None])
                 if v.size == 0:
                     continue
                 iv = paired_interval(v) if v.size > 1 else None
@@ -183,12 +189,17 @@ def plot(root: Path, cells: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def page(root: Path, spec: dict[str, Any]) -> str:
+def has_runs(cell: dict[str, Any], chosen: Chosen) -> bool:
+    """Whether any arm of `cell` has a finished run."""
+    return any(chosen[cell["id"]].values())
+
+
+def page(root: Path, spec: dict[str, Any], chosen: Chosen) -> str:
     """The front page's markdown (without the figure, which `plot` writes)."""
     confirmed, exploratory, why = [], [], []
     for cell in spec["cells"]:
         where = f"{cell['id']} ({cell['data']}, {cell['labels']})"
-        if not any(arm_runs(root, pats, cell["seeds"]) for pats in cell["arms"].values()):
+        if not has_runs(cell, chosen):
             why.append(f"- {where}: no finished run yet")
         elif not cell.get("predictions"):
             exploratory.append(cell)
@@ -207,7 +218,7 @@ def page(root: Path, spec: dict[str, Any]) -> str:
              "Dice; the 'schedules chosen' column counts them. s / iter: as measured on a 2-core CPU often shared "
              "with another run; compare within a row's cell only.", ""]
     lines += ["## Claims: pre-registered cells", ""]
-    lines += family_table(root, confirmed) if confirmed else ["No cell passes the pre-registration check yet."]
+    lines += family_table(root, confirmed, chosen) if confirmed else ["No cell passes the pre-registration check yet."]
     if confirmed:
         lines += ["", "Predictions (committed before the runs started): " + "; ".join(
             f"[{c['id']}]({Path(c['predictions']).relative_to('benchmarks')})" for c in confirmed) + "."]
@@ -215,7 +226,7 @@ def page(root: Path, spec: dict[str, Any]) -> str:
     lines += ["## Exploratory: not pre-registered, no claim", "",
               "Earlier runs recomputed under the protocol's endpoint and correction (one family). Why each cell is "
               "here:", ""] + why + [""]
-    lines += family_table(root, exploratory) if exploratory else []
+    lines += family_table(root, exploratory, chosen) if exploratory else []
     lines += ["", "## Withdrawn", ""] + [f"- **{w['claim']}** {w['why']}" for w in spec.get("withdrawn", [])]
     lines += ["", f"![primary endpoint against labels]({Path(FIGURE).relative_to('benchmarks')})", "",
               "The chronological notebook, with every run's details and secondary scores, follows below.", "", END]
@@ -231,7 +242,8 @@ def main(argv: list[str]) -> int:
     spec = load_cells(args.root / CELLS)
     if spec is None:
         return 2
-    front = page(args.root, spec)
+    chosen = chosen_runs(args.root, spec["cells"])
+    front = page(args.root, spec, chosen)
     old = results.read_text() if results.is_file() else ""
     rest = old.split(END, 1)[1].lstrip("\n") if END in old else old
     new = front + "\n" + rest
@@ -241,8 +253,7 @@ def main(argv: list[str]) -> int:
         return 0 if same else 1
     from ssl_seg.io_utils import atomic_write_text
 
-    plot(args.root, [c for c in spec["cells"] if any(arm_runs(args.root, pats, c["seeds"])
-                                                     for pats in c["arms"].values())], args.root / FIGURE)
+    plot([c for c in spec["cells"] if has_runs(c, chosen)], chosen, args.root / FIGURE)
     atomic_write_text(results, new)
     print(f"wrote the front of {results} and {args.root / FIGURE}")
     print("reproduce: python -m benchmarks.leaderboard")

@@ -15,7 +15,6 @@ torch.set_num_threads(1)
 
 # The shared real datasets: ../shared/data next to the repository, found from here (no machine path).
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-SHARED_EM = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012_em"
 
 
 @pytest.fixture
@@ -35,14 +34,6 @@ def tiny_cfg(tmp_path: Path) -> RunConfig:
     cfg.train.progress = False
     cfg.out = str(tmp_path / "run")
     return cfg
-
-
-@pytest.fixture
-def shared_em() -> Path:
-    """The shared ISBI 2012 EM data; the test is skipped where it is absent."""
-    if not (SHARED_EM / "images").is_dir():
-        pytest.skip("shared ISBI 2012 EM data not present")
-    return SHARED_EM
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from ssl_seg.errors import UserError
 from ssl_seg.evaluation.scoring import evaluate_model, score_volumes, selection_score
 
 nib = pytest.importorskip("nibabel")
-HIPPOCAMPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "hippocampus3d"
 
 
 def _nifti(path: Path, array: np.ndarray, zooms: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
@@ -128,9 +127,8 @@ def test_evaluate_model_scores_volumes_and_selects_on_them(tmp_path):
     assert post["lcc_classes"] == [1, 2] and post["volume"]["n_cases"] == 2 and post["volume"]["dice"] == 0.0
 
 
-@pytest.mark.skipif(not (HIPPOCAMPUS / "dataset.json").is_file(), reason="shared hippocampus data not present")
-def test_shared_hippocampus_reads_as_slices():
-    src = open_source(str(HIPPOCAMPUS))
+def test_shared_hippocampus_reads_as_slices(shared_data):
+    src = open_source(str(shared_data("hippocampus3d")))
     assert len(set(src.cases)) == 260 and src.num_classes == 3
     assert src.class_names == ["background", "Anterior", "Posterior"]
     s = src.load(0)

@@ -14,7 +14,6 @@ from ssl_seg.data.volumes import LesionVolumeSource, MSDVolumeSource, SSL4MIS3DS
 from ssl_seg.errors import UserError
 
 nib = pytest.importorskip("nibabel")
-HIPPOCAMPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "hippocampus3d"
 
 # an oblique grid: 0.7 x 0.8 x 2.5 mm voxels, rotated 30 degrees about z and shifted
 _C, _S = np.cos(np.pi / 6), np.sin(np.pi / 6)
@@ -192,9 +191,8 @@ def test_lesion_volume_phantom_source():
         open_source(str(Path(__file__).parent), spatial_dims=3)
 
 
-@pytest.mark.skipif(not (HIPPOCAMPUS / "dataset.json").is_file(), reason="shared hippocampus data not present")
-def test_shared_hippocampus_reads_as_volumes():
-    src = open_source(str(HIPPOCAMPUS), spatial_dims=3)
+def test_shared_hippocampus_reads_as_volumes(shared_data):
+    src = open_source(str(shared_data("hippocampus3d")), spatial_dims=3)
     assert len(src) == 260 and src.num_classes == 3 and src.median_spacing() == (1.0, 1.0, 1.0)
     s = src.load(0)
     assert s.image.shape[0] == 1 and s.image.shape[1:] == s.mask.shape and s.mask.max() == 2
