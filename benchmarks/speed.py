@@ -87,12 +87,14 @@ def bare_supervised(size: int, base: int, batch: int, seed: int, spatial_dims: i
 
 
 def method_step(name: str, size: int, base: int, labeled: int, unlabeled: int, seed: int,
-                amp: str, channels_last: bool = True, spatial_dims: int = 2) -> Callable[[], None]:
+                amp: str, channels_last: bool = True, spatial_dims: int = 2, backbone: str = "unet",
+                backbone_options: str | None = None) -> Callable[[], None]:
     """One medseg-lab training step (Trainer.train_step: method losses, backward, optimizer, after_step)."""
     torch.manual_seed(seed)
     cfg = RunConfig()  # the run defaults (channels_last on), as `ssl-seg train` builds them
     cfg.model.base_channels, cfg.method.name, cfg.train.iterations = base, name, 10_000
-    cfg.data.spatial_dims = spatial_dims
+    cfg.model.backbone, cfg.model.backbone_options = backbone, backbone_options
+    cfg.data.spatial_dims, cfg.data.patch_size = spatial_dims, size
     cfg.train.channels_last = channels_last
     device = torch.device("cpu")
     method = build_method_for(cfg, {"in_channels": 1, "num_classes": K}, device)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ssl_seg.config import DataConfig, absolute_data
+from ssl_seg.config import DataConfig, absolute_data, build_config
 from ssl_seg.errors import UserError
 from ssl_seg.flags import like, opt
 from ssl_seg.io_utils import atomic_write_json
@@ -108,6 +108,10 @@ class GanConfig:
             ("--num-d", self.num_D, self.num_D >= 1, "at least 1"),
             ("--n-down", self.n_down, self.n_down is None or self.n_down >= 1, "at least 1"),
             ("--val-max-samples", self.val_max_samples, self.val_max_samples >= 1, "at least 1"),
+            ("--checkpoint-every", self.checkpoint_every, self.checkpoint_every >= 1, "at least 1, e.g. 1000"),
+            ("--val-every", self.val_every, self.val_every >= 1, "at least 1"),
+            ("--log-every", self.log_every, self.log_every >= 1, "at least 1"),
+            ("--image-every", self.image_every, self.image_every >= 1, "at least 1"),
             ("--pseudo-threshold", self.pseudo_threshold, 0 < self.pseudo_threshold <= 1, "in (0, 1], e.g. 0.9"),
             ("--pseudo-min-confident", self.pseudo_min_confident, 0 < self.pseudo_min_confident <= 1,
              "in (0, 1], e.g. 0.95"),
@@ -142,11 +146,7 @@ class GanConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "GanConfig":
         """Rebuild from `to_dict` output; unknown keys are an error naming them."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise UserError(f"unknown GanConfig field(s) {unknown}; valid: {sorted(names)}")
-        return cls(**d)
+        return build_config(cls, d)
 
     def save(self, path: str | Path) -> None:
         """Write as JSON (atomically)."""

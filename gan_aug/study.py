@@ -186,7 +186,7 @@ def run_study(data: str, profile_name: str, out: Path, device: str, command: str
     runs = ablation_runs(base, list(the_plan.methods), list(the_plan.fractions), [], list(the_plan.seeds),
                          [base.model.backbone])
     gan_task = (synthetic_sets, (data, the_plan.sweep_fraction, SPLIT_SEED, syn_root, profile_name, device, oracle,
-                                 base.data.group_by, base.data.split_file))
+                                 base.data.split_group_by(), base.data.split_file))
     sets = run_tasks([gan_task, *grid_tasks(runs, out / "low_label")], workers, threads, executor)[0]
     low_rows = write_summary(out / "low_label", f"Low-label ablation on {data} ({profile_name} profile)")
     _done(t0)

@@ -57,6 +57,7 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+WRITTEN = ".gan-aug-written.json"  # every file a finished synthesize wrote: --overwrite removes only these
 MARK = ".gan-aug-synthesize"  # inside the temporary folders of a synthesize run, never in a finished SYN_DIR
 
 
@@ -84,6 +85,25 @@ def _marked_tmp(final: Path, kind: str) -> Path:
     return tmp
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def files_not_written(folder: Path) -> list[str]:
+    """Files in a synthesize folder that synthesize did not write (its WRITTEN list; before that list existed, the
+    top-level names its manifest names)."""
+    present = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() or p.is_symlink())
+    try:
+        written = set(json.loads((folder / WRITTEN).read_text())) | {WRITTEN}
+        return [p for p in present if p not in written]
+    except (OSError, ValueError, TypeError):
+        manifest = json.loads((folder / "manifest.json").read_text())
+        tops = {"manifest.json", "samples.png", *dict(manifest.get("files") or {}).values()}
+        return [p for p in present if p.split("/")[0] not in tops]
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty temp folder `final.tmp-XXXX` beside `final`; rename it onto `final` only on success.
@@ -97,15 +117,23 @@ def atomic_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
         if not made_by_synthesize(final):
             raise UserError(f"--overwrite: {final} is not a dataset written by gan-aug synthesize (no manifest.json "
                             "of it), so it is kept; choose another --out or remove it yourself")
+        foreign = files_not_written(final)
+        if foreign:
+            raise UserError(f"--overwrite: {final} also holds {len(foreign)} file(s) synthesize did not write "
+                            f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); move them out first "
+                            "(nothing was changed)")
     final.parent.mkdir(parents=True, exist_ok=True)
     for path in clean_stale(final):
         log.warning(f"removed {path}, left by a synthesize run that was stopped")
     tmp = _marked_tmp(final, "tmp")
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would outlive the rename: the user's umask decides
     lock = locks.acquire(tmp, "synthesize folder")
     try:
         yield tmp
         (tmp / MARK).unlink()
         locks.release(lock)
+        written = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file() and p.name != locks.LOCK_NAME)
+        atomic_write_json(tmp / WRITTEN, written)
         if final.exists():  # overwrite: move the old folder aside first, delete it after the swap
             old = _marked_tmp(final, "old")
             os.replace(final, old / final.name)

@@ -54,7 +54,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     metrics = evaluate_run(args.run, checkpoint=args.checkpoint, split=args.split, data=args.data,
                            device=args.device, spacing=tuple(args.spacing), postprocess=not args.no_postprocess,
-                           downscale=args.downscale)
+                           downscale=args.downscale, volume_by=args.volume_by)
     print(format_metrics_table(metrics))
     print(f"wrote {metrics_path(args.run, args.split, args.checkpoint, args.downscale)}")
 
@@ -93,6 +93,9 @@ def cmd_make_phantoms(args: argparse.Namespace) -> None:
               f"({args.spacing} mm) as NIfTI to {folder}")
         return
     path = out if out.suffix in (".h5", ".hdf5") else out / f"phantom_{args.task}.h5"
+    if path.exists() or path.is_symlink():
+        raise UserError(f"{path} already exists; make-phantoms never replaces a file: remove it or choose another "
+                        "--out")
     source = PhantomSource(args.task, n=args.n, size=args.size, seed=args.seed)
     write_source_to_h5(source, path, provenance={"generator": source.name, "task": args.task, "n": args.n,
                                                   "size": args.size, "seed": args.seed})
@@ -134,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--downscale", type=int, default=1, metavar="N",
                    help="the run trained on an 'ssl-seg downscale --factor N' copy and --data is full size: shrink "
                         "each image by N for the network, score at full size (writes metrics_<split>_downscaleN.json)")
+    p.add_argument("--volume-by", metavar="REGEX",
+                   help="2D slices of volumes: group 1 of REGEX names the volume, group 2 the slice index; also "
+                        "scores per stacked 3D volume (default: the run's --volume-by)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="write predicted mask PNGs for a folder of images")

@@ -9,6 +9,8 @@ import dataclasses
 import json
 import math
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,9 @@ class DataConfig:
     fractions: tuple[float, float, float] = opt((0.7, 0.1, 0.2), "train, val and test shares of the cases",
                                                 metavar=("TRAIN", "VAL", "TEST"))
     group_by: str | None = opt(None, "REGEX on the sample id; its first group is the case id")
+    volume_by: str | None = opt(None, "REGEX on the ids of 2D slices: group 1 names the volume, group 2 the slice "
+                                      "index; scores (and the checkpoint choice) become per stacked 3D volume and the "
+                                      "split keeps each volume whole", metavar="REGEX")
     labeled_fraction: float | None = opt(0.1, "share of the training cases that are labeled")
     labeled_cases: int | None = opt(None, "number of labeled training cases (wins over --labeled-fraction)")
     augment: bool = opt(True, "random augmentation (--no-augment: crop only)")
@@ -44,6 +49,10 @@ class DataConfig:
     synthetic_ratio: float = opt(0.0, "share of synthetic pairs in each labeled batch")
     ratio_schedule: str = opt("constant", "how the synthetic share changes over training")
     ratio_end: float | None = opt(None, "final ratio of a scheduled mix; none: --synthetic-ratio")
+
+    def split_group_by(self) -> str | None:
+        """The regex that groups samples into split cases: --group-by, else --volume-by (its group 1 is the volume)."""
+        return self.group_by or self.volume_by
 
 
 @dataclass
@@ -167,6 +176,13 @@ class RunConfig:
                 ok = False
             if not ok:
                 raise UserError(f"{flag} {value}: must be {valid}")
+        if d.volume_by is not None:
+            from .data.slice_volumes import parse_volume_by
+
+            parse_volume_by(d.volume_by)
+            if d.spatial_dims == 3:
+                raise UserError(f"--volume-by {d.volume_by!r} groups 2D slices into volumes; with --spatial-dims 3 "
+                                "the samples already are volumes: drop --volume-by")
         for flag, value, choices in (("--optimizer", t.optimizer, choices_of(TrainConfig, "optimizer")),
                                      ("--consistency", m.consistency, choices_of(MethodConfig, "consistency")),
                                      ("--amp", t.amp, choices_of(TrainConfig, "amp"))):
@@ -192,7 +208,7 @@ class RunConfig:
         kwargs: dict[str, Any] = {}
         for key, value in d.items():
             if key in sections:
-                kwargs[key] = _build(sections[key], value)
+                kwargs[key] = build_config(sections[key], value)
             elif key == "out":
                 kwargs[key] = value
             else:
@@ -249,11 +265,48 @@ def absolute_data(data: str) -> str:
     return os.path.abspath(os.path.expanduser(data))
 
 
-def _build(cls: type, values: dict[str, Any]) -> Any:
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether a JSON value has the type of a config field (bool is not a number, a number not a bool)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_conforms(v, a) for v, a in zip(value, args))
+        return all(_conforms(v, args[0]) for v in value) if args else True
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
+def build_config(cls: type, values: dict[str, Any]) -> Any:
+    """A config dataclass from a JSON object, each field's value checked against its type (one line per error)."""
+    if not isinstance(values, dict):
+        raise UserError(f"config section {cls.__name__}: expected a JSON object of fields, got {values!r}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - names
     if unknown:
         raise UserError(f"unknown {cls.__name__} field(s) {sorted(unknown)}; valid: {sorted(names)}")
+    hints = typing.get_type_hints(cls)
+    defaults = cls()
+    for name, value in values.items():
+        if not _conforms(value, hints[name]):
+            raise UserError(f"config {cls.__name__}.{name}: {value!r} is not of type "
+                            f"{_type_name(hints[name])}; e.g. {getattr(defaults, name)!r}")
     values = dict(values)
     if "fractions" in values and values["fractions"] is not None:
         values["fractions"] = tuple(values["fractions"])

@@ -22,6 +22,7 @@ from PIL import Image
 
 from gan_aug.cli import main as gan_main
 from ssl_seg.engine import locks
+from ssl_seg.errors import UserError
 from ssl_seg.cli import main
 from ssl_seg.engine.trainer import Trainer
 
@@ -222,6 +223,14 @@ def test_make_phantoms_out_is_a_file(tmp_path, capsys):
                    str(tmp_path / "f"))
 
 
+def test_make_phantoms_never_replaces_an_existing_h5(tmp_path, capsys):
+    existing = tmp_path / "mine.h5"
+    existing.write_bytes(b"a user's file")
+    one_line_error(capsys, main(["make-phantoms", "--n", "4", "--size", "32", "--out", str(existing)]),
+                   "already exists")
+    assert existing.read_bytes() == b"a user's file"
+
+
 def test_gan_train_out_is_a_file(tmp_path, capsys):
     (tmp_path / "f").write_text("x")
     one_line_error(capsys, gan_main(GAN_TRAIN + ["--out", str(tmp_path / "f")]), "is a file")
@@ -242,6 +251,31 @@ def test_predict_out_is_a_file(finished_run, tmp_path, capsys):
     code = main(["predict", "--run", str(finished_run), "--input", str(images), "--out", str(tmp_path / "f"),
                  "--device", "cpu"])
     one_line_error(capsys, code, str(tmp_path / "f"))
+
+
+@pytest.mark.parametrize(("given", "out"), [("data", "data"), ("data", "data/masks"), ("data/images", "data/images"),
+                                            ("data/images", "data/masks"), ("data/images", "data/images/sub")])
+def test_predict_never_writes_into_its_input_or_its_masks(finished_run, tmp_path, capsys, given, out):
+    data = tmp_path / "data"
+    for sub in ("images", "masks"):
+        (data / sub).mkdir(parents=True)
+        Image.fromarray(np.full((32, 32), 7 if sub == "images" else 1, np.uint8)).save(data / sub / "a.png")
+    before = {p: p.read_bytes() for p in data.rglob("*.png")}
+    code = main(["predict", "--run", str(finished_run), "--input", str(tmp_path / given), "--out", str(tmp_path / out),
+                 "--device", "cpu"])
+    one_line_error(capsys, code, "choose a folder outside it")
+    assert {p: p.read_bytes() for p in data.rglob("*.png")} == before
+
+
+def test_predict_refuses_two_images_of_one_name(finished_run, tmp_path, capsys):
+    images = tmp_path / "in"
+    images.mkdir()
+    for suffix in (".png", ".jpg", ".tif"):
+        Image.fromarray(np.zeros((32, 32), np.uint8)).save(images / f"a{suffix}")
+    code = main(["predict", "--run", str(finished_run), "--input", str(images), "--out", str(tmp_path / "o"),
+                 "--device", "cpu"])
+    one_line_error(capsys, code, "a.jpg, a.png, a.tif")
+    assert not (tmp_path / "o").exists()
 
 
 def test_train_out_unwritable(capsys):
@@ -459,6 +493,27 @@ def test_overwrite_replaces_synthesize_output(gan_dir, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["syn"]
 
 
+@pytest.mark.parametrize("where", ["notes.txt", "images/mine.png"])
+def test_overwrite_names_and_keeps_a_users_file_inside_the_output(gan_dir, tmp_path, capsys, where):
+    out = tmp_path / "syn"
+    assert _synthesize(gan_dir, out, "--format", "png") == 0
+    capsys.readouterr()
+    (out / where).parent.mkdir(exist_ok=True)
+    (out / where).write_text("mine")
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    one_line_error(capsys, _synthesize(gan_dir, out, "--format", "png", "--overwrite", "--seed", "1"), where)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before and (out / where).read_text() == "mine"
+
+
+def test_synthesize_folder_follows_the_umask(gan_dir, tmp_path):
+    old = os.umask(0o022)
+    try:
+        assert _synthesize(gan_dir, tmp_path / "syn") == 0
+    finally:
+        os.umask(old)
+    assert (tmp_path / "syn").stat().st_mode & 0o777 == 0o755
+
+
 def test_killed_synthesize_temp_folder_is_removed_by_the_next_run(gan_dir, tmp_path):
     from gan_aug.synthesize import MARK
 
@@ -531,6 +586,22 @@ def test_split_file_of_patient_ids_works_on_a_folder_of_slices_with_group_by(tmp
     assert saved["test"] == [f"patient003_slice{k}" for k in range(3)]
 
 
+def test_split_file_that_puts_one_patient_in_labeled_and_test_is_refused(tmp_path, capsys):
+    masks = _phantom_masks(12)
+    data = tmp_path / "slices"
+    _folder(data, masks)
+    for i, path in enumerate(sorted((data / "images").iterdir())):  # 4 patients x 3 slices
+        for folder in ("images", "masks"):
+            (data / folder / path.name).rename(data / folder / f"patient{i // 3:03d}_slice{i % 3}.png")
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"labeled": ["patient000_slice0", "patient000_slice1"], "unlabeled": ["patient001"],
+                                 "val": ["patient002"], "test": ["patient003", "patient000_slice2"]}))
+    argv = [a for a in TRAIN if a not in ("--labeled-fraction", "0.5")]
+    one_line_error(capsys, main(argv + ["--data", str(data), "--group-by", "^(patient[0-9]+)", "--split-file",
+                                        str(split), "--out", str(tmp_path / "r")]),
+                   "case 'patient000' has samples in both train and test")
+
+
 def test_gan_resume_through_the_library_with_other_settings_is_refused_before_writing(gan_dir, tmp_path):
     from gan_aug.config import GanConfig
     from gan_aug.train import train_gan
@@ -561,3 +632,170 @@ def test_evaluate_run_folder_unwritable(finished_run, capsys, monkeypatch):
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert code == 2 and "Traceback" not in err and len(errors) == 1  # after evaluate's progress bar
     assert errors[0].startswith(f"error: {finished_run}/") and "Permission denied" in errors[0]
+
+
+@pytest.mark.parametrize("flock", [True, False])
+def test_a_lock_that_is_a_symlink_is_refused_and_its_target_untouched(tmp_path, monkeypatch, flock):
+    if not flock:
+        _no_flock(monkeypatch)
+    target = tmp_path / "precious.txt"
+    target.write_text("user data\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / locks.LOCK_NAME).symlink_to(target)
+    for call in (lambda: locks.acquire(run), lambda: locks.is_locked(run)):
+        with pytest.raises(UserError, match="is a symbolic link") as info:
+            call()
+        assert "\n" not in str(info.value)
+    assert target.read_text() == "user data\n" and (run / locks.LOCK_NAME).is_symlink()
+
+
+def test_train_never_starts_over_a_finished_run_or_a_users_files(tmp_path, capsys, tiny_cfg):
+    from ssl_seg.engine.runner import run_training
+
+    run = Path(run_training(tiny_cfg)["run_dir"])
+    (run / "last.pt").unlink()  # a finished run without its last checkpoint
+    kept = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    one_line_error(capsys, main(TRAIN + ["--out", str(run)]), "a finished run (result.json)")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text("{}")
+    (mine / "result.json").write_text('{"mine": 1}')
+    one_line_error(capsys, main(TRAIN + ["--out", str(mine)]), "files this package did not start as a run")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == kept
+    assert (mine / "result.json").read_text() == '{"mine": 1}' and sorted(p.name for p in mine.iterdir()) == [
+        "config.json", "result.json"]
+
+
+def test_an_unfinished_run_without_a_checkpoint_starts_again(tmp_path, tiny_cfg):
+    from ssl_seg.engine.runner import RUN_MARKER, run_training
+
+    run = Path(run_training(tiny_cfg)["run_dir"])
+    for name in ("last.pt", "best.pt", "result.json"):  # as if killed before its first checkpoint
+        (run / name).unlink(missing_ok=True)
+    assert (run / RUN_MARKER).is_file()
+    assert Path(run_training(tiny_cfg)["run_dir"]) == run
+
+
+@pytest.mark.parametrize(("section", "field", "value", "expected"), [
+    ("data", "augment", "no", "DataConfig.augment: 'no' is not of type bool"),
+    ("train", "iterations", 2.5, "TrainConfig.iterations: 2.5 is not of type int"),
+    ("train", "lr", True, "TrainConfig.lr: True is not of type float | None"),
+    ("data", "fractions", [0.7, 0.3], "DataConfig.fractions: [0.7, 0.3] is not of type tuple[float, float, float]"),
+    ("data", "synthetic", "syn.h5", "DataConfig.synthetic: 'syn.h5' is not of type list[str]"),
+    ("model", "backbone", None, "ModelConfig.backbone: None is not of type str"),
+])
+def test_json_config_fields_are_typed(tmp_path, capsys, section, field, value, expected):
+    from ssl_seg.config import RunConfig
+
+    config = RunConfig().to_dict()
+    config[section][field] = value
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    one_line_error(capsys, main(["train", "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "r")]),
+                   expected)
+    assert not (tmp_path / "r").exists()
+
+
+def test_gan_checkpoint_every_0_is_refused(tmp_path, capsys):
+    one_line_error(capsys, gan_main(GAN_TRAIN + ["--checkpoint-every", "0", "--out", str(tmp_path / "g")]),
+                   "--checkpoint-every 0: must be at least 1")
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_a_named_pipe_as_data_is_refused_not_waited_on(tmp_path, capsys, inside):
+    pipe = tmp_path / ("data" if inside else "") / "x.h5"
+    pipe.parent.mkdir(exist_ok=True)
+    os.mkfifo(pipe)
+    data = pipe.parent if inside else pipe
+    code = subprocess.run([sys.executable, "-m", "ssl_seg.cli", *TRAIN[:1], "--data", str(data), *TRAIN[3:],
+                           "--out", str(tmp_path / "r")], capture_output=True, text=True, env=env(), timeout=120)
+    assert code.returncode == 2 and code.stderr.strip().count("\n") == 0 and "error:" in code.stderr
+
+
+def _h5_pairs(path: Path, edit) -> Path:
+    """A valid 10-pair project HDF5 file at `path`, then `edit(h5py.File)` applied to it in place."""
+    import h5py
+
+    from ssl_seg.data.h5format import H5DatasetWriter
+
+    rng = np.random.default_rng(0)
+    with H5DatasetWriter(path, 1, 16, 16, 2, ["background", "fg"], {"by": "test"}) as w:
+        w.append(rng.random((10, 1, 16, 16), dtype=np.float32), (rng.random((10, 16, 16)) > 0.5).astype(np.uint8),
+                 [f"s{i}" for i in range(10)], [f"c{i}" for i in range(10)])
+    with h5py.File(path, "r+") as f:
+        edit(f)
+    return path
+
+
+def _float_masks(f):
+    masks = f["masks"][:].astype(np.float32) * 0.6
+    del f["masks"]
+    f.create_dataset("masks", data=masks)
+
+
+def _external_images(f):
+    outside = f.filename + ".outside.raw"
+    data = f["images"][:]
+    data.tofile(outside)
+    del f["images"]
+    f.create_dataset("images", shape=data.shape, dtype=data.dtype, external=[(outside, 0, data.nbytes)])
+
+
+def _set(key, value):
+    def edit(f):
+        if key == "num_classes":
+            f.attrs["num_classes"], f.attrs["class_names"] = value, json.dumps(["background"])
+        else:
+            f[key][...] = value  # every sample: whichever is read first is refused
+    return edit
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    (_float_masks, "masks are float32"),
+    (_external_images, "outside the file"),
+    (_set("num_classes", 1), "num_classes 1"),
+    (_set("masks", 5), "has label 5"),
+    (_set("images", 1.5), "outside [0, 1]"),
+])
+def test_h5_outside_the_format_contract_is_refused(tmp_path, capsys, edit, expected):
+    path = _h5_pairs(tmp_path / "d.h5", edit)
+    one_line_error(capsys, main(["train", "--data", str(path), *TRAIN[3:], "--patch-size", "16",
+                                 "--out", str(tmp_path / "r")]), expected)
+
+
+@pytest.mark.parametrize("extra", [["--seeds", "0", "0"], ["--methods", "supervised", "supervised"],
+                                   ["--fractions", "0.5", "0.5"]])
+def test_duplicates_in_a_grid_are_refused_before_any_cell(tmp_path, capsys, extra):
+    args = {"--methods": ["supervised"], "--fractions": ["0.5"], "--seeds": ["0"]}
+    args[extra[0]] = extra[1:]
+    code = main(["ablate", "--profile", "tiny", "--no-full-reference", "--device", "cpu", "--out", str(tmp_path / "g"),
+                 *[v for k, vs in args.items() for v in (k, *vs)]])
+    one_line_error(capsys, code, "times: a seed, method")
+    assert not (tmp_path / "g" / "runs").exists()
+
+
+def test_a_failing_grid_cell_is_named_and_the_others_still_run(tmp_path, capsys, monkeypatch):
+    from ssl_seg.experiments import grid
+
+    real = grid.run_one
+
+    def flaky(run, root):
+        if run.name.endswith("s0"):
+            raise RuntimeError("boom")
+        return real(run, root)
+
+    monkeypatch.setattr(grid, "run_one", flaky)
+    code = main(["ablate", "--profile", "tiny", "--no-full-reference", "--device", "cpu", "--methods", "supervised",
+                 "--fractions", "0.5", "--seeds", "0", "1", "--out", str(tmp_path / "g")])
+    assert code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: grid: 1 of 2 cell(s) failed") and "s0 (RuntimeError)" in line
+    assert grid.is_finished(next((tmp_path / "g" / "runs").glob("*s1")))
+
+
+def test_resume_without_the_best_checkpoint_is_refused(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(TRAIN + ["--out", str(run)]) == 0
+    (run / "best.pt").unlink()
+    capsys.readouterr()
+    one_line_error(capsys, main(TRAIN + ["--iterations", "6", "--out", str(run), "--resume"]), "best.pt")

@@ -89,8 +89,8 @@ def _other_value(flag) -> tuple[list[str], object]:
         return [flag.name, "9"], 9
     if kind is float:
         return [flag.name, "0.3"], 0.3
-    return [flag.name, "cpu" if flag.path.endswith("device") else "some-text"], \
-        "cpu" if flag.path.endswith("device") else "some-text"
+    text = {"device": "cpu", "volume_by": r"^(\w+)_(\d+)$"}.get(flag.path.split(".")[-1], "some-text")
+    return [flag.name, text], text
 
 
 def _field(cfg, path: str):

@@ -108,11 +108,20 @@ def test_backbone_options_typed_from_the_constructor() -> None:
     (lambda: build_model("monai:unetr", 1, 2), "--patch-size"),
     (lambda: build_model("monai:unetr", 1, 2, patch_size=32, num_heads=5), "divisible by num_heads=5"),
     (lambda: build_model("monai:dynunet", 1, 2, depth=1), "depth=N"),
+    (lambda: build_model("monai:dynunet", 1, 2, patch_size=16), "--patch-size 16x16: monai:dynunet"),
+    (lambda: build_model("monai:basicunet", 1, 2, patch_size=12), "use --patch-size 17 or more"),
+    (lambda: build_model("monai:dynunet", 1, 2, patch_size=8, depth=3, spatial_dims=3), "--patch-size 8x8x8"),
 ])
 def test_bad_options_are_one_line_user_errors(call, expected: str) -> None:
     with pytest.raises(UserError) as info:
         call()
     assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["monai:dynunet", "monai:basicunet"])
+def test_instance_norm_nets_train_just_above_the_smallest_patch(name: str) -> None:
+    model = build_model(name, 1, 2, base_channels=4, patch_size=17).train()
+    model(torch.randn(2, 1, 17, 17)).sum().backward()  # padded to 32: a 2 x 2 bottleneck
 
 
 def _train(tmp_path, name: str, method: str, extra: list[str] = ()) -> int:

@@ -187,6 +187,16 @@ class H5Source(IndexedSource):
                             f"masks {masks.shape}); {fix}")
         if n == 0:
             raise UserError(f"{self.path}: contains no samples; {fix}")
+        for key in ("images", "masks", "rois"):
+            if key in f and (f[key].external or f[key].is_virtual):
+                raise UserError(f"{self.path}: dataset '{key}' keeps its data outside the file (external or virtual "
+                                f"storage), which this reader never follows; {fix}")
+        if not (np.issubdtype(masks.dtype, np.integer) or masks.dtype == bool):
+            raise UserError(f"{self.path}: masks are {masks.dtype}, but they must hold integer class indices "
+                            f"(fractional values would be cut to 0); {fix}")
+        if int(f.attrs["num_classes"]) < 2:
+            raise UserError(f"{self.path}: num_classes {int(f.attrs['num_classes'])}: a segmentation needs background "
+                            f"and at least one class; {fix}")
         self.ids = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in f["ids"][:]]
         self.cases = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in f["cases"][:]]
         self.in_channels = int(images.shape[1])
@@ -207,9 +217,13 @@ class H5Source(IndexedSource):
         except (OSError, ValueError) as e:
             raise UserError(f"{self.path}: cannot read sample {index} ({e}); the file is damaged; "
                             "re-create it") from None
-        if not np.isfinite(image).all():
-            raise UserError(f"{self.path}: sample '{self.ids[index]}' has NaN or infinite pixels: a data problem; "
-                            "fix the tool that wrote the file and re-create it")
+        if not np.isfinite(image).all() or image.min(initial=0.0) < 0 or image.max(initial=0.0) > 1:
+            raise UserError(f"{self.path}: sample '{self.ids[index]}' has pixels that are not finite or outside [0, 1] "
+                            "(the format's contract): fix the tool that wrote the file and re-create it")
+        if mask.size and (mask.min() < 0 or mask.max() >= self.num_classes):
+            raise UserError(f"{self.path}: sample '{self.ids[index]}' has label {int(mask.max())} (or a negative one), "
+                            f"but the file declares {self.num_classes} classes (0..{self.num_classes - 1}); fix the "
+                            "masks or num_classes and re-create it")
         return Sample(image=image, mask=mask, id=self.ids[index], case=self.cases[index], roi=roi)
 
     def _handle(self) -> h5py.File:

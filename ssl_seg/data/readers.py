@@ -45,11 +45,19 @@ def task_differences(expected: SampleSource | dict, found: SampleSource | dict) 
             for key in ("num_classes", "class_names", "in_channels") if get(found, key) != get(expected, key)]
 
 
-def open_source(data: str, spatial_dims: int = 2) -> SampleSource:
+def open_source(data: str, spatial_dims: int = 2, volume_by: str | None = None) -> SampleSource:
     """Open the dataset named by a DATA string (folder, SSL4MIS folder, .h5 file or phantom:<task>).
 
-    With `spatial_dims` 3 the samples are whole volumes (ssl_seg/data/volumes.py).
+    With `spatial_dims` 3 the samples are whole volumes (ssl_seg/data/volumes.py). With `volume_by` (a regex naming
+    the volume and the slice index in each sample id) 2D slices are grouped into volumes (ssl_seg/data/slice_volumes.py).
     """
+    if volume_by is not None:
+        if spatial_dims == 3:
+            raise UserError(f"--volume-by {volume_by!r} groups 2D slices into volumes; with --spatial-dims 3 the "
+                            "samples already are volumes: drop --volume-by")
+        from .slice_volumes import SliceVolumes
+
+        return SliceVolumes(open_source(data, spatial_dims), volume_by)
     if spatial_dims == 3:
         from .volumes import open_volume_source  # lazily: only volume training needs it
 
@@ -63,6 +71,8 @@ def open_source(data: str, spatial_dims: int = 2) -> SampleSource:
     path = Path(data).expanduser()
     if not path.exists():
         raise UserError(f"DATA '{data}' does not exist; {DATA_HELP}")
+    if not path.is_file() and not path.is_dir():
+        raise UserError(f"DATA '{data}' is neither a regular file nor a folder (a pipe or device?); {DATA_HELP}")
     if path.is_file():
         if path.suffix.lower() in (".h5", ".hdf5"):
             return H5Source(path, name=data)
@@ -71,7 +81,7 @@ def open_source(data: str, spatial_dims: int = 2) -> SampleSource:
         return MSDSliceSource(path, name=data)
     if (path / "data" / "slices").is_dir() or (path / "train_slices.list").is_file():
         return SSL4MISSource(path, name=data)
-    single_h5 = sorted(path.glob("*.h5")) + sorted(path.glob("*.hdf5"))
+    single_h5 = [p for p in sorted(path.glob("*.h5")) + sorted(path.glob("*.hdf5")) if p.is_file()]
     if not (path / "images").exists() and len(single_h5) == 1:  # e.g. a synthetic dataset folder
         return H5Source(single_h5[0], name=data)
     return FolderSource(path, name=data)

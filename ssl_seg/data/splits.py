@@ -112,6 +112,16 @@ def _random_roles(ids: list[str], cases: list[str], seed: int, fractions: tuple[
     return order[:n_train], by_role["train"], by_role["val"], by_role["test"]
 
 
+def check_groups_whole(roles: dict[str, list[str]], group_of: dict[str, str], what: str, fix: str) -> None:
+    """Refuse a split that puts samples of one group (a --group-by case, a --volume-by volume) into two roles."""
+    role_of: dict[str, str] = {}
+    for role, ids in roles.items():
+        for sample_id in ids:
+            group = group_of.get(sample_id)
+            if group is not None and role_of.setdefault(group, role) != role:
+                raise UserError(f"{what} '{group}' has samples in both {role_of[group]} and {role}; {fix}")
+
+
 def case_ids(source: SampleSource, group_by: str | None) -> list[str]:
     """Case id per sample: the first group of regex `group_by` searched in the id, or `source.cases`."""
     if group_by is None:

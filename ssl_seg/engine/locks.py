@@ -74,14 +74,28 @@ def _busy(folder: Path, path: Path, what: str) -> Locked:
     return Locked(f"{folder}: this {what} is in use by {_holder(path)}; wait for it to finish or choose another --out")
 
 
+def _open_existing(path: Path, flags: int = os.O_RDWR) -> int:
+    """An existing lock file opened without following a symbolic link.
+
+    A `.lock` that is a link would make this process truncate and rewrite whatever file it points to: refused.
+    """
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise UserError(f"{path} is a symbolic link, not a lock file this package made; remove the link "
+                        "(the file it points to is left untouched)") from None
+
+
 def _flock(path: Path) -> int | None:
     """An open descriptor of the live lock file with an exclusive flock, None if flock is unsupported here."""
     while True:
         try:
-            fd, created = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+            fd, created = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), True
         except FileExistsError:
             try:
-                fd, created = os.open(path, os.O_RDWR), False
+                fd, created = _open_existing(path), False
             except FileNotFoundError:
                 continue  # removed in between: try again
         try:
@@ -109,8 +123,9 @@ def _exclusive(folder: Path, path: Path, what: str) -> int:
     """The lock file created with O_EXCL, taking over one whose holder on this host is dead."""
     for _ in range(2):
         try:
-            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         except FileExistsError:
+            os.close(_open_existing(path, os.O_RDONLY))  # refuses a symbolic link before it is read or removed
             if _alive(_read(path)):
                 raise _busy(folder, path, what) from None
             with contextlib.suppress(FileNotFoundError):
@@ -172,7 +187,7 @@ def is_locked(folder: str | os.PathLike) -> bool:
     if path.absolute() in _held:
         return False
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = _open_existing(path, os.O_RDONLY)
     except FileNotFoundError:
         return False
     try:

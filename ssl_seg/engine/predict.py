@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,7 @@ def predict_folder(run_dir: str | Path, input_dir: str | Path, out_dir: str | Pa
     """
     spatial_dims = RunConfig.load(Path(run_dir) / "config.json").data.spatial_dims
     check_downscale(downscale, spatial_dims)
+    check_out_outside_input(Path(out_dir), Path(input_dir))
     if spatial_dims == 3:
         from .predict_volumes import predict_volumes
 
@@ -65,6 +67,12 @@ def predict_folder(run_dir: str | Path, input_dir: str | Path, out_dir: str | Pa
     files = sorted(p for p in input_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise UserError(f"{input_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+    stems = Counter(p.stem for p in files)
+    twice = sorted(stem for stem, n in stems.items() if n > 1)
+    if twice:
+        raise UserError(f"{input_dir}: {len(twice)} name(s) have several images (e.g. "
+                        f"{', '.join(p.name for p in files if p.stem == twice[0])}), but each writes OUT/<name>.png; "
+                        "keep one image per name")
     dev = resolve_device(device)
     model, cfg, info = load_run(run_dir, checkpoint, dev)
     lcc = load_postprocessing(run_dir, checkpoint) if postprocess else None
@@ -81,6 +89,17 @@ def predict_folder(run_dir: str | Path, input_dir: str | Path, out_dir: str | Pa
         if overlay:
             _save_png(out_dir / "overlay" / f"{path.stem}.png", overlay_image(image, pred))
     return len(files)
+
+
+def check_out_outside_input(out_dir: Path, input_dir: Path) -> None:
+    """Refuse an --out in the --input folder (DATA/masks of a dataset given as DATA included) or in the masks/ or roi/
+    beside an images/ folder given as --input."""
+    out, given = out_dir.resolve(), input_dir.resolve()
+    guarded = [given] + ([given.parent / "masks", given.parent / "roi"] if given.name == "images" else [])
+    for folder in guarded:
+        if out == folder or folder in out.parents:
+            raise UserError(f"--out {out_dir} is inside {folder}, the input images or their masks: predicted masks "
+                            "would overwrite or mix with them; choose a folder outside it")
 
 
 def _save_png(path: Path, arr: np.ndarray) -> None:

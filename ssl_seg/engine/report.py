@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..data.readers import open_source
+from ..data.slice_volumes import check_volumes_whole
 from ..data.splits import Split
 from ..device import resolve_device
 from ..errors import UserError
@@ -24,23 +25,25 @@ def split_ids(split: Split, name: str, all_ids: list[str]) -> list[str]:
 
 def evaluate_run(run_dir: str | Path, checkpoint: str = "best", split: str = "test", data: str | None = None,
                  device: str = "auto", spacing: tuple[float, float] = (1.0, 1.0), postprocess: bool = True,
-                 progress: bool = True, downscale: int = 1) -> dict:
+                 progress: bool = True, downscale: int = 1, volume_by: str | None = None) -> dict:
     """Score the run's chosen network on `split`; writes RUN_DIR/metrics_<split>[_last][_downscaleN].json, returns it.
 
     With `postprocess`, `postprocessed` also holds the scores after the largest-component filter chosen on the
     run's validation split (`postprocessing_choice`). With `downscale` N (a run trained on an `ssl-seg downscale
     --factor N` copy, scored on the full-size `data`), images are shrunk by N for the network and the scores are
-    at full size.
+    at full size. `volume_by` (else the run's --volume-by) groups 2D slices into volumes, scored per stacked volume.
     """
     run_dir = Path(run_dir)
     dev = resolve_device(device)
     model, cfg, info = load_run(run_dir, checkpoint, dev)
     check_downscale(downscale, cfg.data.spatial_dims)
-    source = open_source(data or cfg.data.data, cfg.data.spatial_dims)
+    source = open_source(data or cfg.data.data, cfg.data.spatial_dims, volume_by or cfg.data.volume_by)
     if source.num_classes != info["num_classes"] or source.in_channels != info["in_channels"]:
         raise UserError(f"{source.name}: {source.num_classes} classes / {source.in_channels} channels, but the run "
                         f"was trained on {info['num_classes']} / {info['in_channels']}; pass matching --data")
     the_split = Split.load(run_dir / "split.json")
+    check_volumes_whole({"train": the_split.labeled + the_split.unlabeled, "val": the_split.val,
+                         "test": the_split.test}, source)
     ids = split_ids(the_split, split, source.ids)
     known = set(source.ids)
     missing = [i for i in ids if i not in known]

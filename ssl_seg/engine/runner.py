@@ -24,7 +24,8 @@ from .distributed import data_parallel, distributed_context
 from ..data.datasets import PairDataset, StepBatches, raise_user_errors
 from ..data.mixing import build_schedule, schedule_names
 from ..data.readers import SampleSource, open_source, task_differences
-from ..data.splits import Split, make_split, resolve_split_file
+from ..data.slice_volumes import check_volumes_whole
+from ..data.splits import Split, case_ids, check_groups_whole, make_split, resolve_split_file
 from ..data.patches3d import is_thick, patch_shape
 from ..data.transforms import JointTransform
 from ..data.transforms3d import VolumeTransform
@@ -45,17 +46,38 @@ from .weight_ema import WeightEMA, averaged_network, evaluated_networks
 log = logging.getLogger(__name__)
 
 
+RUN_MARKER = ".medseg_run"  # written first into every run folder this package starts
 RESUMABLE_FLAGS = ("--iterations, --val-every, --val-max-samples, --device, --amp, --num-workers, --threads, "
                    "--no-progress")
+
+
+def check_fresh_out(out: Path) -> None:
+    """A new run starts only in a missing or empty --out, or in one an unfinished run of this package made
+    (its RUN_MARKER, no result.json): never over a finished run's or a user's files."""
+    if not out.is_dir():
+        return
+    found = sorted(p.name for p in out.iterdir() if p.name != locks.LOCK_NAME)
+    if not found or ((out / RUN_MARKER).is_file() and not (out / "result.json").exists()):
+        return
+    what = "a finished run (result.json)" if (out / RUN_MARKER).is_file() else \
+        f"files this package did not start as a run ({', '.join(found[:3])}{', ...' if len(found) > 3 else ''})"
+    raise UserError(f"--out {out} holds {what}; choose another --out (nothing there was changed)")
 
 
 def build_split(cfg: RunConfig, source: SampleSource) -> Split:
     """The run's split: from --split-file, else drawn by seed and grouped by case."""
     d = cfg.data
     if d.split_file:
-        return resolve_split_file(d.split_file, source, d.group_by)
-    return make_split(source, seed=d.split_seed, fractions=tuple(d.fractions), group_by=d.group_by,
-                      labeled_fraction=d.labeled_fraction, labeled_cases=d.labeled_cases)
+        split = resolve_split_file(d.split_file, source, d.group_by)
+        if d.group_by:
+            check_groups_whole({"train": split.labeled + split.unlabeled, "val": split.val, "test": split.test},
+                               dict(zip(source.ids, case_ids(source, d.group_by))), f"--group-by {d.group_by!r}: case",
+                               f"fix {d.split_file}: a case's samples belong to one role (a leak otherwise)")
+    else:
+        split = make_split(source, seed=d.split_seed, fractions=tuple(d.fractions), group_by=d.group_by,
+                           labeled_fraction=d.labeled_fraction, labeled_cases=d.labeled_cases)
+    check_volumes_whole({"train": split.labeled + split.unlabeled, "val": split.val, "test": split.test}, source)
+    return split
 
 
 def source_info(source: SampleSource) -> dict[str, Any]:
@@ -171,6 +193,10 @@ def _resumed_checkpoint(cfg: RunConfig, out: Path, device: torch.device) -> dict
     if differ:
         raise UserError(f"--resume: {out} was trained with other settings ({'; '.join(differ)}); give the run's own "
                         f"flags (only {RESUMABLE_FLAGS} may change) or start a new --out")
+    best_step = ckpt.get("state", {}).get("best_step", -1)
+    if best_step is not None and best_step >= 0 and not (out / "best.pt").is_file():
+        raise UserError(f"--resume: {out / 'best.pt'} (best on validation at step {best_step}) is missing, and a "
+                        "resumed run would only replace it on a later improvement; restore it or start a new --out")
     return ckpt
 
 
@@ -205,10 +231,12 @@ def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int, extra_hoo
         raise UserError(f"{out} already holds a run; add --resume to continue it or choose another --out")
     if resume and not (out / "last.pt").exists():
         raise UserError(f"{out / 'last.pt'} not found: nothing to resume; drop --resume to start this run")
+    if not resume and rank == 0:
+        check_fresh_out(out)
     ckpt = _resumed_checkpoint(cfg, out, device) if resume else None
 
     seed_everything(tc.seed)
-    source = open_source(cfg.data.data, cfg.data.spatial_dims)
+    source = open_source(cfg.data.data, cfg.data.spatial_dims, cfg.data.volume_by)
     split = build_split(cfg, source)
     _check_patch(cfg, source, split.labeled)
     info = source_info(source)
@@ -221,6 +249,8 @@ def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int, extra_hoo
         log.warning(f"note: {note}")
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            atomic_write_json(out / RUN_MARKER, {"created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
         cfg.save(out / "config.json")
         split.save(out / "split.json")
 

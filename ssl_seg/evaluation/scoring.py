@@ -13,6 +13,7 @@ from tqdm import tqdm
 from ..data.datasets import EvalDataset
 from ..data.readers import SampleSource
 from ..device import autocast
+from ..errors import UserError
 from ..io_utils import jsonable
 from .inference import predict_probs, upsample_probs
 from .metrics import aggregate, evaluate_case
@@ -115,6 +116,10 @@ def score_volumes(stacks: dict[str, list[tuple[int, np.ndarray, np.ndarray]]], n
     per_case = {}
     for case, slices in stacks.items():
         slices = sorted(slices, key=lambda s: s[0])
+        shapes = sorted({s[1].shape for s in slices})
+        if len(shapes) > 1:
+            raise UserError(f"volume '{case}': its slices differ in size {shapes}; they cannot be stacked and scored "
+                            "in 3D (check --volume-by: each volume's slices must have one size)")
         pred, truth = np.stack([s[1] for s in slices]), np.stack([s[2] for s in slices])
         if lcc_classes:
             pred = largest_component(pred, lcc_classes)

@@ -91,8 +91,10 @@ def run_one(run: GridRun, root: Path) -> dict[str, Any]:
 def check_grid(runs: list[GridRun], paths: bool = True) -> None:
     """Every cell's config (and, with `paths`, data paths) is valid before the first cell trains; errors name the cell."""
     names = [r.name for r in runs]
-    if len(set(names)) != len(names):
-        raise ValueError("grid run names must be unique")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UserError(f"the grid lists cell {twice[0]} {names.count(twice[0])} times: a seed, method, label "
+                        "budget, ratio or backbone is given twice; list each value once")
     for run in runs:
         try:
             cfg = check_config(run.cfg)
@@ -144,7 +146,18 @@ def run_grid(runs: list[GridRun], root: str | Path, shard_spec: str | None = Non
         busy = submit_cells(todo, root, executor)
     else:
         bar: Iterable[GridRun] = tqdm(todo, desc="grid", disable=not progress)
-        busy = [name for name in (run_cell(run, root) for run in bar) if name is not None]
+        busy, failed = [], []
+        for run in bar:
+            try:
+                if run_cell(run, root) is not None:
+                    busy.append(run.name)
+            except Exception as e:  # noqa: BLE001 - one failing cell must not stop the others; named at the end
+                log.error(f"grid cell {run.name} failed: {type(e).__name__}: {e}")
+                failed.append(f"{run.name} ({e})" if isinstance(e, UserError) else f"{run.name} ({type(e).__name__})")
+        if failed:
+            raise UserError(f"grid: {len(failed)} of {len(todo)} cell(s) failed, the others ran: "
+                            f"{'; '.join(failed[:3])}{'; ...' if len(failed) > 3 else ''}; fix and run the grid again "
+                            "(finished cells are kept)")
     if busy:
         log.warning(f"grid: {len(busy)} cell(s) were being trained by another process and were left to it: "
                     f"{', '.join(busy)}")

@@ -269,7 +269,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
                 dirs.append(str(make(data=base.data.data, labeled_fraction=f, split_seed=args.split_seed,
                                      out_dir=root / "synthetic" / label_key(f, None), profile=args.profile,
                                      device=args.device, n=args.n_synthetic, mask_source=args.mask_source,
-                                     spatial_dims=base.data.spatial_dims, group_by=base.data.group_by,
+                                     spatial_dims=base.data.spatial_dims, group_by=base.data.split_group_by(),
                                      split_file=base.data.split_file)))
     missing = [f for f, d in synthetic.items() if not d]
     if missing and any(r > 0 for r in args.ratios) and not args.summary_only:

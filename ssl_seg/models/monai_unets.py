@@ -8,12 +8,24 @@ MONAI's own forward (tests/test_monai_backbones.py checks it). MONAI is imported
 
 from __future__ import annotations
 
+import math
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import UserError
 from .blocks import SegmentationNet, level_widths
+
+
+def _check_instance_norm_patch(name: str, patch_size: Sequence[int] | None, stride: int, why: str, other: str) -> None:
+    """Refuse a training patch whose padded size leaves the bottleneck one voxel: instance norm cannot train on it."""
+    if patch_size is None or math.prod(-(-side // stride) for side in patch_size) > 1:
+        return
+    raise UserError(f"--patch-size {'x'.join(map(str, patch_size))}: {name} with {why} (stride {stride}) would train "
+                    f"on a 1-voxel bottleneck, which its instance norm refuses; use --patch-size {stride + 1} or more"
+                    f"{' ' + other if other else ''}")
 
 
 class MonaiDynUNet(SegmentationNet):
@@ -26,12 +38,14 @@ class MonaiDynUNet(SegmentationNet):
 
     def __init__(self, in_channels: int, num_classes: int, base_channels: int = 32, depth: int = 4,
                  dropout: float = 0.0, res_block: bool = False, deep_supervision: bool = False,
-                 spatial_dims: int = 2) -> None:
+                 spatial_dims: int = 2, patch_size: Sequence[int] | None = None) -> None:
         super().__init__()
         from monai.networks.nets import DynUNet
 
         if depth < 2:
             raise UserError(f"monai:dynunet depth={depth}: needs at least 2 (--backbone-options depth=N)")
+        _check_instance_norm_patch("monai:dynunet", patch_size, 2**depth, f"its depth {depth}",
+                                   "or a smaller --backbone-options depth=N")
         self.stride, self.spatial_dims = 2**depth, spatial_dims
         self.net = DynUNet(spatial_dims, in_channels, num_classes, kernel_size=[3] * (depth + 1),
                            strides=[1] + [2] * depth, upsample_kernel_size=[2] * depth,
@@ -63,10 +77,11 @@ class MonaiBasicUNet(SegmentationNet):
     """MONAI BasicUNet: four 2x max-pool levels, widths (b, b, 2b, 4b, 8b) and b at the top of the decoder."""
 
     def __init__(self, in_channels: int, num_classes: int, base_channels: int = 32, dropout: float = 0.0,
-                 spatial_dims: int = 2) -> None:
+                 spatial_dims: int = 2, patch_size: Sequence[int] | None = None) -> None:
         super().__init__()
         from monai.networks.nets import BasicUNet
 
+        _check_instance_norm_patch("monai:basicunet", patch_size, 16, "its four down-samplings", "")
         b = base_channels
         self.stride, self.spatial_dims = 16, spatial_dims
         self.net = BasicUNet(spatial_dims, in_channels, num_classes, features=(b, b, 2 * b, 4 * b, 8 * b, b),
