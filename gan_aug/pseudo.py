@@ -77,13 +77,13 @@ def predict_unlabeled(model, source: SampleSource, ids: list[str], patch_size: i
                       device) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """(id, class probabilities (K, H, W), roi (H, W)) of each sample, as `ssl-seg evaluate` predicts it."""
     from ssl_seg.data.datasets import EvalDataset
-    from ssl_seg.evaluation.scoring import predict_image
+    from ssl_seg.evaluation.scoring import predict_image, training_pad
 
-    data = EvalDataset(source, ids)
+    data = EvalDataset(source, ids, pad_to=training_pad(model, patch_size))
     for k in range(len(data)):
         item = data[k]
         probs = predict_image(model, item["image"], patch_size, source.num_classes, device)
-        yield item["id"], probs.numpy(), item["roi"].numpy()
+        yield item["id"], probs[:, :item["size"][0], :item["size"][1]].numpy(), item["roi"].numpy()
 
 
 def pseudo_label(run_dir: str | Path, source: SampleSource, split: Split, labeled_masks: list[np.ndarray],

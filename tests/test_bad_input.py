@@ -755,7 +755,7 @@ def _set(key, value):
     (_external_images, "outside the file"),
     (_set("num_classes", 1), "num_classes 1"),
     (_set("masks", 5), "has label 5"),
-    (_set("images", 1.5), "outside [0, 1]"),
+    (_set("images", 1.5), "out-of-[0, 1]"),
 ])
 def test_h5_outside_the_format_contract_is_refused(tmp_path, capsys, edit, expected):
     path = _h5_pairs(tmp_path / "d.h5", edit)

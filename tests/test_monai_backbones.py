@@ -155,3 +155,35 @@ def test_bad_backbone_flags_exit_2_with_one_line(tmp_path, capsys, extra: list[s
     assert main([*TRAIN, "--backbone", "monai:dynunet", *extra, "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expected in err[0], err
+
+
+def test_per_sample_norm_nets_are_evaluated_padded_as_they_trained() -> None:
+    """A 20 x 28 image before DynUNet: evaluate pads it to the 32 px patch with black, z-scored over real pixels only."""
+    from ssl_seg.data.phantoms import PhantomSource
+    from ssl_seg.data.transforms import normalize
+    from ssl_seg.evaluation.scoring import evaluate_model, training_pad
+
+    torch.manual_seed(0)
+    model = build_model("monai:dynunet", 1, 4, base_channels=4, depth=3).eval()
+    unet = build_model("unet", 1, 4, base_channels=4)
+    assert training_pad(model, 32) == 32 and training_pad(unet, 32) is None
+    source = PhantomSource("cardiac", n=2, size=32, seed=0)
+    source.load = (lambda load: lambda i: _cropped(load(i)))(source.load)
+    got = evaluate_model(model, source, source.ids[:1], 32, torch.device("cpu"))
+    sample = source.load(0)
+    image = torch.from_numpy(sample.image)
+    padded = torch.nn.functional.pad(image, (0, 4, 0, 12))
+    valid = torch.zeros(32, 32, dtype=torch.bool)
+    valid[:20, :28] = True
+    with torch.no_grad():
+        by_hand = model(normalize(padded, valid)[None])[0, :, :20, :28].argmax(0).numpy()
+        unpadded = model(normalize(image)[None])[0].argmax(0).numpy()
+    from ssl_seg.evaluation.metrics import evaluate_case
+
+    assert got["dice"] == pytest.approx(evaluate_case(by_hand, sample.mask, 4)["dice"], abs=1e-9)
+    assert (by_hand != unpadded).any()  # the padding changes what the network sees
+
+
+def _cropped(sample):
+    sample.image, sample.mask = sample.image[:, :20, :28], sample.mask[:20, :28]
+    return sample

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from ..errors import UserError
 from .downscale import downscale_image
 from .readers import SampleSource
-from .transforms import JointTransform, normalize, to_tensors
+from .transforms import JointTransform, normalize, pad_and_normalize, to_tensors
 
 
 class PairDataset:
@@ -118,13 +118,14 @@ class EvalDataset(Dataset):
     """Whole, unaugmented, normalised samples: item -> dict(image (C, *S), mask (*S), roi (*S), id, case).
 
     With `downscale` N > 1 the image is first shrunk by N as `ssl-seg downscale` shrinks it (for a run trained on
-    such a copy); mask and roi stay at full size.
+    such a copy); mask and roi stay at full size. With `pad_to` P (2D), an image smaller than P is padded to P as
+    training pads it (`pad_and_normalize`, for per-sample-norm networks): crop predictions to `size`.
     """
 
-    def __init__(self, source: SampleSource, ids: list[str], downscale: int = 1):
+    def __init__(self, source: SampleSource, ids: list[str], downscale: int = 1, pad_to: int | None = None):
         self.source = source
         self.indices = [source.index_of(i) for i in ids]
-        self.downscale = downscale
+        self.downscale, self.pad_to = downscale, pad_to
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -134,5 +135,9 @@ class EvalDataset(Dataset):
         image, mask, roi = to_tensors(sample)
         if self.downscale > 1:
             image = torch.from_numpy(downscale_image(image.numpy(), self.downscale))
-        return {"image": normalize(image, spatial_dims=image.ndim - 1), "mask": mask, "roi": roi, "id": sample.id,
-                "case": sample.case}
+        size = tuple(image.shape[1:])
+        if self.pad_to is not None and image.ndim == 3:
+            image = pad_and_normalize(image, self.pad_to)
+        else:
+            image = normalize(image, spatial_dims=image.ndim - 1)
+        return {"image": image, "size": size, "mask": mask, "roi": roi, "id": sample.id, "case": sample.case}

@@ -218,8 +218,8 @@ class H5Source(IndexedSource):
             raise UserError(f"{self.path}: cannot read sample {index} ({e}); the file is damaged; "
                             "re-create it") from None
         if not np.isfinite(image).all() or image.min(initial=0.0) < 0 or image.max(initial=0.0) > 1:
-            raise UserError(f"{self.path}: sample '{self.ids[index]}' has pixels that are not finite or outside [0, 1] "
-                            "(the format's contract): fix the tool that wrote the file and re-create it")
+            raise UserError(f"{self.path}: sample '{self.ids[index]}' has NaN, infinite or out-of-[0, 1] pixels: a data "
+                            "problem (the format's contract); fix the tool that wrote the file and re-create it")
         if mask.size and (mask.min() < 0 or mask.max() >= self.num_classes):
             raise UserError(f"{self.path}: sample '{self.ids[index]}' has label {int(mask.max())} (or a negative one), "
                             f"but the file declares {self.num_classes} classes (0..{self.num_classes - 1}); fix the "

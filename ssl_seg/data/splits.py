@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..io_utils import atomic_write_json
-from .readers import SampleSource
+from .sample import SampleSource
 
 SPLIT_KEYS = ("labeled", "unlabeled", "val", "test")
 

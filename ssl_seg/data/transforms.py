@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
@@ -41,6 +42,18 @@ def normalize(image: torch.Tensor, valid: torch.Tensor | None = None, eps: float
     mean = (image * w).sum(dim=dims, keepdim=True) / n
     std = (((image - mean) ** 2 * w).sum(dim=dims, keepdim=True) / (n - 1)).sqrt()
     return (image - mean) / (std + eps)
+
+
+def pad_and_normalize(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Image (C, H, W) zero-padded at the bottom/right to at least `size` per side (as the training crop pads it),
+    then z-scored over its real pixels (`normalize` with the unpadded area valid); crop the output back to (H, W)."""
+    h, w = image.shape[-2:]
+    if h >= size and w >= size:
+        return normalize(image)
+    padded = F.pad(image, (0, max(0, size - w), 0, max(0, size - h)))
+    valid = torch.zeros(padded.shape[-2:], dtype=torch.bool)
+    valid[:h, :w] = True
+    return normalize(padded, valid)
 
 
 class JointTransform:

@@ -13,11 +13,11 @@ from tqdm import tqdm
 from ..config import RunConfig
 from ..data.downscale import downscale_image
 from ..data.readers import IMAGE_SUFFIXES, read_image
-from ..data.transforms import normalize
+from ..data.transforms import normalize, pad_and_normalize
 from ..device import resolve_device
 from ..errors import UserError
 from ..evaluation.inference import upsample_probs
-from ..evaluation.scoring import predict_image
+from ..evaluation.scoring import predict_image, training_pad
 from ..io_utils import atomic_path
 from ..evaluation.postprocess import largest_component
 from .report import check_downscale, load_postprocessing
@@ -81,7 +81,9 @@ def predict_folder(run_dir: str | Path, input_dir: str | Path, out_dir: str | Pa
     for path in tqdm(files, desc="predict"):
         image = read_image(path, info["in_channels"])
         small = torch.from_numpy(downscale_image(image, downscale))
-        probs = predict_image(model, normalize(small), cfg.data.patch_size, info["num_classes"], dev)
+        pad = training_pad(model, cfg.data.patch_size)
+        x = normalize(small) if pad is None else pad_and_normalize(small, pad)
+        probs = predict_image(model, x, cfg.data.patch_size, info["num_classes"], dev)[:, :small.shape[1], :small.shape[2]]
         pred = upsample_probs(probs, image.shape[1:]).argmax(0).numpy()
         if lcc:
             pred = largest_component(pred, lcc)

@@ -47,13 +47,13 @@ def evaluate_model(model: torch.nn.Module, source: SampleSource, ids: list[str],
     model trained on an `ssl-seg downscale --factor N` copy sees each image shrunk by N and its probabilities are
     upsampled to full size: scores are at full size, in full-size pixels.
     """
-    data = EvalDataset(source, ids, downscale)
+    data = EvalDataset(source, ids, downscale, pad_to=training_pad(model, patch_size))
     predictions: list[Prediction] = []
     items: Iterable = tqdm(range(len(data)), desc="evaluate", leave=False, disable=not progress)
     for i in items:
         item = data[i]
         probs = predict_image(model, item["image"], patch_size, source.num_classes, device, amp_dtype)
-        probs = upsample_probs(probs, item["mask"].shape)
+        probs = upsample_probs(probs[(slice(None), *(slice(0, s) for s in item["size"]))], item["mask"].shape)
         roi = item["roi"].numpy()
         pred = np.where(roi, probs.argmax(0).numpy(), 0).astype(np.uint8)
         truth = np.where(roi, item["mask"].numpy(), 0).astype(np.uint8)
@@ -66,6 +66,13 @@ def evaluate_model(model: torch.nn.Module, source: SampleSource, ids: list[str],
                                                     lcc_classes, case_spacing)
         result["postprocessed"]["lcc_classes"] = sorted(int(c) for c in lcc_classes)
     return jsonable(result)
+
+
+def training_pad(model: torch.nn.Module, patch_size: int | Sequence[int] | None) -> int | None:
+    """The side to pad smaller 2D images to before a per-sample-norm network (as training padded them), else None."""
+    if getattr(model, "per_sample_norm", False) and isinstance(patch_size, int):
+        return patch_size
+    return None
 
 
 @dataclass

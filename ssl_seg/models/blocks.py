@@ -110,6 +110,9 @@ class SegmentationNet(nn.Module, ABC):
 
     stride: int  # every spatial size given to `encode` must be a multiple of this
     spatial_dims: int = 2  # 2: input (B, C, H, W); 3: input (B, C, D, H, W)
+    # True where normalisation statistics are per sample (instance, group or layer norm): the amount of padding then
+    # shifts every feature, so an image smaller than the training patch is evaluated padded to it as training pads it
+    per_sample_norm: bool = False
 
     @abstractmethod
     def encode(self, x: Tensor) -> list[Tensor]:

@@ -40,6 +40,7 @@ class MonaiUNETR(SegmentationNet):
     tiles larger images with that patch. `base_channels` is MONAI's feature_size; hidden_size, mlp_dim and
     num_heads size the ViT (MONAI's ViT-B defaults).
     """
+    per_sample_norm = True  # instance / group / layer norm
 
     def __init__(self, in_channels: int, num_classes: int, base_channels: int = 16,
                  patch_size: Sequence[int] | None = None, hidden_size: int = 768, mlp_dim: int = 3072,
@@ -92,6 +93,7 @@ class MonaiSwinUNETR(SegmentationNet):
     `base_channels` is MONAI's feature_size, a multiple of 12; the training patch's sides must be multiples of 32 and
     at least 64 (its InstanceNorm needs a bottleneck of 2 or more pixels); smaller inputs are zero-padded to 64.
     """
+    per_sample_norm = True  # instance / group / layer norm
 
     smallest = 64
 

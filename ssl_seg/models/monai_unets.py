@@ -35,6 +35,7 @@ class MonaiDynUNet(SegmentationNet):
     level but the deepest has a 1x1 head and forward returns the MEAN of the heads' upsampled logits (as unetpp does;
     MONAI's own forward returns them stacked in training and the top head alone in eval).
     """
+    per_sample_norm = True  # instance / group / layer norm
 
     def __init__(self, in_channels: int, num_classes: int, base_channels: int = 32, depth: int = 4,
                  dropout: float = 0.0, res_block: bool = False, deep_supervision: bool = False,
@@ -75,6 +76,7 @@ class MonaiDynUNet(SegmentationNet):
 
 class MonaiBasicUNet(SegmentationNet):
     """MONAI BasicUNet: four 2x max-pool levels, widths (b, b, 2b, 4b, 8b) and b at the top of the decoder."""
+    per_sample_norm = True  # instance / group / layer norm
 
     def __init__(self, in_channels: int, num_classes: int, base_channels: int = 32, dropout: float = 0.0,
                  spatial_dims: int = 2, patch_size: Sequence[int] | None = None) -> None:
@@ -106,6 +108,7 @@ class MonaiBasicUNet(SegmentationNet):
 class MonaiSegResNet(SegmentationNet):
     """MONAI SegResNet (Myronenko 2018): residual GroupNorm blocks (1, 2, 2, 4) down, three 2x levels, `base_channels`
     = init_filters (a multiple of its 8 norm groups)."""
+    per_sample_norm = True  # instance / group / layer norm
 
     def __init__(self, in_channels: int, num_classes: int, base_channels: int = 32, dropout: float = 0.0,
                  spatial_dims: int = 2) -> None:
