@@ -568,13 +568,18 @@ def test_sweep_with_train_gan_checks_the_grid_before_training_gans(tmp_path, cap
 # ------------------------------------------------------------------ split files name cases through --group-by
 
 
-def test_split_file_of_patient_ids_works_on_a_folder_of_slices_with_group_by(tmp_path):
-    masks = _phantom_masks(12)
+def _patient_slices(tmp_path: Path) -> Path:
+    """A folder of 4 patients x 3 phantom slices named patientNNN_sliceK."""
     data = tmp_path / "slices"
-    _folder(data, masks)
-    for i, path in enumerate(sorted((data / "images").iterdir())):  # 4 patients x 3 slices
+    _folder(data, _phantom_masks(12))
+    for i, path in enumerate(sorted((data / "images").iterdir())):
         for folder in ("images", "masks"):
             (data / folder / path.name).rename(data / folder / f"patient{i // 3:03d}_slice{i % 3}.png")
+    return data
+
+
+def test_split_file_of_patient_ids_works_on_a_folder_of_slices_with_group_by(tmp_path):
+    data = _patient_slices(tmp_path)
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"labeled": ["patient000"], "unlabeled": ["patient001"], "val": ["patient002"],
                                  "test": ["patient003"]}))
@@ -587,12 +592,7 @@ def test_split_file_of_patient_ids_works_on_a_folder_of_slices_with_group_by(tmp
 
 
 def test_split_file_that_puts_one_patient_in_labeled_and_test_is_refused(tmp_path, capsys):
-    masks = _phantom_masks(12)
-    data = tmp_path / "slices"
-    _folder(data, masks)
-    for i, path in enumerate(sorted((data / "images").iterdir())):  # 4 patients x 3 slices
-        for folder in ("images", "masks"):
-            (data / folder / path.name).rename(data / folder / f"patient{i // 3:03d}_slice{i % 3}.png")
+    data = _patient_slices(tmp_path)
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"labeled": ["patient000_slice0", "patient000_slice1"], "unlabeled": ["patient001"],
                                  "val": ["patient002"], "test": ["patient003", "patient000_slice2"]}))

@@ -14,21 +14,15 @@ import re
 
 from ..errors import UserError
 from .sample import IndexedSource, Sample, SampleSource
-from .splits import check_groups_whole
+from .splits import check_groups_whole, compile_groups
 
 FLAG = "--volume-by"
 
 
 def parse_volume_by(pattern: str) -> re.Pattern:
     """Compile a --volume-by regex; it must have two groups (volume, slice index)."""
-    try:
-        regex = re.compile(pattern)
-    except re.error as e:
-        raise UserError(f"{FLAG} {pattern!r} is not a valid regular expression ({e})") from None
-    if regex.groups < 2:
-        raise UserError(f"{FLAG} {pattern!r} needs two groups, the volume then the slice index, "
-                        "e.g. '^(patient\\d+_frame\\d+)_slice_?(\\d+)'")
-    return regex
+    return compile_groups(FLAG, pattern, 2, "needs two groups, the volume then the slice index, e.g. "
+                                            "'^(patient\\d+_frame\\d+)_slice_?(\\d+)'")
 
 
 def volume_and_slice(regex: re.Pattern, sample_id: str) -> tuple[str, int]:

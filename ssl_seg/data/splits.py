@@ -122,17 +122,23 @@ def check_groups_whole(roles: dict[str, list[str]], group_of: dict[str, str], wh
                 raise UserError(f"{what} '{group}' has samples in both {role_of[group]} and {role}; {fix}")
 
 
+def compile_groups(flag: str, pattern: str, groups: int, too_few: str) -> re.Pattern:
+    """A flag's regex compiled, with at least `groups` capture groups; else a UserError ending in `too_few`."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as e:
+        raise UserError(f"{flag} {pattern!r} is not a valid regular expression ({e})") from None
+    if regex.groups < groups:
+        raise UserError(f"{flag} {pattern!r} {too_few}")
+    return regex
+
+
 def case_ids(source: SampleSource, group_by: str | None) -> list[str]:
     """Case id per sample: the first group of regex `group_by` searched in the id, or `source.cases`."""
     if group_by is None:
         return list(source.cases)
-    try:
-        pattern = re.compile(group_by)
-    except re.error as e:
-        raise UserError(f"--group-by {group_by!r} is not a valid regular expression ({e})") from None
-    if pattern.groups < 1:
-        raise UserError(f"--group-by {group_by!r} has no capture group; "
-                        "e.g. '^(patient\\d+)' makes the group the case id")
+    pattern = compile_groups("--group-by", group_by, 1, "has no capture group; e.g. '^(patient\\d+)' makes the "
+                                                       "group the case id")
     out = []
     for sample_id in source.ids:
         match = pattern.search(sample_id)
