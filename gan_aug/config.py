@@ -109,6 +109,8 @@ class GanConfig:
             ("--n-down", self.n_down, self.n_down is None or self.n_down >= 1, "at least 1"),
             ("--val-max-samples", self.val_max_samples, self.val_max_samples >= 1, "at least 1"),
             ("--checkpoint-every", self.checkpoint_every, self.checkpoint_every >= 1, "at least 1, e.g. 1000"),
+            ("--seed", self.seed, 0 <= self.seed < 2**32, "an integer in [0, 2**32), e.g. 0"),
+            ("--split-seed", self.split_seed, 0 <= self.split_seed < 2**32, "an integer in [0, 2**32), e.g. 0"),
             ("--val-every", self.val_every, self.val_every >= 1, "at least 1"),
             ("--log-every", self.log_every, self.log_every >= 1, "at least 1"),
             ("--image-every", self.image_every, self.image_every >= 1, "at least 1"),

@@ -138,6 +138,8 @@ class RunConfig:
             ("--labeled-fraction", d.labeled_fraction, d.labeled_fraction is None or 0 < d.labeled_fraction <= 1,
              "in (0, 1], e.g. 0.1"),
             ("--labeled-cases", d.labeled_cases, d.labeled_cases is None or d.labeled_cases >= 1, "at least 1"),
+            ("--split-seed", d.split_seed, 0 <= d.split_seed < 2**32, "an integer in [0, 2**32), e.g. 0"),
+            ("--seed", t.seed, 0 <= t.seed < 2**32, "an integer in [0, 2**32), e.g. 0"),
             ("--patch-size", d.patch_size, d.patch_size >= 8, "at least 8, e.g. 64 or 128"),
             ("--spatial-dims", d.spatial_dims, d.spatial_dims in (2, 3),
              "2 (images, volumes as slices) or 3 (volumes)"),

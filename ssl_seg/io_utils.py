@@ -69,3 +69,13 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
             raise UserError(f"{path}: writing failed ({str(e).splitlines()[0]}); the disk may be full; files "
                             f"finished before are intact (every write is atomic), the previous {Path(path).name} "
                             "too; free space, then rerun (train: add --resume)") from None
+
+
+def read_json(path: str | os.PathLike, fix: str) -> Any:
+    """A JSON file's value; one UserError naming the file and `fix` when it is not readable JSON."""
+    from .errors import UserError
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not readable JSON ({type(e).__name__}: {e}); {fix}") from None

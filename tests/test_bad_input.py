@@ -799,3 +799,33 @@ def test_resume_without_the_best_checkpoint_is_refused(tmp_path, capsys):
     (run / "best.pt").unlink()
     capsys.readouterr()
     one_line_error(capsys, main(TRAIN + ["--iterations", "6", "--out", str(run), "--resume"]), "best.pt")
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    (["--seed", "-1"], "--seed -1: must be an integer in [0, 2**32)"),
+    (["--seed", str(2**40)], "must be an integer in [0, 2**32)"),
+    (["--split-seed", "-3"], "--split-seed -3"),
+    (["--fractions", "nan", "0.1", "0.2"], "--fractions [nan, 0.1, 0.2]"),
+    (["--patch-size", "4096"], "over twice the largest image side (32 px)"),
+])
+def test_seeds_fractions_and_patch_sizes_that_cannot_work_are_one_line(tmp_path, capsys, extra, expected):
+    one_line_error(capsys, main(TRAIN + extra + ["--out", str(tmp_path / "r")]), expected)
+    assert not (tmp_path / "r" / "last.pt").exists()
+
+
+def test_malformed_postprocessing_and_grid_result_files_are_one_line(finished_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    (run / "postprocessing.json").write_text("{not json")
+    images = tmp_path / "in"
+    images.mkdir()
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(images / "a.png")
+    code = main(["predict", "--run", str(run), "--input", str(images), "--out", str(tmp_path / "o"), "--device", "cpu"])
+    one_line_error(capsys, code, "postprocessing.json: not readable JSON")
+    grid = tmp_path / "g"
+    cell = grid / "runs" / "unet__supervised__f0.5__s0"
+    cell.mkdir(parents=True)
+    (cell / "result.json").write_bytes(b"\xff\xfe")
+    code = main(["ablate", "--profile", "tiny", "--methods", "supervised", "--fractions", "0.5", "--seeds", "0",
+                 "--no-full-reference", "--device", "cpu", "--out", str(grid)])
+    one_line_error(capsys, code, "result.json: not readable JSON")

@@ -181,7 +181,8 @@ def resolve_split_file(path: str | Path, source: SampleSource, group_by: str | N
 def _check_fractions(fractions: tuple[float, ...]) -> tuple[float, float, float]:
     """(train, val, test) fractions: three numbers >= 0 summing to 1, train > 0."""
     values = tuple(float(f) for f in fractions)
-    if len(values) != 3 or min(values) < 0 or abs(sum(values) - 1) > 1e-6 or values[0] <= 0:
+    if len(values) != 3 or not all(math.isfinite(v) and v >= 0 for v in values) or abs(sum(values) - 1) > 1e-6 \
+            or values[0] <= 0:
         raise UserError(f"--fractions {list(fractions)} must be three numbers >= 0 (train > 0) summing to 1, "
                         "e.g. 0.7 0.1 0.2")
     return values  # type: ignore[return-value]

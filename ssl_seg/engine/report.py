@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..data.readers import open_source
@@ -11,7 +10,7 @@ from ..data.splits import Split
 from ..device import resolve_device
 from ..errors import UserError
 from ..evaluation.scoring import evaluate_model
-from ..io_utils import atomic_write_json
+from ..io_utils import atomic_write_json, read_json
 from ..evaluation.postprocess import LCC_MIN_GAIN, choose_lcc_classes
 from .runner import load_run, patch_for
 
@@ -80,7 +79,14 @@ def postprocessing_path(run_dir: str | Path, checkpoint: str = "best") -> Path:
 def load_postprocessing(run_dir: str | Path, checkpoint: str = "best") -> list[int] | None:
     """The classes whose largest component is kept, as chosen for this checkpoint; None when not chosen yet."""
     path = postprocessing_path(run_dir, checkpoint)
-    return [int(c) for c in json.loads(path.read_text())["lcc_classes"]] if path.is_file() else None
+    if not path.is_file():
+        return None
+    record = read_json(path, "delete it: `ssl-seg evaluate` chooses again on validation")
+    try:
+        return [int(c) for c in record["lcc_classes"]]
+    except (TypeError, KeyError, ValueError):
+        raise UserError(f"{path}: no list of class indices under 'lcc_classes'; delete it: `ssl-seg evaluate` "
+                        "chooses again on validation") from None
 
 
 def postprocessing_choice(run_dir: str | Path, checkpoint: str, model, source, split: Split,

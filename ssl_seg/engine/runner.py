@@ -101,9 +101,17 @@ def build_transform(cfg: RunConfig, source: SampleSource) -> JointTransform | Vo
 
 
 def _check_patch(cfg: RunConfig, source: SampleSource, ids: list[str]) -> None:
-    if cfg.data.pad or cfg.data.spatial_dims == 3:  # volumes are always padded to the patch
+    if cfg.data.spatial_dims == 3:  # volumes are always padded to the patch
         return
-    smallest = min(min(source.load(source.index_of(i)).image.shape[-2:]) for i in ids[:64])
+    shapes = [source.load(source.index_of(i)).image.shape[-2:] for i in ids[:64]]
+    largest = max(max(shape) for shape in shapes)
+    if cfg.data.patch_size > 2 * largest:
+        raise UserError(f"--patch-size {cfg.data.patch_size} is over twice the largest image side ({largest} px): "
+                        f"each patch would be mostly padding, at the cost of the whole patch; use --patch-size "
+                        f"{-(-largest // 16) * 16} or less")
+    if cfg.data.pad:
+        return
+    smallest = min(min(shape) for shape in shapes)
     if cfg.data.patch_size > smallest:
         raise UserError(f"--patch-size {cfg.data.patch_size} is larger than the images ({smallest} px) and "
                         "padding is off; lower --patch-size or drop --no-pad")

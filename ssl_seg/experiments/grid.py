@@ -17,7 +17,7 @@ from ..engine import locks
 from ..config import RunConfig
 from ..errors import UserError
 from .executors import job_results, submission_error
-from ..io_utils import atomic_write_json
+from ..io_utils import atomic_write_json, read_json
 from ..engine.report import evaluate_run
 from ..engine.runner import check_config, run_training
 
@@ -54,7 +54,8 @@ def is_finished(run_dir: Path) -> bool:
     path = run_dir / "result.json"
     if not path.is_file():
         return False
-    return "test" in json.loads(path.read_text())
+    result = read_json(path, "it is a grid cell's result.json: delete it and run the grid again to redo the cell")
+    return isinstance(result, dict) and "test" in result
 
 
 TEST_KEYS = ("dice", "iou", "hd95", "asd", "per_class", "n_cases")
