@@ -36,6 +36,10 @@ class Split:
     test: list[str]
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def roles(self) -> dict[str, list[str]]:
+        """Sample ids per role a case must not straddle: train (labeled + unlabeled), val, test."""
+        return {"train": self.labeled + self.unlabeled, "val": self.val, "test": self.test}
+
     def save(self, path: str | Path) -> None:
         """Write as JSON (atomically): the four lists and `meta`."""
         atomic_write_json(path, {**{key: getattr(self, key) for key in SPLIT_KEYS}, "meta": self.meta})

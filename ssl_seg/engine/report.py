@@ -41,8 +41,7 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best", split: str = "te
         raise UserError(f"{source.name}: {source.num_classes} classes / {source.in_channels} channels, but the run "
                         f"was trained on {info['num_classes']} / {info['in_channels']}; pass matching --data")
     the_split = Split.load(run_dir / "split.json")
-    check_volumes_whole({"train": the_split.labeled + the_split.unlabeled, "val": the_split.val,
-                         "test": the_split.test}, source)
+    check_volumes_whole(the_split.roles(), source)
     ids = split_ids(the_split, split, source.ids)
     known = set(source.ids)
     missing = [i for i in ids if i not in known]

@@ -70,13 +70,12 @@ def build_split(cfg: RunConfig, source: SampleSource) -> Split:
     if d.split_file:
         split = resolve_split_file(d.split_file, source, d.group_by)
         if d.group_by:
-            check_groups_whole({"train": split.labeled + split.unlabeled, "val": split.val, "test": split.test},
-                               dict(zip(source.ids, case_ids(source, d.group_by))), f"--group-by {d.group_by!r}: case",
-                               f"fix {d.split_file}: a case's samples belong to one role (a leak otherwise)")
+            check_groups_whole(split.roles(), dict(zip(source.ids, case_ids(source, d.group_by))),
+                               f"--group-by {d.group_by!r}: case", f"fix {d.split_file}: a case's samples belong to one role (a leak otherwise)")
     else:
         split = make_split(source, seed=d.split_seed, fractions=tuple(d.fractions), group_by=d.group_by,
                            labeled_fraction=d.labeled_fraction, labeled_cases=d.labeled_cases)
-    check_volumes_whole({"train": split.labeled + split.unlabeled, "val": split.val, "test": split.test}, source)
+    check_volumes_whole(split.roles(), source)
     return split
 
 
