@@ -35,9 +35,13 @@ def git_commits(root: Path, path: str) -> list[tuple[str, datetime]]:
 
 
 def run_dirs(root: Path, cell: dict[str, Any]) -> list[Path]:
-    """Every run folder (holding result.json) of every candidate of every arm of `cell`."""
+    """Every run folder (holding result.json) of every candidate of every arm of `cell` run for it (arms reused from
+    another pre-registered cell are that cell's runs)."""
     found = []
-    for patterns in cell["arms"].values():
+    reused = cell.get("reused", {})
+    for arm, patterns in cell["arms"].items():
+        if arm in reused:
+            continue
         for pattern in patterns:
             found += [Path(p).parent for p in sorted(glob.glob(str(root / pattern / "result.json")))]
     return found
@@ -53,6 +57,7 @@ def check_cell(root: Path, cell: dict[str, Any]) -> list[str]:
         return [f"{predictions} is not committed"]
     added_hash, added_at = commits[0]
     problems = [f"{predictions} changed after it was added (commit {h[:8]})" for h, _ in commits[1:]]
+    problems += reuse_problems(root, cell)
     runs = run_dirs(root, cell)
     if not runs:
         problems.append("no finished run")
@@ -76,6 +81,23 @@ def check_cell(root: Path, cell: dict[str, Any]) -> list[str]:
         problems += [f"{amendment} changed after it was added (commit {h[:8]})" for h, _ in amended[1:]]
         if first_finish is not None and amended[0][1] >= first_finish:
             problems.append(f"{amendment} was committed {amended[0][1]}, after the first run finished ({first_finish})")
+    return problems
+
+
+def reuse_problems(root: Path, cell: dict[str, Any]) -> list[str]:
+    """Each arm in `cell["reused"]` ({arm: source cell id}) is the same arm, same runs, of a source cell that is
+    itself pre-registered and passes."""
+    problems = []
+    spec = load_cells(root / CELLS) if cell.get("reused") else None
+    cells = {c["id"]: c for c in spec["cells"]} if spec else {}
+    for arm, source_id in cell.get("reused", {}).items():
+        source = cells.get(source_id)
+        if source is None or source.get("reused") or not source.get("predictions"):
+            problems.append(f"arm {arm!r} reuses cell {source_id!r}, which is not a pre-registered cell of its own")
+        elif source["arms"].get(arm) != cell["arms"].get(arm):
+            problems.append(f"arm {arm!r} differs from the same arm of {source_id} (reuse takes its runs unchanged)")
+        elif check_cell(root, source):
+            problems.append(f"arm {arm!r} reuses {source_id}, which fails its own check")
     return problems
 
 

@@ -29,7 +29,8 @@ from ssl_seg.data.readers import open_source
 from ssl_seg.device import amp_dtype, cpu_supports_bf16
 from ssl_seg.methods import method_names
 from ssl_seg.models import build_model
-from ssl_seg.engine.runner import build_method_for, build_split, loader_factory, step_batches
+from ssl_seg.engine.run_models import build_method_for
+from ssl_seg.engine.runner import build_split, loader_factory, step_batches
 from ssl_seg.engine.trainer import Trainer, poly_lr
 
 K = 4  # phantom:cardiac classes

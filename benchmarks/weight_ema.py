@@ -33,7 +33,8 @@ from ssl_seg.device import amp_dtype, resolve_device
 from ssl_seg.engine.hooks import BaseHook, due
 from ssl_seg.data.splits import Split
 from ssl_seg.engine.checkpoint import load_checkpoint
-from ssl_seg.engine.runner import build_split, load_run, patch_for, run_training, step_batches
+from ssl_seg.engine.run_models import load_run
+from ssl_seg.engine.runner import build_split, patch_for, run_training, step_batches
 from ssl_seg.engine.trainer import Trainer
 from ssl_seg.engine.weight_ema import WeightEMA, averaged_network
 from ssl_seg.evaluation.scoring import evaluate_model, selection_score

@@ -159,7 +159,8 @@ def segmenter_config(gan_cfg: GanConfig, data: str, patch: int, out: Path, itera
 
 def train_or_reuse(cfg: RunConfig, device: torch.device) -> torch.nn.Module:
     """Train the run (or reuse it when its folder already holds result.json) and return its best model."""
-    from ssl_seg.engine.runner import load_run, run_training
+    from ssl_seg.engine.run_models import load_run
+    from ssl_seg.engine.runner import run_training
 
     if not (Path(cfg.out) / "result.json").is_file():
         run_training(cfg)
@@ -246,7 +247,7 @@ def assess(synthetic: str | Path, data: str | None = None, segmenter: str | Path
     Without `segmenter`, the small real-data U-Net trained for the TSTR baseline also scores fidelity and
     provides the features. Segmenters trained here live in OUT/segmenter_{real,synthetic} and are reused.
     """
-    from ssl_seg.engine.runner import load_run
+    from ssl_seg.engine.run_models import load_run
 
     if max_samples < 4:
         raise UserError(f"--max-samples {max_samples}: use at least 4 (FID needs a covariance)")

@@ -91,7 +91,7 @@ def pseudo_label(run_dir: str | Path, source: SampleSource, split: Split, labele
     """Predict the unlabeled training images of `split` with RUN_DIR's best network and keep the confident,
     class-balanced ones; returns them and a summary (counts at each filter, thresholds)."""
     from ssl_seg.device import resolve_device
-    from ssl_seg.engine.runner import load_run
+    from ssl_seg.engine.run_models import load_run
 
     run_dir = Path(run_dir)
     if not (run_dir / "best.pt").is_file():

@@ -45,7 +45,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     cfg = config_from_args(args, args.config_flags)
     result = run_training(cfg, resume=args.resume)
-    print(f"run: {result['run_dir']}  best val Dice {_fmt(result['val_dice'])} at step {result['best_step']} "
+    when = "the start (--init-from)" if result["best_step"] == -1 else f"step {result['best_step']}"
+    print(f"run: {result['run_dir']}  best val Dice {_fmt(result['val_dice'])} at {when} "
           f"({result['best_model']})  {result['wall_time_s']:.0f} s")
 
 

@@ -65,6 +65,10 @@ class ModelConfig:
     backbone_options: str | None = opt(None, "the backbone's own options as key=value,... (e.g. depth=3,dropout=0.1; "
                                              "monai:unetr hidden_size=384,mlp_dim=1536,num_heads=6); a bad key lists "
                                              "the valid ones", metavar="KEY=VALUE,...")
+    init_from: str | None = opt(None, "warm start: every network starts from this finished run's best.pt (same "
+                                      "backbone, width and classes; its labeled images must be labeled here too); "
+                                      "validated before the first step, so best.pt can stay the start",
+                                metavar="RUN_DIR")
 
 
 @dataclass
@@ -197,6 +201,8 @@ class RunConfig:
         cfg.data.data = absolute_data(cfg.data.data)
         cfg.data.split_file = absolute_data(cfg.data.split_file) if cfg.data.split_file else None
         cfg.data.synthetic = [absolute_data(p) for p in cfg.data.synthetic]
+        if cfg.model.init_from:
+            cfg.model = dataclasses.replace(cfg.model, init_from=absolute_data(cfg.model.init_from))
         return cfg
 
     def to_dict(self) -> dict[str, Any]:

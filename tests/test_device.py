@@ -7,7 +7,8 @@ import torch
 
 from ssl_seg.device import amp_dtype, cpu_supports_bf16, resolve_threads
 from ssl_seg.errors import UserError
-from ssl_seg.engine.runner import build_method_for, run_training
+from ssl_seg.engine.run_models import build_method_for
+from ssl_seg.engine.runner import run_training
 
 CPU = torch.device("cpu")
 

@@ -12,7 +12,8 @@ from ssl_seg.data.msd import read_unlabeled_case
 from ssl_seg.data.transforms import normalize
 from ssl_seg.data.volumes import to_file_axes, to_volume_axes
 from ssl_seg.engine.predict_volumes import volume_inputs
-from ssl_seg.engine.runner import load_run, run_training
+from ssl_seg.engine.run_models import load_run
+from ssl_seg.engine.runner import run_training
 from ssl_seg.errors import UserError
 from ssl_seg.evaluation.scoring import predict_image
 

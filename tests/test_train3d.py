@@ -12,7 +12,8 @@ from ssl_seg.data.patches3d import crop_padded, is_thick, patch_shape, window_st
 from ssl_seg.data.readers import open_source
 from ssl_seg.data.transforms3d import VolumeTransform
 from ssl_seg.engine.report import evaluate_run
-from ssl_seg.engine.runner import load_run, run_training
+from ssl_seg.engine.run_models import load_run
+from ssl_seg.engine.runner import run_training
 from ssl_seg.evaluation.metrics import evaluate_case
 from ssl_seg.evaluation.scoring import predict_image
 from ssl_seg.data.datasets import EvalDataset

@@ -10,7 +10,8 @@ from torch import nn
 
 from ssl_seg.engine.checkpoint import load_checkpoint
 from ssl_seg.engine.hooks import BaseHook
-from ssl_seg.engine.runner import load_run, run_training
+from ssl_seg.engine.run_models import load_run
+from ssl_seg.engine.runner import run_training
 from ssl_seg.engine.trainer import Trainer, constant_lr
 from ssl_seg.engine.weight_ema import WeightEMA
 from ssl_seg.methods.losses import cross_entropy

@@ -69,16 +69,26 @@ class ValidationHook(BaseHook):
     """Every `every` steps, evaluate each evaluation network and pass each result to the `on_result` callbacks.
 
     With `best_path`, also save `payload(trainer)` there whenever the first network's selection score improves.
+    With `at_start`, the networks are also evaluated before the first step (as step -1), so a warm-started run's
+    best.pt can stay its start.
     """
 
     def __init__(self, evaluate: Callable[[torch.nn.Module], dict], every: int, best_path: Path | None,
-                 payload: Callable[[Trainer], dict[str, Any]] | None, on_result: list[ResultCallback]):
+                 payload: Callable[[Trainer], dict[str, Any]] | None, on_result: list[ResultCallback],
+                 at_start: bool = False):
         self.evaluate, self.every, self.best_path = evaluate, every, best_path
-        self.payload, self.on_result = payload, on_result
+        self.payload, self.on_result, self.at_start = payload, on_result, at_start
+
+    def before_train(self, trainer: Trainer) -> None:
+        if self.at_start and trainer.state.step == -1:
+            self.validate(trainer)
 
     def after_step(self, trainer: Trainer) -> None:
-        if not due(trainer, self.every):
-            return
+        if due(trainer, self.every):
+            self.validate(trainer)
+
+    def validate(self, trainer: Trainer) -> None:
+        """Evaluate every evaluation network at the trainer's current step; save best.pt on an improvement."""
         step = trainer.state.step
         results = {}
         for name, model in trainer.eval_models().items():

@@ -21,7 +21,7 @@ from ..evaluation.scoring import predict_image, training_pad
 from ..io_utils import atomic_path
 from ..evaluation.postprocess import largest_component
 from .report import check_downscale, load_postprocessing
-from .runner import load_run
+from .run_models import load_run
 
 PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 225, 25], [145, 30, 180],
                     [70, 240, 240], [240, 50, 230]], dtype=np.uint8)

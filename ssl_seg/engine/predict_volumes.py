@@ -19,7 +19,7 @@ from ..errors import UserError
 from ..evaluation.postprocess import largest_component
 from ..evaluation.scoring import predict_image
 from .report import load_postprocessing
-from .runner import load_run
+from .run_models import load_run
 
 _CHANNEL = re.compile(r"^(.+)_(\d{4})$")  # nnU-Net: <case>_0000.nii.gz, <case>_0001.nii.gz, ...
 

@@ -12,7 +12,8 @@ from ..errors import UserError
 from ..evaluation.scoring import evaluate_model
 from ..io_utils import atomic_write_json, read_json
 from ..evaluation.postprocess import LCC_MIN_GAIN, choose_lcc_classes
-from .runner import load_run, patch_for
+from .run_models import load_run
+from .runner import patch_for
 
 
 def split_ids(split: Split, name: str, all_ids: list[str]) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -17,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from . import locks
 from .checkpoint import load_checkpoint, save_checkpoint
+from .run_models import build_method_for, build_weight_ema, start_weights
 from ..config import RunConfig, resume_differences
 from ..data.concat import ConcatSource
 from ..data.cache import CachedSource
@@ -29,19 +29,16 @@ from ..data.splits import Split, case_ids, check_groups_whole, make_split, resol
 from ..data.patches3d import is_thick, patch_shape
 from ..data.transforms import JointTransform
 from ..data.transforms3d import VolumeTransform
-from ..device import amp_dtype, cpu_cores, resolve_device, resolve_threads, to_memory_format
+from ..device import amp_dtype, cpu_cores, resolve_device, resolve_threads
 from ..errors import UserError
 from ..evaluation.scoring import evaluate_model, selection_score
 from .hooks import (CheckpointHook, ProgressHook, ResultCallback, TensorBoardHook, ValidationHook,
                     segmentation_panels)
 from ..io_utils import atomic_write_json
-from ..methods.losses import LOSSES, build_loss
-from ..methods import build_method
+from ..methods.losses import LOSSES
 from ..methods.registry import method_names
-from ..models import build_model
 from ..models.registry import backbone_options, model_names
 from .trainer import LR_SCHEDULES, Trainer, lr_schedule, seed_everything
-from .weight_ema import WeightEMA, averaged_network, evaluated_networks
 
 log = logging.getLogger(__name__)
 
@@ -133,28 +130,6 @@ def _batch_sizes(cfg: RunConfig, ssl: bool) -> tuple[int, int]:
     return lb, b - lb
 
 
-def build_method_for(cfg: RunConfig, info: dict[str, Any], device: torch.device):
-    """Model + method on `device`, from the config (used for training and for loading runs)."""
-    model = build_model(cfg.model.backbone, info["in_channels"], info["num_classes"],
-                        base_channels=cfg.model.base_channels, spatial_dims=cfg.data.spatial_dims,
-                        patch_size=info.get("patch") or cfg.data.patch_size,
-                        **backbone_options(cfg.model.backbone, cfg.model.backbone_options),
-                        **({"deep_supervision": True} if cfg.model.deep_supervision else {}))
-    model = to_memory_format(model.to(device), device, cfg.train.channels_last, on_cpu=True)
-    loss = build_loss(cfg.method.loss)
-    method = build_method(cfg.method.name, model, cfg.method, info["num_classes"], cfg.train.iterations, loss)
-    for m in method.models.values():
-        m.to(device)
-    return method
-
-
-def build_weight_ema(cfg: RunConfig, method) -> WeightEMA | None:
-    """The EMA of the trained network's weights that --weight-ema asks for (None without it); built before the
-    first step, from the network as initialised."""
-    decay = cfg.train.weight_ema
-    return None if decay is None else WeightEMA(averaged_network(method), decay)
-
-
 def check_names(cfg: RunConfig) -> None:
     """Backbone (and its --backbone-options), method, loss, ratio and learning-rate schedules exist in their registries
     (before any data is read)."""
@@ -200,8 +175,9 @@ def _resumed_checkpoint(cfg: RunConfig, out: Path, device: torch.device) -> dict
     if differ:
         raise UserError(f"--resume: {out} was trained with other settings ({'; '.join(differ)}); give the run's own "
                         f"flags (only {RESUMABLE_FLAGS} may change) or start a new --out")
-    best_step = ckpt.get("state", {}).get("best_step", -1)
-    if best_step is not None and best_step >= 0 and not (out / "best.pt").is_file():
+    state = ckpt.get("state", {})
+    best_step = state.get("best_step", -1)
+    if state.get("best_score", -float("inf")) > -float("inf") and not (out / "best.pt").is_file():
         raise UserError(f"--resume: {out / 'best.pt'} (best on validation at step {best_step}) is missing, and a "
                         "resumed run would only replace it on a later improvement; restore it or start a new --out")
     return ckpt
@@ -261,7 +237,8 @@ def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int, extra_hoo
         cfg.save(out / "config.json")
         split.save(out / "split.json")
 
-    method = build_method_for(cfg, info, device)
+    start = start_weights(cfg, info, split) if cfg.model.init_from and ckpt is None else None
+    method = build_method_for(cfg, info, device, start)
     lr = tc.lr if tc.lr is not None else (0.01 if tc.optimizer == "sgd" else 1e-3)
     params = list(method.parameters())
     if tc.optimizer == "sgd":
@@ -294,7 +271,8 @@ def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int, extra_hoo
             val_ids = split.val[: tc.val_max_samples] if tc.val_max_samples else split.val
             patch = patch_for(cfg, source)
             evaluate = lambda model: evaluate_model(model, source, val_ids, patch, device, dtype)
-            hooks.append(ValidationHook(evaluate, tc.val_every, out / "best.pt", payload, callbacks))
+            hooks.append(ValidationHook(evaluate, tc.val_every, out / "best.pt", payload, callbacks,
+                                        at_start=bool(cfg.model.init_from)))
         hooks += [CheckpointHook(tc.val_every, out / "last.pt", payload), tb, progress, *extra_hooks]
     trainer = Trainer(method, optimizer, lr_at, batches, tc.iterations, device, dtype, tc.channels_last, hooks,
                       weight_ema=build_weight_ema(cfg, method))
@@ -417,34 +395,3 @@ def _realised_ratio(steps: StepBatches) -> float:
     """Mean share of synthetic pairs in the labeled batches over the whole run."""
     n = [steps.n_synthetic(s) for s in range(len(steps))]
     return float(np.mean(n) / steps.labeled_batch_size) if n else 0.0
-
-
-def load_run(run_dir: str | Path, checkpoint: str = "best", device: torch.device | str = "cpu"):
-    """(model, RunConfig, info) of a finished run; the model is the network chosen as best (eval mode)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: run directory not found; pass the --out of an 'ssl-seg train' run")
-    if checkpoint not in ("best", "last"):
-        raise UserError(f"--checkpoint {checkpoint}: use best or last")
-    device = torch.device(device)
-    ckpt = load_checkpoint(run_dir / f"{checkpoint}.pt", map_location=device)
-    cfg = RunConfig.from_dict(ckpt["config"])
-    info = ckpt["info"]
-    method = build_method_for(cfg, info, device)
-    for name, m in method.models.items():
-        m.load_state_dict(ckpt["models"][name])
-    method.load_state_dict(ckpt["method"])
-    weight_ema = build_weight_ema(cfg, method)
-    if weight_ema is not None:
-        weight_ema.load_state_dict(ckpt["weight_ema"])
-    models = evaluated_networks(method, weight_ema)
-    chosen = ckpt["state"].get("best_model") or next(iter(models))
-    model = models[chosen]
-    model.eval()
-    return model, cfg, info
-
-
-def read_result(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's result.json, or None when it has not finished."""
-    path = Path(run_dir) / "result.json"
-    return json.loads(path.read_text()) if path.is_file() else None

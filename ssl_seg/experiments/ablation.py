@@ -30,30 +30,46 @@ def label_key(fraction: float | None, cases: int | None) -> str:
 
 
 def ablation_runs(base: RunConfig, methods: list[str], fractions: list[float], labeled_cases: list[int],
-                  seeds: list[int], backbones: list[str], full_reference: bool = True) -> list[GridRun]:
-    """The grid; seed s also draws the split (split seed = s), so methods share labeled sets seed for seed."""
+                  seeds: list[int], backbones: list[str], full_reference: bool = True,
+                  warm_start: bool = False) -> list[GridRun]:
+    """The grid; seed s also draws the split (split seed = s), so methods share labeled sets seed for seed.
+
+    With `warm_start`, each method runs as METHOD+warm, started from the supervised cell of its backbone, label
+    budget and seed (those cells lead the grid, and a warm cell trains its start first when it has not finished);
+    supervised+warm is the start trained on for as many steps again, the same-budget control.
+    """
     budgets: list[tuple[float | None, int | None]] = [(f, None) for f in fractions] + [(None, c) for c in labeled_cases]
     if not budgets:
         raise UserError("give --fractions or --labeled-cases")
     for f in fractions:
         if not 0 < f <= 1:
             raise UserError(f"--fractions {f}: each must be in (0, 1]")
-    cells: list[tuple[str, float | None, int | None]] = [(m, f, c) for m in methods for f, c in budgets]
+    cold = ["supervised"] if warm_start else methods
+    cells: list[tuple[str, float | None, int | None]] = [(m, f, c) for m in cold for f, c in budgets]
     if full_reference and (("supervised", 1.0, None) not in cells):
         cells.append(("supervised", 1.0, None))
-    runs = []
-    for backbone in backbones:
-        for method, fraction, cases in cells:
-            for seed in seeds:
-                cfg = copy.deepcopy(base)
-                cfg.model.backbone, cfg.method.name = backbone, method
-                cfg.data.labeled_fraction, cfg.data.labeled_cases = fraction, cases
-                cfg.train.seed = cfg.data.split_seed = seed
-                key = label_key(fraction, cases)
-                name = f"{backbone}__{method}__{key}__s{seed}"
-                runs.append(GridRun(name, cfg, {"backbone": backbone, "method": method, "labels": key,
-                                                "fraction": fraction, "cases": cases, "seed": seed}))
+    runs = [_cell(base, backbone, method, fraction, cases, seed)
+            for backbone in backbones for method, fraction, cases in cells for seed in seeds]
+    if warm_start:
+        starts = {(r.tags["backbone"], r.tags["labels"], r.tags["seed"]): r for r in runs}
+        runs += [_cell(base, backbone, method, fraction, cases, seed,
+                       starts[backbone, label_key(fraction, cases), seed])
+                 for backbone in backbones for method in methods for fraction, cases in budgets for seed in seeds]
     return runs
+
+
+def _cell(base: RunConfig, backbone: str, method: str, fraction: float | None, cases: int | None, seed: int,
+          start: GridRun | None = None) -> GridRun:
+    """One grid cell; with `start`, warm-started from that cell (its name says METHOD+warm)."""
+    cfg = copy.deepcopy(base)
+    cfg.model.backbone, cfg.method.name = backbone, method
+    cfg.data.labeled_fraction, cfg.data.labeled_cases = fraction, cases
+    cfg.train.seed = cfg.data.split_seed = seed
+    shown = f"{method}+warm" if start is not None else method
+    key = label_key(fraction, cases)
+    return GridRun(f"{backbone}__{shown}__{key}__s{seed}", cfg,
+                   {"backbone": backbone, "method": shown, "labels": key, "fraction": fraction, "cases": cases,
+                    "seed": seed}, start)
 
 
 def write_summary(root: Path, title: str) -> list[dict[str, Any]]:
@@ -90,6 +106,10 @@ def add_ablate_args(p: argparse.ArgumentParser) -> None:
                    help=f"backbones to compare{one_of(names['model.backbone'])}")
     p.add_argument("--profile", default="quick", help=" | ".join(PROFILES))
     p.add_argument("--no-full-reference", action="store_true", help="skip the 100 %% labels supervised runs")
+    p.add_argument("--warm-start", action="store_true",
+                   help="run each method as METHOD+warm, started (--init-from) from the supervised run of its "
+                        "backbone, label budget and seed (run first); supervised+warm is that run trained on as long "
+                        "again. Cold-started cells come from the same grid without this flag")
     add_grid_flags(p)
     p.set_defaults(config_flags=add_run_flags(p, skip=ABLATE_SETS, notes=GRID_DEFAULTS))
 
@@ -99,7 +119,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     base = base_config(args.data, profile(args.profile), args.device, args.iterations, given(args, args.config_flags))
     fractions = args.fractions if args.fractions is not None else ([] if args.labeled_cases else [0.05, 0.1])
     runs = ablation_runs(base, args.methods, fractions, args.labeled_cases, args.seeds, args.backbones,
-                         full_reference=not args.no_full_reference)
+                         full_reference=not args.no_full_reference, warm_start=args.warm_start)
     root = Path(args.out)
     if not args.summary_only:
         run_grid(runs, root, args.shard, executor=build_executor(args, root), threads=args.threads)

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -31,6 +32,7 @@ class GridRun:
     name: str
     cfg: RunConfig
     tags: dict[str, Any] = field(default_factory=dict)
+    start: "GridRun | None" = None  # the cell this one is warm-started from (--init-from), finished first
 
 
 def parse_shard(spec: str | None) -> tuple[int, int]:
@@ -77,6 +79,9 @@ def run_one(run: GridRun, root: Path) -> dict[str, Any]:
     run_dir = root / "runs" / run.name
     cfg = copy.deepcopy(run.cfg)
     cfg.out = str(run_dir)
+    if run.start is not None:
+        finish_start(run.start, root)
+        cfg.model.init_from = str(root / "runs" / run.start.name)
     with locks.locked(run_dir, "grid cell"):
         resume = (run_dir / "last.pt").is_file()
         result = run_training(cfg, resume=resume)
@@ -87,6 +92,14 @@ def run_one(run: GridRun, root: Path) -> dict[str, Any]:
                        "test_last": test_summary(last)})
         atomic_write_json(run_dir / "result.json", result)
     return result
+
+
+def finish_start(start: GridRun, root: Path, poll_s: float = 30.0) -> None:
+    """Return once cell `start` has finished: train it here, or wait while another process trains it."""
+    while not is_finished(root / "runs" / start.name):
+        if run_cell(start, root) is not None:
+            log.info(f"grid: waiting for cell {start.name} (another process is training it) to start from it")
+            time.sleep(poll_s)
 
 
 def check_grid(runs: list[GridRun], paths: bool = True) -> None:
@@ -128,14 +141,20 @@ def submit_cells(todo: list[GridRun], root: Path, executor: Any) -> list[str]:
     return [name for name in job_results(jobs, [run.name for run in todo]) if name is not None]
 
 
+def with_threads(run: GridRun, threads: int) -> GridRun:
+    """`run` (and the cell it starts from) with `threads` torch threads."""
+    cfg = dataclasses.replace(run.cfg, train=dataclasses.replace(run.cfg.train, threads=threads))
+    start = with_threads(run.start, threads) if run.start is not None else None
+    return GridRun(run.name, cfg, run.tags, start)
+
+
 def run_grid(runs: list[GridRun], root: str | Path, shard_spec: str | None = None,
              progress: bool = True, executor: Any | None = None, threads: int | None = None) -> list[dict[str, Any]]:
     """Run this shard's unfinished runs (here in order, or as jobs of a submitit `executor`), each with `threads`
     torch threads when given; returns the results of the shard's finished runs."""
     root = Path(root)
     if threads is not None:
-        runs = [GridRun(r.name, dataclasses.replace(r.cfg, train=dataclasses.replace(r.cfg.train, threads=threads)),
-                        r.tags) for r in runs]
+        runs = [with_threads(r, threads) for r in runs]
     if root.exists() and not root.is_dir():
         raise UserError(f"--out {root} is a file; give a folder for the grid")
     check_grid(runs)
