@@ -143,3 +143,28 @@ def test_a_broken_cells_file_is_one_line_and_exit_2(repo: Path, capsys):
     assert preregistration.main(["--root", str(repo)]) == 2
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and all("not a cells file" in line for line in lines)
+
+
+def test_a_reused_arm_needs_a_passing_source_cell_with_the_same_runs(repo: Path, capsys):
+    (repo / "benchmarks" / "preregistered" / "w.md").write_text("warm predictions\n")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "warm predictions", date="2026-01-05T00:00:00+00:00")
+    for seed in range(3):  # the warm arm ran after its predictions; the reused supervised runs (01-02) before
+        _run(repo, "uni_warm", seed, 0.8, 0.7, "poly", "2026-01-06T00:00:00+00:00")
+    spec = json.loads((repo / "benchmarks" / "cells.json").read_text())
+    warm = {"id": "w", "data": "D", "labels": "2 volumes", "seeds": [0, 1, 2],
+            "predictions": "benchmarks/preregistered/w.md", "reused": {"supervised": "c"},
+            "arms": {"supervised": spec["cells"][0]["arms"]["supervised"],
+                     "unimatch+warm": ["benchmarks/results/uni_warm/*"]}}
+    spec["cells"].append(warm)
+    (repo / "benchmarks" / "cells.json").write_text(json.dumps(spec))
+    assert preregistration.main(["--root", str(repo)]) == 0
+    assert "ok   w: pre-registered in benchmarks/preregistered/w.md, 3 runs started after it" in capsys.readouterr().out
+    warm["arms"]["supervised"] = ["benchmarks/results/sup_poly/*"]  # not the source cell's arm
+    (repo / "benchmarks" / "cells.json").write_text(json.dumps(spec))
+    assert preregistration.main(["--root", str(repo)]) == 1
+    assert "arm 'supervised' differs from the same arm of c" in capsys.readouterr().out
+    warm["arms"]["supervised"], warm["reused"] = spec["cells"][0]["arms"]["supervised"], {"supervised": "old"}
+    (repo / "benchmarks" / "cells.json").write_text(json.dumps(spec))
+    assert preregistration.main(["--root", str(repo)]) == 1
+    assert "reuses cell 'old', which is not a pre-registered cell" in capsys.readouterr().out
