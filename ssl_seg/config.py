@@ -85,6 +85,12 @@ class MethodConfig:
                                       "0 = full weight at once")
     noise_std: float = opt(0.1, "mean-teacher / uncertainty-mt: std of the Gaussian noise on the teacher's input")
     threshold: float = opt(0.95, "pseudo-label / unimatch: confidence threshold of a pseudo-labeled pixel")
+    threshold_rule: str = opt("fixed", "pseudo-label / unimatch: fixed (--threshold) or freematch (self-adaptive "
+                                       "and class-wise, Wang et al. ICLR 2023)", choices=("fixed", "freematch"))
+    threshold_momentum: float = opt(0.999, "freematch threshold and distribution alignment: EMA momentum of their "
+                                           "class statistics (FreeMatch's 0.999)")
+    distribution_alignment: bool = opt(False, "pseudo-label / unimatch: scale weak-view probabilities by the labeled "
+                                              "class frequencies over their running mean (ReMixMatch)")
     teacher_labels: bool = opt(False, "pseudo-label: take the pseudo-labels from an EMA teacher")
     cutmix_prob: float = opt(0.5, "pseudo-label / unimatch: probability of CutMix on an unlabeled image")
     feature_dropout: float = opt(0.5, "unimatch: dropout rate of the feature-perturbation branch")
@@ -156,6 +162,7 @@ class RunConfig:
             ("--consistency-weight", m.consistency_weight, m.consistency_weight >= 0, ">= 0, e.g. 1.0"),
             ("--rampup-fraction", m.rampup_fraction, 0 <= m.rampup_fraction <= 1, "in [0, 1], e.g. 0.4"),
             ("--threshold", m.threshold, 0 <= m.threshold <= 1, "a probability in [0, 1], e.g. 0.95"),
+            ("--threshold-momentum", m.threshold_momentum, 0 <= m.threshold_momentum < 1, "in [0, 1), e.g. 0.999"),
             ("--noise-std", m.noise_std, m.noise_std >= 0, ">= 0"),
             ("--cutmix-prob", m.cutmix_prob, 0 <= m.cutmix_prob <= 1, "in [0, 1]"),
             ("--feature-dropout", m.feature_dropout, 0 <= m.feature_dropout < 1, "in [0, 1)"),
@@ -191,6 +198,7 @@ class RunConfig:
                                 "the samples already are volumes: drop --volume-by")
         for flag, value, choices in (("--optimizer", t.optimizer, choices_of(TrainConfig, "optimizer")),
                                      ("--consistency", m.consistency, choices_of(MethodConfig, "consistency")),
+                                     ("--threshold-rule", m.threshold_rule, choices_of(MethodConfig, "threshold_rule")),
                                      ("--amp", t.amp, choices_of(TrainConfig, "amp"))):
             if value not in choices:
                 raise UserError(f"{flag} {value}: use {' or '.join(choices)}")

@@ -97,7 +97,7 @@ def _float64() -> Iterator[None]:
     """Train in float64: networks built in double, their inputs cast, and `.float()` (the losses' cast) kept double."""
     import gan_aug.train
     import ssl_seg.data.datasets
-    import ssl_seg.engine.runner
+    import ssl_seg.engine.run_models
 
     to_double, to_tensors, dtype = torch.Tensor.double, ssl_seg.data.datasets.to_tensors, torch.get_default_dtype()
 
@@ -106,7 +106,7 @@ def _float64() -> Iterator[None]:
         return to_double(image), mask, roi
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ssl_seg.engine.runner, "build_model", _double(ssl_seg.engine.runner.build_model))
+        mp.setattr(ssl_seg.engine.run_models, "build_model", _double(ssl_seg.engine.run_models.build_model))
         mp.setattr(gan_aug.train, "generator_from_config", _double(gan_aug.train.generator_from_config))
         mp.setattr(gan_aug.train, "build_discriminator", _double(gan_aug.train.build_discriminator))
         mp.setattr(ssl_seg.data.datasets, "to_tensors", double_tensors)  # augmentation in float64 too

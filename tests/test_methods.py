@@ -20,9 +20,10 @@ K, P = 2, 32
 KEYS = {
     "supervised": {"sup"},
     "mean-teacher": {"sup", "cons", "stat/cons_weight"},
-    "pseudo-label": {"sup", "unsup", "stat/mask_ratio", "stat/cons_weight"},
+    "pseudo-label": {"sup", "unsup", "stat/mask_ratio", "stat/confident_c0", "stat/confident_c1", "stat/cons_weight"},
     "cps": {"sup", "cps", "stat/cons_weight"},
-    "unimatch": {"sup", "strong", "fp", "stat/mask_ratio", "stat/cons_weight"},
+    "unimatch": {"sup", "strong", "fp", "stat/mask_ratio", "stat/confident_c0", "stat/confident_c1",
+                 "stat/cons_weight"},
     "uncertainty-mt": {"sup", "cons", "stat/cons_weight", "stat/certain_ratio"},
     "bcp": {"in", "out", "stat/u_weight"},  # self-training stage (_build skips its pre-training; see test_bcp.py)
 }

@@ -11,7 +11,8 @@ from scipy.ndimage import gaussian_filter
 from torch import nn
 
 from ssl_seg.errors import UserError
-from ssl_seg.methods.confidence import confident_pseudo_labels, masked_cross_entropy
+from ssl_seg.methods.confidence import masked_cross_entropy
+from ssl_seg.methods.pseudo_labeler import PseudoLabeler
 from ssl_seg.methods.cutmix import cutmix, cutmix_boxes, paste
 from ssl_seg.methods.ema import EMATeacher, ema_decay_at, ema_update
 from ssl_seg.methods.rampup import linear_rampup, sigmoid_rampup
@@ -93,7 +94,7 @@ def test_confidence_mask_on_hand_made_probabilities() -> None:
     # (1, 2, 2, 2): class-1 probabilities per pixel; class 0 is the complement.
     p1 = torch.tensor([[0.03, 0.40], [0.98, 0.55]])
     probs = torch.stack([1 - p1, p1])[None]
-    labels, mask = confident_pseudo_labels(probs, threshold=0.95)
+    labels, mask = PseudoLabeler(2, threshold=0.95)(probs)
     assert labels.tolist() == [[[0, 0], [1, 1]]]
     assert mask.tolist() == [[[True, False], [True, False]]]
 

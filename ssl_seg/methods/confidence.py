@@ -1,15 +1,9 @@
-"""Hard pseudo-labels with a confidence mask, and the masked cross-entropy that trains on them."""
+"""The masked cross-entropy that trains on confident pseudo-labels (see pseudo_labeler.py for how they are made)."""
 
 from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor
-
-
-def confident_pseudo_labels(probs: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
-    """probs (B, K, H, W) -> (labels (B, H, W) long argmax, mask (B, H, W) bool where max prob >= threshold)."""
-    confidence, labels = probs.max(dim=1)
-    return labels, confidence >= threshold
 
 
 def masked_cross_entropy(logits: Tensor, labels: Tensor, mask: Tensor) -> Tensor:

@@ -21,9 +21,10 @@ from torch import Tensor, nn
 from ..config import MethodConfig
 from .losses import LossFn
 from .base import MethodBase, check_state_keys, forward_apart, gradient_free
-from .confidence import confident_pseudo_labels, masked_cross_entropy
+from .confidence import masked_cross_entropy
 from .cutmix import boxes_like, cutmix
 from .ema import EMATeacher
+from .pseudo_labeler import PseudoLabeler, build_labeler
 from .rampup import sigmoid_rampup
 from .strong_aug import strong_augment
 
@@ -35,7 +36,7 @@ class PseudoLabel(MethodBase):
         self,
         model: nn.Module,
         loss: LossFn,
-        threshold: float,
+        labeler: PseudoLabeler,
         cutmix_prob: float,
         unlabeled_weight: float,
         ema_decay: float | None,
@@ -44,14 +45,15 @@ class PseudoLabel(MethodBase):
         super().__init__(loss)
         self.model = model
         self.models = {"model": model}
-        self.threshold = threshold
+        self.labeler = labeler
         self.cutmix_prob = cutmix_prob
         self.unlabeled_weight = unlabeled_weight
         self.rampup_length = rampup_length
         self.teacher = EMATeacher(model, ema_decay) if ema_decay is not None else None
 
     def training_step(self, batch: dict[str, Any], step: int) -> dict[str, Tensor]:
-        """{"sup", "unsup", "stat/mask_ratio", "stat/cons_weight"}; only {"sup"} without an unlabeled part."""
+        """{"sup", "unsup", "stat/mask_ratio", "stat/confident_c*", "stat/cons_weight"}; only {"sup"} without an
+        unlabeled part."""
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]
         if unlabeled is None:
             return {"sup": self.supervised_loss(self.model(labeled["image"]), labeled)}
@@ -63,13 +65,13 @@ class PseudoLabel(MethodBase):
         else:
             probs_w = self.teacher.predict(weak).float().softmax(dim=1)
         logits_l, logits_s = forward_apart(self.model, labeled["image"], strong)
-        labels, confident = confident_pseudo_labels(probs_w, self.threshold)  # (B', H, W) each
+        labels, confident = self.labeler(probs_w, labeled)  # (B', H, W) each
         unsup = masked_cross_entropy(logits_s, cutmix(labels, boxes), cutmix(confident, boxes))
         weight = self.unlabeled_weight * sigmoid_rampup(step, self.rampup_length)
         return {
             "sup": self.supervised_loss(logits_l, labeled),
             "unsup": weight * unsup,
-            "stat/mask_ratio": confident.float().mean(),
+            **self.labeler.stats(labels, confident),
             "stat/cons_weight": torch.tensor(weight),
         }
 
@@ -85,14 +87,19 @@ class PseudoLabel(MethodBase):
         return {"teacher": self.teacher.module, "model": self.models["model"]}
 
     def state_dict(self) -> dict[str, Any]:
-        """The teacher's weights when there is one."""
-        return {} if self.teacher is None else {"teacher": self.teacher.state_dict()}
+        """The teacher's weights when there is one, the pseudo-labeler's running statistics when it keeps any."""
+        state = {} if self.teacher is None else {"teacher": self.teacher.state_dict()}
+        return {**state, "pseudo_labels": self.labeler.state_dict()} if self.labeler.stateful else state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the teacher saved by `state_dict`."""
-        check_state_keys(state, set() if self.teacher is None else {"teacher"}, type(self).__name__)
+        """Restore what `state_dict` saved."""
+        expected = ({"teacher"} if self.teacher is not None else set()) | (
+            {"pseudo_labels"} if self.labeler.stateful else set())
+        check_state_keys(state, expected, type(self).__name__)
         if self.teacher is not None:
             self.teacher.load_state_dict(state["teacher"])
+        if self.labeler.stateful:
+            self.labeler.load_state_dict(state["pseudo_labels"])
 
 
 def build(model: nn.Module, cfg: MethodConfig, num_classes: int, total: int, loss: LossFn) -> PseudoLabel:
@@ -100,7 +107,7 @@ def build(model: nn.Module, cfg: MethodConfig, num_classes: int, total: int, los
     return PseudoLabel(
         model,
         loss,
-        threshold=cfg.threshold,
+        labeler=build_labeler(cfg, num_classes),
         cutmix_prob=cfg.cutmix_prob,
         unlabeled_weight=cfg.consistency_weight,
         ema_decay=cfg.ema_decay if cfg.teacher_labels else None,

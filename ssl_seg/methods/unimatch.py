@@ -27,9 +27,9 @@ from torch import Tensor, nn
 
 from ..config import MethodConfig
 from .losses import LossFn, soft_dice_loss
-from .base import MethodBase, gradient_free
-from .confidence import confident_pseudo_labels
+from .base import MethodBase, check_state_keys, gradient_free
 from .cutmix import boxes_like, cutmix
+from .pseudo_labeler import PseudoLabeler, build_labeler
 from .rampup import sigmoid_rampup
 from .strong_aug import strong_augment
 
@@ -41,7 +41,7 @@ class UniMatch(MethodBase):
         self,
         model: nn.Module,
         loss: LossFn,
-        threshold: float,
+        labeler: PseudoLabeler,
         cutmix_prob: float,
         feature_dropout: float,
         rampup_length: float = 0.0,
@@ -49,13 +49,14 @@ class UniMatch(MethodBase):
         super().__init__(loss)
         self.model = model
         self.models = {"model": model}
-        self.threshold = threshold
+        self.labeler = labeler
         self.cutmix_prob = cutmix_prob
         self.feature_dropout = feature_dropout
         self.rampup_length = rampup_length
 
     def training_step(self, batch: dict[str, Any], step: int) -> dict[str, Tensor]:
-        """{"sup", "strong", "fp", "stat/mask_ratio", "stat/cons_weight"}; only {"sup"} without an unlabeled part."""
+        """{"sup", "strong", "fp", "stat/mask_ratio", "stat/confident_c*", "stat/cons_weight"}; only {"sup"} without
+        an unlabeled part."""
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]
         if unlabeled is None:
             return {"sup": self.supervised_loss(self.model(labeled["image"]), labeled)}
@@ -70,7 +71,7 @@ class UniMatch(MethodBase):
         logits_fp = self.model(weak, feature_dropout=self.feature_dropout)  # (B', K, H, W)
         logits_s1, logits_s2 = self.model(torch.cat([strong1, strong2])).chunk(2)
 
-        labels, confident = confident_pseudo_labels(logits_w.detach().float().softmax(dim=1), self.threshold)
+        labels, confident = self.labeler(logits_w.detach().float().softmax(dim=1), labeled)
         loss_s1 = self.dice(logits_s1, cutmix(labels, boxes1), cutmix(confident, boxes1))
         loss_s2 = self.dice(logits_s2, cutmix(labels, boxes2), cutmix(confident, boxes2))
         loss_fp = self.dice(logits_fp, labels, confident)
@@ -79,9 +80,19 @@ class UniMatch(MethodBase):
             "sup": self.supervised_loss(logits_l, labeled),
             "strong": weight * (0.25 * loss_s1 + 0.25 * loss_s2),
             "fp": weight * 0.5 * loss_fp,
-            "stat/mask_ratio": confident.float().mean(),
+            **self.labeler.stats(labels, confident),
             "stat/cons_weight": torch.tensor(weight),
         }
+
+    def state_dict(self) -> dict[str, Any]:
+        """The pseudo-labeler's running class statistics, when its rule keeps any."""
+        return {"pseudo_labels": self.labeler.state_dict()} if self.labeler.stateful else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` saved."""
+        check_state_keys(state, {"pseudo_labels"} if self.labeler.stateful else set(), type(self).__name__)
+        if self.labeler.stateful:
+            self.labeler.load_state_dict(state["pseudo_labels"])
 
     @staticmethod
     def dice(logits: Tensor, labels: Tensor, confident: Tensor) -> Tensor:
@@ -92,6 +103,7 @@ class UniMatch(MethodBase):
 def build(model: nn.Module, cfg: MethodConfig, num_classes: int, total: int, loss: LossFn) -> UniMatch:
     """UniMatch with its two strong views and feature-dropout branch; the unlabeled terms ramp up."""
     return UniMatch(
-        model, loss, threshold=cfg.threshold, cutmix_prob=cfg.cutmix_prob, feature_dropout=cfg.feature_dropout,
+        model, loss, labeler=build_labeler(cfg, num_classes), cutmix_prob=cfg.cutmix_prob,
+        feature_dropout=cfg.feature_dropout,
         rampup_length=cfg.rampup_fraction * total,
     )
