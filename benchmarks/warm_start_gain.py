@@ -1,0 +1,97 @@
+"""Secondary comparisons of the pre-registered warm-start cells (hippo_c2_warm, hippo_c2_warm2) on hippocampus slices.
+
+Seed-paired (the same seed draws the same split in every arm), in Dice points of the primary endpoint (test Dice per
+volume of the checkpoint chosen on validation): each arm per seed, where each warm run's best.pt comes from (its start,
+step -1, or a later step), its cost (training seconds, the start's included), and the secondary differences the
+predictions name. With the runs' folders (`--runs`, default runs/), also the share of confident unlabeled pixels over
+the last 200 logged steps (TensorBoard `stat/mask_ratio`). Secondary by the protocol: 95 % t-intervals, never a claim.
+
+    python benchmarks/warm_start_gain.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `python benchmarks/warm_start_gain.py` from the root
+from benchmarks.leaderboard import arm_runs, points  # noqa: E402
+from ssl_seg.experiments.stats import fmt_gain, fmt_mean_std  # noqa: E402
+
+SEEDS = [10, 11, 12]
+RESULTS = ROOT / "benchmarks" / "results"
+ARMS = {  # arm -> (result folders, its run folders under --runs, with TensorBoard logs)
+    "supervised (chosen on validation)": (["prereg_hc2/sup_const/*", "prereg_hc2/sup_poly/*"], None),
+    "start (supervised, poly)": (["prereg_hc2/sup_poly/*"], None),
+    "unimatch, cold": (["prereg_hc2/uni_poly/*"], "prereg_hc2/uni_poly/runs/unet__unimatch__c2__s{seed}"),
+    "supervised+warm": (["prereg_hc2_warm/sup_warm/*"], None),
+    "unimatch+warm": (["prereg_hc2_warm/uni_warm/*"], "prereg_hc2_warm/runs/unet__unimatch+warm__c2__s{seed}"),
+    "bcp+warm": (["prereg_hc2_warm2/bcp/*"], None),
+    "unimatch+warm, freematch": (["prereg_hc2_warm2/fm/*"], "prereg_hc2_warm2/fm/runs/unet__unimatch+warm__c2__s{seed}"),
+}
+SECONDARY = [("unimatch+warm", "supervised+warm"), ("unimatch+warm", "unimatch, cold"),
+             ("supervised+warm", "start (supervised, poly)"), ("unimatch+warm", "start (supervised, poly)"),
+             ("unimatch+warm, freematch", "unimatch+warm"), ("bcp+warm", "start (supervised, poly)")]
+
+
+def train_seconds(run_dir: Path) -> float:
+    """Training seconds of a run, plus its start's when it was warm-started (config model.init_from)."""
+    result = json.loads((run_dir / "result.json").read_text())
+    seconds = result["s_per_iteration"] * result["iterations"]
+    init = json.loads((run_dir / "config.json").read_text())["model"].get("init_from")
+    if init:
+        start = next((d for d in sorted(RESULTS.glob("prereg_hc2/sup_poly/*")) if d.name == Path(init).name), None)
+        if start is not None:
+            seconds += train_seconds(start)
+    return seconds
+
+
+def mask_ratio(run_dir: Path) -> float | None:
+    """Mean TensorBoard stat/mask_ratio over the last 200 logged steps of a run (None without its logs)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    if not (run_dir / "tb").is_dir():
+        return None
+    events = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    if "stat/mask_ratio" not in events.Tags()["scalars"]:
+        return None
+    scalars = events.Scalars("stat/mask_ratio")
+    last = [s.value for s in scalars if s.step >= scalars[-1].step - 200]
+    return sum(last) / len(last)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=Path, default=ROOT / "runs", help="folder of the grids' run folders (TensorBoard)")
+    args = p.parse_args()
+    runs = {arm: arm_runs(RESULTS, patterns, SEEDS) for arm, (patterns, _) in ARMS.items()}
+    score = {arm: points(by_seed) for arm, by_seed in runs.items()}
+    print("| arm | primary endpoint, Dice points (per seed) | mean +- std | best.pt from (per seed) | training s, start "
+          "included (mean) | confident share, last 200 steps |")
+    print("|---|---|---|---|---|---|")
+    for arm, by_seed in runs.items():
+        if not by_seed:
+            print(f"| {arm} | not run | | | | |")
+            continue
+        per_seed = ", ".join(f"s{s} {v:.1f}" for s, v in sorted(score[arm].items()))
+        best = {s: json.loads((r.path / "result.json").read_text())["best_step"] for s, r in by_seed.items()}
+        steps = ", ".join(f"s{s} {'start' if b == -1 else b}" for s, b in sorted(best.items()))
+        cost = sum(train_seconds(r.path) for r in by_seed.values()) / len(by_seed)
+        logs = ARMS[arm][1]
+        ratios = [mask_ratio(args.runs / logs.format(seed=s)) for s in SEEDS] if logs else []
+        shown = ", ".join(f"s{s} {v:.3f}" for s, v in zip(SEEDS, ratios) if v is not None) or "-"
+        print(f"| {arm} | {per_seed} | {fmt_mean_std(score[arm].values())} | {steps} | {cost:.0f} | {shown} |")
+    print()
+    for a, b in SECONDARY:
+        diffs = [score[a][s] - score[b][s] for s in SEEDS if s in score[a] and s in score[b]]
+        if diffs:
+            print(f"- {a} - {b} (secondary): {fmt_gain(diffs)}")
+    print("command: python benchmarks/warm_start_gain.py")
+
+
+if __name__ == "__main__":
+    main()
