@@ -31,7 +31,8 @@ from ssl_seg.methods import method_names
 from ssl_seg.models import build_model
 from ssl_seg.engine.run_models import build_method_for
 from ssl_seg.engine.runner import build_split, loader_factory, step_batches
-from ssl_seg.engine.trainer import Trainer, poly_lr
+from ssl_seg.engine.optim import build_optimizer
+from ssl_seg.engine.trainer import Trainer
 
 K = 4  # phantom:cardiac classes
 
@@ -99,9 +100,8 @@ def method_step(name: str, size: int, base: int, labeled: int, unlabeled: int, s
     cfg.train.channels_last = channels_last
     device = torch.device("cpu")
     method = build_method_for(cfg, {"in_channels": 1, "num_classes": K}, device)
-    opt = torch.optim.SGD(list(method.parameters()), lr=0.01, momentum=0.9, weight_decay=1e-4, nesterov=True)
-    trainer = Trainer(method, opt, poly_lr(0.01, 10_000), lambda s: [], 10_000, device, amp_dtype(device, amp),
-                      cfg.train.channels_last)
+    opt, lr_at = build_optimizer(cfg.train, method.parameters())  # the run default: SGD 0.01, poly decay
+    trainer = Trainer(method, opt, lr_at, lambda s: [], 10_000, device, amp_dtype(device, amp), cfg.train.channels_last)
     x, y = phantom_images(labeled + unlabeled, size, seed, spatial_dims)
     batch = {"labeled": {"image": x[:labeled], "mask": y[:labeled], "roi": torch.ones_like(y[:labeled], dtype=torch.bool)},
              "unlabeled": {"image": x[labeled:]} if name != "supervised" else None}

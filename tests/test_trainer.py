@@ -222,3 +222,18 @@ def test_unknown_learning_rate_schedule_is_a_user_error(tiny_cfg):
     tiny_cfg.train.lr_schedule = "cosine"
     with pytest.raises(UserError, match="--lr-schedule cosine: unknown; valid: constant, poly"):
         run_training(tiny_cfg)
+
+
+def test_build_optimizer_defaults_and_schedules() -> None:
+    from ssl_seg.config import TrainConfig
+    from ssl_seg.engine.optim import build_optimizer
+
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    sgd, lr_at = build_optimizer(TrainConfig(iterations=100), params)
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"] and sgd.defaults["momentum"] == 0.9
+    assert lr_at(0) == pytest.approx(0.01) and lr_at(50) == pytest.approx(0.01 * 0.5 ** 0.9)  # poly by default
+    adamw, lr_at = build_optimizer(TrainConfig(optimizer="adamw", iterations=100, weight_decay=0.0), params)
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["weight_decay"] == 0.0
+    assert lr_at(0) == lr_at(99) == pytest.approx(1e-3)  # constant by default
+    _, lr_at = build_optimizer(TrainConfig(optimizer="adamw", lr=2e-3, lr_schedule="poly", iterations=10), params)
+    assert lr_at(5) == pytest.approx(2e-3 * 0.5 ** 0.9)

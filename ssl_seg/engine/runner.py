@@ -38,7 +38,8 @@ from ..io_utils import atomic_write_json
 from ..methods.losses import LOSSES
 from ..methods.registry import method_names
 from ..models.registry import backbone_options, model_names
-from .trainer import LR_SCHEDULES, Trainer, lr_schedule, seed_everything
+from .optim import build_optimizer, schedule_name
+from .trainer import LR_SCHEDULES, Trainer, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ def check_names(cfg: RunConfig) -> None:
     (before any data is read)."""
     choices = (("--backbone", cfg.model.backbone, model_names()), ("--method", cfg.method.name, method_names()),
                ("--loss", cfg.method.loss, list(LOSSES)), ("--ratio-schedule", cfg.data.ratio_schedule, schedule_names()),
-               ("--lr-schedule", cfg.train.lr_schedule or "constant", list(LR_SCHEDULES)))
+               ("--lr-schedule", schedule_name(cfg.train), list(LR_SCHEDULES)))
     for flag, value, valid in choices:
         if value not in valid:
             raise UserError(f"{flag} {value}: unknown; valid: {', '.join(valid)}")
@@ -239,15 +240,7 @@ def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int, extra_hoo
 
     start = start_weights(cfg, info, split) if cfg.model.init_from and ckpt is None else None
     method = build_method_for(cfg, info, device, start)
-    lr = tc.lr if tc.lr is not None else (0.01 if tc.optimizer == "sgd" else 1e-3)
-    params = list(method.parameters())
-    if tc.optimizer == "sgd":
-        optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=tc.weight_decay, nesterov=True)
-    elif tc.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=tc.weight_decay)
-    else:
-        raise UserError(f"--optimizer {tc.optimizer}: use sgd or adamw")
-    lr_at = lr_schedule(tc.lr_schedule or ("poly" if tc.optimizer == "sgd" else "constant"), lr, tc.iterations)
+    optimizer, lr_at = build_optimizer(tc, method.parameters())
     if world > 1:
         data_parallel(method, device, tc.sync_bn)
 
