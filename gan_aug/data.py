@@ -129,3 +129,19 @@ def _to_tensors(masks: list[np.ndarray], images: list[np.ndarray]) -> tuple[torc
     mask = torch.from_numpy(np.ascontiguousarray(np.stack(masks)))
     image = torch.from_numpy(np.ascontiguousarray(np.stack(images))) * 2 - 1  # [0, 1] -> [-1, 1] (tanh range)
     return mask, image
+
+
+def random_crop(mask: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random (size, size) window (background-padded first when the mask is smaller)."""
+    mask = pad_to(mask, size)
+    y = int(rng.integers(mask.shape[0] - size + 1))
+    x = int(rng.integers(mask.shape[1] - size + 1))
+    return mask[y:y + size, x:x + size]
+
+
+def random_flip(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Flip left-right and up-down, each with probability 1/2 (the GAN was trained with both)."""
+    for axis in (1, 0):
+        if rng.random() < 0.5:
+            mask = np.flip(mask, axis)
+    return np.ascontiguousarray(mask)

@@ -20,7 +20,8 @@ from ssl_seg.data.readers import SampleSource, open_source
 from ssl_seg.data.phantoms import phantom_mask
 from ssl_seg.errors import UserError
 
-from .data import pad_to
+from .data import random_crop, random_flip
+from .shape_model import ShapeModelMasks
 
 MASK_SOURCES = ("deform", "mix", "shape", "phantom")
 DEFAULT_MASK_SOURCE = "deform"  # new masks only from the labeled ones
@@ -38,22 +39,6 @@ def load_masks(source: SampleSource, ids: list[str]) -> list[np.ndarray]:
     if not masks:
         raise UserError(f"{source.name}: no labeled masks to build synthetic masks from")
     return masks
-
-
-def random_crop(mask: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """A random (size, size) window (background-padded first when the mask is smaller)."""
-    mask = pad_to(mask, size)
-    y = int(rng.integers(mask.shape[0] - size + 1))
-    x = int(rng.integers(mask.shape[1] - size + 1))
-    return mask[y:y + size, x:x + size]
-
-
-def random_flip(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Flip left-right and up-down, each with probability 1/2 (the GAN was trained with both)."""
-    for axis in (1, 0):
-        if rng.random() < 0.5:
-            mask = np.flip(mask, axis)
-    return np.ascontiguousarray(mask)
 
 
 def smooth_displacement(rng: np.random.Generator, size: int, amplitude: float, control: int) -> np.ndarray:
@@ -255,8 +240,6 @@ def build_mask_source(name: str, *, data: str, num_classes: int, size: int, seed
     highest = max(int(m.max()) for m in masks)
     _check_classes(data, max(highest + 1, 2), num_classes, exact=False)
     if name == "shape":
-        from .shape_model import ShapeModelMasks  # imports random_crop / random_flip from here
-
         return ShapeModelMasks(masks, size, seed, num_classes)
     return DeformMasks(masks, size, seed) if name == "deform" else MixMasks(masks, size, seed)
 

@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 from scipy import ndimage
 
-from .masks import random_crop, random_flip
+from .data import random_crop, random_flip
 
 
 def centroid(mask: np.ndarray) -> tuple[float, float]:

@@ -81,7 +81,7 @@ def resolve_threads(requested: int | None) -> int | None:
 
     The share: SLURM_CPUS_PER_TASK under Slurm (grid cells submitted with --executor slurm), cores divided by
     torchrun's LOCAL_WORLD_SIZE for data-parallel processes. Two processes with 2 threads each on 2 cores ran
-    2-4x slower than with 1 thread each (issue 9), so processes sharing a machine must not each take all cores.
+    2-4x slower than with 1 thread each, so processes sharing a machine must not each take all cores.
     """
     if requested is not None:
         if requested < 1:

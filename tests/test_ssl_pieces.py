@@ -15,7 +15,7 @@ from ssl_seg.methods.confidence import masked_cross_entropy
 from ssl_seg.methods.pseudo_labeler import PseudoLabeler
 from ssl_seg.methods.cutmix import cutmix, cutmix_boxes, paste
 from ssl_seg.methods.ema import EMATeacher, ema_decay_at, ema_update
-from ssl_seg.methods.rampup import linear_rampup, sigmoid_rampup
+from ssl_seg.methods.rampup import sigmoid_rampup
 from ssl_seg.methods.strong_aug import gaussian_blur, photometric_jitter, strong_augment
 
 
@@ -78,13 +78,6 @@ def test_sigmoid_rampup_values() -> None:
     assert sigmoid_rampup(100, 100) == 1.0
     assert sigmoid_rampup(500, 100) == 1.0
     assert sigmoid_rampup(3, 0) == 1.0
-
-
-def test_linear_rampup_values() -> None:
-    assert linear_rampup(0, 100) == 0.0
-    assert linear_rampup(25, 100) == pytest.approx(0.25)
-    assert linear_rampup(150, 100) == 1.0
-    assert linear_rampup(0, 0) == 1.0
 
 
 # --- confidence ------------------------------------------------------------------------------------------

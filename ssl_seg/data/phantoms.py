@@ -186,7 +186,7 @@ class CardiacStyle:
 
 
 CARDIAC_STYLE = CardiacStyle()
-# Harder (issue 10, item 6): `cardiac` plus one to three unlabeled LV look-alikes (a myocardium-like ring round a
+# Harder: `cardiac` plus one to three unlabeled LV look-alikes (a myocardium-like ring round a
 # blood-bright disc, 1.9-3 LV radii from the heart, under the heart where they meet it). Only the context (the RV
 # beside the LV, the size, the place in the chest) tells the heart from them, and a few labeled images teach that
 # context poorly: at the standard profile 5 % labels fall 14.7 Dice points below 100 % (5 seeds), against 7.2 on

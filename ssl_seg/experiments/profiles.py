@@ -95,7 +95,7 @@ PROFILES: dict[str, Profile] = {
         study=StudyPlan(methods=("supervised", "mean-teacher", "pseudo-label", "cps", "unimatch"),
                         fractions=(0.05, 0.1), seeds=(0, 1, 2), sweep_fraction=0.05,
                         ratios=(0.0, 0.25, 0.5, 0.75, 1.0), sweep_seeds=(0, 1, 2), ssl_with_synthetic=True)),
-    # `realistic`: the scale of the papers' 2D setups (issue 10); patches shrink to the data's native size.
+    # `realistic`: the scale of the papers' 2D setups; patches shrink to the data's native size.
     "realistic": Profile(
         seg=SegBudget(iterations=2000, batch_size=8, patch_size=128, base_channels=16, val_every=200, phantom_n=200,
                       phantom_size=128, val_max_samples=None)),

@@ -12,9 +12,3 @@ def sigmoid_rampup(step: float, length: float) -> float:
     t = min(max(step / length, 0.0), 1.0)
     return math.exp(-5.0 * (1.0 - t) ** 2)
 
-
-def linear_rampup(step: float, length: float) -> float:
-    """t = step / length clipped to [0, 1]; 1 when length <= 0."""
-    if length <= 0:
-        return 1.0
-    return min(max(step / length, 0.0), 1.0)
