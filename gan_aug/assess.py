@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from ssl_seg.data.transforms import normalize
 from ssl_seg.device import resolve_device
 from ssl_seg.errors import UserError
 from ssl_seg.experiments.profiles import native_patch
-from ssl_seg.io_utils import atomic_path, atomic_write_json, jsonable
+from ssl_seg.io_utils import atomic_path, atomic_write_json, inside, jsonable, read_json
 from ssl_seg.models.blocks import pad_to_multiple
 
 from .config import GanConfig
@@ -122,8 +121,14 @@ def load_synthetic(syn_dir: str | Path) -> tuple[SampleSource, str, dict[str, An
     manifest_path = syn_dir / "manifest.json"
     if not manifest_path.is_file():
         raise UserError(f"--synthetic {syn_dir}: no manifest.json; pass a folder made by 'gan-aug synthesize'")
-    manifest = json.loads(manifest_path.read_text())
-    data = str(syn_dir / manifest["files"]["hdf5"]) if manifest["format"] == "hdf5" else str(syn_dir)
+    fix = "regenerate the folder with 'gan-aug synthesize'"
+    manifest = read_json(manifest_path, fix)
+    try:
+        hdf5 = manifest["format"] == "hdf5"
+        data = str(inside(syn_dir, manifest["files"]["hdf5"], str(manifest_path))) if hdf5 else str(syn_dir)
+        manifest["gan_config"]
+    except (TypeError, KeyError) as e:
+        raise UserError(f"{manifest_path}: not a synthesize manifest (no {e}); {fix}") from None
     return open_source(data), data, manifest
 
 

@@ -79,3 +79,20 @@ def read_json(path: str | os.PathLike, fix: str) -> Any:
         return json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{path}: not readable JSON ({type(e).__name__}: {e}); {fix}") from None
+
+
+def inside(root: str | os.PathLike, name: str, source: str) -> Path:
+    """root / name, refused in one line naming `source` when the name leads out of root (absolute, or through '..').
+
+    The check is on the written path, not on symlink targets: a dataset whose folders are links to another disk
+    stays readable, while a listed name cannot reach files the dataset does not hold.
+    """
+    from .errors import UserError
+
+    base = os.path.normpath(os.path.abspath(root))
+    path = os.path.normpath(os.path.join(base, str(name)))
+    if os.path.isabs(str(name)) or os.path.commonpath([base, path]) != base:
+        raise UserError(f"{source}: names {name!r}, which is outside {root}; list files inside the folder "
+                        "(relative paths without '..')")
+    return Path(path)
+

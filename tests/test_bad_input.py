@@ -829,3 +829,49 @@ def test_malformed_postprocessing_and_grid_result_files_are_one_line(finished_ru
     code = main(["ablate", "--profile", "tiny", "--methods", "supervised", "--fractions", "0.5", "--seeds", "0",
                  "--no-full-reference", "--device", "cpu", "--out", str(grid)])
     one_line_error(capsys, code, "result.json: not readable JSON")
+
+
+# --- names read from dataset.json, manifest.json and .list files stay inside their folder -----------------------
+
+
+@pytest.mark.parametrize("name", ["../outside.nii.gz", "/etc/passwd", "imagesTr/../../x.nii.gz"])
+def test_dataset_json_names_outside_the_folder_are_refused_before_opening(tmp_path, name):
+    from ssl_seg.data.msd import read_index
+
+    root = tmp_path / "Task"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    (root / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "x"},
+                                                   "training": [{"image": name, "label": "labelsTr/a.nii.gz"}]}))
+    with pytest.raises(UserError, match="outside") as e:
+        read_index(root)
+    assert "dataset.json" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_synthetic_manifest_pointing_outside_its_folder_is_refused(tmp_path, capsys):
+    from gan_aug.assess import load_synthetic
+
+    syn = tmp_path / "syn"
+    syn.mkdir()
+    (tmp_path / "elsewhere.h5").write_bytes(b"not read")
+    (syn / "manifest.json").write_text(json.dumps({"format": "hdf5", "files": {"hdf5": "../elsewhere.h5"},
+                                                   "gan_config": {}}))
+    with pytest.raises(UserError, match=r"names '\.\./elsewhere\.h5', which is outside"):
+        load_synthetic(syn)
+    (syn / "manifest.json").write_text(json.dumps({"format": "hdf5"}))
+    with pytest.raises(UserError, match="not a synthesize manifest"):
+        load_synthetic(syn)
+    (syn / "manifest.json").write_text("{")
+    with pytest.raises(UserError, match="not readable JSON"):
+        load_synthetic(syn)
+
+
+def test_an_ssl4mis_list_naming_a_path_is_refused(tmp_path):
+    from ssl_seg.data.sample import read_name_list
+
+    listed = tmp_path / "train_slices.list"
+    listed.write_text("case1_slice0\n\ncase1_slice1\n")
+    assert read_name_list(listed) == ["case1_slice0", "case1_slice1"]
+    listed.write_text("case1_slice0\n../../secret\n")
+    with pytest.raises(UserError, match="names '../../secret', a path"):
+        read_name_list(listed)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..io_utils import inside
 from .sample import IndexedSource, Sample
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -134,8 +135,8 @@ def read_index(root: Path) -> MSDIndex:
     training = meta.get("training")
     if isinstance(training, list) and training:
         try:
-            listed = [root / entry["image"] for entry in training]
-            label_paths = [root / entry["label"] for entry in training]
+            listed = [inside(root, entry["image"], str(meta_path)) for entry in training]
+            label_paths = [inside(root, entry["label"], str(meta_path)) for entry in training]
         except (TypeError, KeyError):
             raise UserError(f"{meta_path}: each 'training' entry needs 'image' and 'label' paths") from None
     else:  # nnU-Net v2: imagesTr/<case>_0000.nii.gz ... + labelsTr/<case>.nii.gz

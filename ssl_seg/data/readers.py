@@ -23,7 +23,7 @@ from .h5format import H5Source
 from .mask_scheme import MaskStats
 from .msd import MSDSliceSource, is_msd_folder
 from .phantom_volumes import VOLUME_TASK
-from .sample import IndexedSource, Sample, SampleSource
+from .sample import IndexedSource, Sample, SampleSource, read_name_list
 
 DATA_HELP = ("DATA may be a folder with images/ and masks/, an SSL4MIS folder (data/slices/, train_slices.list, or "
              "3D: train.list naming case volumes, served as slices), "
@@ -337,7 +337,7 @@ class SSL4MISSource(IndexedSource):
         self.name = name if name is not None else str(root)
         slices_dir, train_list = self.root / "data" / "slices", self.root / "train_slices.list"
         if train_list.is_file():
-            train_ids = _read_list(train_list)
+            train_ids = read_name_list(train_list)
             missing = next((i for i in train_ids if not (slices_dir / f"{i}.h5").is_file()), None)
             if missing is not None:
                 raise UserError(f"{train_list}: names '{missing}' but {slices_dir / missing}.h5 does not exist; "
@@ -364,7 +364,7 @@ class SSL4MISSource(IndexedSource):
     def _add_volumes(self, list_path: Path) -> list[str]:
         """Append every slice of each volume named in `list_path`; returns their ids."""
         ids = []
-        for volume in _read_list(list_path):
+        for volume in read_name_list(list_path):
             path = self.root / "data" / f"{volume}.h5"
             if not path.is_file():
                 raise UserError(f"{list_path}: names '{volume}' but {path} does not exist; "
@@ -411,11 +411,6 @@ def case_of_slice(sample_id: str) -> str:
     if match:
         return match.group(1)
     return sample_id.split("_slice")[0] if "_slice" in sample_id else sample_id
-
-
-def _read_list(path: Path) -> list[str]:
-    """Names in an SSL4MIS .list file, one per line, blank lines skipped, extensions not expected."""
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
 def _h5(path: Path) -> h5py.File:

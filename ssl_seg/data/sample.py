@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -62,3 +63,15 @@ class SampleSource(Protocol):
     def load(self, index: int) -> Sample: ...
 
     def index_of(self, id: str) -> int: ...
+
+
+def read_name_list(path: Path) -> list[str]:
+    """Names in an SSL4MIS .list file, one per line, blank lines skipped; each must name a file of the folder
+    (no path separator, no '..'), so a list cannot make the reader open files outside the dataset."""
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    for name in names:
+        if "/" in name or "\\" in name or name in (".", ".."):
+            raise UserError(f"{path}: names {name!r}, a path; list bare case names of the dataset's files (no '/' "
+                            "or '..')")
+    return names
+

@@ -20,7 +20,7 @@ from .h5format import H5Source
 from .msd import class_names_for, integer_labels, is_msd_folder, read_case, read_index
 from .nifti_writer import volume_affine
 from .phantom_volumes import LESION_CLASSES, MIN_VOXELS, VOLUME_TASK, lesion_volume
-from .sample import IndexedSource, Sample
+from .sample import IndexedSource, Sample, read_name_list
 
 VOLUME_DATA_HELP = ("with --spatial-dims 3, DATA is an MSD / nnU-Net folder (dataset.json, imagesTr/, labelsTr/), "
                     "an SSL4MIS 3D folder (train.list, test.list, per-case .h5 volumes), a project .h5 file of "
@@ -117,7 +117,7 @@ class SSL4MIS3DSource(VolumeSource):
         split = {}
         for key in ("train", "val", "test"):
             list_path = self.root / f"{key}.list"
-            split[key] = _read_list(list_path) if list_path.is_file() else []
+            split[key] = read_name_list(list_path) if list_path.is_file() else []
         self.predefined_split = split
         self.ids = [case for key in ("train", "val", "test") for case in split[key]]
         self.cases = list(self.ids)
@@ -271,9 +271,3 @@ def _open_phantom(data: str) -> LesionVolumeSource:
     if options.get("n", 1) < 1 or options.get("size", 8) < 8:
         raise UserError(f"DATA '{data}': n must be at least 1 and size at least 8")
     return LesionVolumeSource(**options)
-
-
-def _read_list(path: Path) -> list[str]:
-    """Case names in an SSL4MIS .list file, one per line, blank lines skipped."""
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-
