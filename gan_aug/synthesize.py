@@ -129,11 +129,19 @@ def atomic_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would outlive the rename: the user's umask decides
     lock = locks.acquire(tmp, "synthesize folder")
     try:
+        rivals = [p for p in final.parent.glob(glob.escape(final.name) + ".tmp-*")
+                  if p != tmp and (p / MARK).is_file() and locks.is_locked(p)]
+        if rivals:
+            raise UserError(f"--out {final}: another gan-aug synthesize is writing it now ({rivals[0].name}); wait for "
+                            "it to finish or choose another --out (nothing was changed)")
         yield tmp
         (tmp / MARK).unlink()
         locks.release(lock)
         written = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file() and p.name != locks.LOCK_NAME)
         atomic_write_json(tmp / WRITTEN, written)
+        if final.exists() and not overwrite:
+            raise UserError(f"--out {final} was written by another process while this one ran; it is kept and this "
+                            "run's pairs are dropped: rerun with another --out")
         if final.exists():  # overwrite: move the old folder aside first, delete it after the swap
             old = _marked_tmp(final, "old")
             os.replace(final, old / final.name)

@@ -514,7 +514,7 @@ def test_synthesize_folder_follows_the_umask(gan_dir, tmp_path):
     assert (tmp_path / "syn").stat().st_mode & 0o777 == 0o755
 
 
-def test_killed_synthesize_temp_folder_is_removed_by_the_next_run(gan_dir, tmp_path):
+def test_killed_synthesize_temp_folder_is_removed_by_the_next_run(gan_dir, tmp_path, capsys):
     from gan_aug.synthesize import MARK
 
     out = tmp_path / "syn"
@@ -526,13 +526,13 @@ def test_killed_synthesize_temp_folder_is_removed_by_the_next_run(gan_dir, tmp_p
     leftover = Path(writer.stdout.readline().strip())
     foreign = tmp_path / "syn.tmp-mine"  # the same name pattern, but not synthesize's: kept
     foreign.mkdir()
-    try:
-        assert _synthesize(gan_dir, out) == 0
-        assert leftover.is_dir()  # still being written by a live process: kept
+    try:  # a second synthesize to the same --out while the first writes: refused, the first's folder kept
+        one_line_error(capsys, _synthesize(gan_dir, out), "another gan-aug synthesize is writing it now")
+        assert leftover.is_dir() and not out.exists()
     finally:
         writer.send_signal(signal.SIGKILL)
         writer.wait()
-    assert _synthesize(gan_dir, out, "--overwrite") == 0
+    assert _synthesize(gan_dir, out) == 0  # the writer is dead: its folder is removed, this run writes --out
     assert not leftover.exists() and foreign.exists()
     assert not (out / MARK).exists() and not (out / locks.LOCK_NAME).exists()
 
