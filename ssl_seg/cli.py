@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import re
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
@@ -218,6 +219,32 @@ def os_error_message(e: OSError) -> str:
     return f"{where}{e.strerror or e} ({hint})"
 
 
+def available_memory_gib() -> float | None:
+    """MemAvailable of /proc/meminfo in GiB (None where the system does not say)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def memory_error_message(e: BaseException) -> str | None:
+    """One line for an allocation the machine refused (numpy, torch CPU or CUDA), or None for other errors."""
+    text = str(e)
+    cuda = "CUDA out of memory" in text or type(e).__name__ == "OutOfMemoryError"
+    if not (isinstance(e, MemoryError) or cuda or "can't allocate memory" in text):
+        return None
+    asked = re.search(r"allocate (\d+) bytes", text) or re.search(r"allocate ([\d.]+ \w+)", text)
+    size = (f"{int(asked[1]) / 2**30:.1f} GiB" if asked[1].isdigit() else asked[1].replace(". ", " ")) if asked \
+        else "more than there is"
+    free = available_memory_gib()
+    where = "the GPU" if cuda else (f"this machine ({free:.1f} GiB available now)" if free is not None else "this machine")
+    return (f"out of memory: {where} refused an allocation of {size}; lower the size that sets it (the phantom "
+            "size or n, --patch-size, --batch-size, --base-channels, --n-down, --val-max-samples) and rerun")
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Call the parsed subcommand, its messages shown; a user error prints one line `error: ...`, exit code 2."""
     configure_logging()
@@ -233,6 +260,12 @@ def run_command(args: argparse.Namespace) -> int:
         print("interrupted: checkpoints written so far are intact; rerun with --resume to continue",
               file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as e:
+        message = memory_error_message(e)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     return 0
 
 

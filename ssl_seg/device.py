@@ -86,6 +86,9 @@ def resolve_threads(requested: int | None) -> int | None:
     if requested is not None:
         if requested < 1:
             raise UserError(f"--threads {requested}: use at least 1")
+        if requested > 4 * cpu_cores():  # oversubscribed past use, and thread pools of that size exhaust memory
+            raise UserError(f"--threads {requested}: this process may run on {cpu_cores()} core(s); use at most "
+                            f"{cpu_cores()} (more threads than cores only slow a run down)")
         return requested
     if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
         return max(1, int(os.environ["SLURM_CPUS_PER_TASK"]))

@@ -875,3 +875,32 @@ def test_an_ssl4mis_list_naming_a_path_is_refused(tmp_path):
     listed.write_text("case1_slice0\n../../secret\n")
     with pytest.raises(UserError, match="names '../../secret', a path"):
         read_name_list(listed)
+
+
+# --- sizes the machine refuses: one line naming the size and the memory there is ---------------------------------
+
+
+def test_an_allocation_the_machine_refuses_is_one_line(tmp_path, capsys):
+    code = main(["make-phantoms", "--n", "2", "--size", "8000000", "--out", str(tmp_path / "big.h5")])  # 233 TiB: beyond any address space
+    line = one_line_error(capsys, code, "out of memory")
+    assert "GiB" in line and "--patch-size" in line and not (tmp_path / "big.h5").exists()
+
+
+def test_memory_messages_of_numpy_torch_and_cuda():
+    from ssl_seg.cli import memory_error_message
+
+    torch_cpu = RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                             "memory: you tried to allocate 14400000000 bytes. Error code 12")
+    assert "refused an allocation of 13.4 GiB" in memory_error_message(torch_cpu)
+    cuda = RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79 GiB total capacity)")
+    assert "the GPU refused an allocation of 2.00 GiB" in memory_error_message(cuda)
+    assert memory_error_message(MemoryError("Unable to allocate 335. GiB for an array")).count("335 GiB") == 1
+    assert memory_error_message(RuntimeError("shape mismatch")) is None  # other errors stay what they are
+
+
+def test_threads_beyond_the_cores_are_refused(tmp_path, capsys):
+    from ssl_seg.device import cpu_cores
+
+    code = main(["train", "--data", "phantom:cardiac?n=8&size=32", "--patch-size", "32", "--threads", "100000",
+                 "--iterations", "1", "--out", str(tmp_path / "run")])
+    one_line_error(capsys, code, f"may run on {cpu_cores()} core(s)")
