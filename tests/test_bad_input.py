@@ -904,3 +904,15 @@ def test_threads_beyond_the_cores_are_refused(tmp_path, capsys):
     code = main(["train", "--data", "phantom:cardiac?n=8&size=32", "--patch-size", "32", "--threads", "100000",
                  "--iterations", "1", "--out", str(tmp_path / "run")])
     one_line_error(capsys, code, f"may run on {cpu_cores()} core(s)")
+
+
+def test_masks_that_are_all_background_are_refused(tmp_path, capsys):
+    """Before: 'best val Dice 1.0000' from masks with nothing to segment."""
+    for i in range(12):
+        for sub, array in (("images", np.random.default_rng(i).integers(0, 255, (32, 32), np.uint8)),
+                           ("masks", np.zeros((32, 32), np.uint8))):
+            (tmp_path / "d" / sub).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(tmp_path / "d" / sub / f"a{i}.png")
+    code = main(["train", "--data", str(tmp_path / "d"), "--patch-size", "32", "--iterations", "1",
+                 "--labeled-fraction", "0.5", "--out", str(tmp_path / "run")])
+    one_line_error(capsys, code, "every mask is background only")

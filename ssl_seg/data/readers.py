@@ -390,6 +390,9 @@ class SSL4MISSource(IndexedSource):
             if values.size and (values.min() < 0 or values.max() > 255):
                 raise UserError(f"{path}: label values [{values.min()}, {values.max()}] outside 0..255")
             highest = max(highest, int(values.max()) if values.size else 0)
+        if highest == 0:
+            raise UserError(f"{self.root}: every label is background only (all 0), so there is nothing to segment and "
+                            "every score would be trivially 1; check that these are the right files")
         return max(2, highest + 1)
 
     def load(self, index: int) -> Sample:
