@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,32 @@ def test_second_run_on_a_locked_out_stops_at_once_and_a_killed_holder_frees_it(t
     assert (out / locks.LOCK_NAME).exists()
     assert main(TRAIN + ["--out", str(out), "--iterations", "2"]) == 0
     assert not (out / locks.LOCK_NAME).exists()  # released on exit
+
+
+def test_a_forked_child_of_the_holder_does_not_keep_its_lock(tmp_path):
+    """Before: after kill -9 of a run with DataLoader workers, the orphaned workers' copy of the lock descriptor kept
+    the flock, and --resume was refused for seconds naming the dead pid."""
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import os, time; from ssl_seg.engine import locks; "
+                               f"locks.acquire({str(out)!r})\n"
+                               "if os.fork() == 0:\n"
+                               f"    open({str(tmp_path / 'child')!r}, 'w').close(); time.sleep(60); os._exit(0)\n"
+                               "print('locked', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, env=env(), start_new_session=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        for _ in range(500):  # the child is past its fork handlers before the holder is killed
+            if (tmp_path / "child").exists():
+                break
+            time.sleep(0.01)
+        assert locks.is_locked(out)
+        holder.send_signal(signal.SIGKILL)  # the holder dies; its forked child lives on
+        holder.wait()
+        assert not locks.is_locked(out)
+        with locks.locked(out):
+            pass
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
 
 
 def test_grid_cell_locked_by_another_process_is_left_to_it(tmp_path, caplog):

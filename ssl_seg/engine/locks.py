@@ -26,6 +26,19 @@ _held: dict[Path, int] = {}  # lock file -> open descriptor, for locks this proc
 _NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 
 
+def _forget_inherited() -> None:
+    """In a forked child (e.g. a DataLoader worker): close the inherited lock descriptors. A lock belongs to the
+    process that took it; a child holding a copy would keep an flock alive after that process died (kill -9), and a
+    `--resume` would be refused for as long as the orphaned workers live."""
+    for fd in _held.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_forget_inherited)
+
+
 class Locked(UserError):
     """The folder is locked by another live process."""
 
