@@ -173,7 +173,7 @@ class RunConfig:
              "at least 1"),
             ("--iterations", t.iterations, t.iterations >= 1, "at least 1"),
             ("--batch-size", t.batch_size, t.batch_size >= 1, "at least 1"),
-            ("--lr", t.lr, t.lr is None or t.lr > 0, "positive, e.g. 0.01 (sgd) or 1e-3 (adamw)"),
+            ("--lr", t.lr, t.lr is None or 0 < t.lr <= 10, "positive and at most 10, e.g. 0.01 (sgd) or 1e-3 (adamw)"),
             ("--weight-decay", t.weight_decay, t.weight_decay >= 0, ">= 0"),
             ("--weight-ema", t.weight_ema, t.weight_ema is None or 0 < t.weight_ema < 1,
              "in (0, 1), e.g. 0.999 (leave it out to evaluate the network itself)"),
@@ -243,7 +243,7 @@ class RunConfig:
             raise UserError(f"{path}: config file not found; is this a run directory made by 'ssl-seg train'?")
         try:
             return cls.from_dict(json.loads(path.read_text()))
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise UserError(f"{path}: not valid JSON ({e}); re-run training or fix the file") from None
 
 

@@ -144,6 +144,10 @@ def _first_duplicate(items: list[str], known: set[str]) -> str | None:
     return None
 
 
+# what h5py raises on a damaged file, depending on where the damage is (found by tests/test_fuzz.py)
+DAMAGED = (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError)
+
+
 class H5Source(IndexedSource):
     """SampleSource over a project HDF5 file; the file handle is opened lazily per process (DataLoader-safe)."""
 
@@ -161,7 +165,7 @@ class H5Source(IndexedSource):
                 self._read_header(f, fix)
         except UserError:
             raise
-        except (OSError, KeyError, ValueError, TypeError) as e:
+        except DAMAGED as e:
             raise UserError(f"{self.path}: not a readable medseg-lab HDF5 file ({type(e).__name__}: {e}); "
                             f"{fix}") from None
 
@@ -214,8 +218,8 @@ class H5Source(IndexedSource):
             image = f["images"][index].astype(np.float32)
             mask = f["masks"][index].astype(np.int64)
             roi = f["rois"][index].astype(bool) if self.has_rois else None
-        except (OSError, ValueError) as e:
-            raise UserError(f"{self.path}: cannot read sample {index} ({e}); the file is damaged; "
+        except DAMAGED as e:
+            raise UserError(f"{self.path}: cannot read sample {index} ({type(e).__name__}: {e}); the file is damaged; "
                             "re-create it") from None
         if not np.isfinite(image).all() or image.min(initial=0.0) < 0 or image.max(initial=0.0) > 1:
             raise UserError(f"{self.path}: sample '{self.ids[index]}' has NaN, infinite or out-of-[0, 1] pixels: a data "

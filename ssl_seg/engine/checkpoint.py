@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +40,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise UserError(f"{path}: checkpoint not found; train first or pick --checkpoint best|last that exists")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as e:
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a damaged file fails anywhere in the unpickler (IndexError, KeyError, ...);
+        # weights_only=True means nothing in it ran
         raise UserError(f"{path}: unreadable checkpoint ({type(e).__name__}); delete it and re-train or resume") from None
     if not isinstance(ckpt, dict) or ckpt.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{path}: not a medseg-lab checkpoint of format {FORMAT_VERSION}")
