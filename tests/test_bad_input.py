@@ -943,3 +943,13 @@ def test_masks_that_are_all_background_are_refused(tmp_path, capsys):
     code = main(["train", "--data", str(tmp_path / "d"), "--patch-size", "32", "--iterations", "1",
                  "--labeled-fraction", "0.5", "--out", str(tmp_path / "run")])
     one_line_error(capsys, code, "every mask is background only")
+
+
+def test_executor_slurm_off_a_cluster_is_one_line(tmp_path, capsys):
+    pytest.importorskip("submitit")
+    if shutil.which("srun"):
+        pytest.skip("this machine is a Slurm cluster")
+    code = main(["ablate", "--data", "phantom:cardiac?n=12&size=32", "--methods", "supervised", "--fractions", "0.5",
+                 "--seeds", "0", "--iterations", "1", "--no-full-reference", "--executor", "slurm",
+                 "--out", str(tmp_path / "grid")])
+    one_line_error(capsys, code, "--executor: could not submit the jobs")

@@ -78,7 +78,10 @@ def build_executor(args: argparse.Namespace, root: Path) -> Any | None:
     for flag, value in (("--slurm-time", args.slurm_time), ("--slurm-cpus", args.slurm_cpus)):
         if value < 1:
             raise UserError(f"{flag} {value}: must be at least 1")
-    executor = submitit.AutoExecutor(folder=root / "submitit", cluster="slurm")
+    try:
+        executor = submitit.AutoExecutor(folder=root / "submitit", cluster="slurm")
+    except (OSError, RuntimeError) as e:  # e.g. 'Could not detect "srun"' off a cluster
+        raise submission_error(e) from None
     params: dict[str, Any] = {"timeout_min": args.slurm_time, "cpus_per_task": args.slurm_cpus,
                               "gpus_per_node": args.slurm_gpus, "name": f"medseg-{root.name}"}
     if args.slurm_partition:
