@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python benchmarks/warm_start_gain.py` from the root
 from benchmarks.leaderboard import arm_runs, points  # noqa: E402
-from ssl_seg.experiments.stats import fmt_gain, fmt_mean_std  # noqa: E402
+from ssl_seg.experiments.stats import fmt_family, fmt_gain, fmt_mean_std  # noqa: E402
 
 SEEDS = [10, 11, 12]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -31,6 +31,12 @@ ARMS = {  # arm -> (result folders, its run folders under --runs, with TensorBoa
     "unimatch+warm": (["prereg_hc2_warm/uni_warm/*"], "prereg_hc2_warm/runs/unet__unimatch+warm__c2__s{seed}"),
     "bcp+warm": (["prereg_hc2_warm2/bcp/*"], None),
     "unimatch+warm, freematch": (["prereg_hc2_warm2/fm/*"], "prereg_hc2_warm2/fm/runs/unet__unimatch+warm__c2__s{seed}"),
+}
+FAMILIES = {  # each cell's pre-registered family of claims (Holm over its own comparisons)
+    "hippo_c2_warm": [("unimatch+warm", "supervised (chosen on validation)"),
+                      ("supervised+warm", "supervised (chosen on validation)")],
+    "hippo_c2_warm2": [("bcp+warm", "supervised (chosen on validation)"),
+                       ("unimatch+warm, freematch", "supervised (chosen on validation)")],
 }
 SECONDARY = [("unimatch+warm", "supervised+warm"), ("unimatch+warm", "unimatch, cold"),
              ("supervised+warm", "start (supervised, poly)"), ("unimatch+warm", "start (supervised, poly)"),
@@ -86,6 +92,12 @@ def main() -> None:
         shown = ", ".join(f"s{s} {v:.3f}" for s, v in zip(SEEDS, ratios) if v is not None) or "-"
         print(f"| {arm} | {per_seed} | {fmt_mean_std(score[arm].values())} | {steps} | {cost:.0f} | {shown} |")
     print()
+    for cell, pairs in FAMILIES.items():
+        family = {f"{a} - supervised": [score[a][s] - score[b][s] for s in SEEDS if s in score[a] and s in score[b]]
+                  for a, b in pairs}
+        if all(family.values()):
+            for label, text in fmt_family(family).items():
+                print(f"- {cell} (pre-registered family, m = {len(pairs)}): {label}: {text}")
     for a, b in SECONDARY:
         diffs = [score[a][s] - score[b][s] for s in SEEDS if s in score[a] and s in score[b]]
         if diffs:
