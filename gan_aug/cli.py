@@ -60,10 +60,13 @@ def cmd_synthesize(args: argparse.Namespace) -> None:
     m = synthesize(args.checkpoint, args.n, args.out, mask_source=args.mask_source, seed=args.seed, fmt=args.format,
                    batch_size=args.batch_size, device=args.device, amp=args.amp, mask_data=args.mask_data,
                    overwrite=args.overwrite, progress=not args.no_progress,
-                   slice_noise_share=args.slice_noise_share)
+                   slice_noise_share=args.slice_noise_share, filter_run=args.filter_run,
+                   filter_dice=args.filter_dice, filter_quantile=args.filter_quantile)
     what = "volumes" if args.format == "nifti" else f"{m['image_size'][0]}x{m['image_size'][1]} pairs"
+    kept = m.get("quality_filter")
+    filtered = f"  (filter kept {kept['kept']} of {kept['scored']}, Dice >= {kept['threshold']:.3f})" if kept else ""
     print(f"wrote {m['n']} {what} ({args.format}) to {args.out}  "
-          f"{m['throughput_pairs_per_s']:.1f} {what.split()[-1]}/s on {m['device']}")
+          f"{m['throughput_pairs_per_s']:.1f} {what.split()[-1]}/s on {m['device']}{filtered}")
 
 
 def cmd_assess(args: argparse.Namespace) -> None:
@@ -133,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--amp", default="auto",
                    help="auto (bf16 on CPUs with native bf16, else as on CUDA) | bf16 | fp16 | off")
+    p.add_argument("--filter-run", metavar="RUN_DIR",
+                   help="quality filter: keep a pair only when this trained segmenter ('ssl-seg train' on the real "
+                   "labeled images) recovers its mask; generates until --n pairs pass (at most 20x --n tries)")
+    p.add_argument("--filter-dice", type=float, metavar="D",
+                   help="the filter's Dice threshold; default: chosen on validation (--filter-quantile)")
+    p.add_argument("--filter-quantile", type=float, default=0.1, metavar="Q",
+                   help="threshold = this quantile of the segmenter's per-image Dice on its validation images "
+                   "(default 0.1: a kept pair is recovered as well as 90 %% of real validation images)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing SYN_DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synthesize)

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Iterator, Protocol
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.utils import save_image
 from tqdm import tqdm
 
 from ssl_seg.engine import locks
@@ -36,6 +37,8 @@ from .config import GanConfig
 from .masks import DeformVolumes, build_mask_source, load_masks
 from .networks import one_hot
 from .preview import held_out_pairs, plot_preview
+from .quality_filter import MaskRecoveryFilter
+from .viz import pair_grid
 from .volumes import (IMAGES, LABELS, SLICE_NOISE_SHARE, fit_noise_share, modality_names, validation_volumes,
                       write_dataset_json, write_volumes)
 
@@ -46,6 +49,7 @@ H5_NAME = "synthetic.h5"
 _FILES = {"hdf5": {"hdf5": H5_NAME}, "png": {"images": "images", "masks": "masks"},
           "nifti": {"dataset": "dataset.json", "images": IMAGES, "labels": LABELS}}
 PREVIEW = 4  # pairs in samples.png: held-out real ones, then generated ones
+MAX_TRIES = 20  # the quality filter gives up after this many times --n generated pairs
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -203,12 +207,15 @@ def inference_dtype(device: torch.device, amp: str) -> torch.dtype | None:
 def synthesize(checkpoint: str | Path, n: int, out: str | Path, mask_source: str = "deform", seed: int = 0,
                fmt: str = "hdf5", batch_size: int = 32, device: str = "auto", amp: str = "auto",
                mask_data: str | None = None, overwrite: bool = False, progress: bool = True,
-               slice_noise_share: float | str = SLICE_NOISE_SHARE) -> dict[str, Any]:
+               slice_noise_share: float | str = SLICE_NOISE_SHARE, filter_run: str | None = None,
+               filter_dice: float | None = None, filter_quantile: float = 0.1) -> dict[str, Any]:
     """Write `n` (mask, generated image) pairs to `out` (synthetic.h5 or images/+masks/, manifest.json,
     samples.png); returns the manifest. `mask_data` takes masks from another DATA (default: the GAN's
     labeled training masks, or its phantom task). A GAN trained on volumes writes `n` volumes (--format nifti:
     an MSD folder, gan_aug/volumes.py) whose slices share `slice_noise_share` of their generator noise ("auto":
-    the share whose volumes match the adjacent-slice correlation of the GAN's validation volumes)."""
+    the share whose volumes match the adjacent-slice correlation of the GAN's validation volumes). With
+    `filter_run` (a trained segmenter's run folder) only pairs whose mask it recovers are kept (quality_filter.py);
+    the manifest records the threshold and the acceptance rate, rejected.png shows rejected pairs."""
     if n < 1 or batch_size < 1:
         raise UserError(f"--n {n} / --batch-size {batch_size}: both must be at least 1")
     if fmt not in FORMATS:
@@ -240,6 +247,9 @@ def synthesize(checkpoint: str | Path, n: int, out: str | Path, mask_source: str
     else:
         masks = build_mask_source(mask_source, data=masks_from, num_classes=num_classes, size=size, seed=seed,
                                   masks=labeled)
+    if filter_run is not None and volumes:
+        raise UserError("--filter-run scores 2D pairs; a GAN trained on volumes writes volumes: drop --filter-run")
+    quality = MaskRecoveryFilter(filter_run, num_classes, dev, filter_dice, filter_quantile) if filter_run else None
     dtype = inference_dtype(dev, amp)
     torch.manual_seed(seed)  # dropout / noise channel of the generator
     out = Path(out)
@@ -274,8 +284,13 @@ def synthesize(checkpoint: str | Path, n: int, out: str | Path, mask_source: str
                 writer: _PairWriter = _H5Writer(stack.enter_context(h5))
             else:
                 writer = _PngWriter(tmp, channels)
-            counts, preview = _generate(generator, iter(masks), writer, n, batch_size, num_classes, dev, dtype,
-                                        cfg.channels_last, progress)
+            counts, preview, rejected = _generate(generator, iter(masks), writer, n, batch_size, num_classes, dev,
+                                                  dtype, cfg.channels_last, progress, quality)
+            if quality is not None:
+                manifest["quality_filter"] = {"run": str(Path(filter_run).resolve()), **quality.report.as_dict()}
+                if rejected is not None:
+                    save_image(pair_grid(torch.from_numpy(rejected[0]), torch.from_numpy(rejected[1]), per_row=4),
+                               tmp / "rejected.png")
         seconds = time.perf_counter() - t0
         stack.close()  # the HDF5 file is complete (renamed into tmp) before the folder is
         real = held_out_pairs(generator, cfg, num_classes, dev, k=PREVIEW)
@@ -308,21 +323,39 @@ def _check_volume_options(fmt: str, volumes: bool, mask_source: str, ckpt_file: 
 @torch.no_grad()
 def _generate(generator: torch.nn.Module, masks: Iterator[np.ndarray], writer: _PairWriter, n: int, batch_size: int,
               num_classes: int, device: torch.device, dtype: torch.dtype | None, channels_last: bool,
-              progress: bool) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """Stream `n` pairs into `writer`; returns class pixel counts (K,) and the first PREVIEW (masks, images)."""
+              progress: bool, quality: MaskRecoveryFilter | None = None
+              ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None]:
+    """Stream `n` pairs into `writer` (with `quality`, only pairs it keeps, trying at most MAX_TRIES * n); returns
+    class pixel counts (K,), the first PREVIEW (masks, images) written and, when filtering, the first rejected ones."""
     counts = np.zeros(num_classes, np.int64)
     preview: tuple[np.ndarray, np.ndarray] | None = None
+    rejected: tuple[np.ndarray, np.ndarray] | None = None
+    written, tried = 0, 0
     with tqdm(total=n, desc="synthesize", disable=not progress, dynamic_ncols=True) as bar:
-        for start in range(0, n, batch_size):
-            batch = np.stack([next(masks) for _ in range(min(batch_size, n - start))])  # (b, S, S)
+        while written < n:
+            if quality is not None and tried >= MAX_TRIES * n:
+                raise UserError(f"--filter-run: the filter kept {written} of {tried} pairs (Dice >= "
+                                f"{quality.report.threshold:.3f}), short of --n {n}; lower --filter-quantile or "
+                                "--filter-dice, or train the generator longer (nothing was written)")
+            size = batch_size if quality is not None else min(batch_size, n - written)  # filtering: full batches
+            batch = np.stack([next(masks) for _ in range(size)])  # (b, S, S)
             x = to_memory_format(one_hot(torch.from_numpy(batch).to(device), num_classes), device, channels_last)
             with autocast(device, dtype):
                 fake = generator(x)  # (b, C, S, S) in [-1, 1]
             images = ((fake.float() + 1) / 2).clamp(0, 1).cpu().numpy()
-            writer.append(images, batch, [f"syn_{i:07d}" for i in range(start, start + len(batch))])
+            tried += len(batch)
+            if quality is not None:
+                keep = quality.keep(images, batch)
+                if rejected is None and not keep.all():
+                    rejected = (batch[~keep][:PREVIEW].copy(), images[~keep][:PREVIEW].copy())
+                batch, images = batch[keep][: n - written], images[keep][: n - written]
+                if not len(batch):
+                    continue
+            writer.append(images, batch, [f"syn_{i:07d}" for i in range(written, written + len(batch))])
             counts += np.bincount(batch.ravel(), minlength=num_classes)[:num_classes]
             if preview is None:
                 preview = (batch[:PREVIEW].copy(), images[:PREVIEW].copy())
+            written += len(batch)
             bar.update(len(batch))
     assert preview is not None
-    return counts, preview
+    return counts, preview, rejected
