@@ -6,13 +6,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 
-from ssl_seg.engine import locks
+from ssl_seg.engine.run_directory import RunDirectory
 from ssl_seg.engine.hooks import CheckpointHook, Panels, ProgressHook, TensorBoardHook, ValidationHook
 from ssl_seg.engine.trainer import Trainer, seed_everything
 from ssl_seg.data.readers import task_differences
@@ -53,22 +52,16 @@ def train_gan(cfg: GanConfig, resume: bool = False) -> dict[str, Any]:
     The run directory is locked while training, so a second process on the same --out stops at once.
     """
     cfg = cfg.with_absolute_paths()
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a folder for the GAN run")
-    with locks.locked(out, "GAN run directory"):
-        return _train_gan(cfg, resume)
+    run_dir = RunDirectory(cfg.out, CHECKPOINT_NAME, "GAN run")
+    with run_dir.locked():
+        return _train_gan(cfg, resume, run_dir)
 
 
-def _train_gan(cfg: GanConfig, resume: bool) -> dict[str, Any]:
+def _train_gan(cfg: GanConfig, resume: bool, run_dir: RunDirectory) -> dict[str, Any]:
     """train_gan inside the lock of cfg.out."""
     t0 = time.time()
-    out = Path(cfg.out)
-    ckpt_file = out / CHECKPOINT_NAME
-    if not resume and ckpt_file.exists():
-        raise UserError(f"{out} already holds a GAN run; add --resume to continue it or choose another --out")
-    if resume and not ckpt_file.exists():
-        raise UserError(f"{ckpt_file} not found: nothing to resume; drop --resume to start this run")
+    out, ckpt_file = run_dir.path, run_dir.checkpoint
+    run_dir.check(resume)
     device = resolve_device(cfg.device)
     if cfg.n_down is None:
         cfg = dataclasses.replace(cfg, n_down=auto_n_down(cfg.patch_size))
@@ -90,9 +83,7 @@ def _train_gan(cfg: GanConfig, resume: bool) -> dict[str, Any]:
                         f"({'; '.join(task_differences(ckpt['info'], info)) or 'other labeled ids'}); "
                         "restore them or start a new --out")
     model = build_pix2pix(cfg, info["num_classes"], info["in_channels"], device)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "config.json")
-    split.save(out / "split.json")
+    run_dir.start(cfg, split, resume)
     if pseudo is not None:
         atomic_write_json(out / "pseudo_labels.json", pseudo)
 
@@ -119,7 +110,7 @@ def _train_gan(cfg: GanConfig, resume: bool) -> dict[str, Any]:
               "val_l1": history[-1]["l1"] if history else None, "wall_time_s": time.time() - t0,
               "s_per_iteration": (time.time() - t_loop) / max(cfg.iterations - start, 1), "device": str(device),
               "n_pseudo": len(bank.ids) - len(split.labeled)}
-    atomic_write_json(out / "result.json", result)
+    run_dir.finish(result)
     return result
 
 

@@ -695,7 +695,8 @@ def test_train_never_starts_over_a_finished_run_or_a_users_files(tmp_path, capsy
 
 
 def test_an_unfinished_run_without_a_checkpoint_starts_again(tmp_path, tiny_cfg):
-    from ssl_seg.engine.runner import RUN_MARKER, run_training
+    from ssl_seg.engine.run_directory import RUN_MARKER
+    from ssl_seg.engine.runner import run_training
 
     run = Path(run_training(tiny_cfg)["run_dir"])
     for name in ("last.pt", "best.pt", "result.json"):  # as if killed before its first checkpoint
@@ -953,3 +954,15 @@ def test_executor_slurm_off_a_cluster_is_one_line(tmp_path, capsys):
                  "--seeds", "0", "--iterations", "1", "--no-full-reference", "--executor", "slurm",
                  "--out", str(tmp_path / "grid")])
     one_line_error(capsys, code, "--executor: could not submit the jobs")
+
+
+def test_gan_train_never_writes_over_a_users_files(tmp_path, capsys):
+    """The segmentation run's guard (RunDirectory) holds for GAN runs too."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "config.json").write_text("my own")
+    one_line_error(capsys, gan_main(GAN_TRAIN + ["--out", str(out)]), "files this package did not start as a run")
+    assert (out / "config.json").read_text() == "my own"
+    assert gan_main(GAN_TRAIN + ["--out", str(tmp_path / "g")]) == 0
+    assert (tmp_path / "g" / ".medseg_run").is_file()
+    one_line_error(capsys, gan_main(GAN_TRAIN + ["--out", str(tmp_path / "g")]), "already holds a GAN run")

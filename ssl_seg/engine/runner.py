@@ -14,8 +14,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from . import locks
 from .checkpoint import load_checkpoint, save_checkpoint
+from .run_directory import RunDirectory
 from .run_models import build_method_for, build_weight_ema, start_weights
 from ..config import RunConfig, resume_differences
 from ..data.concat import ConcatSource
@@ -34,7 +34,6 @@ from ..errors import UserError
 from ..evaluation.scoring import evaluate_model, selection_score
 from .hooks import (CheckpointHook, ProgressHook, ResultCallback, TensorBoardHook, ValidationHook,
                     segmentation_panels)
-from ..io_utils import atomic_write_json
 from ..methods.losses import LOSSES
 from ..methods.registry import method_names
 from ..models.registry import backbone_options, model_names
@@ -44,22 +43,8 @@ from .trainer import LR_SCHEDULES, Trainer, seed_everything
 log = logging.getLogger(__name__)
 
 
-RUN_MARKER = ".medseg_run"  # written first into every run folder this package starts
 RESUMABLE_FLAGS = ("--iterations, --val-every, --val-max-samples, --device, --amp, --num-workers, --threads, "
                    "--no-progress")
-
-
-def check_fresh_out(out: Path) -> None:
-    """A new run starts only in a missing or empty --out, or in one an unfinished run of this package made
-    (its RUN_MARKER, no result.json): never over a finished run's or a user's files."""
-    if not out.is_dir():
-        return
-    found = sorted(p.name for p in out.iterdir() if p.name != locks.LOCK_NAME)
-    if not found or ((out / RUN_MARKER).is_file() and not (out / "result.json").exists()):
-        return
-    what = "a finished run (result.json)" if (out / RUN_MARKER).is_file() else \
-        f"files this package did not start as a run ({', '.join(found[:3])}{', ...' if len(found) > 3 else ''})"
-    raise UserError(f"--out {out} holds {what}; choose another --out (nothing there was changed)")
 
 
 def build_split(cfg: RunConfig, source: SampleSource) -> Split:
@@ -160,13 +145,11 @@ def run_training(cfg: RunConfig, resume: bool = False, extra_hooks: Iterable[Any
     """
     rank, world = distributed_context()
     cfg = check_config(cfg)
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a folder for the run (a new name, or an existing run with --resume)")
+    run_dir = RunDirectory(cfg.out, "last.pt")
     if rank != 0:
-        return _run_training(cfg, resume, rank, world, [])
-    with locks.locked(out):
-        return _run_training(cfg, resume, rank, world, list(extra_hooks))
+        return _run_training(cfg, resume, rank, world, [], run_dir)
+    with run_dir.locked():
+        return _run_training(cfg, resume, rank, world, list(extra_hooks), run_dir)
 
 
 def _resumed_checkpoint(cfg: RunConfig, out: Path, device: torch.device) -> dict[str, Any]:
@@ -199,7 +182,8 @@ def _check_resumed_data(out: Path, ckpt: dict[str, Any], info: dict[str, Any], s
                             "restore them or start a new --out")
 
 
-def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int, extra_hooks: list[Any]) -> dict[str, Any]:
+def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int, extra_hooks: list[Any],
+                  run_dir: RunDirectory) -> dict[str, Any]:
     """run_training without the lock and the checks."""
     t0 = time.time()
     tc = cfg.train
@@ -210,13 +194,8 @@ def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int, extra_hoo
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    out = Path(cfg.out)
-    if not resume and (out / "last.pt").exists():
-        raise UserError(f"{out} already holds a run; add --resume to continue it or choose another --out")
-    if resume and not (out / "last.pt").exists():
-        raise UserError(f"{out / 'last.pt'} not found: nothing to resume; drop --resume to start this run")
-    if not resume and rank == 0:
-        check_fresh_out(out)
+    out = run_dir.path
+    run_dir.check(resume, fresh=rank == 0)
     ckpt = _resumed_checkpoint(cfg, out, device) if resume else None
 
     seed_everything(tc.seed)
@@ -232,11 +211,7 @@ def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int, extra_hoo
     for note in notes:
         log.warning(f"note: {note}")
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            atomic_write_json(out / RUN_MARKER, {"created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-        cfg.save(out / "config.json")
-        split.save(out / "split.json")
+        run_dir.start(cfg, split, resume)
 
     start = start_weights(cfg, info, split) if cfg.model.init_from and ckpt is None else None
     method = build_method_for(cfg, info, device, start)
@@ -293,7 +268,7 @@ def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int, extra_hoo
         "val_history": trainer.history,
     }
     if rank == 0:
-        atomic_write_json(out / "result.json", result)
+        run_dir.finish(result)
     if world > 1:
         dist.barrier()
     return result
