@@ -27,6 +27,7 @@ from ssl_seg.experiments.ablation import ablation_runs, label_key, write_summary
 from ssl_seg.experiments.profiles import GRID_DEFAULTS, PROFILES, base_config, profile, study_plan
 from ssl_seg.config import RunConfig
 from ssl_seg.errors import UserError
+from ssl_seg.methods import method_class
 from ssl_seg.flags import as_words, given
 from ssl_seg.run_flags import add_run_flags
 from ssl_seg.experiments.executors import add_executor_flags, build_executor, job_results, submission_error
@@ -136,12 +137,8 @@ def grid_tasks(runs: list[GridRun], root: Path) -> list[tuple[Callable[..., Any]
     """(run_one, (run, root)) for the unfinished runs, slowest methods first; says how many are done."""
     todo = [r for r in runs if not grid.is_finished(root / "runs" / r.name)]
     log.info(f"   {len(runs)} runs, {len(runs) - len(todo)} done already")
-    todo.sort(key=lambda r: _COST.get(r.cfg.method.name, 1.0), reverse=True)
+    todo.sort(key=lambda r: method_class(r.cfg.method.name).relative_cost, reverse=True)  # longest first
     return [(grid.run_one, (run, root)) for run in todo]
-
-
-_COST = {"supervised": 1.0, "mean-teacher": 2.5, "pseudo-label": 2.5, "cps": 3.0, "uncertainty-mt": 3.0,
-         "unimatch": 4.0}  # relative time per run: longest first balances the workers
 
 
 # ---------------------------------------------------------------- the pipeline

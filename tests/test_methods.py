@@ -329,3 +329,13 @@ def test_forward_passes_are_not_wasted(name: str) -> None:
     losses = method.training_step(_batch(), 0)
     sum(v for k, v in losses.items() if not k.startswith("stat/")).backward()  # targets are usable by autograd
     assert {k: tuple(v) for k, v in seen.items()} == PASSES[name]
+
+
+def test_capabilities_are_class_attributes_not_names() -> None:
+    from ssl_seg.methods import method_class
+
+    assert not method_class("supervised").uses_unlabeled
+    assert all(method_class(n).uses_unlabeled for n in method_names() if n != "supervised")
+    assert all(method_class(n).relative_cost >= 1.0 for n in method_names())  # supervised is the unit
+    with pytest.raises(UserError, match="unknown method 'nope'"):
+        method_class("nope")

@@ -35,7 +35,7 @@ from ..evaluation.scoring import evaluate_model, selection_score
 from .hooks import (CheckpointHook, ProgressHook, ResultCallback, TensorBoardHook, ValidationHook,
                     segmentation_panels)
 from ..methods.losses import LOSSES
-from ..methods.registry import method_names
+from ..methods.registry import method_class, method_names
 from ..models.registry import backbone_options, model_names
 from .optim import build_optimizer, schedule_name
 from .trainer import LR_SCHEDULES, Trainer, seed_everything
@@ -300,7 +300,7 @@ def _payload_fn(cfg: RunConfig, info: dict[str, Any], timing: Callable[[], dict[
 
 def step_batches(cfg: RunConfig, source: SampleSource, split: Split, rank: int) -> StepBatches:
     """The per-step batch dataset: labeled (+ synthetic) and unlabeled parts drawn by (seed, rank, step)."""
-    ssl = cfg.method.name != "supervised"
+    ssl = method_class(cfg.method.name).uses_unlabeled
     lbs, ubs = _batch_sizes(cfg, ssl)
     transform = build_transform(cfg, source)
     cache_bytes = cfg.data.cache_mb * 2**20 // max(resolve_workers(cfg.data.num_workers), 1)

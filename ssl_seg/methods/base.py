@@ -34,6 +34,8 @@ class MethodBase:
     """
 
     models: dict[str, nn.Module]
+    uses_unlabeled = True  # trained on unlabeled images too (the runner draws an unlabeled batch)
+    relative_cost = 1.0  # time per run against supervised training's (grids start the longest cells first)
 
     def __init__(self, loss: LossFn) -> None:
         self.loss = loss

@@ -69,6 +69,8 @@ def lcc_pseudo_labels(logits: Tensor) -> Tensor:
 class BidirectionalCopyPaste(MethodBase):
     """Labeled copy-paste pre-training, then mean-teacher copy-paste between labeled and unlabeled images."""
 
+    relative_cost = 1.5
+
     def __init__(self, model: nn.Module, loss: LossFn, ema_decay: float, pretrain_steps: int,
                  unlabeled_weight: float, rampup_length: float, box_fraction: float = 2 / 3) -> None:
         super().__init__(loss)

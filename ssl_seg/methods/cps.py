@@ -43,6 +43,8 @@ def reinitialised_copy(model: nn.Module, seed: int) -> nn.Module:
 class CrossPseudoSupervision(MethodBase):
     """Two networks teach each other with hard pseudo-labels."""
 
+    relative_cost = 3.0
+
     def __init__(
         self, model: nn.Module, loss: LossFn, consistency_weight: float, rampup_length: float, seed: int
     ) -> None:

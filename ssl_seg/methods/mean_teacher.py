@@ -50,6 +50,8 @@ def noisy(images: Tensor, std: float) -> Tensor:
 class MeanTeacher(MethodBase):
     """Student trained on labels plus consistency with its EMA teacher on noisy inputs."""
 
+    relative_cost = 2.5
+
     def __init__(
         self,
         model: nn.Module,

@@ -32,6 +32,8 @@ from .strong_aug import strong_augment
 class PseudoLabel(MethodBase):
     """Confident hard pseudo-labels from the weak view supervise the strong, CutMixed view."""
 
+    relative_cost = 2.5
+
     def __init__(
         self,
         model: nn.Module,

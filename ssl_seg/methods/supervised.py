@@ -14,6 +14,8 @@ from .base import MethodBase
 class Supervised(MethodBase):
     """Train one network on labeled images only."""
 
+    uses_unlabeled = False
+
     def __init__(self, model: nn.Module, loss: LossFn) -> None:
         super().__init__(loss)
         self.model = model

@@ -25,6 +25,8 @@ from .rampup import sigmoid_rampup
 class UncertaintyMeanTeacher(MeanTeacher):
     """Mean Teacher with the consistency masked by the teacher's Monte-Carlo uncertainty."""
 
+    relative_cost = 3.0
+
     def __init__(
         self,
         model: nn.Module,

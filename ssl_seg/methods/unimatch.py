@@ -37,6 +37,8 @@ from .strong_aug import strong_augment
 class UniMatch(MethodBase):
     """Weak-to-strong consistency on two strong image views and one feature-perturbed view."""
 
+    relative_cost = 4.0
+
     def __init__(
         self,
         model: nn.Module,
