@@ -290,8 +290,10 @@ def test_case_of_slice():
     ("phantom:", "name a phantom task"),
     ("phantom:cardiac?m=3", "unknown phantom option 'm'"),
     ("phantom:cardiac?n=abc", "n='abc' is not an integer"),
-    ("phantom:cardiac?size=0", "size must be >= 1"),
-    ("phantom:cardiac?seed=-1", "seed must be >= 0"),
+    ("phantom:cardiac?size=0", "size must be at least 32, got 0"),
+    ("phantom:cardiac?seed=-1", "seed must be at least 0"),
+    ("phantom:lesion_volume?size=4", "size must be at least 8, got 4"),  # one parser, each task's smallest side
+    ("phantom:lesion_volume?m=3", "unknown phantom option 'm'"),
 ])
 def test_phantom_query_errors(data, fragment):
     with pytest.raises(UserError, match=fragment.replace("(", r"\(").replace("?", r"\?")) as info:

@@ -23,7 +23,7 @@ from .h5format import H5Source
 from .mask_scheme import MaskStats
 from .msd import MSDSliceSource, is_msd_folder
 from .phantom_volumes import VOLUME_TASK
-from .sample import IndexedSource, Sample, SampleSource, read_name_list
+from .sample import IndexedSource, Sample, SampleSource, parse_phantom, read_name_list
 
 DATA_HELP = ("DATA may be a folder with images/ and masks/, an SSL4MIS folder (data/slices/, train_slices.list, or "
              "3D: train.list naming case volumes, served as slices), "
@@ -32,7 +32,6 @@ DATA_HELP = ("DATA may be a folder with images/ and masks/, an SSL4MIS folder (d
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")  # training and prediction alike
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
 _MASK_MODES = {"1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N"}
-_PHANTOM_OPTIONS = ("n", "size", "seed")
 
 
 def task_differences(expected: SampleSource | dict, found: SampleSource | dict) -> list[str]:
@@ -94,24 +93,10 @@ def _is_ssl4mis_3d(path: Path) -> bool:
 
 
 def _open_phantom(data: str) -> SampleSource:
-    """Parse `phantom:<task>?n=400&size=128&seed=0` and build the PhantomSource."""
-    task, _, query = data[len("phantom:"):].partition("?")
-    if not task:
-        raise UserError(f"DATA '{data}': name a phantom task, e.g. phantom:cardiac")
-    options: dict[str, int] = {}
-    for part in filter(None, query.split("&")):
-        key, _, value = part.partition("=")
-        if key not in _PHANTOM_OPTIONS:
-            raise UserError(f"DATA '{data}': unknown phantom option '{key}'; valid: {', '.join(_PHANTOM_OPTIONS)}")
-        try:
-            number = int(value)
-        except ValueError:
-            raise UserError(f"DATA '{data}': {key}={value!r} is not an integer; e.g. phantom:{task}?{key}=1") from None
-        if number < (0 if key == "seed" else 1):
-            raise UserError(f"DATA '{data}': {key} must be {'>= 0' if key == 'seed' else '>= 1'}, got {number}")
-        options[key] = number
-    from .phantoms import PhantomSource  # lazily: only phantom DATA needs the generators
+    """Build the PhantomSource of `phantom:<task>?n=400&size=128&seed=0`."""
+    from .phantoms import MIN_SIZE, PhantomSource  # lazily: only phantom DATA needs the generators
 
+    task, options = parse_phantom(data, MIN_SIZE)
     return PhantomSource(task=task, **options)
 
 

@@ -75,3 +75,28 @@ def read_name_list(path: Path) -> list[str]:
                             "or '..')")
     return names
 
+
+PHANTOM_OPTIONS = ("n", "size", "seed")
+
+
+def parse_phantom(data: str, min_size: int) -> tuple[str, dict[str, int]]:
+    """`phantom:<task>?n=400&size=128&seed=0` -> (task, options), each option a checked integer (one parser for the
+    2D and 3D phantoms; `min_size` is the smallest side the task's generator draws)."""
+    task, _, query = data[len("phantom:"):].partition("?")
+    if not task:
+        raise UserError(f"DATA '{data}': name a phantom task, e.g. phantom:cardiac")
+    options: dict[str, int] = {}
+    for part in filter(None, query.split("&")):
+        key, _, value = part.partition("=")
+        if key not in PHANTOM_OPTIONS:
+            raise UserError(f"DATA '{data}': unknown phantom option '{key}'; valid: {', '.join(PHANTOM_OPTIONS)}")
+        try:
+            options[key] = int(value)
+        except ValueError:
+            raise UserError(f"DATA '{data}': {key}={value!r} is not an integer; e.g. phantom:{task}?{key}=1") from None
+    least = {"n": 1, "size": min_size, "seed": 0}
+    for key, number in options.items():
+        if number < least[key]:
+            raise UserError(f"DATA '{data}': {key} must be at least {least[key]}, got {number}")
+    return task, options
+

@@ -20,7 +20,7 @@ from .h5format import H5Source
 from .msd import class_names_for, integer_labels, is_msd_folder, read_case, read_index
 from .nifti_writer import volume_affine
 from .phantom_volumes import LESION_CLASSES, MIN_VOXELS, VOLUME_TASK, lesion_volume
-from .sample import IndexedSource, Sample, read_name_list
+from .sample import IndexedSource, Sample, parse_phantom, read_name_list
 
 VOLUME_DATA_HELP = ("with --spatial-dims 3, DATA is an MSD / nnU-Net folder (dataset.json, imagesTr/, labelsTr/), "
                     "an SSL4MIS 3D folder (train.list, test.list, per-case .h5 volumes), a project .h5 file of "
@@ -258,16 +258,8 @@ class VolumeSlices(IndexedSource):
 
 
 def _open_phantom(data: str) -> LesionVolumeSource:
-    """Parse `phantom:lesion_volume?n=20&size=32&seed=0`."""
-    task, _, query = data[len("phantom:"):].partition("?")
+    """Build the LesionVolumeSource of `phantom:lesion_volume?n=20&size=32&seed=0`."""
+    task, options = parse_phantom(data, 8)
     if task != VOLUME_TASK:
         raise UserError(f"DATA '{data}': the 3D phantom is phantom:{VOLUME_TASK}; 2D phantoms need --spatial-dims 2")
-    options: dict[str, int] = {}
-    for part in filter(None, query.split("&")):
-        key, _, value = part.partition("=")
-        if key not in ("n", "size", "seed") or not value.isdigit():
-            raise UserError(f"DATA '{data}': '{part}' is not one of n=<int>, size=<int>, seed=<int>")
-        options[key] = int(value)
-    if options.get("n", 1) < 1 or options.get("size", 8) < 8:
-        raise UserError(f"DATA '{data}': n must be at least 1 and size at least 8")
     return LesionVolumeSource(**options)
