@@ -31,6 +31,7 @@ from typing import Any
 from ssl_seg.evaluation.postprocess import choose_lcc_classes
 from ssl_seg.experiments.ablation import summary_rows
 from ssl_seg.experiments.grid import collect
+from ssl_seg.experiments.results import by_seed, paired as results_paired
 from ssl_seg.experiments.stats import fmt_gain, fmt_mean_std
 
 # (column, csv key): per-volume Dice and HD95 for the best-on-validation and the last checkpoint, raw and with the
@@ -69,9 +70,10 @@ def score(row: dict[str, Any], key: str) -> float | None:
 def paired(rows: list[dict[str, Any]], a: tuple[str, str], b: tuple[str, str], key: str) -> list[float]:
     """Seed-paired differences a - b ((method, labels) each) on score `key`, Dice in points, HD95 in mm."""
     scale = 1.0 if "hd95" in key else 100.0
-    this = {r["seed"]: score(r, key) for r in rows if (r["method"], r["labels"]) == a}
-    other = {r["seed"]: score(r, key) for r in rows if (r["method"], r["labels"]) == b}
-    return [scale * (this[s] - other[s]) for s in sorted(this) if this[s] is not None and other.get(s) is not None]
+    scored = [{**r, key: score(r, key)} for r in rows]
+    this = by_seed(scored, key, method=a[0], labels=a[1])
+    other = by_seed(scored, key, method=b[0], labels=b[1])
+    return [scale * d for d in results_paired(this, other)]
 
 
 def per_class(rows: list[dict[str, Any]]) -> None:

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 
 from ssl_seg.experiments.profiles import SegBudget
+from ssl_seg.experiments.results import by_seed, choose_on_validation, paired, validation_means
 from ssl_seg.experiments.stats import fmt_family, fmt_mean_std
-from ssl_seg.experiments.summary import group, mean_std
+from ssl_seg.experiments.summary import group
 from ssl_seg.experiments.sweep import is_real_only, reported_scores
 
 Rows = list[dict[str, Any]]
@@ -21,37 +22,22 @@ ORACLE_LABEL = "oracle: phantom masks"
 # ---------------------------------------------------------------- choices (validation only)
 
 
-def val_means(rows: Rows, key: str) -> dict[Any, float]:
-    """value of `key` -> mean validation Dice of its rows (finite means only)."""
-    means = {k: mean_std([r["val_dice"] for r in v])[0] for (k,), v in group(rows, (key,)).items()}
-    return {k: m for k, m in means.items() if np.isfinite(m)}
-
-
 def best_ssl_method(low_rows: Rows, labels: str) -> str | None:
     """The SSL method with the best mean validation Dice at `labels` (never chosen on test)."""
-    means = val_means([r for r in low_rows if r["labels"] == labels and r["method"] != "supervised"], "method")
-    return max(means, key=lambda m: (means[m], m)) if means else None
+    chosen = choose_on_validation([r for r in low_rows if r["labels"] == labels and r["method"] != "supervised"],
+                                  ("method",), lambda k: k)
+    return chosen[0] if chosen else None
 
 
 def chosen_ratio(sweep: Rows, method: str, labels: str) -> float | None:
     """The non-zero constant ratio with the best mean validation Dice (ties: the smaller ratio)."""
     rows = [r for r in sweep if (r["method"], r["labels"], r["schedule"]) == (method, labels, "constant")
             and r["ratio"] > 0]
-    means = val_means(rows, "ratio")
-    return max(means, key=lambda r: (means[r], -r)) if means else None
+    chosen = choose_on_validation(rows, ("ratio",), lambda k: -k[0])
+    return chosen[0] if chosen else None
 
 
 # ---------------------------------------------------------------- paired comparisons (test)
-
-
-def by_seed(rows: Rows, key: str = "dice", **match: Any) -> dict[int, float]:
-    """seed -> `key` of the rows whose fields equal `match`."""
-    return {r["seed"]: r[key] for r in rows if all(r[k] == v for k, v in match.items()) and r[key] is not None}
-
-
-def paired_diffs(a: dict[int, float], b: dict[int, float]) -> list[float]:
-    """a - b for the seeds both have."""
-    return [a[s] - b[s] for s in sorted(a) if s in b]
 
 
 def _real_only(sweep: Rows, method: str, labels: str) -> dict[int, float]:
@@ -87,7 +73,7 @@ def findings(low_rows: Rows, sweep: Rows, oracle: Rows, labels: str, decisions: 
         text: list[str | Gain] = [f"- **Semi-supervised vs supervised, labels {lab}** ({n_lab} labeled; supervised "
                                   f"test Dice {fmt_mean_std(sup.values())})."]
         for method in sorted({r["method"] for r in low_rows if r["labels"] == lab} - {"supervised"}):
-            diffs = paired_diffs(by_seed(low_rows, method=method, labels=lab), sup)
+            diffs = paired(by_seed(low_rows, method=method, labels=lab), sup)
             text += [f" {method} - supervised: ", gain(f"{method} {lab}", diffs), "."]
         best = best_ssl_method(low_rows, lab)
         if best is not None:
@@ -100,10 +86,11 @@ def findings(low_rows: Rows, sweep: Rows, oracle: Rows, labels: str, decisions: 
     base = _real_only(sweep, "supervised", labels)
     if ratio is not None:
         masks = decisions.get("mask_source", "deform")
-        val = val_means([r for r in sweep if r["method"] == "supervised" and r["labels"] == labels
-                         and r["schedule"] == "constant"], "ratio")
+        val = {k[0]: m for k, m in validation_means([r for r in sweep if r["method"] == "supervised"
+                                                      and r["labels"] == labels and r["schedule"] == "constant"],
+                                                     ("ratio",)).items()}
         prefers = "above" if val.get(ratio, -1) > val.get(0.0, np.inf) else "not above"
-        diffs = paired_diffs(_at_ratio(sweep, "supervised", labels, ratio), base)
+        diffs = paired(_at_ratio(sweep, "supervised", labels, ratio), base)
         out.append([f"- **Synthetic pairs from `{masks}` masks** (new masks made from the labeled ones only), "
                     f"supervised, labels {labels}: ratio {ratio:g} chosen on validation (validation Dice "
                     f"{val.get(ratio, float('nan')):.3f}, {prefers} real only's {val.get(0.0, float('nan')):.3f}); "
@@ -112,13 +99,13 @@ def findings(low_rows: Rows, sweep: Rows, oracle: Rows, labels: str, decisions: 
             o = _at_ratio(oracle, "supervised", labels, ratio)
             out.append([f"- **Oracle upper bound, not a result**: the same GAN fed `phantom` masks, drawn by the "
                         f"generator that made the test set (no real dataset has one), at ratio {ratio:g}: gain over "
-                        "real only ", gain("oracle", paired_diffs(o, base)), f"; oracle minus `{masks}` masks ",
-                        gain("oracle - masks", paired_diffs(o, _at_ratio(sweep, "supervised", labels, ratio))),
+                        "real only ", gain("oracle", paired(o, base)), f"; oracle minus `{masks}` masks ",
+                        gain("oracle - masks", paired(o, _at_ratio(sweep, "supervised", labels, ratio))),
                         ". This is how much of a phantom-mask gain is the oracle."])
     leg = decisions.get("ssl_with_synthetic")
     if leg:
         m = leg["method"]
-        diffs = paired_diffs(_at_ratio(sweep, m, labels, leg["ratio"]), _real_only(sweep, m, labels))
+        diffs = paired(_at_ratio(sweep, m, labels, leg["ratio"]), _real_only(sweep, m, labels))
         out.append([f"- **{m} with synthetic pairs** (ratio {leg['ratio']:g}, chosen for supervised on validation) "
                     f"vs {m} on real pairs only: ", gain("leg", diffs), "."])
     formatted = fmt_family(family)
@@ -139,7 +126,7 @@ def low_label_table(low_rows: Rows) -> list[str]:
     lines = ["| method | labels | n labeled | val Dice | test Dice | test gain over supervised | n |",
              "|---|---|---|---|---|---|---|"]
     cells = group(low_rows, ("method", "labels"))
-    gains = fmt_family({key: paired_diffs(by_seed(cell), by_seed(low_rows, method="supervised", labels=key[1]))
+    gains = fmt_family({key: paired(by_seed(cell), by_seed(low_rows, method="supervised", labels=key[1]))
                         for key, cell in cells.items() if key[0] != "supervised"})
     for (method, labels) in sorted(cells, key=lambda k: (float(k[1][1:]), k[0] != "supervised", k[0])):
         cell = cells[(method, labels)]
@@ -158,7 +145,7 @@ def sweep_table(sweep: Rows, oracle: Rows, labels: str, chosen: float | None, ma
     sets = [(masks, [r for r in sweep if r["labels"] == labels and r["schedule"] == "constant"])]
     if oracle:
         sets.append(("phantom (oracle)", [r for r in oracle if r["labels"] == labels]))
-    gains = fmt_family({(mask_name, method, ratio): paired_diffs(by_seed(cell), _real_only(sweep, method, labels))
+    gains = fmt_family({(mask_name, method, ratio): paired(by_seed(cell), _real_only(sweep, method, labels))
                         for mask_name, rows in sets for (method, ratio), cell in group(rows, ("method", "ratio")).items()
                         if ratio != 0})
     for mask_name, rows in sets:

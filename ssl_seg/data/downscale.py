@@ -60,7 +60,7 @@ def downscale_folder(src: str | Path, dst: str | Path, factor: int) -> int:
                         "layout (MSD, HDF5 and phantom data are not supported)")
     if dst.exists():
         raise UserError(f"{dst}: exists; pick a new --out folder (nothing is overwritten)")
-    source = FolderSource(src)  # checks pairs, sizes and mask values as training reads them
+    source = FolderSource(src, require_foreground=False)  # checks pairs, sizes and mask values as training reads them
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
     try:

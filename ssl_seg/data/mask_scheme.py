@@ -68,9 +68,6 @@ def decide(stats: MaskStats, masks_dir: Path, stated: list[str] | None) -> tuple
     """(class names, binary) for masks with these values; binary means 255 -> class 1."""
     values = stats.values
     where = masks_dir.parent / CLASSES_FILE
-    if not any(values):
-        raise UserError(f"{masks_dir}: every mask is background only (all pixels 0), so there is nothing to segment "
-                        "and every score would be trivially 1; check that these are the right masks")
     if set(values) <= {0, 255} and 255 in values and (stated is None or len(stated) == 2):
         return (stated or ["background", "foreground"]), True
     if stated is not None:

@@ -110,7 +110,7 @@ class FolderSource(IndexedSource):
     (see mask_scheme; DIR/classes.json may name the classes). 16-bit images are scaled by their bit range. Gray and RGB images may be mixed (gray is then repeated to RGB); sizes may differ. Case id = stem.
     """
 
-    def __init__(self, root: str | Path, name: str | None = None):
+    def __init__(self, root: str | Path, name: str | None = None, require_foreground: bool = True):
         self.root = Path(root)
         self.name = name if name is not None else str(root)
         if not self.root.is_dir():
@@ -142,6 +142,9 @@ class FolderSource(IndexedSource):
             mask = _read_mask(path)
             _check_size(path, mask.shape, image_path, size)
             stats.add(mask, path)
+        if require_foreground and not any(stats.values):
+            raise UserError(f"{masks_dir}: every mask is background only (all pixels 0), so there is nothing to "
+                            "segment and every score would be trivially 1; check that these are the right masks")
         self.class_names, self._binary = mask_scheme.decide(stats, masks_dir, mask_scheme.stated_classes(self.root))
         self.num_classes = len(self.class_names)
 

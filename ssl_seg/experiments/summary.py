@@ -65,27 +65,6 @@ def mean_std(values: list[float | None]) -> tuple[float, float, int]:
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
 
 
-def paired_wins(rows: list[dict[str, Any]], method: str, backbone: str, labels: str,
-                key: str = "dice") -> tuple[int, int]:
-    """(seeds where `method` beats supervised on the same labeled set, seeds compared), on score `key`."""
-    by_seed = {r["seed"]: r.get(key) for r in rows if r["method"] == method and r["backbone"] == backbone
-               and r["labels"] == labels}
-    sup = {r["seed"]: r.get(key) for r in rows if r["method"] == "supervised" and r["backbone"] == backbone
-           and r["labels"] == labels}
-    common = [s for s in by_seed if s in sup and by_seed[s] is not None and sup[s] is not None]
-    return sum(by_seed[s] > sup[s] for s in common), len(common)
-
-
-def paired_diffs(rows: list[dict[str, Any]], method: str, backbone: str, labels: str,
-                 key: str = "dice") -> list[float]:
-    """Per-seed `key` of `method` minus supervised on the same labeled set (seeds with both only)."""
-    this = {r["seed"]: r.get(key) for r in rows if (r["method"], r["backbone"], r["labels"]) == (method, backbone,
-                                                                                              labels)}
-    sup = {r["seed"]: r.get(key) for r in rows if (r["method"], r["backbone"], r["labels"]) == ("supervised",
-                                                                                             backbone, labels)}
-    return [this[s] - sup[s] for s in sorted(this) if s in sup and this[s] is not None and sup[s] is not None]
-
-
 def gap_recovery(rows: list[dict[str, Any]], backbone: str, key: str = "dice") -> dict[tuple[str, str], float]:
     """(method, labels) -> (SSL - supervised) / (full-label supervised - supervised), from seed means of `key`."""
     full = mean_std([r.get(key) for r in rows if r["backbone"] == backbone and r["method"] == "supervised"

@@ -27,6 +27,7 @@ from .grid import GridRun, check_grid, collect, run_grid
 from ..io_utils import atomic_write_text
 from ..run_flags import add_run_flags, registry_choices
 from .stats import fmt_family_gain, fmt_mean_std, holm_gains
+from .results import by_seed, choose_on_validation, paired
 from .summary import group, mean_std, summary_rows
 from .tables import write_csv
 
@@ -83,20 +84,14 @@ def sweep_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def paired_gains(rows: list[dict[str, Any]], method: str, labels: str, schedule: str, ratio: float,
                  key: str = "dice") -> dict[int, float]:
     """seed -> `key` at (`schedule`, `ratio`) minus the real-only run of the same seed (seeds with both only)."""
-    def by_seed(match) -> dict[int, float]:
-        return {r["seed"]: r[key] for r in rows if r["method"] == method and r["labels"] == labels and match(r)
-                and r[key] is not None}
-
-    base = by_seed(lambda r: is_real_only(r["schedule"], r["ratio"]))
-    this = by_seed(lambda r: r["schedule"] == schedule and r["ratio"] == ratio)
-    return {s: this[s] - base[s] for s in sorted(this) if s in base}
+    base = by_seed(rows, key, where=lambda r: is_real_only(r["schedule"], r["ratio"]), method=method, labels=labels)
+    this = by_seed(rows, key, method=method, labels=labels, schedule=schedule, ratio=ratio)
+    return dict(zip(sorted(s for s in this if s in base), paired(this, base)))
 
 
 def best_on_validation(rows: list[dict[str, Any]]) -> tuple[str, float] | None:
     """The (schedule, ratio) cell with the highest mean validation Dice (ties: real-only, then the smaller ratio)."""
-    means = {k: mean_std([r["val_dice"] for r in v])[0] for k, v in group(rows, ("schedule", "ratio")).items()}
-    means = {k: m for k, m in means.items() if np.isfinite(m)}
-    return max(means, key=lambda k: (means[k], is_real_only(*k), -k[1])) if means else None
+    return choose_on_validation(rows, ("schedule", "ratio"), lambda k: (is_real_only(*k), -k[1]))
 
 
 def reported_scores(rows: list[dict[str, Any]]) -> tuple[str, str, str]:

@@ -11,7 +11,8 @@ import numpy as np
 
 from ..io_utils import atomic_write_text
 from .stats import decimals_for, fmt_family
-from .summary import gap_recovery, group, label_order, mean_std, paired_diffs, paired_wins
+from .results import by_seed, paired, wins
+from .summary import gap_recovery, group, label_order, mean_std
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -80,7 +81,9 @@ def _score_tables(rows: list[dict[str, Any]], dice_key: str, hd_key: str) -> lis
         best_hd = {lab: min(((s[1][0], m) for (m, l2), s in stats.items() if l2 == lab and np.isfinite(s[1][0])),
                             default=(None, None)) for lab in {k[1] for k in stats}}
         recovery = gap_recovery(sub, backbone, dice_key)
-        gains = fmt_family({(m, lab): paired_diffs(sub, m, backbone, lab, dice_key) for m, lab in cells
+        scores = {k: by_seed(v, dice_key) for k, v in cells.items()}
+        supervised = {lab: scores.get(("supervised", lab), {}) for _, lab in cells}
+        gains = fmt_family({(m, lab): paired(scores[m, lab], supervised[lab]) for m, lab in cells
                             if m != "supervised"})
         lines += [f"### {backbone}", "", "| method | labels | n labeled | Dice | HD95 | beats supervised (seeds) "
                   "| paired gain, Holm-adjusted CI | gap recovered | s / iter |", "|---|---|---|---|---|---|---|---|---|"]
@@ -92,8 +95,8 @@ def _score_tables(rows: list[dict[str, Any]], dice_key: str, hd_key: str) -> lis
                 dice = f"**{dice}**"
             if best_hd[labels][1] == method:
                 hd = f"**{hd}**"
-            wins, compared = paired_wins(sub, method, backbone, labels, dice_key)
-            beats = "-" if method == "supervised" else f"{wins}/{compared}"
+            won, compared = wins(scores[method, labels], supervised[labels])
+            beats = "-" if method == "supervised" else f"{won}/{compared}"
             gain = gains.get((method, labels), "-")
             rec = recovery.get((method, labels))
             speed = float(np.mean([r["s_per_iteration"] for r in cells[(method, labels)]]))
