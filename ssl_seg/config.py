@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .flags import choices_of, opt
+from .flags import check_fields, choices_of, opt
 from .io_utils import atomic_write_json
 
 
@@ -71,33 +71,51 @@ class ModelConfig:
                                 metavar="RUN_DIR")
 
 
+# which methods read a method option (its --help group)
+TEACHERS = ("mean-teacher", "uncertainty-mt", "pseudo-label", "bcp")
+MEAN_TEACHERS = ("mean-teacher", "uncertainty-mt")
+PSEUDO_LABELS = ("pseudo-label", "unimatch")
+UNLABELED = ("mean-teacher", "uncertainty-mt", "pseudo-label", "cps", "unimatch", "bcp")
+
+
 @dataclass
 class MethodConfig:
-    """Semi-supervised method and its hyperparameters (all methods read the fields they need)."""
+    """Semi-supervised method and its hyperparameters (the groups below name the methods that read each one)."""
 
     name: str = opt("supervised", "(semi-)supervised method", flag="--method", metavar="METHOD")
     loss: str = opt("dice_ce", "segmentation loss of the labeled pixels")
-    ema_decay: float = opt(0.99, "EMA decay of the teacher (mean-teacher, uncertainty-mt, pseudo-label with "
-                                 "--teacher-labels, bcp)")
-    consistency: str = opt("mse", "consistency of mean-teacher / uncertainty-mt", choices=("mse", "kl"))
-    consistency_weight: float = opt(1.0, "weight of the unlabeled loss (after its ramp-up)")
+    ema_decay: float = opt(0.99, "EMA decay of the teacher (pseudo-label only with --teacher-labels)",
+                           used_by=TEACHERS, check=(lambda v: 0 <= v < 1, "in [0, 1), e.g. 0.99"))
+    consistency: str = opt("mse", "consistency between student and teacher", choices=("mse", "kl"),
+                           used_by=MEAN_TEACHERS)
+    consistency_weight: float = opt(1.0, "weight of the unlabeled loss (after its ramp-up)",
+                                    used_by=("mean-teacher", "uncertainty-mt", "pseudo-label", "cps"),
+                                    check=(lambda v: v >= 0, ">= 0, e.g. 1.0"))
     rampup_fraction: float = opt(0.4, "unlabeled losses ramp up (sigmoid) over this share of training; "
-                                      "0 = full weight at once")
-    noise_std: float = opt(0.1, "mean-teacher / uncertainty-mt: std of the Gaussian noise on the teacher's input")
-    threshold: float = opt(0.95, "pseudo-label / unimatch: confidence threshold of a pseudo-labeled pixel")
-    threshold_rule: str = opt("fixed", "pseudo-label / unimatch: fixed (--threshold) or freematch (self-adaptive "
-                                       "and class-wise, Wang et al. ICLR 2023)", choices=("fixed", "freematch"))
+                                      "0 = full weight at once", used_by=UNLABELED,
+                                 check=(lambda v: 0 <= v <= 1, "in [0, 1], e.g. 0.4"))
+    noise_std: float = opt(0.1, "std of the Gaussian noise on the teacher's input", used_by=MEAN_TEACHERS,
+                           check=(lambda v: v >= 0, ">= 0"))
+    threshold: float = opt(0.95, "confidence threshold of a pseudo-labeled pixel", used_by=PSEUDO_LABELS,
+                           check=(lambda v: 0 <= v <= 1, "a probability in [0, 1], e.g. 0.95"))
+    threshold_rule: str = opt("fixed", "fixed (--threshold) or freematch (self-adaptive and class-wise, Wang et al. "
+                                       "ICLR 2023)", choices=("fixed", "freematch"), used_by=PSEUDO_LABELS)
     threshold_momentum: float = opt(0.999, "freematch threshold and distribution alignment: EMA momentum of their "
-                                           "class statistics (FreeMatch's 0.999)")
-    distribution_alignment: bool = opt(False, "pseudo-label / unimatch: scale weak-view probabilities by the labeled "
-                                              "class frequencies over their running mean (ReMixMatch)")
-    teacher_labels: bool = opt(False, "pseudo-label: take the pseudo-labels from an EMA teacher")
-    cutmix_prob: float = opt(0.5, "pseudo-label / unimatch: probability of CutMix on an unlabeled image")
-    feature_dropout: float = opt(0.5, "unimatch: dropout rate of the feature-perturbation branch")
-    uncertainty_threshold: float = opt(0.75, "uncertainty-mt: starting entropy threshold, as a share of ln K")
-    pretrain_fraction: float = opt(0.25, "bcp: share of iterations of labeled copy-paste pre-training "
-                                         "(theirs 10k of 40k)")
-    mixed_unlabeled_weight: float = opt(0.5, "bcp: loss weight of pixels from unlabeled images")
+                                           "class statistics (FreeMatch's 0.999)", used_by=PSEUDO_LABELS,
+                                    check=(lambda v: 0 <= v < 1, "in [0, 1), e.g. 0.999"))
+    distribution_alignment: bool = opt(False, "scale weak-view probabilities by the labeled class frequencies over "
+                                              "their running mean (ReMixMatch)", used_by=PSEUDO_LABELS)
+    teacher_labels: bool = opt(False, "take the pseudo-labels from an EMA teacher", used_by=("pseudo-label",))
+    cutmix_prob: float = opt(0.5, "probability of CutMix on an unlabeled image", used_by=PSEUDO_LABELS,
+                             check=(lambda v: 0 <= v <= 1, "in [0, 1]"))
+    feature_dropout: float = opt(0.5, "dropout rate of the feature-perturbation branch", used_by=("unimatch",),
+                                 check=(lambda v: 0 <= v < 1, "in [0, 1)"))
+    uncertainty_threshold: float = opt(0.75, "starting entropy threshold, as a share of ln K",
+                                       used_by=("uncertainty-mt",), check=(lambda v: v >= 0, ">= 0"))
+    pretrain_fraction: float = opt(0.25, "share of iterations of labeled copy-paste pre-training (theirs 10k of 40k)",
+                                   used_by=("bcp",), check=(lambda v: 0 <= v < 1, "in [0, 1), e.g. 0.25"))
+    mixed_unlabeled_weight: float = opt(0.5, "loss weight of pixels from unlabeled images", used_by=("bcp",),
+                                        check=(lambda v: v >= 0, ">= 0, e.g. 0.5"))
 
 
 @dataclass
@@ -158,17 +176,6 @@ class RunConfig:
             ("--synthetic-ratio", d.synthetic_ratio, 0 <= d.synthetic_ratio <= 1, "in [0, 1]"),
             ("--ratio-end", d.ratio_end, d.ratio_end is None or 0 <= d.ratio_end <= 1, "in [0, 1]"),
             ("--base-channels", self.model.base_channels, self.model.base_channels >= 1, "at least 1"),
-            ("--ema-decay", m.ema_decay, 0 <= m.ema_decay < 1, "in [0, 1), e.g. 0.99"),
-            ("--consistency-weight", m.consistency_weight, m.consistency_weight >= 0, ">= 0, e.g. 1.0"),
-            ("--rampup-fraction", m.rampup_fraction, 0 <= m.rampup_fraction <= 1, "in [0, 1], e.g. 0.4"),
-            ("--threshold", m.threshold, 0 <= m.threshold <= 1, "a probability in [0, 1], e.g. 0.95"),
-            ("--threshold-momentum", m.threshold_momentum, 0 <= m.threshold_momentum < 1, "in [0, 1), e.g. 0.999"),
-            ("--noise-std", m.noise_std, m.noise_std >= 0, ">= 0"),
-            ("--cutmix-prob", m.cutmix_prob, 0 <= m.cutmix_prob <= 1, "in [0, 1]"),
-            ("--feature-dropout", m.feature_dropout, 0 <= m.feature_dropout < 1, "in [0, 1)"),
-            ("--uncertainty-threshold", m.uncertainty_threshold, m.uncertainty_threshold >= 0, ">= 0"),
-            ("--pretrain-fraction", m.pretrain_fraction, 0 <= m.pretrain_fraction < 1, "in [0, 1), e.g. 0.25"),
-            ("--mixed-unlabeled-weight", m.mixed_unlabeled_weight, m.mixed_unlabeled_weight >= 0, ">= 0, e.g. 0.5"),
             ("--labeled-batch-size", t.labeled_batch_size, t.labeled_batch_size is None or t.labeled_batch_size >= 1,
              "at least 1"),
             ("--iterations", t.iterations, t.iterations >= 1, "at least 1"),
@@ -189,6 +196,7 @@ class RunConfig:
                 ok = False
             if not ok:
                 raise UserError(f"{flag} {value}: must be {valid}")
+        check_fields(m)
         if d.volume_by is not None:
             from .data.slice_volumes import parse_volume_by
 

@@ -19,7 +19,9 @@ from .errors import UserError
 
 def opt(default: Any, help: str, **meta: Any) -> Any:
     """A dataclass field with its --help text; `meta` may hold `flag` (the flag's name when it is not
-    --field-name), `choices` (fixed valid values) and `metavar`. A list default is copied per instance."""
+    --field-name), `choices` (fixed valid values), `metavar`, `used_by` (the registry names that read it: its --help
+    group) and `check` ((predicate, "valid range in words"): `check_fields` refuses other values). A list default is
+    copied per instance."""
     metadata = {"help": help, **meta}
     if isinstance(default, list):
         return dataclasses.field(default_factory=default.copy, metadata=metadata)
@@ -46,6 +48,7 @@ class Flag:
     metavar: Any
     section: str = ""  # the nested config it belongs to ("" at the top level): its --help group
     section_doc: str = ""
+    used_by: tuple[str, ...] = ()  # the methods (or other choices) that read it: a --help group of their own
 
 
 def flag_name(field_name: str) -> str:
@@ -66,7 +69,7 @@ def config_flags(cls: type, prefix: str = "", section: tuple[str, str] = ("", ""
         choices = f.metadata.get("choices")
         flags.append(Flag(f"{prefix}{f.name}", f.metadata.get("flag", flag_name(f.name)), _without_none(hint),
                           default, f.metadata.get("help", ""), tuple(choices) if choices else None,
-                          f.metadata.get("metavar", f.name.upper()), *section))
+                          f.metadata.get("metavar", f.name.upper()), *section, tuple(f.metadata.get("used_by", ()))))
     return flags
 
 
@@ -81,12 +84,25 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, choices: Map
             continue
         if choices and flag.path in choices:
             flag = dataclasses.replace(flag, choices=tuple(choices[flag.path]))
-        if flag.section not in groups:
-            groups[flag.section] = parser.add_argument_group(flag.section, flag.section_doc)
-        groups[flag.section].add_argument(flag.name, dest=flag.path, default=argparse.SUPPRESS,
-                                          help=_help(flag, (notes or {}).get(flag.path)), **_parsing(flag))
+        prefix = f"{flag.section}: " if flag.section else ""
+        group = f"{prefix}{', '.join(flag.used_by)} only" if flag.used_by else flag.section
+        if group not in groups:
+            groups[group] = parser.add_argument_group(group, None if flag.used_by else flag.section_doc)
+        groups[group].add_argument(flag.name, dest=flag.path, default=argparse.SUPPRESS,
+                                   help=_help(flag, (notes or {}).get(flag.path)), **_parsing(flag))
         added.append(flag)
     return added
+
+
+def check_fields(config: Any) -> None:
+    """Refuse a value outside the `check` its field declares, naming the flag and the valid range (NaN never passes)."""
+    for f in dataclasses.fields(config):
+        if "check" not in f.metadata:
+            continue
+        value, (ok, valid) = getattr(config, f.name), f.metadata["check"]
+        finite = not (isinstance(value, float) and value != value) and value not in (float("inf"), float("-inf"))
+        if value is not None and not (finite and ok(value)):
+            raise UserError(f"{f.metadata.get('flag', flag_name(f.name))} {value}: must be {valid}")
 
 
 def given(args: argparse.Namespace, flags: Sequence[Flag]) -> dict[str, Any]:

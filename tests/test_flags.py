@@ -104,7 +104,7 @@ def test_each_ssl_flag_round_trips_into_its_field(flag):
     words, expected = _other_value(flag)
     args = SSL_TRAIN.parse_args(words)
     cfg = cli.config_from_args(args, args.config_flags)
-    if flag.path in ("data.data", "data.split_file"):  # paths are made absolute
+    if flag.path in ("data.data", "data.split_file", "model.init_from"):  # paths are made absolute
         expected = os.path.abspath(expected)
     elif flag.path == "data.synthetic":
         expected = [os.path.abspath(p) for p in expected]
@@ -144,8 +144,10 @@ def test_help_shows_defaults_and_every_registered_name():
     assert "uncertainty-mt" in method_names()
     for name in [*method_names(), *model_names()]:
         assert name in text, name
-    assert "--noise-std NOISE_STD mean-teacher / uncertainty-mt: std of the Gaussian noise on the teacher's input " \
-           "(default: 0.1)" in text
+    # a method's options sit in a group naming the methods that read them
+    assert "method: mean-teacher, uncertainty-mt only: --consistency CONSISTENCY" in text
+    assert "--noise-std NOISE_STD std of the Gaussian noise on the teacher's input (default: 0.1)" in text
+    assert "method: unimatch only: --feature-dropout FEATURE_DROPOUT" in text
     assert "--fractions TRAIN VAL TEST train, val and test shares of the cases (default: 0.7 0.1 0.2)" in text
     assert "--augment, --no-augment" in text and "(default: on)" in text
     gan_text = " ".join(GAN_TRAIN.format_help().split())
@@ -303,3 +305,25 @@ def test_every_command_in_the_readme_parses():
     for command in commands:
         prog, *words = shlex.split(command)
         (cli if prog == "ssl-seg" else gan_cli).build_parser().parse_args(words)  # a bad flag raises UserError
+
+
+def test_declared_checks_refuse_values_outside_their_range():
+    import dataclasses
+
+    from ssl_seg.errors import UserError
+    from ssl_seg.flags import check_fields, opt
+
+    @dataclasses.dataclass
+    class ToyOptions:  # a method's own options, ranges declared beside the fields
+        strength: float = opt(0.5, "how strong", used_by=("toy",), check=(lambda v: 0 <= v <= 1, "in [0, 1]"))
+        passes: int = opt(2, "how many", check=(lambda v: v >= 1, "at least 1"))
+
+    check_fields(ToyOptions())
+    for bad, message in ((ToyOptions(strength=1.5), "--strength 1.5: must be in [0, 1]"),
+                         (ToyOptions(strength=float("nan")), "--strength nan: must be in [0, 1]"),
+                         (ToyOptions(passes=0), "--passes 0: must be at least 1")):
+        with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            check_fields(bad)
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, ToyOptions)
+    assert "toy only:" in parser.format_help()
