@@ -14,11 +14,11 @@ from pathlib import Path
 
 from ssl_seg.data.readers import open_source
 from ssl_seg.experiments import profiles
+from ssl_seg.experiments.synthesis import SynthesisRequest
 from ssl_seg.errors import UserError
 
 from .checkpoint import CHECKPOINT_NAME
 from .config import RESUMABLE, GanConfig
-from .masks import DEFAULT_MASK_SOURCE
 from .networks import auto_n_down
 from .synthesize import H5_NAME, synthesize
 from .train import train_gan
@@ -56,23 +56,23 @@ def synthetic_dir(out_dir: Path, mask_source: str) -> Path:
     return Path(out_dir) / f"{SYN_SUBDIR}_{mask_source}"
 
 
-def train_and_synthesize(data: str, labeled_fraction: float, split_seed: int, out_dir: Path, profile: str,
-                         device: str, n: int | None = None, mask_source: str = DEFAULT_MASK_SOURCE,
-                         spatial_dims: int = 2, group_by: str | None = None, split_file: str | None = None) -> Path:
-    """Train pix2pix on the labeled pairs of ssl-seg's split of `data` (with the runs' `group_by` / `split_file`,
-    so the GAN sees exactly their labeled pairs) and write `n` synthetic pairs from
-    `mask_source` masks; returns the synthetic HDF5 file (OUT_DIR/synthetic_<mask_source>/synthetic.h5), or
+def train_and_synthesize(request: SynthesisRequest) -> Path:
+    """The `pix2pix` Synthesizer: train pix2pix on the labeled pairs of ssl-seg's split of the request's data (with
+    the runs' `group_by` / `split_file`, so the GAN sees exactly their labeled pairs) and write `n` synthetic pairs
+    from `mask_source` masks; returns the synthetic HDF5 file (OUT_DIR/synthetic_<mask_source>/synthetic.h5), or
     with `spatial_dims` 3 the MSD folder of `n` volumes (default: the profile's pairs as slices). Finished work
     is reused, a killed GAN run resumed; several mask sources share one GAN."""
-    out_dir = Path(out_dir)
+    r = request
+    data, out_dir, device, n, mask_source, spatial_dims = (r.data, Path(r.out_dir), r.device, r.n, r.mask_source,
+                                                            r.spatial_dims)
     gan_dir, syn_dir = out_dir / GAN_SUBDIR, synthetic_dir(out_dir, mask_source)
     volumes = spatial_dims == 3
     result, last_file = (syn_dir, syn_dir / "dataset.json") if volumes else (syn_dir / H5_NAME, syn_dir / H5_NAME)
     manifest_file = syn_dir / "manifest.json"
-    wanted = gan_config(data, labeled_fraction, split_seed, gan_dir, profile, device, spatial_dims, group_by,
-                        split_file)
+    wanted = gan_config(data, r.labeled_fraction, r.split_seed, gan_dir, r.profile, device, spatial_dims, r.group_by,
+                        r.split_file)
     if n is None:
-        n = profiles.gan_budget(profile).n
+        n = profiles.gan_budget(r.profile).n
         if volumes:  # as many slices as the profile's pairs
             n = max(1, round(n / open_source(data, spatial_dims).median_shape()[0]))
     source = mask_source

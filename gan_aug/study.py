@@ -32,6 +32,7 @@ from ssl_seg.flags import as_words, given
 from ssl_seg.run_flags import add_run_flags
 from ssl_seg.experiments.executors import add_executor_flags, build_executor, job_results, submission_error
 from ssl_seg.experiments.grid import GridRun, collect
+from ssl_seg.experiments.synthesis import SynthesisRequest
 from ssl_seg.io_utils import atomic_write_json, atomic_write_text
 from ssl_seg.experiments.sweep import (as_reported, plot_dice_vs_ratio, sweep_rows, sweep_runs,
                                        write_sweep_summary)
@@ -149,8 +150,8 @@ def synthetic_sets(data: str, fraction: float, split_seed: int, out_dir: Path, p
     """Train the GAN on the runs' split and write its synthetic sets: mask source -> synthetic.h5 (the oracle's
     only with `oracle`)."""
     sources = [DEFAULT_MASK_SOURCE] + (["phantom"] if oracle else [])
-    sets = {m: str(train_and_synthesize(data, fraction, split_seed, out_dir, profile_name, device, mask_source=m,
-                                        group_by=group_by, split_file=split_file))
+    sets = {m: str(train_and_synthesize(SynthesisRequest(data, fraction, split_seed, out_dir, profile_name, device,
+                                                         mask_source=m, group_by=group_by, split_file=split_file)))
             for m in sources}
     return sets
 

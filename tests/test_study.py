@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +18,7 @@ from ssl_seg.cli import main
 from ssl_seg.data.readers import open_source
 from ssl_seg.data.splits import Split
 from ssl_seg.errors import UserError
+from ssl_seg.experiments.synthesis import SynthesisRequest
 
 DATA = "phantom:cardiac?n=24&size=32"
 
@@ -72,8 +75,8 @@ def test_no_default_mask_source_is_the_phantom_oracle():
     from ssl_seg.experiments.sweep import add_sweep_args
 
     assert DEFAULT_MASK_SOURCE == "deform"
-    defaults = [inspect.signature(f).parameters["mask_source"].default
-                for f in (provider.train_and_synthesize, synthesize)]
+    defaults = [SynthesisRequest(DATA, 0.1, 0, Path("o"), "tiny", "cpu").mask_source,
+                inspect.signature(synthesize).parameters["mask_source"].default]
     defaults.append(build_parser().parse_args(["synthesize", "--checkpoint", "g", "--n", "1", "--out", "o"]).mask_source)
     sweep = argparse.ArgumentParser()
     add_sweep_args(sweep)
@@ -87,14 +90,15 @@ def test_provider_resumes_a_killed_gan_and_refuses_other_settings(tmp_path, monk
     calls = []
     real = provider.train_gan
     monkeypatch.setattr(provider, "train_gan", lambda cfg, resume: (calls.append(resume), real(cfg, resume))[1])
-    path = provider.train_and_synthesize(DATA, 0.25, 0, tmp_path, "tiny", "cpu", n=6)
+    request = SynthesisRequest(DATA, 0.25, 0, tmp_path, "tiny", "cpu", n=6)
+    path = provider.train_and_synthesize(request)
     assert calls == [True] and json.loads((tmp_path / "gan" / "result.json").read_text())["iterations"] == 4
     assert path == tmp_path / "synthetic_deform" / "synthetic.h5" and len(open_source(str(path))) == 6
     # phantom data, yet the masks come from the labeled masks: the phantom generator is an oracle
     assert json.loads((path.parent / "manifest.json").read_text())["mask_source"] == "deform"
-    assert provider.train_and_synthesize(DATA, 0.25, 0, tmp_path, "tiny", "cpu", n=6) == path and calls == [True]
+    assert provider.train_and_synthesize(request) == path and calls == [True]
     with pytest.raises(UserError, match="other settings"):
-        provider.train_and_synthesize(DATA, 0.25, 1, tmp_path, "tiny", "cpu", n=6)  # another split seed
+        provider.train_and_synthesize(dataclasses.replace(request, split_seed=1))  # another split seed
 
 
 def test_tiny_study_end_to_end_then_resume_redoes_nothing(tmp_path, monkeypatch, capsys):

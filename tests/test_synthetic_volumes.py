@@ -23,6 +23,7 @@ from gan_aug.volumes import SHARES, adjacent_correlation, fit_noise_share
 from ssl_seg.cli import main as ssl_main
 from ssl_seg.data.readers import open_source, task_differences
 from ssl_seg.errors import UserError
+from ssl_seg.experiments.synthesis import SynthesisRequest
 
 DATA = "phantom:lesion_volume?n=6&size=16"  # (8, 16, 16) voxels of 3 x 1 x 1 mm, 3 classes
 
@@ -190,8 +191,8 @@ def test_sweep_trains_a_gan_and_mixes_synthetic_volumes(tmp_path: Path, monkeypa
     ratios = sorted(json.loads(p.read_text())["synthetic_ratio_mean"] for p in out.glob("runs/*/result.json"))
     assert ratios == [0.0, 0.5]
     monkeypatch.setattr(provider, "train_gan", lambda *a, **k: pytest.fail("finished work must be reused"))
-    assert provider.train_and_synthesize(DATA, 0.5, 0, out / "synthetic" / "f0.5", "tiny", "cpu",
-                                         spatial_dims=3) == syn
+    request = SynthesisRequest(DATA, 0.5, 0, out / "synthetic" / "f0.5", "tiny", "cpu", spatial_dims=3)
+    assert provider.train_and_synthesize(request) == syn
 
 
 def test_cli_trains_a_volume_gan(tmp_path: Path, capsys) -> None:

@@ -29,6 +29,7 @@ from ..run_flags import add_run_flags, registry_choices
 from .stats import fmt_family_gain, fmt_mean_std, holm_gains
 from .results import by_seed, choose_on_validation, paired
 from .summary import group, mean_std, summary_rows
+from .synthesis import SynthesisRequest, synthesizer
 from .tables import write_csv
 
 log = logging.getLogger(__name__)
@@ -182,15 +183,6 @@ def write_sweep_summary(root: Path, title: str) -> list[dict[str, Any]]:
     return rows
 
 
-def synthesizer(name: str = "pix2pix") -> Callable[..., Path]:
-    """The synthesizer registered under `name` in the `ssl_seg.synthesizers` entry-point group."""
-    found = {e.name: e for e in entry_points(group="ssl_seg.synthesizers")}
-    if name not in found:
-        raise UserError(f"--train-gan needs a synthesizer '{name}'; installed: {sorted(found) or 'none'} "
-                        "(install medseg-lab with its gan_aug package: pip install -e .)")
-    return found[name].load()
-
-
 def parse_synthetic(values: list[str], fractions: list[float]) -> dict[float, list[str]]:
     """--synthetic DIR (for every fraction) or FRACTION=DIR (for one), repeatable."""
     out: dict[float, list[str]] = {f: [] for f in fractions}
@@ -261,11 +253,11 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         make = synthesizer()
         for f, dirs in synthetic.items():
             if not dirs:
-                dirs.append(str(make(data=base.data.data, labeled_fraction=f, split_seed=args.split_seed,
-                                     out_dir=root / "synthetic" / label_key(f, None), profile=args.profile,
-                                     device=args.device, n=args.n_synthetic, mask_source=args.mask_source,
-                                     spatial_dims=base.data.spatial_dims, group_by=base.data.split_group_by(),
-                                     split_file=base.data.split_file)))
+                dirs.append(str(make(SynthesisRequest(
+                    base.data.data, f, args.split_seed, root / "synthetic" / label_key(f, None), args.profile,
+                    args.device, n=args.n_synthetic, mask_source=args.mask_source,
+                    spatial_dims=base.data.spatial_dims, group_by=base.data.split_group_by(),
+                    split_file=base.data.split_file))))
     missing = [f for f, d in synthetic.items() if not d]
     if missing and any(r > 0 for r in args.ratios) and not args.summary_only:
         raise UserError(f"no synthetic data for fraction(s) {missing}: pass --synthetic or --train-gan")
