@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from ssl_seg.config import DataConfig, absolute_data, build_config
+from ssl_seg.config import DataConfig, SavedConfig, absolute_data, build_config
 from ssl_seg.errors import UserError
 from ssl_seg.flags import like, opt
-from ssl_seg.io_utils import atomic_write_json
 
 
 # fields a resumed run may change: where it runs, how long, and how it reports
@@ -21,11 +18,13 @@ RESUMABLE = frozenset({"iterations", "device", "amp", "progress", "log_every", "
 
 
 @dataclass
-class GanConfig:
+class GanConfig(SavedConfig):
     """Data and split (same meaning as `ssl-seg train`), networks, losses, schedule, device and logging.
 
     Every field is one line `name: type = opt(default, help)` and is a flag of `gan-aug train` (`--name`).
     """
+
+    MADE_BY = "gan-aug train"
 
     data: str = like(DataConfig, "data")
     labeled_fraction: float | None = like(DataConfig, "labeled_fraction")
@@ -141,26 +140,7 @@ class GanConfig:
                                    pseudo_labels=absolute_data(self.pseudo_labels) if self.pseudo_labels
                                    else None)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-safe dict."""
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "GanConfig":
         """Rebuild from `to_dict` output; unknown keys are an error naming them."""
         return build_config(cls, d)
-
-    def save(self, path: str | Path) -> None:
-        """Write as JSON (atomically)."""
-        atomic_write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | Path) -> "GanConfig":
-        """Read a config written by `save`."""
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{path}: GAN config not found; is this a run directory made by 'gan-aug train'?")
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}: not valid JSON ({e}); re-run 'gan-aug train' or fix the file") from None

@@ -149,8 +149,39 @@ class TrainConfig:
     progress: bool = opt(True, "progress bar")
 
 
+class SavedConfig:
+    """A config dataclass that saves itself next to a run's outputs and reads itself back (RunConfig, GanConfig);
+    the class gives `from_dict` and `MADE_BY` (the command that writes its runs, for messages)."""
+
+    MADE_BY = "ssl-seg train"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (JSON-safe)."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        """Rebuild from `to_dict` output (each config class checks its own fields)."""
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> None:
+        """Write as JSON (atomically)."""
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Any:
+        """Read a config JSON written by `save`; a missing or unreadable file is one line naming it."""
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{path}: config file not found; is this a run directory made by '{cls.MADE_BY}'?")
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"{path}: not valid JSON ({e}); re-run '{cls.MADE_BY}' or fix the file") from None
+
+
 @dataclass
-class RunConfig:
+class RunConfig(SavedConfig):
     """Everything that defines one training run."""
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -221,10 +252,6 @@ class RunConfig:
             cfg.model = dataclasses.replace(cfg.model, init_from=absolute_data(cfg.model.init_from))
         return cfg
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (JSON-safe)."""
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
         """Rebuild from `to_dict` output; unknown keys are an error naming the key."""
@@ -238,21 +265,6 @@ class RunConfig:
             else:
                 raise UserError(f"unknown config section '{key}'; valid: {', '.join([*sections, 'out'])}")
         return cls(**kwargs)
-
-    def save(self, path: str | Path) -> None:
-        """Write as JSON (atomically)."""
-        atomic_write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | Path) -> "RunConfig":
-        """Read a config JSON written by `save`."""
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{path}: config file not found; is this a run directory made by 'ssl-seg train'?")
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"{path}: not valid JSON ({e}); re-run training or fix the file") from None
 
 
 # fields a resumed run may change: how long it runs, where, and how it reports (a longer run stretches the lr decay)
