@@ -133,3 +133,16 @@ def test_shared_hippocampus_reads_as_slices(shared_data):
     assert src.class_names == ["background", "Anterior", "Posterior"]
     s = src.load(0)
     assert s.image.shape[0] == 1 and s.mask.max() <= 2
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_label_values_dataset_json_does_not_name_are_refused(tmp_path, spatial_dims):
+    """Before: a value 3 with classes 0..2 in dataset.json became a silent fourth class 'class_3'."""
+    image, label = _pair()
+    label[0, 0, 0] = 3
+    root = _msd(tmp_path / "ds", {"v": (image, label)})
+    with pytest.raises(UserError, match=r"holds value 3, but 'labels' names classes 0\.\.2"):
+        open_source(str(root), spatial_dims)
+    blank = _msd(tmp_path / "blank", {"v": (image, np.zeros_like(label))})
+    with pytest.raises(UserError, match="background only"):
+        open_source(str(blank), spatial_dims)

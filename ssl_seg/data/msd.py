@@ -238,10 +238,16 @@ def _scaled_channels(image_paths: list[Path], imgs: list) -> np.ndarray:
     return scaled
 
 
-def class_names_for(index: MSDIndex, highest_label: int) -> list[str]:
-    """dataset.json's class names, extended with class_<k> up to the highest label value found (at least 2)."""
-    num_classes = max(2, highest_label + 1, len(index.class_names))
-    return index.class_names + [f"class_{k}" for k in range(len(index.class_names), num_classes)]
+def class_names_for(index: MSDIndex, highest_label: int, root: Path) -> list[str]:
+    """dataset.json's class names (at least background and one class); a label value it does not name is refused
+    (it would be trained and scored as a class nobody declared)."""
+    if highest_label >= len(index.class_names):
+        raise UserError(f"{root / 'dataset.json'}: a label file holds value {highest_label}, but 'labels' names "
+                        f"classes 0..{len(index.class_names) - 1}; add the class to 'labels' or fix the label files")
+    if highest_label == 0:
+        raise UserError(f"{root}: every label volume is background only (all 0), so there is nothing to segment; "
+                        "check the labelsTr files")
+    return index.class_names + [f"class_{k}" for k in range(len(index.class_names), 2)]
 
 
 class MSDSliceSource(IndexedSource):
@@ -274,7 +280,7 @@ class MSDSliceSource(IndexedSource):
                 self.cases.append(case)
                 self._where.append((v, k))
         self._index_ids()
-        self.class_names = class_names_for(index, highest)
+        self.class_names = class_names_for(index, highest, self.root)
         self.num_classes = len(self.class_names)
         self._images: dict[int, np.ndarray] = {}
 

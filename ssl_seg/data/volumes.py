@@ -92,7 +92,7 @@ class MSDVolumeSource(VolumeSource):
             x, y, z = volume.label.shape
             self.shapes[case] = (z, x, y)
             highest = max(highest, int(volume.label.max()) if volume.label.size else 0)
-        self.class_names = class_names_for(index, highest)
+        self.class_names = class_names_for(index, highest, self.root)
         self.num_classes = len(self.class_names)
 
     def load(self, index: int) -> Sample:
