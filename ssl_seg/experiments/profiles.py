@@ -180,36 +180,36 @@ def inside_patch(data: str, patch_size: int, spatial_dims: int = 2, stride: int 
     return min(patch_size, max(minimum, int(side) // stride * stride))
 
 
-# what a grid run's config flag defaults to where base_config sets the field (the --help of ablate and sweep)
-GRID_DEFAULTS = {**dict.fromkeys(("data.patch_size", "model.base_channels", "train.batch_size", "train.optimizer",
-                                  "train.lr", "train.val_every", "train.image_every", "train.val_max_samples"),
-                                 "default: the --profile's"), "train.progress": "default: off"}
+def profile_settings(seg: SegBudget, iterations: int, device: str) -> dict[str, Any]:
+    """The run-config fields a profile's budget sets, as {field path: value} (the patch, which depends on the data,
+    is sized in `base_config`): validation no rarer than once per run, images once, at the end."""
+    return {"model.base_channels": seg.base_channels, "train.iterations": iterations,
+            "train.batch_size": seg.batch_size, "train.optimizer": seg.optimizer, "train.lr": seg.lr,
+            "train.lr_schedule": seg.lr_schedule, "train.val_every": min(seg.val_every, iterations),
+            "train.image_every": iterations, "train.val_max_samples": seg.val_max_samples, "train.device": device,
+            "train.progress": False}
+
+
+# what a grid run's config flag defaults to where the profile sets the field (the --help of ablate, sweep, study)
+GRID_DEFAULTS = {**{path: "default: the --profile's" for path in ("data.patch_size", *profile_settings(
+    PROFILES["quick"].seg, 1, "cpu")) if path not in ("train.iterations", "train.device", "train.progress")},
+    "train.progress": "default: off"}
 
 
 def base_config(data: str, prof: Profile, device: str, iterations: int | None = None,
                 run_flags: Mapping[str, Any] | None = None) -> RunConfig:
     """A RunConfig with the profile's segmentation budget (method, fraction, seed and backbone are set per run).
 
-    `iterations` overrides the budget's; the steps that depend on it follow here and nowhere else: images once, at
-    the end, and validation no rarer than once per run. `run_flags` ({path: value}, the run-config flags given)
-    are applied last; the profile's patch is sized for their `data.spatial_dims`, and not at all when they set
+    `iterations` overrides the budget's. `run_flags` ({path: value}, the run-config flags given) are applied after
+    the profile's settings; the profile's patch is sized for their `data.spatial_dims`, and not at all when they set
     `data.patch_size`.
     """
     run_flags = dict(run_flags or {})
     seg = prof.seg
-    iterations = seg.iterations if iterations is None else iterations
     cfg = RunConfig()
     cfg.data.data = resolve_data(data, seg)
     if "data.patch_size" not in run_flags:
         cfg.data.patch_size = native_patch(cfg.data.data, seg.patch_size, run_flags.get("data.spatial_dims", 2))
-    cfg.train.val_max_samples = seg.val_max_samples
-    cfg.model.base_channels = seg.base_channels
-    cfg.train.iterations = iterations
-    cfg.train.batch_size = seg.batch_size
-    cfg.train.optimizer, cfg.train.lr, cfg.train.lr_schedule = seg.optimizer, seg.lr, seg.lr_schedule
-    cfg.train.val_every = min(seg.val_every, iterations)
-    cfg.train.image_every = iterations
-    cfg.train.device = device
-    cfg.train.progress = False
+    apply(cfg, profile_settings(seg, seg.iterations if iterations is None else iterations, device))
     apply(cfg, run_flags)
     return cfg
