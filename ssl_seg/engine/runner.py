@@ -187,26 +187,13 @@ def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int, extra_hoo
     """run_training without the lock and the checks."""
     t0 = time.time()
     tc = cfg.train
-    device = resolve_device(tc.device)
-    threads = resolve_threads(tc.threads)
-    if threads is not None:
-        torch.set_num_threads(threads)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
+    device = _place(tc.device, tc.threads, world)
     out = run_dir.path
     run_dir.check(resume, fresh=rank == 0)
     ckpt = _resumed_checkpoint(cfg, out, device) if resume else None
 
     seed_everything(tc.seed)
-    source = open_source(cfg.data.data, cfg.data.spatial_dims, cfg.data.volume_by)
-    split = build_split(cfg, source)
-    _check_patch(cfg, source, split.labeled)
-    info = source_info(source)
-    if cfg.data.spatial_dims == 3:  # what `predict` needs to tile new volumes as validation did
-        info["patch"] = list(patch_for(cfg, source))
-    if ckpt is not None:
-        _check_resumed_data(out, ckpt, info, split)
+    source, split, info = _open_data(cfg, out, ckpt)
     notes = list(getattr(source, "notes", []))
     for note in notes:
         log.warning(f"note: {note}")
@@ -222,26 +209,9 @@ def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int, extra_hoo
     steps = step_batches(cfg, source, split, rank)
     batches = loader_factory(steps, cfg)
     dtype = amp_dtype(device, tc.amp)
-    earlier = dict(ckpt.get("timing", {})) if ckpt is not None else {}
-    clock = {"t0": t0, "t_train": time.time()}
-    started_at = earlier.get("started_at") or datetime.fromtimestamp(t0, timezone.utc).isoformat(timespec="seconds")
-    timing = lambda: {"started_at": started_at,
-                      "train_s": earlier.get("train_s", 0.0) + time.time() - clock["t_train"],
-                      "wall_s": earlier.get("wall_s", 0.0) + time.time() - clock["t0"],
-                      "segments": int(earlier.get("segments", 0)) + 1}
+    clock, timing = _timing(t0, ckpt)
     payload = _payload_fn(cfg, info, timing)
-    hooks: list = []
-    if rank == 0:
-        tb = TensorBoardHook(out / "tb", tc.log_every, tc.image_every, segmentation_panels(info["num_classes"]))
-        progress = ProgressHook(tc.progress)
-        callbacks = [tb.log_validation, record_validation, show_validation(progress)]
-        if split.val:
-            val_ids = split.val[: tc.val_max_samples] if tc.val_max_samples else split.val
-            patch = patch_for(cfg, source)
-            evaluate = lambda model: evaluate_model(model, source, val_ids, patch, device, dtype)
-            hooks.append(ValidationHook(evaluate, tc.val_every, out / "best.pt", payload, callbacks,
-                                        at_start=bool(cfg.model.init_from)))
-        hooks += [CheckpointHook(tc.val_every, out / "last.pt", payload), tb, progress, *extra_hooks]
+    hooks = _hooks(cfg, out, source, split, device, dtype, payload) + extra_hooks if rank == 0 else []
     trainer = Trainer(method, optimizer, lr_at, batches, tc.iterations, device, dtype, tc.channels_last, hooks,
                       weight_ema=build_weight_ema(cfg, method))
     if ckpt is not None:
@@ -254,24 +224,73 @@ def _run_training(cfg: RunConfig, resume: bool, rank: int, world: int, extra_hoo
     result = {
         "run_dir": str(out), "data": source.name, "backbone": cfg.model.backbone, "method": cfg.method.name,
         "labeled_fraction": cfg.data.labeled_fraction, "labeled_cases": cfg.data.labeled_cases,
-        "n_labeled": len(split.labeled), "n_unlabeled": len(split.unlabeled),
-        "seed": tc.seed, "iterations": tc.iterations,
-        "val_dice": state.best_score if state.best_score > -float("inf") else None,
+        "n_labeled": len(split.labeled), "n_unlabeled": len(split.unlabeled), "seed": tc.seed,
+        "iterations": tc.iterations, "val_dice": state.best_score if state.best_score > -float("inf") else None,
         "best_step": state.best_step, "best_model": state.best_model,
         "started_at": total["started_at"],  # UTC, of the run's first segment (benchmarks/preregistration.py)
-        "wall_time_s": total["wall_s"],
-        "s_per_iteration": total["train_s"] / tc.iterations,
-        "segments": total["segments"],
-        "device": str(device), "world_size": world,
-        "synthetic_ratio_mean": _realised_ratio(steps),
-        "data_notes": notes,
-        "val_history": trainer.history,
+        "wall_time_s": total["wall_s"], "s_per_iteration": total["train_s"] / tc.iterations,
+        "segments": total["segments"], "device": str(device), "world_size": world,
+        "synthetic_ratio_mean": _realised_ratio(steps), "data_notes": notes, "val_history": trainer.history,
     }
     if rank == 0:
         run_dir.finish(result)
     if world > 1:
         dist.barrier()
     return result
+
+
+def _open_data(cfg: RunConfig, out: Path, ckpt: dict[str, Any] | None) -> tuple[SampleSource, Split, dict[str, Any]]:
+    """The run's data, split and `source_info`, checked (patch size; for a resumed run, the same data and split)."""
+    source = open_source(cfg.data.data, cfg.data.spatial_dims, cfg.data.volume_by)
+    split = build_split(cfg, source)
+    _check_patch(cfg, source, split.labeled)
+    info = source_info(source)
+    if cfg.data.spatial_dims == 3:  # what `predict` needs to tile new volumes as validation did
+        info["patch"] = list(patch_for(cfg, source))
+    if ckpt is not None:
+        _check_resumed_data(out, ckpt, info, split)
+    return source, split, info
+
+
+def _timing(t0: float, ckpt: dict[str, Any] | None) -> tuple[dict[str, float], Callable[[], dict[str, Any]]]:
+    """(clock, timing): `timing()` adds this segment's seconds (training from clock["t_train"], wall from t0) to the
+    earlier segments' of a resumed run."""
+    earlier = dict(ckpt.get("timing", {})) if ckpt is not None else {}
+    clock = {"t0": t0, "t_train": time.time()}
+    started_at = earlier.get("started_at") or datetime.fromtimestamp(t0, timezone.utc).isoformat(timespec="seconds")
+    return clock, lambda: {"started_at": started_at,
+                           "train_s": earlier.get("train_s", 0.0) + time.time() - clock["t_train"],
+                           "wall_s": earlier.get("wall_s", 0.0) + time.time() - clock["t0"],
+                           "segments": int(earlier.get("segments", 0)) + 1}
+
+
+def _place(device_name: str, threads: int | None, world: int) -> torch.device:
+    """The run's device (a data-parallel process's own GPU) after setting its torch CPU threads."""
+    device = resolve_device(device_name)
+    count = resolve_threads(threads)
+    if count is not None:
+        torch.set_num_threads(count)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device
+
+
+def _hooks(cfg: RunConfig, out: Path, source: SampleSource, split: Split, device: torch.device,
+           dtype: torch.dtype | None, payload: Callable[[Trainer], dict[str, Any]]) -> list[Any]:
+    """Rank 0's hooks: validation with best.pt (validating a warm start first), last.pt, TensorBoard, progress."""
+    tc = cfg.train
+    tb = TensorBoardHook(out / "tb", tc.log_every, tc.image_every, segmentation_panels(source.num_classes))
+    progress = ProgressHook(tc.progress)
+    hooks: list[Any] = []
+    if split.val:
+        val_ids = split.val[: tc.val_max_samples] if tc.val_max_samples else split.val
+        patch = patch_for(cfg, source)
+        evaluate = lambda model: evaluate_model(model, source, val_ids, patch, device, dtype)
+        callbacks = [tb.log_validation, record_validation, show_validation(progress)]
+        hooks.append(ValidationHook(evaluate, tc.val_every, out / "best.pt", payload, callbacks,
+                                    at_start=bool(cfg.model.init_from)))
+    return hooks + [CheckpointHook(tc.val_every, out / "last.pt", payload), tb, progress]
 
 
 def record_validation(trainer: Trainer, step: int, name: str, result: dict) -> None:
