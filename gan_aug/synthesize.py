@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from ssl_seg.engine import locks
 from ssl_seg.data.h5format import H5DatasetWriter
-from ssl_seg.data.readers import open_source, task_differences
+from ssl_seg.data.readers import SampleSource, open_source, task_differences
 from ssl_seg.device import amp_dtype, autocast, cpu_supports_bf16, resolve_device, to_memory_format
 from ssl_seg.errors import UserError
 from ssl_seg.io_utils import atomic_write_json
@@ -209,44 +209,21 @@ def synthesize(checkpoint: str | Path, n: int, out: str | Path, mask_source: str
                mask_data: str | None = None, overwrite: bool = False, progress: bool = True,
                slice_noise_share: float | str = SLICE_NOISE_SHARE, filter_run: str | None = None,
                filter_dice: float | None = None, filter_quantile: float = 0.1) -> dict[str, Any]:
-    """Write `n` (mask, generated image) pairs to `out` (synthetic.h5 or images/+masks/, manifest.json,
-    samples.png); returns the manifest. `mask_data` takes masks from another DATA (default: the GAN's
-    labeled training masks, or its phantom task). A GAN trained on volumes writes `n` volumes (--format nifti:
-    an MSD folder, gan_aug/volumes.py) whose slices share `slice_noise_share` of their generator noise ("auto":
-    the share whose volumes match the adjacent-slice correlation of the GAN's validation volumes). With
-    `filter_run` (a trained segmenter's run folder) only pairs whose mask it recovers are kept (quality_filter.py);
-    the manifest records the threshold and the acceptance rate, rejected.png shows rejected pairs."""
-    if n < 1 or batch_size < 1:
-        raise UserError(f"--n {n} / --batch-size {batch_size}: both must be at least 1")
-    if fmt not in FORMATS:
-        raise UserError(f"--format {fmt}: use one of {', '.join(FORMATS)}")
+    """Write `n` (mask, generated image) pairs to `out` (synthetic.h5 or images/+masks/, manifest.json, samples.png);
+    returns the manifest. `mask_data`: masks from another DATA (default: the GAN's labeled masks). A volume GAN writes
+    `n` volumes (--format nifti) whose slices share `slice_noise_share` of their noise ("auto": fitted to the GAN's
+    validation volumes). With `filter_run`, only pairs its segmenter recovers are kept (quality_filter.py)."""
+    _check_options(n, batch_size, fmt, slice_noise_share)
     dev = resolve_device(device)
     ckpt_file = checkpoint_path(checkpoint)
     ckpt = load_gan_checkpoint(ckpt_file, map_location=dev)
     cfg, info = GanConfig.from_dict(ckpt["config"]), ckpt["info"]
     volumes = cfg.spatial_dims == 3
     _check_volume_options(fmt, volumes, mask_source, ckpt_file)
-    if slice_noise_share != "auto" and not (isinstance(slice_noise_share, (int, float))
-                                            and 0 <= slice_noise_share <= 1):
-        raise UserError(f"--slice-noise-share {slice_noise_share}: must be 'auto' or in [0, 1]")
     generator = to_memory_format(load_generator(ckpt, dev), dev, cfg.channels_last)
     num_classes, channels, size = info["num_classes"], info["in_channels"], cfg.patch_size
     masks_from = mask_data or cfg.data
-    source, labeled, ids = None, None, []
-    if mask_data is not None:
-        differ = task_differences(info, open_source(mask_data, cfg.spatial_dims))
-        if differ:
-            raise UserError(f"--mask-data {mask_data}: another task than the GAN's data {cfg.data} "
-                            f"({'; '.join(differ)}); take masks of the same classes")
-    if mask_source != "phantom":
-        source = open_source(masks_from, cfg.spatial_dims)
-        ids = ckpt["labeled_ids"] if mask_data is None else list(source.ids)
-        labeled = load_masks(source, ids)
-    if volumes:
-        masks: Iterable = DeformVolumes(labeled, seed)  # type: ignore[arg-type]
-    else:
-        masks = build_mask_source(mask_source, data=masks_from, num_classes=num_classes, size=size, seed=seed,
-                                  masks=labeled)
+    masks, source, ids = _mask_stream(ckpt, cfg, mask_source, mask_data, seed)
     if filter_run is not None and volumes:
         raise UserError("--filter-run scores 2D pairs; a GAN trained on volumes writes volumes: drop --filter-run")
     quality = MaskRecoveryFilter(filter_run, num_classes, dev, filter_dice, filter_quantile) if filter_run else None
@@ -264,47 +241,95 @@ def synthesize(checkpoint: str | Path, n: int, out: str | Path, mask_source: str
         t0 = time.perf_counter()
         if volumes:
             assert source is not None
-            affines = [source.affine[source.cases[source.index_of(i)]] for i in ids]  # type: ignore[attr-defined]
-            share = slice_noise_share
-            if share == "auto":
-                fit = fit_noise_share(generator, validation_volumes(cfg), num_classes, batch_size, dev, dtype,
-                                      cfg.channels_last)
-                share, manifest["slice_noise_fit"] = fit["share"], fit
-            counts, preview = write_volumes(tmp, generator, iter(masks), affines, n, seed, float(share), batch_size,
-                                            num_classes, dev, dtype, cfg.channels_last, size, progress)
-            manifest["slice_noise_share"] = share
-            write_dataset_json(tmp, n, info["class_names"], modality_names(source),  # type: ignore[arg-type]
-                               f"gan-aug synthesize: {n} volumes of the generator {ckpt_file.resolve()}, "
-                               f"masks: slice-consistent deform of the labeled masks of {masks_from}, seed {seed}")
+            counts, preview = _write_volume_set(tmp, generator, masks, source, ids, cfg, manifest, slice_noise_share,
+                                                batch_size, dev, dtype, progress)
         else:
-            if fmt == "hdf5":
-                h5 = H5DatasetWriter(tmp / H5_NAME, channels, size, size, num_classes, info["class_names"],
-                                     {"tool": "gan-aug synthesize", "seed": seed, "mask_source": mask_source,
-                                      "generator_sha256": manifest["generator_sha256"]})
-                writer: _PairWriter = _H5Writer(stack.enter_context(h5))
-            else:
-                writer = _PngWriter(tmp, channels)
+            writer = _pair_writer(tmp, stack, manifest)
             counts, preview, rejected = _generate(generator, iter(masks), writer, n, batch_size, num_classes, dev,
                                                   dtype, cfg.channels_last, progress, quality)
             if quality is not None:
                 manifest["quality_filter"] = {"run": str(Path(filter_run).resolve()), **quality.report.as_dict()}
-                if rejected is not None:
-                    save_image(pair_grid(torch.from_numpy(rejected[0]), torch.from_numpy(rejected[1]), per_row=4),
-                               tmp / "rejected.png")
+                if rejected is not None:  # what the filter refused, beside what it kept (samples.png)
+                    save_image(pair_grid(*map(torch.from_numpy, rejected), per_row=4), tmp / "rejected.png")
         seconds = time.perf_counter() - t0
         stack.close()  # the HDF5 file is complete (renamed into tmp) before the folder is
         real = held_out_pairs(generator, cfg, num_classes, dev, k=PREVIEW)
         plot_preview({**real, "syn_mask": preview[0][:PREVIEW], "syn_image": preview[1][:PREVIEW]},
                      info["class_names"], mask_source, tmp / "samples.png")
-        manifest.update({
-            "class_pixel_frequency": dict(zip(info["class_names"], (counts / counts.sum()).tolist())),
-            "mask_fallbacks": getattr(masks, "fallbacks", 0), "seconds": seconds,
-            "dtype": str(dtype or torch.float32).removeprefix("torch."),
-            "throughput_pairs_per_s": n / max(seconds, 1e-9), "device": str(dev),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        })
+        manifest.update({"class_pixel_frequency": dict(zip(info["class_names"], (counts / counts.sum()).tolist())),
+                         "mask_fallbacks": getattr(masks, "fallbacks", 0), "seconds": seconds,
+                         "dtype": str(dtype or torch.float32).removeprefix("torch."),
+                         "throughput_pairs_per_s": n / max(seconds, 1e-9), "device": str(dev),
+                         "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
         atomic_write_json(tmp / "manifest.json", manifest)
     return manifest
+
+
+def _pair_writer(tmp: Path, stack: contextlib.ExitStack, manifest: dict[str, Any]) -> _PairWriter:
+    """The writer of the manifest's format in `tmp`: synthetic.h5 (closed by `stack`) or images/ + masks/."""
+    channels, (size, _) = manifest["in_channels"], manifest["image_size"]
+    if manifest["format"] == "png":
+        return _PngWriter(tmp, channels)
+    h5 = H5DatasetWriter(tmp / H5_NAME, channels, size, size, manifest["num_classes"], manifest["class_names"],
+                         {"tool": "gan-aug synthesize", "seed": manifest["seed"], "mask_source": manifest["mask_source"],
+                          "generator_sha256": manifest["generator_sha256"]})
+    return _H5Writer(stack.enter_context(h5))
+
+
+def _write_volume_set(tmp: Path, generator: torch.nn.Module, masks: Iterable, source: SampleSource, ids: list[str],
+                      cfg: GanConfig, manifest: dict[str, Any], slice_noise_share: float | str, batch_size: int,
+                      device: torch.device, dtype: torch.dtype | None, progress: bool
+                      ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Write manifest["n"] volumes (NIfTI, the labeled volumes' affines) and their dataset.json into `tmp`, the slice
+    noise share fitted when "auto"; returns class pixel counts and preview slices (the share goes into `manifest`)."""
+    n, num_classes = manifest["n"], manifest["num_classes"]
+    affines = [source.affine[source.cases[source.index_of(i)]] for i in ids]  # type: ignore[attr-defined]
+    share = slice_noise_share
+    if share == "auto":
+        fit = fit_noise_share(generator, validation_volumes(cfg), num_classes, batch_size, device, dtype,
+                              cfg.channels_last)
+        share, manifest["slice_noise_fit"] = fit["share"], fit
+    counts, preview = write_volumes(tmp, generator, iter(masks), affines, n, manifest["seed"], float(share),
+                                    batch_size, num_classes, device, dtype, cfg.channels_last, cfg.patch_size,
+                                    progress)
+    manifest["slice_noise_share"] = share
+    write_dataset_json(tmp, n, manifest["class_names"], modality_names(source),  # type: ignore[arg-type]
+                       f"gan-aug synthesize: {n} volumes of the generator {manifest['generator_checkpoint']}, masks: "
+                       f"slice-consistent deform of the labeled masks of {manifest['mask_data']}, seed "
+                       f"{manifest['seed']}")
+    return counts, preview
+
+
+def _mask_stream(ckpt: dict[str, Any], cfg: GanConfig, mask_source: str, mask_data: str | None, seed: int
+                 ) -> tuple[Iterable, SampleSource | None, list[str]]:
+    """(new masks, the source they are made from, its ids): from the GAN's labeled masks, or `mask_data`'s (checked
+    to be the same task), or the phantom oracle; volumes for a GAN trained on volumes."""
+    info, masks_from = ckpt["info"], mask_data or cfg.data
+    if mask_data is not None:
+        differ = task_differences(info, open_source(mask_data, cfg.spatial_dims))
+        if differ:
+            raise UserError(f"--mask-data {mask_data}: another task than the GAN's data {cfg.data} "
+                            f"({'; '.join(differ)}); take masks of the same classes")
+    source, labeled, ids = None, None, []
+    if mask_source != "phantom":
+        source = open_source(masks_from, cfg.spatial_dims)
+        ids = ckpt["labeled_ids"] if mask_data is None else list(source.ids)
+        labeled = load_masks(source, ids)
+    if cfg.spatial_dims == 3:
+        return DeformVolumes(labeled, seed), source, ids  # type: ignore[arg-type]
+    return build_mask_source(mask_source, data=masks_from, num_classes=info["num_classes"], size=cfg.patch_size,
+                             seed=seed, masks=labeled), source, ids
+
+
+def _check_options(n: int, batch_size: int, fmt: str, slice_noise_share: float | str) -> None:
+    """Counts at least 1, a known format, a slice noise share that is 'auto' or in [0, 1]."""
+    if n < 1 or batch_size < 1:
+        raise UserError(f"--n {n} / --batch-size {batch_size}: both must be at least 1")
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt}: use one of {', '.join(FORMATS)}")
+    if slice_noise_share != "auto" and not (isinstance(slice_noise_share, (int, float))
+                                            and 0 <= slice_noise_share <= 1):
+        raise UserError(f"--slice-noise-share {slice_noise_share}: must be 'auto' or in [0, 1]")
 
 
 def _check_volume_options(fmt: str, volumes: bool, mask_source: str, ckpt_file: Path) -> None:
