@@ -23,7 +23,8 @@ from ssl_seg.engine.run_models import load_run
 from ssl_seg.engine.runner import patch_for
 from ssl_seg.errors import UserError
 from ssl_seg.evaluation.metrics import dice
-from ssl_seg.evaluation.scoring import evaluate_model, predict_image, training_pad
+from ssl_seg.evaluation.inference import predict_probs
+from ssl_seg.evaluation.scoring import evaluate_model, training_pad
 
 
 @dataclass
@@ -81,12 +82,13 @@ class MaskRecoveryFilter:
     @torch.no_grad()
     def scores(self, images: np.ndarray, masks: np.ndarray) -> np.ndarray:
         """Dice per pair of images (b, C, S, S) in [0, 1] and masks (b, S, S)."""
+        prepare = (lambda x: pad_and_normalize(x, self.pad)) if self.pad else normalize  # as evaluation does
+        x = torch.stack([prepare(torch.from_numpy(image).float()) for image in images]).to(self.device)
+        self.model.eval()
+        probs = predict_probs(self.model, x, self.patch, num_classes=self.num_classes)  # one pass for the batch
+        preds = probs[..., : masks.shape[1], : masks.shape[2]].argmax(1).cpu().numpy()
         out = []
-        for image, m in zip(images, masks):
-            x = torch.from_numpy(image).float()
-            x = pad_and_normalize(x, self.pad) if self.pad else normalize(x)  # as evaluation prepares real images
-            probs = predict_image(self.model, x, self.patch, self.num_classes, self.device)
-            p = probs[:, : m.shape[0], : m.shape[1]].argmax(0).numpy()
+        for p, m in zip(preds, masks):
             classes = [c for c in range(1, self.num_classes) if (p == c).any() or (m == c).any()]
             out.append(float(np.mean([dice(p, m, c) for c in classes])) if classes else 1.0)
         return np.array(out)

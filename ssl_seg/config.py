@@ -275,16 +275,17 @@ RESUMABLE = ("train.iterations", "train.val_every", "train.val_max_samples", "tr
 
 def resume_differences(saved: RunConfig, new: RunConfig) -> list[str]:
     """['method.name: saved 'cps', now 'unimatch'', ...] for fields outside RESUMABLE that differ."""
-    old, cur = _flatten(saved.with_absolute_paths().to_dict()), _flatten(new.with_absolute_paths().to_dict())
+    old, cur = flatten(saved.with_absolute_paths().to_dict()), flatten(new.with_absolute_paths().to_dict())
     return [f"{k}: saved {old.get(k)!r}, now {cur.get(k)!r}" for k in sorted(set(old) | set(cur))
             if k not in RESUMABLE and _norm(old.get(k)) != _norm(cur.get(k))]
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'train': {'lr': 1e-3}} -> {'train.lr': 1e-3}."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out

@@ -943,7 +943,7 @@ def test_masks_that_are_all_background_are_refused(tmp_path, capsys):
             Image.fromarray(array).save(tmp_path / "d" / sub / f"a{i}.png")
     code = main(["train", "--data", str(tmp_path / "d"), "--patch-size", "32", "--iterations", "1",
                  "--labeled-fraction", "0.5", "--out", str(tmp_path / "run")])
-    one_line_error(capsys, code, "every mask is background only")
+    one_line_error(capsys, code, "masks: every label is background only")
 
 
 def test_executor_slurm_off_a_cluster_is_one_line(tmp_path, capsys):

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..io_utils import inside
-from .sample import IndexedSource, Sample
+from .sample import IndexedSource, Sample, nothing_to_segment
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _CACHE_VOLUMES = 64  # decoded image volumes kept in memory (a hippocampus volume is ~250 kB)
@@ -245,9 +245,8 @@ def class_names_for(index: MSDIndex, highest_label: int, root: Path) -> list[str
         raise UserError(f"{root / 'dataset.json'}: a label file holds value {highest_label}, but 'labels' names "
                         f"classes 0..{len(index.class_names) - 1}; add the class to 'labels' or fix the label files")
     if highest_label == 0:
-        raise UserError(f"{root}: every label volume is background only (all 0), so there is nothing to segment; "
-                        "check the labelsTr files")
-    return index.class_names + [f"class_{k}" for k in range(len(index.class_names), 2)]
+        raise nothing_to_segment(root / "labelsTr")
+    return index.class_names
 
 
 class MSDSliceSource(IndexedSource):

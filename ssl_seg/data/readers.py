@@ -23,7 +23,7 @@ from .h5format import H5Source
 from .mask_scheme import MaskStats
 from .msd import MSDSliceSource, is_msd_folder
 from .phantom_volumes import VOLUME_TASK
-from .sample import IndexedSource, Sample, SampleSource, parse_phantom, read_name_list
+from .sample import IndexedSource, Sample, SampleSource, nothing_to_segment, parse_phantom, read_name_list
 
 DATA_HELP = ("DATA may be a folder with images/ and masks/, an SSL4MIS folder (data/slices/, train_slices.list, or "
              "3D: train.list naming case volumes, served as slices), "
@@ -143,8 +143,7 @@ class FolderSource(IndexedSource):
             _check_size(path, mask.shape, image_path, size)
             stats.add(mask, path)
         if require_foreground and not any(stats.values):
-            raise UserError(f"{masks_dir}: every mask is background only (all pixels 0), so there is nothing to "
-                            "segment and every score would be trivially 1; check that these are the right masks")
+            raise nothing_to_segment(masks_dir)
         self.class_names, self._binary = mask_scheme.decide(stats, masks_dir, mask_scheme.stated_classes(self.root))
         self.num_classes = len(self.class_names)
 
@@ -379,8 +378,7 @@ class SSL4MISSource(IndexedSource):
                 raise UserError(f"{path}: label values [{values.min()}, {values.max()}] outside 0..255")
             highest = max(highest, int(values.max()) if values.size else 0)
         if highest == 0:
-            raise UserError(f"{self.root}: every label is background only (all 0), so there is nothing to segment and "
-                            "every score would be trivially 1; check that these are the right files")
+            raise nothing_to_segment(self.root)
         return max(2, highest + 1)
 
     def load(self, index: int) -> Sample:

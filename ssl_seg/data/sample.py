@@ -100,3 +100,9 @@ def parse_phantom(data: str, min_size: int) -> tuple[str, dict[str, int]]:
             raise UserError(f"DATA '{data}': {key} must be at least {least[key]}, got {number}")
     return task, options
 
+
+def nothing_to_segment(where: str | Path) -> UserError:
+    """The error for data whose labels are background only: every score would be trivially 1."""
+    return UserError(f"{where}: every label is background only (all 0), so there is nothing to segment and every "
+                     "score would be trivially 1; check that these are the right label files")
+

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .checkpoint import load_checkpoint
-from ..config import RunConfig
+from ..config import RunConfig, flatten
 from ..data.splits import Split
 from ..device import to_memory_format
 from ..errors import UserError
@@ -94,7 +94,7 @@ def start_weights(cfg: RunConfig, info: dict[str, Any], split: Split) -> dict[st
         raise UserError(f"{flag}: no best.pt there; give the folder of a finished 'ssl-seg train' run")
     with torch.random.fork_rng():  # building the start run's networks must not move this run's random streams
         model, start_cfg, start_info = load_run(run_dir, "best")
-    ours, theirs = _flat(cfg), _flat(start_cfg)
+    ours, theirs = flatten(cfg.to_dict()), flatten(start_cfg.to_dict())
     for path, name in SAME_NETWORK:
         if ours[path] != theirs[path]:
             raise UserError(f"{flag}: that run was trained with {name} {theirs[path]}, this one asks for "
@@ -115,18 +115,11 @@ def _check_no_leak(flag: str, start: Split, split: Split) -> None:
         raise UserError(f"{flag}: that run learned from the labels of {len(extra_labels)} image(s) this run does not "
                         f"count as labeled (e.g. {extra_labels[0]}), which would break the label budget; start from a "
                         "run on the same split (same --split-seed, --labeled-* and --group-by / --volume-by)")
-    seen = {"trained on": set(start.labeled) | set(start.unlabeled), "chose its checkpoint on": set(start.val)}
-    held_out = {"validates": set(split.val), "tests": set(split.test)}
-    for did, ids in seen.items():
-        for role, ours in held_out.items():
-            if did == "chose its checkpoint on" and role == "validates":
-                continue
-            common = sorted(ids & ours)
-            if common:
-                raise UserError(f"{flag}: that run {did} {len(common)} image(s) this run {role} on (e.g. "
-                                f"{common[0]}); start from a run on the same split")
-
-
-def _flat(cfg: RunConfig) -> dict[str, Any]:
-    return {f"{section}.{k}": v for section, values in cfg.to_dict().items() if isinstance(values, dict)
-            for k, v in values.items()}
+    trained, chose = set(start.labeled) | set(start.unlabeled), set(start.val)
+    checks = (("trained on", trained, "validates", split.val), ("trained on", trained, "tests", split.test),
+              ("chose its checkpoint on", chose, "tests", split.test))
+    for did, ids, role, ours in checks:
+        common = sorted(ids & set(ours))
+        if common:
+            raise UserError(f"{flag}: that run {did} {len(common)} image(s) this run {role} on (e.g. {common[0]}); "
+                            "start from a run on the same split")
