@@ -80,7 +80,8 @@ UNLABELED = ("mean-teacher", "uncertainty-mt", "pseudo-label", "cps", "unimatch"
 
 @dataclass
 class MethodConfig:
-    """Semi-supervised method and its hyperparameters (the groups below name the methods that read each one)."""
+    """Semi-supervised method and the hyperparameters several methods share (the groups below name the methods that
+    read each one); a method's own options sit in `options`."""
 
     name: str = opt("supervised", "(semi-)supervised method", flag="--method", metavar="METHOD")
     loss: str = opt("dice_ce", "segmentation loss of the labeled pixels")
@@ -105,17 +106,11 @@ class MethodConfig:
                                     check=(lambda v: 0 <= v < 1, "in [0, 1), e.g. 0.999"))
     distribution_alignment: bool = opt(False, "scale weak-view probabilities by the labeled class frequencies over "
                                               "their running mean (ReMixMatch)", used_by=PSEUDO_LABELS)
-    teacher_labels: bool = opt(False, "take the pseudo-labels from an EMA teacher", used_by=("pseudo-label",))
     cutmix_prob: float = opt(0.5, "probability of CutMix on an unlabeled image", used_by=PSEUDO_LABELS,
                              check=(lambda v: 0 <= v <= 1, "in [0, 1]"))
-    feature_dropout: float = opt(0.5, "dropout rate of the feature-perturbation branch", used_by=("unimatch",),
-                                 check=(lambda v: 0 <= v < 1, "in [0, 1)"))
-    uncertainty_threshold: float = opt(0.75, "starting entropy threshold, as a share of ln K",
-                                       used_by=("uncertainty-mt",), check=(lambda v: v >= 0, ">= 0"))
-    pretrain_fraction: float = opt(0.25, "share of iterations of labeled copy-paste pre-training (theirs 10k of 40k)",
-                                   used_by=("bcp",), check=(lambda v: 0 <= v < 1, "in [0, 1), e.g. 0.25"))
-    mixed_unlabeled_weight: float = opt(0.5, "loss weight of pixels from unlabeled images", used_by=("bcp",),
-                                        check=(lambda v: v >= 0, ">= 0, e.g. 0.5"))
+    options: dict[str, Any] = opt({}, "the method's own options (its options dataclass, `options_class`): set by "
+                                      "the flags grouped under its name; checked and completed by the method registry",
+                                  flag=None)
 
 
 @dataclass
@@ -258,13 +253,36 @@ class RunConfig(SavedConfig):
         sections = {"data": DataConfig, "model": ModelConfig, "method": MethodConfig, "train": TrainConfig}
         kwargs: dict[str, Any] = {}
         for key, value in d.items():
-            if key in sections:
+            if key == "method" and isinstance(value, dict):
+                kwargs[key] = build_config(MethodConfig, own_options_nested(value))
+            elif key in sections:
                 kwargs[key] = build_config(sections[key], value)
             elif key == "out":
                 kwargs[key] = value
             else:
                 raise UserError(f"unknown config section '{key}'; valid: {', '.join([*sections, 'out'])}")
         return cls(**kwargs)
+
+
+# the method options that configs saved before methods had options of their own held flat in "method", by method
+FLAT_OWN_OPTIONS = {"teacher_labels": "pseudo-label", "feature_dropout": "unimatch",
+                    "uncertainty_threshold": "uncertainty-mt", "pretrain_fraction": "bcp",
+                    "mixed_unlabeled_weight": "bcp"}
+
+
+def own_options_nested(method: dict[str, Any]) -> dict[str, Any]:
+    """A saved "method" section with flat own options (FLAT_OWN_OPTIONS) moved into "options" (the chosen method's)
+    or dropped (the other methods'); a section already nested is returned as it is."""
+    method = dict(method)
+    options = dict(method.get("options") or {})
+    for key, owner in FLAT_OWN_OPTIONS.items():
+        if key in method:
+            value = method.pop(key)
+            if owner == method.get("name", "supervised"):
+                options.setdefault(key, value)
+    if options:
+        method["options"] = options
+    return method
 
 
 # fields a resumed run may change: how long it runs, where, and how it reports (a longer run stretches the lr decay)
@@ -317,6 +335,8 @@ def _conforms(value: Any, hint: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is str:
         return isinstance(value, str)
+    if origin is dict:
+        return isinstance(value, dict)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             return False

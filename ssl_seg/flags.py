@@ -19,11 +19,11 @@ from .errors import UserError
 
 def opt(default: Any, help: str, **meta: Any) -> Any:
     """A dataclass field with its --help text; `meta` may hold `flag` (the flag's name when it is not
-    --field-name), `choices` (fixed valid values), `metavar`, `used_by` (the registry names that read it: its --help
+    --field-name; None: no flag of its own), `choices` (fixed valid values), `metavar`, `used_by` (the registry names that read it: its --help
     group) and `check` ((predicate, "valid range in words"): `check_fields` refuses other values). A list default is
-    copied per instance."""
+    copied per instance (so is a dict default)."""
     metadata = {"help": help, **meta}
-    if isinstance(default, list):
+    if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=default.copy, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
@@ -62,6 +62,8 @@ def config_flags(cls: type, prefix: str = "", section: tuple[str, str] = ("", ""
     flags = []
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
+        if f.metadata.get("flag", "") is None:
+            continue  # set by other flags (e.g. a method's own options)
         if dataclasses.is_dataclass(hint):
             flags += config_flags(hint, f"{prefix}{f.name}.", (f"{prefix}{f.name}", _first_line(hint.__doc__)))
             continue
@@ -74,12 +76,13 @@ def config_flags(cls: type, prefix: str = "", section: tuple[str, str] = ("", ""
 
 
 def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, choices: Mapping[str, Sequence[Any]] | None = None,
-                     skip: Sequence[str] = (), notes: Mapping[str, str] | None = None) -> list[Flag]:
-    """Add a flag for every field of `cls` except the paths in `skip`; `choices` gives the valid names of
-    fields chosen from a registry, `notes` a text shown instead of "default: ..." (both by path).
+                     skip: Sequence[str] = (), notes: Mapping[str, str] | None = None,
+                     extra: Sequence[Flag] = ()) -> list[Flag]:
+    """Add a flag for every field of `cls`, then each of `extra`, except the paths in `skip`; `choices` gives the valid
+    names of fields chosen from a registry, `notes` a text shown instead of "default: ..." (both by path).
     Returns the flags added, for `given`."""
     added, groups = [], {"": parser}
-    for flag in config_flags(cls):
+    for flag in [*config_flags(cls), *extra]:
         if flag.path in skip:
             continue
         if choices and flag.path in choices:
@@ -129,13 +132,16 @@ def as_words(flags: Sequence[Flag], values: Mapping[str, Any]) -> list[str]:
 
 
 def apply(cfg: Any, values: Mapping[str, Any]) -> None:
-    """Set each dotted `path` of `values` on the (nested) config `cfg`, in place."""
+    """Set each dotted `path` of `values` on the (nested) config `cfg`, in place (a dict on the way is set by key)."""
     for path, value in values.items():
         *sections, name = path.split(".")
         target = cfg
         for section in sections:
-            target = getattr(target, section)
-        setattr(target, name, value)
+            target = target[section] if isinstance(target, dict) else getattr(target, section)
+        if isinstance(target, dict):
+            target[name] = value
+        else:
+            setattr(target, name, value)
 
 
 def choices_of(cls: type, name: str) -> tuple[Any, ...]:

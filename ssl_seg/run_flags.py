@@ -1,4 +1,5 @@
-"""The run-config flags: one per RunConfig field, with the registries' names as choices.
+"""The run-config flags: one per RunConfig field and per own option of a registered method, with the registries' names
+as choices.
 
 Above config and the registries (methods, models, losses, ratio and learning-rate schedules), so config never imports them.
 """
@@ -13,7 +14,7 @@ from .data.mixing import schedule_names
 from .engine.trainer import LR_SCHEDULES
 from .flags import Flag, add_config_flags
 from .methods.losses import LOSSES
-from .methods.registry import method_names
+from .methods.registry import method_names, method_option_flags
 from .models.registry import model_names
 
 
@@ -26,5 +27,6 @@ def registry_choices() -> dict[str, list[str]]:
 def add_run_flags(parser: argparse.ArgumentParser, skip: Sequence[str] = (),
                   notes: dict[str, str] | None = None) -> list[Flag]:
     """A flag for every RunConfig field but the paths in `skip` (a grid sets those per run); `notes` replace the
-    shown defaults by path. Returns the flags."""
-    return add_config_flags(parser, RunConfig, choices=registry_choices(), skip=skip, notes=notes)
+    shown defaults by path; each registered method's own options follow, grouped under it. Returns the flags."""
+    return add_config_flags(parser, RunConfig, choices=registry_choices(), skip=skip, notes=notes,
+                            extra=method_option_flags())

@@ -58,7 +58,8 @@ class Sign(nn.Module):
 
 
 def _method(pretrain_fraction: float = 0.5, total: int = 10):
-    cfg = MethodConfig(name="bcp", pretrain_fraction=pretrain_fraction, rampup_fraction=0.0, ema_decay=0.9)
+    cfg = MethodConfig(name="bcp", options={"pretrain_fraction": pretrain_fraction}, rampup_fraction=0.0,
+                       ema_decay=0.9)
     calls: list[tuple[Tensor, Tensor]] = []
 
     def loss(logits: Tensor, target: Tensor, roi: Tensor | None) -> Tensor:

@@ -18,12 +18,19 @@ from ssl_seg.flags import Parser, add_config_flags, config_flags, given, opt
 
 
 def leaf_fields(cls: type, prefix: str = "") -> dict[str, dataclasses.Field]:
-    """Every leaf field of a config dataclass by 'section.name', walked here without the generator."""
+    """Every leaf field of a config dataclass by 'section.name', walked here without the generator; MethodConfig's
+    `options` stands for the own options of every registered method ('method.options.<name>')."""
+    from ssl_seg.methods.registry import METHODS
+
     leaves = {}
     for f in dataclasses.fields(cls):
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         if dataclasses.is_dataclass(default):
             leaves.update(leaf_fields(type(default), f"{prefix}{f.name}."))
+        elif f"{prefix}{f.name}" == "method.options":
+            for method_class, _ in METHODS.values():
+                if method_class.options_class:
+                    leaves.update(leaf_fields(method_class.options_class, "method.options."))
         else:
             leaves[f"{prefix}{f.name}"] = f
     return leaves
@@ -94,8 +101,9 @@ def _other_value(flag) -> tuple[list[str], object]:
 
 
 def _field(cfg, path: str):
+    """The value at a dotted path (an own option not set: None)."""
     for part in path.split("."):
-        cfg = getattr(cfg, part)
+        cfg = cfg.get(part) if isinstance(cfg, dict) else getattr(cfg, part)
     return cfg
 
 
@@ -110,6 +118,8 @@ def test_each_ssl_flag_round_trips_into_its_field(flag):
         expected = [os.path.abspath(p) for p in expected]
     default = RunConfig().with_absolute_paths()
     assert _field(cfg, flag.path) == expected != _field(default, flag.path)
+    if flag.path.startswith("method.options."):  # an own option is set, not a default it was given
+        assert _field(cfg, flag.path) != flag.default
     changed = {p for p in leaf_paths(RunConfig) if _field(cfg, p) != _field(default, p)}
     implied = {"data.labeled_fraction"} if flag.path == "data.labeled_cases" else set()  # cases win over fraction
     assert changed == {flag.path} | implied

@@ -108,7 +108,7 @@ def train(name: str, zeroed: bool = False) -> tuple[nn.Module, dict[str, float]]
     model = build_model("unet", 1, 2, base_channels=4, depth=3)
     options = {"rampup_fraction": 0.2, **OPTIONS.get(name, {})}
     if zeroed:
-        options.update(consistency_weight=0.0, mixed_unlabeled_weight=0.0)
+        options.update(consistency_weight=0.0, options={"mixed_unlabeled_weight": 0.0} if name == "bcp" else {})
     method = build_method(name, model, MethodConfig(name=name, **options), 2, STEPS, build_loss("dice_ce"))
     optimizer = torch.optim.Adam(method.parameters(), lr=LR)
     trainer = Trainer(method, optimizer, constant_lr(LR), batches, STEPS, torch.device("cpu"))

@@ -53,7 +53,8 @@ def _unet(seed: int = 0) -> nn.Module:
 
 
 def _build(name: str, cfg: MethodConfig | None = None, model: nn.Module | None = None, total: int = 20):
-    cfg = cfg or MethodConfig(name=name, rampup_fraction=0.0, threshold=0.7, pretrain_fraction=0.0)
+    own = {"pretrain_fraction": 0.0} if name == "bcp" else {}
+    cfg = cfg or MethodConfig(name=name, rampup_fraction=0.0, threshold=0.7, options=own)
     return build_method(name, model or _unet(), cfg, K, total, build_loss("dice_ce"))
 
 
@@ -138,7 +139,7 @@ def test_eval_models_order() -> None:
     assert list(_build("supervised").eval_models()) == ["model"]
     assert list(_build("mean-teacher").eval_models()) == ["teacher", "student"]
     assert list(_build("pseudo-label").eval_models()) == ["model"]
-    teacher_cfg = MethodConfig(name="pseudo-label", teacher_labels=True)
+    teacher_cfg = MethodConfig(name="pseudo-label", options={"teacher_labels": True})
     assert list(_build("pseudo-label", teacher_cfg).eval_models()) == ["teacher", "model"]
     assert list(_build("cps").eval_models()) == ["model_a", "model_b"]
     assert list(_build("unimatch").eval_models()) == ["model"]
@@ -223,7 +224,7 @@ def test_teacher_tracks_student_after_steps() -> None:
 
 
 def test_pseudo_label_teacher_state_round_trip() -> None:
-    cfg = MethodConfig(name="pseudo-label", teacher_labels=True, threshold=0.6)
+    cfg = MethodConfig(name="pseudo-label", options={"teacher_labels": True}, threshold=0.6)
     method = _build("pseudo-label", cfg)
     history = _run(method, 3, _batch())
     assert set(history[0]) - {"total"} == KEYS["pseudo-label"]
@@ -258,13 +259,13 @@ def test_cps_build_leaves_the_global_rng_untouched() -> None:
 
 def test_uncertainty_mt_mask_follows_the_threshold() -> None:
     def step0(start: float) -> dict[str, Tensor]:
-        cfg = MethodConfig(name="uncertainty-mt", uncertainty_threshold=start)
+        cfg = MethodConfig(name="uncertainty-mt", options={"uncertainty_threshold": start})
         return _build("uncertainty-mt", cfg, total=100).training_step(_batch(), 0)
 
     # Limit = (start + (1 - start) e^-5) ln K: about 0 for start 0, ln K (the maximum entropy) for start 1.
     strict, loose = step0(0.0), step0(1.0)
     assert strict["stat/certain_ratio"].item() < 0.05 < 0.95 < loose["stat/certain_ratio"].item()
-    with pytest.raises(UserError, match="uncertainty_threshold"):
+    with pytest.raises(UserError, match=r"--uncertainty-threshold 1.5: must be in \[0, 1\]"):
         step0(1.5)
 
 
@@ -283,7 +284,7 @@ class _Spy(nn.Module):
 
 def test_unimatch_feature_branch_uses_feature_dropout() -> None:
     spy = _Spy(_unet())
-    cfg = MethodConfig(name="unimatch", feature_dropout=0.5, threshold=0.0)
+    cfg = MethodConfig(name="unimatch", options={"feature_dropout": 0.5}, threshold=0.0)
     losses = _build("unimatch", cfg, model=spy).training_step(_batch(), 0)
     assert sorted(spy.calls) == [0.0, 0.0, 0.0, 0.5]  # labeled, weak, strong pair: no dropout; the fp view: 0.5
     assert losses["fp"].item() > 0

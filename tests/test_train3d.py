@@ -121,7 +121,7 @@ def _cfg(tmp_path, method: str = "supervised", iterations: int = 4) -> RunConfig
     cfg.data.num_workers = 0
     cfg.model.base_channels = 4
     cfg.method.name = method
-    cfg.method.pretrain_fraction = 0.5
+    cfg.method.options = {"pretrain_fraction": 0.5} if method == "bcp" else {}
     cfg.train.iterations = iterations
     cfg.train.batch_size = 2
     cfg.train.val_every = iterations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -35,7 +36,7 @@ from ..evaluation.scoring import evaluate_model, selection_score
 from .hooks import (CheckpointHook, ProgressHook, ResultCallback, TensorBoardHook, ValidationHook,
                     segmentation_panels)
 from ..methods.losses import LOSSES
-from ..methods.registry import method_class, method_names
+from ..methods.registry import completed_options, method_class, method_names
 from ..models.registry import backbone_options, model_names
 from .optim import build_optimizer, schedule_name
 from .trainer import LR_SCHEDULES, Trainer, seed_everything
@@ -129,10 +130,12 @@ def check_names(cfg: RunConfig) -> None:
 
 
 def check_config(cfg: RunConfig) -> RunConfig:
-    """Ranges and names of `cfg` checked; returns it with absolute data paths (what a run saves)."""
+    """Ranges and names of `cfg` checked; returns it with absolute data paths and the method's own options completed
+    (what a run saves)."""
     cfg.validate()
     check_names(cfg)
-    return cfg.with_absolute_paths()
+    options = completed_options(cfg.method)
+    return dataclasses.replace(cfg, method=dataclasses.replace(cfg.method, options=options)).with_absolute_paths()
 
 
 def run_training(cfg: RunConfig, resume: bool = False, extra_hooks: Iterable[Any] = ()) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from ..config import RunConfig
 from ..errors import UserError
 from ..flags import given, one_of
 from ..io_utils import atomic_write_text
+from ..methods.registry import for_method
 from ..run_flags import add_run_flags, registry_choices
 from .executors import add_grid_flags, build_executor
 from .figures import plot_dice_vs_labels, plot_gap_recovery
@@ -62,7 +63,7 @@ def _cell(base: RunConfig, backbone: str, method: str, fraction: float | None, c
           start: GridRun | None = None) -> GridRun:
     """One grid cell; with `start`, warm-started from that cell (its name says METHOD+warm)."""
     cfg = copy.deepcopy(base)
-    cfg.model.backbone, cfg.method.name = backbone, method
+    cfg.model.backbone, cfg.method = backbone, for_method(cfg.method, method)
     cfg.data.labeled_fraction, cfg.data.labeled_cases = fraction, cases
     cfg.train.seed = cfg.data.split_seed = seed
     shown = f"{method}+warm" if start is not None else method

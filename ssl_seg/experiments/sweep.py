@@ -25,6 +25,7 @@ from ..flags import given, one_of
 from .executors import add_grid_flags, build_executor
 from .grid import GridRun, check_grid, collect, run_grid
 from ..io_utils import atomic_write_text
+from ..methods.registry import for_method
 from ..run_flags import add_run_flags, registry_choices
 from .stats import fmt_family_gain, fmt_mean_std, holm_gains
 from .results import by_seed, choose_on_validation, paired
@@ -56,7 +57,7 @@ def sweep_runs(base: RunConfig, synthetic: dict[float, list[str]], ratios: list[
                             continue  # the real-only run does not depend on the schedule
                         names.add(name)
                         cfg = copy.deepcopy(base)
-                        cfg.method.name = method
+                        cfg.method = for_method(cfg.method, method)
                         cfg.data.labeled_fraction = fraction
                         cfg.train.seed = seed
                         cfg.data.synthetic = list(syn_dirs) if uses_synthetic else []

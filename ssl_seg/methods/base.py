@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import Tensor, nn
 
+from ..config import MethodConfig, build_config
 from ..errors import UserError
+from ..flags import check_fields
 from .losses import LossFn
+
+Options = TypeVar("Options")
 
 
 class Method(Protocol):
@@ -36,6 +40,7 @@ class MethodBase:
     models: dict[str, nn.Module]
     uses_unlabeled = True  # trained on unlabeled images too (the runner draws an unlabeled batch)
     relative_cost = 1.0  # time per run against supervised training's (grids start the longest cells first)
+    options_class: type | None = None  # the dataclass of the method's own options (flags under its name), if any
 
     def __init__(self, loss: LossFn) -> None:
         self.loss = loss
@@ -75,6 +80,13 @@ class MethodBase:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Accept only the empty state that `state_dict` writes."""
         check_state_keys(state, set(), type(self).__name__)
+
+
+def own_options(cfg: MethodConfig, cls: type[Options]) -> Options:
+    """The method's own options, `cls` built from `cfg.options` (defaults for the rest), each in its declared range."""
+    options = build_config(cls, cfg.options)
+    check_fields(options)
+    return options
 
 
 def forward_apart(model: nn.Module, *images: Tensor) -> list[Tensor]:

@@ -19,6 +19,7 @@ separate passes (`forward_apart`). Only the student is evaluated (the authors te
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,9 +28,10 @@ from torch import Tensor, nn
 
 from ..config import MethodConfig
 from ..errors import UserError
+from ..flags import opt
 from .losses import LossFn
 from ..evaluation.postprocess import largest_component
-from .base import MethodBase, check_state_keys, forward_apart
+from .base import MethodBase, check_state_keys, forward_apart, own_options
 from .cutmix import paste
 from .ema import EMATeacher
 from .rampup import sigmoid_rampup
@@ -66,10 +68,21 @@ def lcc_pseudo_labels(logits: Tensor) -> Tensor:
     return torch.from_numpy(kept).to(logits.device, torch.long)
 
 
+@dataclass
+class BCPOptions:
+    """BCP's own options."""
+
+    pretrain_fraction: float = opt(0.25, "share of iterations of labeled copy-paste pre-training (theirs 10k of 40k)",
+                                   check=(lambda v: 0 <= v < 1, "in [0, 1), e.g. 0.25"))
+    mixed_unlabeled_weight: float = opt(0.5, "loss weight of pixels from unlabeled images",
+                                        check=(lambda v: v >= 0, ">= 0, e.g. 0.5"))
+
+
 class BidirectionalCopyPaste(MethodBase):
     """Labeled copy-paste pre-training, then mean-teacher copy-paste between labeled and unlabeled images."""
 
     relative_cost = 1.5
+    options_class = BCPOptions
 
     def __init__(self, model: nn.Module, loss: LossFn, ema_decay: float, pretrain_steps: int,
                  unlabeled_weight: float, rampup_length: float, box_fraction: float = 2 / 3) -> None:
@@ -142,7 +155,8 @@ class BidirectionalCopyPaste(MethodBase):
 
 def build(model: nn.Module, cfg: MethodConfig, num_classes: int, total: int, loss: LossFn) -> BidirectionalCopyPaste:
     """BCP: pre-training on pretrain_fraction of the steps, then copy-paste self-training with a ramp-up."""
-    pretrain = int(round(cfg.pretrain_fraction * total))
+    options = own_options(cfg, BCPOptions)
+    pretrain = int(round(options.pretrain_fraction * total))
     return BidirectionalCopyPaste(model, loss, ema_decay=cfg.ema_decay, pretrain_steps=pretrain,
-                                  unlabeled_weight=cfg.mixed_unlabeled_weight,
+                                  unlabeled_weight=options.mixed_unlabeled_weight,
                                   rampup_length=cfg.rampup_fraction * (total - pretrain))

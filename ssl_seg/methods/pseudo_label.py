@@ -13,14 +13,16 @@ evaluated first). Labeled, weak and strong images go through the network in sepa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..config import MethodConfig
+from ..flags import opt
 from .losses import LossFn
-from .base import MethodBase, check_state_keys, forward_apart, gradient_free
+from .base import MethodBase, check_state_keys, forward_apart, gradient_free, own_options
 from .confidence import masked_cross_entropy
 from .cutmix import boxes_like, cutmix
 from .ema import EMATeacher
@@ -29,10 +31,18 @@ from .rampup import sigmoid_rampup
 from .strong_aug import strong_augment
 
 
+@dataclass
+class PseudoLabelOptions:
+    """Pseudo-label's own options."""
+
+    teacher_labels: bool = opt(False, "take the pseudo-labels from an EMA teacher (--ema-decay)")
+
+
 class PseudoLabel(MethodBase):
     """Confident hard pseudo-labels from the weak view supervise the strong, CutMixed view."""
 
     relative_cost = 2.5
+    options_class = PseudoLabelOptions
 
     def __init__(
         self,
@@ -112,6 +122,6 @@ def build(model: nn.Module, cfg: MethodConfig, num_classes: int, total: int, los
         labeler=build_labeler(cfg, num_classes),
         cutmix_prob=cfg.cutmix_prob,
         unlabeled_weight=cfg.consistency_weight,
-        ema_decay=cfg.ema_decay if cfg.teacher_labels else None,
+        ema_decay=cfg.ema_decay if own_options(cfg, PseudoLabelOptions).teacher_labels else None,
         rampup_length=cfg.rampup_fraction * total,
     )

@@ -11,21 +11,32 @@ The consistency is averaged over the certain pixels only (SSL4MIS: sum(mask * di
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from ..config import MethodConfig
-from ..errors import UserError
+from ..flags import opt
+from .base import own_options
 from .losses import LossFn
 from .mean_teacher import MeanTeacher, noisy, pixel_consistency, teacher_options
 from .rampup import sigmoid_rampup
+
+
+@dataclass
+class UncertaintyMTOptions:
+    """UA-MT's own options."""
+
+    uncertainty_threshold: float = opt(0.75, "starting entropy threshold, as a share of ln K",
+                                       check=(lambda v: 0 <= v <= 1, "in [0, 1], e.g. 0.75"))
 
 
 class UncertaintyMeanTeacher(MeanTeacher):
     """Mean Teacher with the consistency masked by the teacher's Monte-Carlo uncertainty."""
 
     relative_cost = 3.0
+    options_class = UncertaintyMTOptions
 
     def __init__(
         self,
@@ -41,8 +52,6 @@ class UncertaintyMeanTeacher(MeanTeacher):
         passes: int = 8,
     ) -> None:
         super().__init__(model, loss, ema_decay, consistency, consistency_weight, rampup_length, noise_std)
-        if not 0.0 <= uncertainty_threshold <= 1.0:
-            raise UserError(f"method.uncertainty_threshold must be in [0, 1] (got {uncertainty_threshold}); e.g. 0.75")
         self.uncertainty_threshold = uncertainty_threshold
         self.threshold_rampup_length = threshold_rampup_length
         self.passes = passes
@@ -65,5 +74,6 @@ class UncertaintyMeanTeacher(MeanTeacher):
 
 def build(model: nn.Module, cfg: MethodConfig, num_classes: int, total: int, loss: LossFn) -> UncertaintyMeanTeacher:
     """UA-MT; the uncertainty threshold ramps up over all iterations."""
-    return UncertaintyMeanTeacher(model, loss, **teacher_options(cfg, total),
-                                  uncertainty_threshold=cfg.uncertainty_threshold, threshold_rampup_length=total)
+    start = own_options(cfg, UncertaintyMTOptions).uncertainty_threshold
+    return UncertaintyMeanTeacher(model, loss, **teacher_options(cfg, total), uncertainty_threshold=start,
+                                  threshold_rampup_length=total)

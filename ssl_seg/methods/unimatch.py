@@ -20,24 +20,35 @@ labeled and weak images are not one batch (see `forward_apart`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..config import MethodConfig
+from ..flags import opt
 from .losses import LossFn, soft_dice_loss
-from .base import MethodBase, check_state_keys, gradient_free
+from .base import MethodBase, check_state_keys, gradient_free, own_options
 from .cutmix import boxes_like, cutmix
 from .pseudo_labeler import PseudoLabeler, build_labeler
 from .rampup import sigmoid_rampup
 from .strong_aug import strong_augment
 
 
+@dataclass
+class UniMatchOptions:
+    """UniMatch's own options."""
+
+    feature_dropout: float = opt(0.5, "dropout rate of the feature-perturbation branch",
+                                 check=(lambda v: 0 <= v < 1, "in [0, 1)"))
+
+
 class UniMatch(MethodBase):
     """Weak-to-strong consistency on two strong image views and one feature-perturbed view."""
 
     relative_cost = 4.0
+    options_class = UniMatchOptions
 
     def __init__(
         self,
@@ -106,6 +117,6 @@ def build(model: nn.Module, cfg: MethodConfig, num_classes: int, total: int, los
     """UniMatch with its two strong views and feature-dropout branch; the unlabeled terms ramp up."""
     return UniMatch(
         model, loss, labeler=build_labeler(cfg, num_classes), cutmix_prob=cfg.cutmix_prob,
-        feature_dropout=cfg.feature_dropout,
+        feature_dropout=own_options(cfg, UniMatchOptions).feature_dropout,
         rampup_length=cfg.rampup_fraction * total,
     )
