@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from ssl_seg.config import DataConfig, SavedConfig, absolute_data, build_config
 from ssl_seg.errors import UserError
-from ssl_seg.flags import like, opt
+from ssl_seg.flags import check_fields, like, opt
 
 
 # fields a resumed run may change: where it runs, how long, and how it reports
@@ -39,44 +38,56 @@ class GanConfig(SavedConfig):
     out: str = opt("runs/gan", "GAN run directory")
     pseudo_labels: str | None = opt(None, "RUN_DIR of an 'ssl-seg train' run on the same data: also train on its "
                                           "confident, class-balanced pseudo-labeled pairs of the unlabeled images")
-    pseudo_threshold: float = opt(0.9, "top class probability of a confident pixel")
-    pseudo_min_confident: float = opt(0.95, "share of confident pixels for a pseudo-labeled image to be kept")
-    pseudo_max_per_labeled: float = opt(4.0, "pseudo-labeled pairs per labeled pair, at most (class-balanced)")
+    pseudo_threshold: float = opt(0.9, "top class probability of a confident pixel",
+                                  check=(lambda v: 0 < v <= 1, "in (0, 1], e.g. 0.9"))
+    pseudo_min_confident: float = opt(0.95, "share of confident pixels for a pseudo-labeled image to be kept",
+                                      check=(lambda v: 0 < v <= 1, "in (0, 1], e.g. 0.95"))
+    pseudo_max_per_labeled: float = opt(4.0, "pseudo-labeled pairs per labeled pair, at most (class-balanced)",
+                                        check=(lambda v: v > 0, "positive, e.g. 4"))
 
-    iterations: int = opt(20000, "training steps")
-    batch_size: int = opt(4, "pairs per step")
-    patch_size: int = opt(128, "square training crop: the generator's native size")
+    iterations: int = opt(20000, "training steps", check=(lambda v: v >= 1, "at least 1"))
+    batch_size: int = opt(4, "pairs per step", check=(lambda v: v >= 1, "at least 1"))
+    patch_size: int = opt(128, "square training crop: the generator's native size",
+                          check=(lambda v: v >= 16, "at least 16 (the GAN's crops)"))
     generator: str = opt("unet", "mask-to-image generator")
-    n_down: int | None = opt(None, "generator down-samplings; none: a 2x2 bottleneck at --patch-size")
-    ngf: int = opt(64, "generator base width")
+    n_down: int | None = opt(None, "generator down-samplings; none: a 2x2 bottleneck at --patch-size",
+                             check=(lambda v: v >= 1, "at least 1"))
+    ngf: int = opt(64, "generator base width", check=(lambda v: v >= 1, "at least 1"))
     noise_channel: bool = opt(False, "add an N(0,1) input channel to the generator")
-    dropout: float = opt(0.5, "generator dropout, kept on when sampling (the noise source)")
+    dropout: float = opt(0.5, "generator dropout, kept on when sampling (the noise source)",
+                         check=(lambda v: 0 <= v < 1, "in [0, 1), e.g. 0.5"))
     norm: str = opt("instance", "normalisation layers of both networks")
     discriminator: str = opt("patchgan", "discriminator")
-    ndf: int = opt(64, "discriminator base width")
-    n_layers: int = opt(3, "PatchGAN stride-2 layers (3: 70x70 receptive field)")
-    num_D: int = opt(1, "discriminator scales (pix2pixHD multi-scale when > 1)")
+    ndf: int = opt(64, "discriminator base width", check=(lambda v: v >= 1, "at least 1"))
+    n_layers: int = opt(3, "PatchGAN stride-2 layers (3: 70x70 receptive field)",
+                        check=(lambda v: v >= 1, "at least 1"))
+    num_D: int = opt(1, "discriminator scales (pix2pixHD multi-scale when > 1)", check=(lambda v: v >= 1, "at least 1"))
 
     gan_loss: str = opt("vanilla", "adversarial loss")
-    lambda_l1: float = opt(100.0, "weight of the L1 term")
+    lambda_l1: float = opt(100.0, "weight of the L1 term", check=(lambda v: v >= 0, ">= 0, e.g. 100"))
     feature_matching: bool = opt(False, "add pix2pixHD discriminator feature matching")
-    lambda_fm: float = opt(10.0, "weight of feature matching (with --feature-matching)")
+    lambda_fm: float = opt(10.0, "weight of feature matching (with --feature-matching)",
+                           check=(lambda v: v >= 0, ">= 0, e.g. 10"))
     diff_augment: bool = opt(False, "DiffAugment (colour, translation, cutout) on every discriminator input, real "
                                     "and fake: for GANs trained on few labeled pairs")
-    lr: float = opt(2e-4, "Adam learning rate (linear decay over the second half)")
-    beta1: float = opt(0.5, "Adam beta1")
-    beta2: float = opt(0.999, "Adam beta2")
-    ema_decay: float = opt(0.999, "EMA decay of the sampling generator")
+    lr: float = opt(2e-4, "Adam learning rate (linear decay over the second half)",
+                    check=(lambda v: v > 0, "positive, e.g. 2e-4"))
+    beta1: float = opt(0.5, "Adam beta1", check=(lambda v: 0 <= v < 1, "in [0, 1)"))
+    beta2: float = opt(0.999, "Adam beta2", check=(lambda v: 0 <= v < 1, "in [0, 1)"))
+    ema_decay: float = opt(0.999, "EMA decay of the sampling generator",
+                           check=(lambda v: 0 <= v < 1, "in [0, 1), e.g. 0.999"))
 
-    seed: int = opt(0, "training seed (init, crops, dropout)")
+    seed: int = opt(0, "training seed (init, crops, dropout)",
+                    check=(lambda v: 0 <= v < 2**32, "an integer in [0, 2**32), e.g. 0"))
     device: str = opt("auto", "auto, cpu or cuda[:N]")
     amp: str = opt("auto", "mixed precision (CUDA only)", choices=("auto", "bf16", "fp16", "off"))
     channels_last: bool = opt(True, "channels_last memory format on CUDA (on the CPU the GAN step measured slower)")
-    log_every: int = opt(50, "steps between loss logs")
-    image_every: int = opt(500, "steps between TensorBoard image grids")
-    val_every: int = opt(1000, "steps between validation L1 of the EMA generator")
-    val_max_samples: int = opt(16, "validation pairs, at most")
-    checkpoint_every: int = opt(1000, "steps between checkpoints")
+    log_every: int = opt(50, "steps between loss logs", check=(lambda v: v >= 1, "at least 1"))
+    image_every: int = opt(500, "steps between TensorBoard image grids", check=(lambda v: v >= 1, "at least 1"))
+    val_every: int = opt(1000, "steps between validation L1 of the EMA generator",
+                         check=(lambda v: v >= 1, "at least 1"))
+    val_max_samples: int = opt(16, "validation pairs, at most", check=(lambda v: v >= 1, "at least 1"))
+    checkpoint_every: int = opt(1000, "steps between checkpoints", check=(lambda v: v >= 1, "at least 1, e.g. 1000"))
     progress: bool = opt(True, "progress bar")
 
     def __post_init__(self) -> None:
@@ -84,44 +95,9 @@ class GanConfig(SavedConfig):
         self.validate()
 
     def validate(self) -> None:
-        """Refuse values that cannot work (NaN included), naming the flag and its valid range."""
-        checks = [
-            ("--iterations", self.iterations, self.iterations >= 1, "at least 1"),
-            ("--batch-size", self.batch_size, self.batch_size >= 1, "at least 1"),
-            ("--spatial-dims", self.spatial_dims, self.spatial_dims in (2, 3), "2 or 3"),
-            ("--patch-size", self.patch_size, self.patch_size >= 16, "at least 16 (the GAN's crops)"),
-            ("--labeled-fraction", self.labeled_fraction,
-             self.labeled_fraction is None or 0 < self.labeled_fraction <= 1, "in (0, 1]"),
-            ("--labeled-cases", self.labeled_cases, self.labeled_cases is None or self.labeled_cases >= 1,
-             "at least 1"),
-            ("--lr", self.lr, self.lr > 0, "positive, e.g. 2e-4"),
-            ("--ema-decay", self.ema_decay, 0 <= self.ema_decay < 1, "in [0, 1), e.g. 0.999"),
-            ("--beta1", self.beta1, 0 <= self.beta1 < 1, "in [0, 1)"),
-            ("--beta2", self.beta2, 0 <= self.beta2 < 1, "in [0, 1)"),
-            ("--lambda-l1", self.lambda_l1, self.lambda_l1 >= 0, ">= 0, e.g. 100"),
-            ("--lambda-fm", self.lambda_fm, self.lambda_fm >= 0, ">= 0, e.g. 10"),
-            ("--dropout", self.dropout, 0 <= self.dropout < 1, "in [0, 1), e.g. 0.5"),
-            ("--ngf", self.ngf, self.ngf >= 1, "at least 1"),
-            ("--ndf", self.ndf, self.ndf >= 1, "at least 1"),
-            ("--n-layers", self.n_layers, self.n_layers >= 1, "at least 1"),
-            ("--num-d", self.num_D, self.num_D >= 1, "at least 1"),
-            ("--n-down", self.n_down, self.n_down is None or self.n_down >= 1, "at least 1"),
-            ("--val-max-samples", self.val_max_samples, self.val_max_samples >= 1, "at least 1"),
-            ("--checkpoint-every", self.checkpoint_every, self.checkpoint_every >= 1, "at least 1, e.g. 1000"),
-            ("--seed", self.seed, 0 <= self.seed < 2**32, "an integer in [0, 2**32), e.g. 0"),
-            ("--split-seed", self.split_seed, 0 <= self.split_seed < 2**32, "an integer in [0, 2**32), e.g. 0"),
-            ("--val-every", self.val_every, self.val_every >= 1, "at least 1"),
-            ("--log-every", self.log_every, self.log_every >= 1, "at least 1"),
-            ("--image-every", self.image_every, self.image_every >= 1, "at least 1"),
-            ("--pseudo-threshold", self.pseudo_threshold, 0 < self.pseudo_threshold <= 1, "in (0, 1], e.g. 0.9"),
-            ("--pseudo-min-confident", self.pseudo_min_confident, 0 < self.pseudo_min_confident <= 1,
-             "in (0, 1], e.g. 0.95"),
-            ("--pseudo-max-per-labeled", self.pseudo_max_per_labeled, self.pseudo_max_per_labeled > 0,
-             "positive, e.g. 4"),
-        ]
-        for flag, value, ok, valid in checks:
-            if not ok or (isinstance(value, float) and not math.isfinite(value)):
-                raise UserError(f"{flag} {value}: must be {valid}")
+        """Refuse values that cannot work (NaN included), naming the flag and its valid range (each field's `check`
+        and `choices`)."""
+        check_fields(self)
 
     def resumed_with(self, overrides: dict[str, Any]) -> "GanConfig":
         """This (saved) config with command-line overrides applied for a resume: only fields in

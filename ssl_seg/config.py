@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import types
 import typing
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .flags import check_fields, choices_of, opt
+from .flags import check_fields, opt
 from .io_utils import atomic_write_json
 
 
@@ -26,29 +25,37 @@ class DataConfig:
 
     data: str = opt("phantom:cardiac", "folder, HDF5 file, or phantom:<task>[?n=400&size=128]")
     patch_size: int = opt(64, "side of the square training crop (px); with --spatial-dims 3 the patch spans about "
-                              "this many voxels of the finest spacing on every axis")
+                              "this many voxels of the finest spacing on every axis",
+                          check=(lambda v: v >= 8, "at least 8, e.g. 64 or 128"))
     spatial_dims: int = opt(2, "2: train on images (volumes as slices); 3: on whole volumes with 3D patches and nets",
-                            choices=(2, 3))
+                            choices=(2, 3),
+                            check=(lambda v: v in (2, 3), "2 (images, volumes as slices) or 3 (volumes)"))
     pad: bool = opt(True, "pad images smaller than the patch (--no-pad: such a patch size is an error)")
     split_file: str | None = opt(None, "JSON split file (see data_splits/); wins over the seeded split")
-    split_seed: int = opt(0, "seed of the train/val/test and labeled draw")
+    split_seed: int = opt(0, "seed of the train/val/test and labeled draw",
+                          check=(lambda v: 0 <= v < 2**32, "an integer in [0, 2**32), e.g. 0"))
     fractions: tuple[float, float, float] = opt((0.7, 0.1, 0.2), "train, val and test shares of the cases",
                                                 metavar=("TRAIN", "VAL", "TEST"))
     group_by: str | None = opt(None, "REGEX on the sample id; its first group is the case id")
     volume_by: str | None = opt(None, "REGEX on the ids of 2D slices: group 1 names the volume, group 2 the slice "
                                       "index; scores (and the checkpoint choice) become per stacked 3D volume and the "
                                       "split keeps each volume whole", metavar="REGEX")
-    labeled_fraction: float | None = opt(0.1, "share of the training cases that are labeled")
-    labeled_cases: int | None = opt(None, "number of labeled training cases (wins over --labeled-fraction)")
+    labeled_fraction: float | None = opt(0.1, "share of the training cases that are labeled",
+                                         check=(lambda v: 0 < v <= 1, "in (0, 1], e.g. 0.1"))
+    labeled_cases: int | None = opt(None, "number of labeled training cases (wins over --labeled-fraction)",
+                                    check=(lambda v: v >= 1, "at least 1"))
     augment: bool = opt(True, "random augmentation (--no-augment: crop only)")
     include_labeled_in_unlabeled: bool = opt(True, "SSL: the labeled images also feed the unlabeled losses")
     num_workers: int | None = opt(None, "DataLoader workers; none: one per core left over by the torch threads, "
-                                        "at most 2")
-    cache_mb: int = opt(1024, "decoded samples kept in memory, MiB (per process: split between the workers)")
+                                        "at most 2", check=(lambda v: v >= 0, "0 or more"))
+    cache_mb: int = opt(1024, "decoded samples kept in memory, MiB (per process: split between the workers)",
+                        check=(lambda v: v >= 0, "0 or more"))
     synthetic: list[str] = opt([], "synthetic paired dataset (repeatable)", metavar="SYN_DIR")
-    synthetic_ratio: float = opt(0.0, "share of synthetic pairs in each labeled batch")
+    synthetic_ratio: float = opt(0.0, "share of synthetic pairs in each labeled batch",
+                                 check=(lambda v: 0 <= v <= 1, "in [0, 1]"))
     ratio_schedule: str = opt("constant", "how the synthetic share changes over training")
-    ratio_end: float | None = opt(None, "final ratio of a scheduled mix; none: --synthetic-ratio")
+    ratio_end: float | None = opt(None, "final ratio of a scheduled mix; none: --synthetic-ratio",
+                                  check=(lambda v: 0 <= v <= 1, "in [0, 1]"))
 
     def split_group_by(self) -> str | None:
         """The regex that groups samples into split cases: --group-by, else --volume-by (its group 1 is the volume)."""
@@ -60,7 +67,8 @@ class ModelConfig:
     """Which backbone and how wide."""
 
     backbone: str = opt("unet", "segmentation network")
-    base_channels: int = opt(16, "channels of the first stage (doubled per down-sampling)")
+    base_channels: int = opt(16, "channels of the first stage (doubled per down-sampling)",
+                             check=(lambda v: v >= 1, "at least 1"))
     deep_supervision: bool = opt(False, "unetpp, monai:dynunet: train all heads (their mean is the output)")
     backbone_options: str | None = opt(None, "the backbone's own options as key=value,... (e.g. depth=3,dropout=0.1; "
                                              "monai:unetr hidden_size=384,mlp_dim=1536,num_heads=6); a bad key lists "
@@ -117,15 +125,17 @@ class MethodConfig:
 class TrainConfig:
     """Optimisation schedule, precision, logging and checkpointing."""
 
-    iterations: int = opt(2000, "training steps")
-    batch_size: int = opt(8, "images per step")
+    iterations: int = opt(2000, "training steps", check=(lambda v: v >= 1, "at least 1"))
+    batch_size: int = opt(8, "images per step", check=(lambda v: v >= 1, "at least 1"))
     labeled_batch_size: int | None = opt(None, "SSL: labeled part of --batch-size; none: --batch-size labeled "
-                                               "plus as many unlabeled")
+                                               "plus as many unlabeled", check=(lambda v: v >= 1, "at least 1"))
     optimizer: str = opt("sgd", "sgd (poly decay) or adamw", choices=("sgd", "adamw"))
-    lr: float | None = opt(None, "learning rate; none: 0.01 for sgd, 1e-3 for adamw")
+    lr: float | None = opt(None, "learning rate; none: 0.01 for sgd, 1e-3 for adamw",
+                           check=(lambda v: 0 < v <= 10, "positive and at most 10, e.g. 0.01 (sgd) or 1e-3 (adamw)"))
     lr_schedule: str | None = opt(None, "learning-rate schedule; none: poly for sgd, constant for adamw")
-    weight_decay: float = opt(1e-4, "weight decay of the optimizer")
-    seed: int = opt(0, "training seed (init, augmentation, batch order)")
+    weight_decay: float = opt(1e-4, "weight decay of the optimizer", check=(lambda v: v >= 0, ">= 0"))
+    seed: int = opt(0, "training seed (init, augmentation, batch order)",
+                    check=(lambda v: 0 <= v < 2**32, "an integer in [0, 2**32), e.g. 0"))
     device: str = opt("auto", "auto, cpu or cuda[:N]")
     amp: str = opt("auto", "mixed precision; on CPU only bf16 autocasts (auto stays float32)",
                    choices=("auto", "bf16", "fp16", "off"))
@@ -133,14 +143,16 @@ class TrainConfig:
                                     "on both)")
     sync_bn: bool = opt(False, "torchrun data parallel: SyncBatchNorm in the trainable nets (CUDA only)")
     threads: int | None = opt(None, "torch CPU threads; none: SLURM_CPUS_PER_TASK, cores / torchrun's local "
-                                    "processes, or torch's default")
+                                    "processes, or torch's default", check=(lambda v: v >= 1, "at least 1"))
     weight_ema: float | None = opt(None, "evaluate an EMA of the trained network's weights with this decay (e.g. "
                                          "0.999): validation picks best.pt on it, evaluate and predict use it; "
-                                         "none: the network itself", metavar="DECAY")
-    val_every: int = opt(200, "steps between validations (and checkpoints)")
-    log_every: int = opt(20, "steps between TensorBoard loss logs")
-    image_every: int = opt(500, "steps between TensorBoard image panels")
-    val_max_samples: int | None = opt(64, "validate on at most this many images; none: all")
+                                         "none: the network itself", metavar="DECAY",
+                                   check=(lambda v: 0 < v < 1, "in (0, 1), e.g. 0.999 (leave it out to evaluate the network itself)"))
+    val_every: int = opt(200, "steps between validations (and checkpoints)", check=(lambda v: v >= 1, "at least 1"))
+    log_every: int = opt(20, "steps between TensorBoard loss logs", check=(lambda v: v >= 1, "at least 1"))
+    image_every: int = opt(500, "steps between TensorBoard image panels", check=(lambda v: v >= 1, "at least 1"))
+    val_max_samples: int | None = opt(64, "validate on at most this many images; none: all",
+                                      check=(lambda v: v >= 1, "at least 1"))
     progress: bool = opt(True, "progress bar")
 
 
@@ -186,43 +198,10 @@ class RunConfig(SavedConfig):
     out: str = opt("runs/default", "run directory")
 
     def validate(self) -> None:
-        """Refuse values that cannot work, naming the flag and its valid range (the one place ranges are checked)."""
-        d, m, t = self.data, self.method, self.train
-        checks = [
-            ("--labeled-fraction", d.labeled_fraction, d.labeled_fraction is None or 0 < d.labeled_fraction <= 1,
-             "in (0, 1], e.g. 0.1"),
-            ("--labeled-cases", d.labeled_cases, d.labeled_cases is None or d.labeled_cases >= 1, "at least 1"),
-            ("--split-seed", d.split_seed, 0 <= d.split_seed < 2**32, "an integer in [0, 2**32), e.g. 0"),
-            ("--seed", t.seed, 0 <= t.seed < 2**32, "an integer in [0, 2**32), e.g. 0"),
-            ("--patch-size", d.patch_size, d.patch_size >= 8, "at least 8, e.g. 64 or 128"),
-            ("--spatial-dims", d.spatial_dims, d.spatial_dims in (2, 3),
-             "2 (images, volumes as slices) or 3 (volumes)"),
-            ("--num-workers", d.num_workers, d.num_workers is None or d.num_workers >= 0, "0 or more"),
-            ("--cache-mb", d.cache_mb, d.cache_mb >= 0, "0 or more"),
-            ("--synthetic-ratio", d.synthetic_ratio, 0 <= d.synthetic_ratio <= 1, "in [0, 1]"),
-            ("--ratio-end", d.ratio_end, d.ratio_end is None or 0 <= d.ratio_end <= 1, "in [0, 1]"),
-            ("--base-channels", self.model.base_channels, self.model.base_channels >= 1, "at least 1"),
-            ("--labeled-batch-size", t.labeled_batch_size, t.labeled_batch_size is None or t.labeled_batch_size >= 1,
-             "at least 1"),
-            ("--iterations", t.iterations, t.iterations >= 1, "at least 1"),
-            ("--batch-size", t.batch_size, t.batch_size >= 1, "at least 1"),
-            ("--lr", t.lr, t.lr is None or 0 < t.lr <= 10, "positive and at most 10, e.g. 0.01 (sgd) or 1e-3 (adamw)"),
-            ("--weight-decay", t.weight_decay, t.weight_decay >= 0, ">= 0"),
-            ("--weight-ema", t.weight_ema, t.weight_ema is None or 0 < t.weight_ema < 1,
-             "in (0, 1), e.g. 0.999 (leave it out to evaluate the network itself)"),
-            ("--val-every", t.val_every, t.val_every >= 1, "at least 1"),
-            ("--val-max-samples", t.val_max_samples, t.val_max_samples is None or t.val_max_samples >= 1,
-             "at least 1"),
-            ("--threads", t.threads, t.threads is None or t.threads >= 1, "at least 1"),
-            ("--log-every", t.log_every, t.log_every >= 1, "at least 1"),
-            ("--image-every", t.image_every, t.image_every >= 1, "at least 1"),
-        ]
-        for flag, value, ok, valid in checks:
-            if isinstance(value, float) and not math.isfinite(value):
-                ok = False
-            if not ok:
-                raise UserError(f"{flag} {value}: must be {valid}")
-        check_fields(m)
+        """Refuse values that cannot work, naming the flag and its valid range: the `check` and `choices` each field
+        declares, then the rules between fields."""
+        check_fields(self)
+        d = self.data
         if d.volume_by is not None:
             from .data.slice_volumes import parse_volume_by
 
@@ -230,12 +209,6 @@ class RunConfig(SavedConfig):
             if d.spatial_dims == 3:
                 raise UserError(f"--volume-by {d.volume_by!r} groups 2D slices into volumes; with --spatial-dims 3 "
                                 "the samples already are volumes: drop --volume-by")
-        for flag, value, choices in (("--optimizer", t.optimizer, choices_of(TrainConfig, "optimizer")),
-                                     ("--consistency", m.consistency, choices_of(MethodConfig, "consistency")),
-                                     ("--threshold-rule", m.threshold_rule, choices_of(MethodConfig, "threshold_rule")),
-                                     ("--amp", t.amp, choices_of(TrainConfig, "amp"))):
-            if value not in choices:
-                raise UserError(f"{flag} {value}: use {' or '.join(choices)}")
 
     def with_absolute_paths(self) -> "RunConfig":
         """A copy whose DATA, split file and synthetic folders are absolute (runs work from any directory)."""
@@ -274,7 +247,9 @@ def own_options_nested(method: dict[str, Any]) -> dict[str, Any]:
     """A saved "method" section with flat own options (FLAT_OWN_OPTIONS) moved into "options" (the chosen method's)
     or dropped (the other methods'); a section already nested is returned as it is."""
     method = dict(method)
-    options = dict(method.get("options") or {})
+    if not isinstance(method.get("options", {}), dict):
+        return method  # build_config names the bad value
+    options = dict(method.get("options", {}))
     for key, owner in FLAT_OWN_OPTIONS.items():
         if key in method:
             value = method.pop(key)

@@ -98,14 +98,22 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, choices: Map
 
 
 def check_fields(config: Any) -> None:
-    """Refuse a value outside the `check` its field declares, naming the flag and the valid range (NaN never passes)."""
+    """Refuse a value outside the `check` or the `choices` its field declares, naming the flag and the valid values (NaN
+    never passes); nested config dataclasses are checked too."""
     for f in dataclasses.fields(config):
-        if "check" not in f.metadata:
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            check_fields(value)
             continue
-        value, (ok, valid) = getattr(config, f.name), f.metadata["check"]
-        finite = not (isinstance(value, float) and value != value) and value not in (float("inf"), float("-inf"))
-        if value is not None and not (finite and ok(value)):
-            raise UserError(f"{f.metadata.get('flag', flag_name(f.name))} {value}: must be {valid}")
+        flag = f.metadata.get("flag") or flag_name(f.name)
+        if "check" in f.metadata:
+            ok, valid = f.metadata["check"]
+            finite = not (isinstance(value, float) and value != value) and value not in (float("inf"), float("-inf"))
+            if value is not None and not (finite and ok(value)):
+                raise UserError(f"{flag} {value}: must be {valid}")
+        choices = f.metadata.get("choices")
+        if choices and value is not None and value not in choices:
+            raise UserError(f"{flag} {value}: use {' or '.join(map(str, choices))}")
 
 
 def given(args: argparse.Namespace, flags: Sequence[Flag]) -> dict[str, Any]:
@@ -142,11 +150,6 @@ def apply(cfg: Any, values: Mapping[str, Any]) -> None:
             target[name] = value
         else:
             setattr(target, name, value)
-
-
-def choices_of(cls: type, name: str) -> tuple[Any, ...]:
-    """The fixed `choices` declared on field `name` of `cls`."""
-    return tuple(next(f for f in dataclasses.fields(cls) if f.name == name).metadata["choices"])
 
 
 def one_of(names: Sequence[Any]) -> str:
