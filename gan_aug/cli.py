@@ -99,23 +99,20 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None or value != value else f"{value:.4g}"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse tree of `gan-aug`."""
-    from .masks import DEFAULT_MASK_SOURCE, MASK_SOURCES
-    from .synthesize import FORMATS
-    from .volumes import SLICE_NOISE_SHARE
-
-    parser = Parser(prog="gan-aug", description="Conditional GAN (mask -> image) augmentation.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("train", help="train a pix2pix GAN on the labeled pairs of a split")
+def _train_args(p: argparse.ArgumentParser) -> None:
+    """The flags of `gan-aug train`."""
     p.set_defaults(config_flags=add_config_flags(p, GanConfig, choices=registry_choices(),
                                                    notes={"data": "required unless --resume",
                                                           "out": "required"}))
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("synthesize", help="write N synthetic (mask, image) pairs")
+
+def _synthesize_args(p: argparse.ArgumentParser) -> None:
+    """The flags of `gan-aug synthesize`."""
+    from .masks import DEFAULT_MASK_SOURCE, MASK_SOURCES
+    from .synthesize import FORMATS
+    from .volumes import SLICE_NOISE_SHARE
+
     p.add_argument("--checkpoint", required=True, help="GAN_DIR of 'gan-aug train' (or its checkpoint.pt)")
     p.add_argument("--n", type=int, required=True, help="number of pairs")
     p.add_argument("--out", required=True, help="SYN_DIR to create (atomically)")
@@ -146,9 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 0.1: a kept pair is recovered as well as 90 %% of real validation images)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing SYN_DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_synthesize)
 
-    p = sub.add_parser("assess", help="score a synthetic dataset: fidelity, FID/KID, memorisation, TSTR")
+
+def _assess_args(p: argparse.ArgumentParser) -> None:
+    """The flags of `gan-aug assess`."""
     p.add_argument("--synthetic", required=True, help="SYN_DIR of 'gan-aug synthesize'")
     p.add_argument("--data", help="the real DATA (default: the data the GAN was trained on)")
     p.add_argument("--segmenter", help="RUN_DIR of 'ssl-seg train' on the real data (default: train a small one)")
@@ -158,7 +156,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the small segmenters, the image subsample and KID")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_assess)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree of `gan-aug`."""
+    parser = Parser(prog="gan-aug", description="Conditional GAN (mask -> image) augmentation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text, add_args, func in [
+        ("train", "train a pix2pix GAN on the labeled pairs of a split", _train_args, cmd_train),
+        ("synthesize", "write N synthetic (mask, image) pairs", _synthesize_args, cmd_synthesize),
+        ("assess", "score a synthetic dataset: fidelity, FID/KID, memorisation, TSTR", _assess_args, cmd_assess),
+    ]:
+        p = sub.add_parser(name, help=help_text)
+        add_args(p)
+        p.set_defaults(func=func)
     return parser
 
 

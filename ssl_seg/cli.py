@@ -115,17 +115,14 @@ def _fmt(v) -> str:
     return "n/a" if v is None else f"{v:.4f}"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse tree of `ssl-seg`."""
-    parser = Parser(prog="ssl-seg", description="Segmentation with scarce labels.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("train", help="train a backbone with a (semi-)supervised method")
+def _train_args(p: argparse.ArgumentParser) -> None:
+    """The flags of `ssl-seg train`."""
     p.set_defaults(config_flags=add_train_flags(p))
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="score a run on a split; writes RUN_DIR/metrics_<split>.json")
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    """The flags of `ssl-seg evaluate`."""
     p.add_argument("--run", required=True, help="RUN_DIR of 'ssl-seg train'")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="best on validation, or the last")
     p.add_argument("--split", default="test", choices=["test", "val", "labeled", "unlabeled", "all"],
@@ -142,9 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--volume-by", metavar="REGEX",
                    help="2D slices of volumes: group 1 of REGEX names the volume, group 2 the slice index; also "
                         "scores per stacked 3D volume (default: the run's --volume-by)")
-    p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="write predicted mask PNGs for a folder of images")
+
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    """The flags of `ssl-seg predict`."""
     p.add_argument("--run", required=True, help="RUN_DIR of 'ssl-seg train'")
     p.add_argument("--input", required=True, help="folder of images (or a folder holding images/)")
     p.add_argument("--out", required=True, help="folder for the predicted masks")
@@ -156,10 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--downscale", type=int, default=1, metavar="N",
                    help="the run trained on an 'ssl-seg downscale --factor N' copy and --input is full size: shrink "
                         "each image by N for the network, write its mask at full size")
-    p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("make-phantoms", help="write a phantom dataset in the project HDF5 format, or the 3D "
-                       f"phantom ({VOLUME_PHANTOM}) as an MSD / nnU-Net NIfTI folder")
+
+def _make_phantoms_args(p: argparse.ArgumentParser) -> None:
+    """The flags of `ssl-seg make-phantoms`."""
     p.add_argument("--task", default="cardiac", help=f"a 2D phantom task, or {VOLUME_PHANTOM} (3D, NIfTI)")
     p.add_argument("--n", type=int, default=400, help="number of images (2D) or volumes (3D)")
     p.add_argument("--size", type=int, default=128, help="image side (2D) or H = W of each volume (3D)")
@@ -168,27 +166,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the phantom generator")
     p.add_argument("--out", required=True, help="folder (writes phantom_<task>.h5, or the NIfTI folder "
                    f"phantom_{VOLUME_PHANTOM}/) or a .h5 path")
-    p.set_defaults(func=cmd_make_phantoms)
 
-    p = sub.add_parser("downscale", help="copy a 2D images/ + masks/ folder at 1/N size, so a patch holds more of "
-                       "each image (LANCZOS images, NEAREST masks, same names)")
+
+def _downscale_args(p: argparse.ArgumentParser) -> None:
+    """The flags of `ssl-seg downscale`."""
     p.add_argument("--data", required=True, help="folder with images/ and masks/ (and optionally roi/)")
     p.add_argument("--out", required=True, help="new folder for the copy (must not exist)")
     p.add_argument("--factor", type=int, default=2, help="divide each side by this integer (default 2)")
-    p.set_defaults(func=cmd_downscale)
 
     from .experiments.ablation import add_ablate_args, cmd_ablate
 
-    p = sub.add_parser("ablate", help="low-label grid: methods x label fractions x seeds x backbones")
-    add_ablate_args(p)
-    p.set_defaults(func=cmd_ablate)
 
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree of `ssl-seg`: the commands below, then those other installed packages contribute."""
+    from .experiments.ablation import add_ablate_args, cmd_ablate
     from .experiments.sweep import add_sweep_args, cmd_sweep
 
-    p = sub.add_parser("sweep", help="real-vs-synthetic ratio grid: ratios x schedules x fractions x methods x seeds")
-    add_sweep_args(p)
-    p.set_defaults(func=cmd_sweep)
-
+    parser = Parser(prog="ssl-seg", description="Segmentation with scarce labels.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands = [
+        ("train", "train a backbone with a (semi-)supervised method", _train_args, cmd_train),
+        ("evaluate", "score a run on a split; writes RUN_DIR/metrics_<split>.json", _evaluate_args, cmd_evaluate),
+        ("predict", "write predicted mask PNGs for a folder of images", _predict_args, cmd_predict),
+        ("make-phantoms", "write a phantom dataset in the project HDF5 format, or the 3D phantom "
+                          f"({VOLUME_PHANTOM}) as an MSD / nnU-Net NIfTI folder", _make_phantoms_args,
+         cmd_make_phantoms),
+        ("downscale", "copy a 2D images/ + masks/ folder at 1/N size, so a patch holds more of each image (LANCZOS "
+                      "images, NEAREST masks, same names)", _downscale_args, cmd_downscale),
+        ("ablate", "low-label grid: methods x label fractions x seeds x backbones", add_ablate_args, cmd_ablate),
+        ("sweep", "real-vs-synthetic ratio grid: ratios x schedules x fractions x methods x seeds", add_sweep_args,
+         cmd_sweep),
+    ]
+    for name, help_text, add_args, func in commands:
+        p = sub.add_parser(name, help=help_text)
+        add_args(p)
+        p.set_defaults(func=func)
     for entry in entry_points(group="ssl_seg.commands"):  # e.g. `study`, contributed by gan_aug
         try:
             register = entry.load()

@@ -196,9 +196,27 @@ CARDIAC_STYLE = CardiacStyle()
 CARDIAC_HARD_STYLE = CardiacStyle(lookalikes=(1, 3))
 
 
-def _cardiac(size: int, rng: np.random.Generator,
-             style: CardiacStyle = CARDIAC_STYLE) -> tuple[np.ndarray, np.ndarray]:
-    """Short-axis cine-MRI-like slice: 0 background, 1 RV cavity, 2 LV myocardium, 3 LV cavity."""
+@dataclass
+class _Heart:
+    """The labeled anatomy of a cardiac phantom slice, in its heart-centred frame (u, v) of LV radii."""
+
+    u: np.ndarray
+    v: np.ndarray
+    rho: np.ndarray  # distance from the LV centre
+    epi: np.ndarray  # LV epicardial radius per pixel's direction
+    endo: np.ndarray  # LV endocardial radius
+    cavity_ratio: float
+    rv_dir: float
+    rv_edge: np.ndarray  # about the distance outside the RV, in LV radii
+    lv_cav: np.ndarray
+    lv_wall: np.ndarray
+    rv_cav: np.ndarray
+    rv_wall: np.ndarray
+    papillary: np.ndarray  # inside lv_cav
+
+
+def _cardiac_heart(size: int, rng: np.random.Generator, style: CardiacStyle) -> _Heart:
+    """A warped, placed and rotated heart: LV cavity and wall, RV crescent, papillary muscles."""
     py, px = _coords(size)
     warp = rng.uniform(*style.warp)
     py = py + warp * _field(rng, size, 4)
@@ -237,15 +255,13 @@ def _cardiac(size: int, rng: np.random.Generator,
         pr = cavity_ratio * rng.uniform(0.55, 0.85)
         papillary |= np.hypot(u - pr * np.cos(ang), v - pr * np.sin(ang)) < rng.uniform(0.07, 0.16)
     papillary &= lv_cav
+    return _Heart(u, v, rho, epi, endo, cavity_ratio, rv_dir, rv_edge, lv_cav, lv_wall, rv_cav, rv_wall, papillary)
 
-    mask = np.zeros((size, size), np.int64)
-    mask[rv_cav] = 1
-    mask[lv_wall] = 2
-    mask[lv_cav] = 3
 
-    # tissue intensities, drawn so that classes overlap other tissue (not a threshold task)
-    blood = rng.uniform(*style.blood)
-    myo = rng.uniform(*style.myo)
+def _cardiac_surroundings(size: int, rng: np.random.Generator, style: CardiacStyle, h: _Heart,
+                          blood: float, myo: float) -> tuple[np.ndarray, np.ndarray]:
+    """Image and relative texture amplitude of everything around the heart (body wall, lungs, liver, look-alikes)."""
+    u, v, rho, epi = h.u, h.v, h.rho, h.epi
     tissue = myo + rng.uniform(-0.04, 0.14)
     fat = rng.uniform(0.55, 0.95)
     liver = myo + rng.uniform(0.0, 0.25)
@@ -286,20 +302,31 @@ def _cardiac(size: int, rng: np.random.Generator,
         rho_l = np.hypot(u - dist_l * np.cos(ang), v - dist_l * np.sin(ang))
         paint(inner & (rho_l < r_l), myo, 0.08)
         paint(inner & (rho_l < r_l * rng.uniform(0.45, 0.75)), blood * rng.uniform(0.9, 1.05), 0.04)
-    heart = lv_cav | lv_wall | rv_cav | rv_wall
-    fat_band = np.minimum(rho - epi, rv_edge) < rng.uniform(0.05, 0.35)
+    heart = h.lv_cav | h.lv_wall | h.rv_cav | h.rv_wall
+    fat_band = np.minimum(rho - epi, h.rv_edge) < rng.uniform(0.05, 0.35)
     paint(~heart & fat_band & (_field(rng, size, max(4, size // 12)) > rng.uniform(-0.5, 0.8)), fat, 0.08)
+    return img, tex
 
-    paint(rv_wall, myo, 0.08)
-    paint(rv_cav, blood * rng.uniform(0.85, 1.05), 0.04)
-    paint(lv_wall, myo, 0.08)
-    paint(lv_cav, blood, 0.04)
-    paint(papillary, myo, 0.08)
 
+def _cardiac(size: int, rng: np.random.Generator,
+             style: CardiacStyle = CARDIAC_STYLE) -> tuple[np.ndarray, np.ndarray]:
+    """Short-axis cine-MRI-like slice: 0 background, 1 RV cavity, 2 LV myocardium, 3 LV cavity."""
+    h = _cardiac_heart(size, rng, style)
+    mask = np.zeros((size, size), np.int64)
+    mask[h.rv_cav] = 1
+    mask[h.lv_wall] = 2
+    mask[h.lv_cav] = 3
+    # tissue intensities, drawn so that classes overlap other tissue (not a threshold task)
+    blood = rng.uniform(*style.blood)
+    myo = rng.uniform(*style.myo)
+    img, tex = _cardiac_surroundings(size, rng, style, h, blood, myo)
+    for region, value, texture in ((h.rv_wall, myo, 0.08), (h.rv_cav, blood * rng.uniform(0.85, 1.05), 0.04),
+                                   (h.lv_wall, myo, 0.08), (h.lv_cav, blood, 0.04), (h.papillary, myo, 0.08)):
+        img[region], tex[region] = value, texture
     img *= 1 + tex * (0.6 * _field(rng, size, max(4, size // 6)) + 0.4 * _field(rng, size, 6))
     # trabeculation: the cavity darkens toward the endocardium in patches (still cavity)
-    trab = lv_cav & ~papillary
-    w = np.clip(1 - (endo - rho)[trab] / 0.25, 0, 1) * np.clip(_field(rng, size, max(4, size // 5))[trab], 0, 1)
+    trab = h.lv_cav & ~h.papillary
+    w = np.clip(1 - (h.endo - h.rho)[trab] / 0.25, 0, 1) * np.clip(_field(rng, size, max(4, size // 5))[trab], 0, 1)
     img[trab] = img[trab] * (1 - 0.6 * w) + myo * 0.6 * w
     img = _acquire(img, rng, blur=style.blur, bias=style.bias, noise=style.noise, rician=True)
     return img, mask
