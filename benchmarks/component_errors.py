@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ssl_seg.data.readers import open_source
+from ssl_seg.data.sources import open_source
 from ssl_seg.engine.run_models import load_run
 from ssl_seg.errors import UserError
 from ssl_seg.evaluation.metrics import dice, hd95

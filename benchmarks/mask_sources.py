@@ -20,7 +20,7 @@ import numpy as np
 from gan_aug.mask_realism import c2st_accuracy, mask_features
 from gan_aug.data import random_crop
 from gan_aug.masks import build_mask_source, load_masks
-from ssl_seg.data.readers import open_source
+from ssl_seg.data.sources import open_source
 from ssl_seg.data.splits import make_split
 from ssl_seg.experiments.stats import fmt_mean_std
 

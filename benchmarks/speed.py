@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ssl_seg.config import RunConfig
-from ssl_seg.data.readers import open_source
+from ssl_seg.data.sources import open_source
 from ssl_seg.device import amp_dtype, cpu_supports_bf16
 from ssl_seg.methods import method_names
 from ssl_seg.models import build_model

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from ssl_seg.data.readers import open_source
+from ssl_seg.data.sources import open_source
 from ssl_seg.device import amp_dtype, resolve_device
 from ssl_seg.engine.hooks import BaseHook, due
 from ssl_seg.data.splits import Split

@@ -21,7 +21,8 @@ import scipy.linalg
 import torch
 
 from ssl_seg.config import RunConfig
-from ssl_seg.data.readers import SampleSource, open_source
+from ssl_seg.data.sample import SampleSource
+from ssl_seg.data.sources import open_source
 from ssl_seg.data.transforms import normalize
 from ssl_seg.device import resolve_device
 from ssl_seg.errors import UserError

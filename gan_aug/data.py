@@ -8,7 +8,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ssl_seg.data.readers import SampleSource, open_source
+from ssl_seg.data.sample import SampleSource
+
+from ssl_seg.data.sources import open_source
 from ssl_seg.data.splits import Split, make_split, resolve_split_file
 from ssl_seg.errors import UserError
 

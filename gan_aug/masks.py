@@ -16,7 +16,9 @@ from typing import Iterable, Iterator
 import numpy as np
 from scipy import ndimage
 
-from ssl_seg.data.readers import SampleSource, open_source
+from ssl_seg.data.sample import SampleSource
+
+from ssl_seg.data.sources import open_source
 from ssl_seg.data.phantoms import phantom_mask
 from ssl_seg.errors import UserError
 

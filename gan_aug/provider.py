@@ -1,7 +1,7 @@
 """The `pix2pix` synthesizer of `ssl-seg sweep --train-gan` and `ssl-seg study`: split's labeled pairs -> GAN -> pairs.
 
 Layout under OUT_DIR: `gan/` (the `gan-aug train` run) and `synthetic_<mask source>/` (the `gan-aug synthesize`
-output, whose `synthetic.h5` is what `ssl_seg.data.readers.open_source` reads; on volumes, `spatial_dims` 3, the
+output, whose `synthetic.h5` is what `ssl_seg.data.sources.open_source` reads; on volumes, `spatial_dims` 3, the
 folder itself: an MSD folder of NIfTI volumes). Masks come from the labeled
 masks (`deform` by default); `phantom`, the oracle, only when asked for by name. Both stages resume: a finished
 synthetic set made by the same GAN settings is returned as is, and a killed GAN run continues from its checkpoint.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ssl_seg.data.readers import open_source
+from ssl_seg.data.sources import open_source
 from ssl_seg.experiments import profiles
 from ssl_seg.experiments.synthesis import SynthesisRequest
 from ssl_seg.errors import UserError

@@ -20,7 +20,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ssl_seg.data.readers import SampleSource, open_source
+from ssl_seg.data.sample import SampleSource
+
+from ssl_seg.data.sources import open_source
 from ssl_seg.data.splits import Split
 from ssl_seg.errors import UserError
 

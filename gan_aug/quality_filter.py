@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssl_seg.data.readers import open_source
+from ssl_seg.data.sources import open_source
 from ssl_seg.data.splits import Split
 from ssl_seg.data.transforms import normalize, pad_and_normalize
 from ssl_seg.engine.run_models import load_run

@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from ssl_seg.engine import locks
 from ssl_seg.data.h5format import H5DatasetWriter
-from ssl_seg.data.readers import SampleSource, open_source, task_differences
+from ssl_seg.data.sample import SampleSource, task_differences
+from ssl_seg.data.sources import open_source
 from ssl_seg.device import amp_dtype, autocast, cpu_supports_bf16, resolve_device, to_memory_format
 from ssl_seg.errors import UserError
 from ssl_seg.io_utils import atomic_write_json

@@ -14,7 +14,7 @@ from torch import nn
 from ssl_seg.engine.run_directory import RunDirectory
 from ssl_seg.engine.hooks import CheckpointHook, Panels, ProgressHook, TensorBoardHook, ValidationHook
 from ssl_seg.engine.trainer import Trainer, seed_everything
-from ssl_seg.data.readers import task_differences
+from ssl_seg.data.sample import task_differences
 from ssl_seg.device import autocast, resolve_device
 from ssl_seg.errors import UserError
 from ssl_seg.io_utils import atomic_write_json

@@ -429,7 +429,7 @@ def test_image_like_masks_are_refused(tmp_path, capsys):
 def test_stated_classes_name_the_classes(tmp_path):
     data = _folder(tmp_path / "d", _phantom_masks())
     (data / "classes.json").write_text(json.dumps({"classes": ["background", "rv", "myo", "lv"]}))
-    from ssl_seg.data.readers import open_source
+    from ssl_seg.data.sources import open_source
 
     assert open_source(str(data)).class_names == ["background", "rv", "myo", "lv"]
 
@@ -438,7 +438,7 @@ def test_12_bit_values_in_16_bit_images_are_scaled_by_their_range_with_a_note(tm
     masks = _phantom_masks()
     images = [(m * 1000 + 95).astype(np.uint16) for m in masks]  # at most 3095: a 12-bit range
     data = _folder(tmp_path / "d", masks, images)
-    from ssl_seg.data.readers import open_source
+    from ssl_seg.data.sources import open_source
 
     src = open_source(str(data))
     assert max(src.load(i).image.max() for i in range(len(src))) == pytest.approx(3095 / 4095)

@@ -8,7 +8,7 @@ import torch
 
 from ssl_seg.data.datasets import PairDataset, StepBatches, synthetic_count
 from ssl_seg.data.mixing import build_schedule
-from ssl_seg.data.readers import open_source
+from ssl_seg.data.sources import open_source
 from ssl_seg.data.transforms import JointTransform, normalize
 from ssl_seg.errors import UserError
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from ssl_seg.cli import main
 from ssl_seg.data.downscale import downscale_image
-from ssl_seg.data.readers import FolderSource, read_image
+from ssl_seg.data.folder import FolderSource, read_image
 from ssl_seg.engine.predict import predict_folder
 from ssl_seg.engine.report import check_downscale, evaluate_run, format_metrics_table
 from ssl_seg.engine.runner import run_training

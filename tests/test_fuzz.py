@@ -121,7 +121,7 @@ def folder_data(tmp_path_factory) -> Path:
 @FUZZ
 @given(corruptions, st.sampled_from(["images/a03.png", "masks/a03.png"]))
 def test_a_corrupted_png_is_read_or_one_line(tmp_path_factory, folder_data, corruption, name) -> None:
-    from ssl_seg.data.readers import open_source
+    from ssl_seg.data.sources import open_source
 
     root = tmp_path_factory.mktemp("png")
     shutil.copytree(folder_data, root / "d")
@@ -171,7 +171,7 @@ def h5_bytes(tmp_path_factory) -> bytes:
 @FUZZ
 @given(corruptions)
 def test_a_corrupted_h5_dataset_is_read_or_one_line(tmp_path_factory, h5_bytes, corruption) -> None:
-    from ssl_seg.data.readers import open_source
+    from ssl_seg.data.sources import open_source
 
     path = tmp_path_factory.mktemp("h5") / "p.h5"
     path.write_bytes(_corrupt(h5_bytes, *corruption))

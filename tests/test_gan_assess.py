@@ -17,7 +17,7 @@ from gan_aug.data import gan_split
 from gan_aug.synthesize import synthesize
 from gan_aug.train import train_gan
 from ssl_seg.data.h5format import H5DatasetWriter
-from ssl_seg.data.readers import open_source
+from ssl_seg.data.sources import open_source
 from ssl_seg.errors import UserError
 
 DATA = "phantom:cardiac?n=24&size=32"

@@ -14,7 +14,7 @@ from gan_aug.config import GanConfig
 from gan_aug.networks import build_discriminator, build_generator, one_hot
 from gan_aug.pix2pix import Pix2Pix, d_adversarial_loss, feature_matching_loss, g_adversarial_loss, linear_decay
 from gan_aug.train import train_gan
-from ssl_seg.data.readers import open_source
+from ssl_seg.data.sources import open_source
 from ssl_seg.data.splits import make_split
 from ssl_seg.errors import UserError
 

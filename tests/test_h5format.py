@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ssl_seg.data.h5format import FORMAT, H5DatasetWriter, H5Source, write_source_to_h5
-from ssl_seg.data.readers import open_source
+from ssl_seg.data.sources import open_source
 from ssl_seg.data.sample import Sample
 from ssl_seg.errors import UserError
 

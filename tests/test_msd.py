@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ssl_seg.data.msd import MSDSliceSource
-from ssl_seg.data.readers import open_source
+from ssl_seg.data.sources import open_source
 from ssl_seg.errors import UserError
 from ssl_seg.evaluation.scoring import evaluate_model, score_volumes, selection_score
 

@@ -8,7 +8,7 @@ import pytest
 from ssl_seg.data.msd import MSDSliceSource
 from ssl_seg.data.nifti_writer import volume_affine, write_nifti, write_phantom_msd
 from ssl_seg.data.phantom_volumes import lesion_volume
-from ssl_seg.data.readers import open_source
+from ssl_seg.data.sources import open_source
 from ssl_seg.errors import UserError
 
 nib = pytest.importorskip("nibabel")

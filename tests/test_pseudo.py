@@ -10,7 +10,7 @@ import pytest
 import gan_aug.pseudo as pseudo
 from gan_aug.cli import main as gan_main
 from gan_aug.pseudo import Candidate, PseudoFilter, score, select
-from ssl_seg.data.readers import open_source
+from ssl_seg.data.sources import open_source
 from ssl_seg.data.splits import Split
 from ssl_seg.engine.runner import run_training
 

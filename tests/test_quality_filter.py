@@ -15,7 +15,7 @@ from gan_aug.quality_filter import MaskRecoveryFilter
 from gan_aug.synthesize import synthesize
 from gan_aug.train import train_gan
 from ssl_seg.cli import main as seg_main
-from ssl_seg.data.readers import open_source
+from ssl_seg.data.sources import open_source
 from ssl_seg.errors import UserError
 
 DATA = "phantom:cardiac?n=20&size=32"

@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssl_seg.data.readers import FolderSource, SSL4MISSource, case_of_slice, open_source, read_image
+from ssl_seg.data.folder import FolderSource, read_image
+
+from ssl_seg.data.sources import open_source
+
+from ssl_seg.data.ssl4mis import SSL4MISSource, case_of_slice
 from ssl_seg.errors import UserError
 
 
@@ -326,7 +330,7 @@ def test_folder_with_one_project_h5_opens_it(tmp_path):
     import numpy as np
 
     from ssl_seg.data.h5format import H5DatasetWriter
-    from ssl_seg.data.readers import open_source
+    from ssl_seg.data.sources import open_source
 
     syn = tmp_path / "syn"
     syn.mkdir()

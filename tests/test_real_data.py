@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ssl_seg.config import RunConfig
-from ssl_seg.data.readers import open_source
+from ssl_seg.data.sources import open_source
 from ssl_seg.engine.runner import run_training
 
 

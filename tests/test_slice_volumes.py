@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from ssl_seg.cli import main
-from ssl_seg.data.readers import open_source
+from ssl_seg.data.sources import open_source
 from ssl_seg.data.splits import Split, make_split
 from ssl_seg.engine.report import evaluate_run
 from ssl_seg.engine.runner import run_training

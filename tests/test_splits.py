@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ssl_seg.data.readers import open_source
+from ssl_seg.data.sources import open_source
 from ssl_seg.data.splits import Split, make_split, resolve_split_file
 from ssl_seg.errors import UserError
 

@@ -15,7 +15,7 @@ from gan_aug.study_report import best_ssl_method, chosen_ratio, findings
 from gan_aug.train import train_gan
 from ssl_seg.experiments import grid
 from ssl_seg.cli import main
-from ssl_seg.data.readers import open_source
+from ssl_seg.data.sources import open_source
 from ssl_seg.data.splits import Split
 from ssl_seg.errors import UserError
 from ssl_seg.experiments.synthesis import SynthesisRequest

@@ -215,7 +215,7 @@ def test_train_gan_trains_on_the_sweeps_grouped_split(tmp_path):
 def test_study_trains_its_gan_on_the_grouped_split(tmp_path, monkeypatch):
     """The study hands --group-by to its GAN task too (checked by running that task)."""
     from gan_aug import study
-    from ssl_seg.data.readers import open_source
+    from ssl_seg.data.sources import open_source
     from ssl_seg.data.splits import make_split
 
     class Stop(Exception):

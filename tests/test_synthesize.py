@@ -19,7 +19,7 @@ from gan_aug.masks import DeformMasks, MixMasks, build_mask_source, min_jacobian
 from gan_aug.synthesize import synthesize
 from gan_aug.train import train_gan
 from ssl_seg.data.phantoms import phantom_mask
-from ssl_seg.data.readers import open_source
+from ssl_seg.data.sources import open_source
 from ssl_seg.errors import UserError
 
 DATA = "phantom:cardiac?n=20&size=32"

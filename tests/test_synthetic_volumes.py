@@ -21,7 +21,8 @@ from gan_aug.synthesize import synthesize
 from gan_aug.train import train_gan
 from gan_aug.volumes import SHARES, adjacent_correlation, fit_noise_share
 from ssl_seg.cli import main as ssl_main
-from ssl_seg.data.readers import open_source, task_differences
+from ssl_seg.data.sample import task_differences
+from ssl_seg.data.sources import open_source
 from ssl_seg.errors import UserError
 from ssl_seg.experiments.synthesis import SynthesisRequest
 

@@ -9,7 +9,7 @@ import torch
 
 from ssl_seg.config import RunConfig
 from ssl_seg.data.patches3d import crop_padded, is_thick, patch_shape, window_starts
-from ssl_seg.data.readers import open_source
+from ssl_seg.data.sources import open_source
 from ssl_seg.data.transforms3d import VolumeTransform
 from ssl_seg.engine.report import evaluate_run
 from ssl_seg.engine.run_models import load_run

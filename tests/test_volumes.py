@@ -9,8 +9,9 @@ import h5py
 import numpy as np
 import pytest
 
-from ssl_seg.data.readers import open_source
-from ssl_seg.data.volumes import LesionVolumeSource, MSDVolumeSource, SSL4MIS3DSource, to_file_axes
+from ssl_seg.data.sources import open_source
+from ssl_seg.data.ssl4mis import SSL4MIS3DSource
+from ssl_seg.data.volumes import LesionVolumeSource, MSDVolumeSource, to_file_axes
 from ssl_seg.errors import UserError
 
 nib = pytest.importorskip("nibabel")

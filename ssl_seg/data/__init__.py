@@ -1,1 +1,1 @@
-"""Data layer: phantoms, readers, splits, transforms, mixing."""
+"""Data layer: DATA strings to samples (sources.py and a reader per format), phantoms, splits, transforms, mixing."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from .readers import SampleSource
+from .sample import SampleSource
 from .sample import Sample
 
 

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError
 from .downscale import downscale_image
-from .readers import SampleSource
+from .sample import SampleSource
 from .transforms import JointTransform, normalize, pad_and_normalize, to_tensors
 
 

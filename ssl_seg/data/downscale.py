@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from .mask_scheme import CLASSES_FILE
-from .readers import FolderSource
+from .folder import FolderSource
 
 RESAMPLING = {"images": Image.LANCZOS, "masks": Image.NEAREST, "roi": Image.NEAREST}
 

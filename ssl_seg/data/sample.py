@@ -106,3 +106,12 @@ def nothing_to_segment(where: str | Path) -> UserError:
     return UserError(f"{where}: every label is background only (all 0), so there is nothing to segment and every "
                      "score would be trivially 1; check that these are the right label files")
 
+
+def task_differences(expected: SampleSource | dict, found: SampleSource | dict) -> list[str]:
+    """What differs between two datasets' tasks: class count, class names (in order), channels."""
+    def get(obj: SampleSource | dict, key: str):
+        value = obj[key] if isinstance(obj, dict) else getattr(obj, key)
+        return list(value) if isinstance(value, (list, tuple)) else value
+
+    return [f"{key} {get(found, key)} instead of {get(expected, key)}"
+            for key in ("num_classes", "class_names", "in_channels") if get(found, key) != get(expected, key)]

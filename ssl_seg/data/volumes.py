@@ -1,4 +1,5 @@
-"""Whole 3D volumes as samples: MSD / nnU-Net folders, SSL4MIS's 3D h5 layout, and the lesion_volume phantom.
+"""Whole 3D volumes as samples: the VolumeSource base, MSD / nnU-Net folders, project HDF5 volumes, the
+lesion_volume phantom, and any volume source served as 2D slices (the SSL4MIS 3D reader is in ssl4mis.py).
 
 A volume sample has image (C, D, H, W) float32 in [0, 1] and mask (D, H, W) int64; one sample per case.
 Axis convention (shared with ssl_seg/data/nifti_writer.py): a file's (X, Y, Z) array becomes (D, H, W) =
@@ -15,18 +16,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..errors import UserError
 from .h5format import H5Source
-from .msd import class_names_for, integer_labels, is_msd_folder, read_case, read_index
+from .msd import class_names_for, read_case, read_index
 from .nifti_writer import volume_affine
 from .phantom_volumes import LESION_CLASSES, MIN_VOXELS, VOLUME_TASK, lesion_volume
-from .sample import IndexedSource, Sample, parse_phantom, read_name_list
-
-VOLUME_DATA_HELP = ("with --spatial-dims 3, DATA is an MSD / nnU-Net folder (dataset.json, imagesTr/, labelsTr/), "
-                    "an SSL4MIS 3D folder (train.list, test.list, per-case .h5 volumes), a project .h5 file of "
-                    "volumes or "
-                    f"phantom:{VOLUME_TASK}[?n=20&size=32&seed=0]")
-SSL4MIS_FILES = ("{dir}/{case}.h5", "{dir}/{case}_norm.h5", "{dir}/{case}/mri_norm2.h5")  # LA, Pancreas, plain
+from .sample import IndexedSource, Sample
 
 
 def to_volume_axes(array: np.ndarray) -> np.ndarray:
@@ -54,22 +48,6 @@ class VolumeSource(IndexedSource):
     def median_shape(self) -> tuple[int, int, int]:
         """Median volume size over the cases, per axis (D, H, W), in voxels."""
         return tuple(int(statistics.median(s[a] for s in self.shapes.values())) for a in range(3))  # type: ignore
-
-
-def open_volume_source(data: str) -> VolumeSource:
-    """Open the volume dataset named by a DATA string (MSD / nnU-Net folder, SSL4MIS 3D folder, phantom)."""
-    if data.startswith("phantom:"):
-        return _open_phantom(data)
-    path = Path(data).expanduser()
-    if path.is_file() and path.suffix.lower() in (".h5", ".hdf5"):
-        return H5VolumeSource(path, name=data)
-    if not path.is_dir():
-        raise UserError(f"DATA '{data}' is not a folder; {VOLUME_DATA_HELP}")
-    if is_msd_folder(path):
-        return MSDVolumeSource(path, name=data)
-    if (path / "train.list").is_file():
-        return SSL4MIS3DSource(path, name=data)
-    raise UserError(f"DATA '{data}' holds no volumes; {VOLUME_DATA_HELP}")
 
 
 class MSDVolumeSource(VolumeSource):
@@ -100,79 +78,6 @@ class MSDVolumeSource(VolumeSource):
         m = self._index_meta
         volume = read_case(m.images[index], m.labels[index], m.in_channels)
         return Sample(image=to_volume_axes(volume.image), mask=to_volume_axes(volume.label).astype(np.int64),
-                      id=self.ids[index], case=self.cases[index])
-
-
-class SSL4MIS3DSource(VolumeSource):
-    """SSL4MIS's 3D layout (LA, Pancreas): DIR/train.list and DIR/test.list (optional val.list) name cases.
-
-    A case's file is the first of `SSL4MIS_FILES` found in DIR, DIR/data or a subfolder of DIR (the LA set keeps
-    `2018LA_Seg_Training Set/<case>/mri_norm2.h5`), holding `image` and `label` volumes (X, Y, Z). The files carry
-    no voxel size: spacing is taken as 1 mm (distances are in voxels; say so when reporting them).
-    """
-
-    def __init__(self, root: str | Path, name: str | None = None):
-        self.root = Path(root)
-        self.name = name if name is not None else str(root)
-        split = {}
-        for key in ("train", "val", "test"):
-            list_path = self.root / f"{key}.list"
-            split[key] = read_name_list(list_path) if list_path.is_file() else []
-        self.predefined_split = split
-        self.ids = [case for key in ("train", "val", "test") for case in split[key]]
-        self.cases = list(self.ids)
-        self._index_ids()
-        self._paths = [self._find(case) for case in self.ids]
-        self.in_channels = 1
-        self.notes = [f"{self.root}: SSL4MIS h5 volumes store no voxel size; distances are in voxels (1 mm assumed)"]
-        self.spacing, self.affine, self.shapes = {}, {}, {}
-        highest = 0
-        for case, path in zip(self.ids, self._paths):
-            label = self._read(path, load_image=False)[1]
-            x, y, z = label.shape
-            self.spacing[case], self.affine[case], self.shapes[case] = (1.0, 1.0, 1.0), np.eye(4), (z, x, y)
-            highest = max(highest, int(label.max()) if label.size else 0)
-        self.num_classes = max(2, highest + 1)
-        self.class_names = ["background"] + [f"class_{k}" for k in range(1, self.num_classes)]
-
-    def _find(self, case: str) -> Path:
-        folders = [self.root, self.root / "data", *sorted(p for p in self.root.iterdir() if p.is_dir())]
-        for folder in folders:
-            for pattern in SSL4MIS_FILES:
-                path = Path(pattern.format(dir=folder, case=case))
-                if path.is_file():
-                    return path
-        raise UserError(f"{self.root}: the lists name case '{case}' but no {case}.h5, {case}_norm.h5 or "
-                        f"{case}/mri_norm2.h5 exists there or in a subfolder; restore it or remove the line")
-
-    def _read(self, path: Path, load_image: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
-        """(image (X, Y, Z) or None, label (X, Y, Z) uint8) of one case file, checked."""
-        try:
-            with h5py.File(path, "r") as f:
-                for key in ("image", "label"):
-                    if key not in f:
-                        raise UserError(f"{path}: no '{key}' dataset (found {sorted(f.keys())}); SSL4MIS 3D files "
-                                        "hold 'image' and 'label' volumes")
-                image_shape, label = f["image"].shape, f["label"][()]
-                image = f["image"][()] if load_image else None
-        except OSError as e:
-            raise UserError(f"{path}: not a readable HDF5 file ({e}); restore it") from None
-        if label.ndim != 3:
-            raise UserError(f"{path}: label is {label.ndim}D {label.shape}; it must be one 3D volume of class indices")
-        if tuple(image_shape) != label.shape:
-            raise UserError(f"{path}: image {tuple(image_shape)} and label {label.shape} differ; they must have one "
-                            "3D shape")
-        return image, integer_labels(label, path)
-
-    def load(self, index: int) -> Sample:
-        """Case `index`: image (1, D, H, W) min-max scaled to [0, 1], mask (D, H, W) int64."""
-        image, label = self._read(self._paths[index])
-        image = np.asarray(image, dtype=np.float64)
-        if not np.isfinite(image).all():
-            raise UserError(f"{self._paths[index]}: image contains NaN or infinite values; fix or re-create it")
-        lo, hi = image.min(), image.max()
-        image = ((image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)).astype(np.float32)
-        return Sample(image=to_volume_axes(image)[None], mask=to_volume_axes(label).astype(np.int64),
                       id=self.ids[index], case=self.cases[index])
 
 
@@ -255,11 +160,3 @@ class VolumeSlices(IndexedSource):
         volume = self._decoded[v]
         return Sample(image=np.ascontiguousarray(volume.image[:, k]), mask=np.ascontiguousarray(volume.mask[k]),
                       id=self.ids[index], case=self.cases[index])
-
-
-def _open_phantom(data: str) -> LesionVolumeSource:
-    """Build the LesionVolumeSource of `phantom:lesion_volume?n=20&size=32&seed=0`."""
-    task, options = parse_phantom(data, 8)
-    if task != VOLUME_TASK:
-        raise UserError(f"DATA '{data}': the 3D phantom is phantom:{VOLUME_TASK}; 2D phantoms need --spatial-dims 2")
-    return LesionVolumeSource(**options)

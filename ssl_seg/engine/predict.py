@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from ..config import RunConfig
 from ..data.downscale import downscale_image
-from ..data.readers import IMAGE_SUFFIXES, read_image
+from ..data.folder import IMAGE_SUFFIXES, read_image
 from ..data.transforms import normalize, pad_and_normalize
 from ..device import resolve_device
 from ..errors import UserError

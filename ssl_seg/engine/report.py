@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data.readers import open_source
+from ..data.sources import open_source
 from ..data.slice_volumes import check_volumes_whole
 from ..data.splits import Split
 from ..device import resolve_device

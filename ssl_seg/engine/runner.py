@@ -24,7 +24,8 @@ from ..data.cache import CachedSource
 from .distributed import data_parallel, distributed_context
 from ..data.datasets import PairDataset, StepBatches, raise_user_errors
 from ..data.mixing import build_schedule, schedule_names
-from ..data.readers import SampleSource, open_source, task_differences
+from ..data.sample import SampleSource, task_differences
+from ..data.sources import open_source
 from ..data.slice_volumes import check_volumes_whole
 from ..data.splits import Split, case_ids, check_groups_whole, make_split, resolve_split_file
 from ..data.patches3d import is_thick, patch_shape

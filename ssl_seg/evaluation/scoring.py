@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from ..data.datasets import EvalDataset
-from ..data.readers import SampleSource
+from ..data.sample import SampleSource
 from ..device import autocast
 from ..errors import UserError
 from ..io_utils import jsonable

@@ -149,7 +149,7 @@ def native_patch(data: str, patch_size: int, spatial_dims: int = 2, stride: int 
     spacing (the unit of a 3D `--patch-size`), read from the headers without decoding a volume; the 3D patch is
     then cut per axis by ssl_seg.data.patches3d.patch_shape.
     """
-    from ..data.readers import open_source
+    from ..data.sources import open_source
 
     source = open_source(data, spatial_dims)
     if spatial_dims == 3:
@@ -170,7 +170,7 @@ def inside_patch(data: str, patch_size: int, spatial_dims: int = 2, stride: int 
     """
     import numpy as np
 
-    from ..data.readers import open_source
+    from ..data.sources import open_source
 
     source = open_source(data, spatial_dims)
     if spatial_dims == 3:
