@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import UserError
+from .batch import Batch
 from .downscale import downscale_image
 from .sample import SampleSource
 from .transforms import JointTransform, normalize, pad_and_normalize, to_tensors
@@ -79,8 +80,8 @@ class StepBatches(Dataset):
         except UserError as e:  # crosses the DataLoader worker boundary as data, not as a re-wrapped traceback
             return {"user_error": str(e)}
 
-    def batch(self, step: int) -> dict:
-        """The batch dict of `step`: labeled (+ synthetic) images, masks, rois and the unlabeled images."""
+    def batch(self, step: int) -> Batch:
+        """The batch of `step`: labeled (+ synthetic) images, masks, rois and the unlabeled images."""
         rng = np.random.default_rng([self.seed, self.rank, step])
         n_syn = self.n_synthetic(step)
         n_real = self.labeled_batch_size - n_syn
@@ -89,8 +90,8 @@ class StepBatches(Dataset):
             syn_rng = np.random.default_rng([self.seed, self.rank, step, 1])
             items += [self.synthetic.get(int(p), int(s)) for p, s in _draw(syn_rng, len(self.synthetic), n_syn)]
         images, masks, rois = (torch.stack(t) for t in zip(*items))
-        batch = {"labeled": {"image": images, "mask": masks, "roi": rois}, "unlabeled": None,
-                 "n_synthetic": n_syn}
+        batch: Batch = {"labeled": {"image": images, "mask": masks, "roi": rois}, "unlabeled": None,
+                        "n_synthetic": n_syn}
         if self.unlabeled is not None and self.unlabeled_batch_size > 0:
             un_rng = np.random.default_rng([self.seed, self.rank, step, 2])
             un = [self.unlabeled.get(int(p), int(s))[0]

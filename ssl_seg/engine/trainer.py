@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from .checkpoint import rng_state, set_rng_state
 from .weight_ema import WeightEMA, averaged_network, evaluated_networks
+from ..data.batch import Batch
 from ..device import autocast, to_memory_format
 from ..errors import UserError
 
@@ -42,7 +43,7 @@ class SelfUpdating(Protocol):
 
     models: dict[str, nn.Module]
 
-    def optimization_step(self, batch: dict[str, Any], step: int) -> dict[str, Tensor]: ...
+    def optimization_step(self, batch: Batch, step: int) -> dict[str, Tensor]: ...
     def eval_models(self) -> dict[str, nn.Module]: ...
 
 
@@ -128,7 +129,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []  # validation results, kept across resumes
         self.losses: dict[str, float] = {}
         self.lr = lr_at(0)
-        self.batch: dict | None = None
+        self.batch: Batch | None = None
 
     def eval_models(self) -> dict[str, nn.Module]:
         """Networks to evaluate, the first one picking best.pt: the weight EMA if any, then the method's."""
@@ -175,7 +176,7 @@ class Trainer:
             hook.after_train(self)
         return self.state
 
-    def train_step(self, step: int, batch: dict) -> None:
+    def train_step(self, step: int, batch: Batch) -> None:
         """One optimisation step on `batch` (moved to the device here)."""
         for model in self.method.models.values():
             model.train()
@@ -196,7 +197,7 @@ class Trainer:
         self.losses = named
         self.state.step = step
 
-    def _gradient_step(self, batch: dict, step: int) -> dict[str, Tensor]:
+    def _gradient_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         """training_step's named losses, summed, backpropagated and stepped; returns them plus 'total'."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
@@ -212,7 +213,7 @@ class Trainer:
         self.method.after_step(step)
         return {**losses, "total": total}
 
-    def _stop(self, step: int, batch: dict, losses: dict[str, float]) -> None:
+    def _stop(self, step: int, batch: Batch, losses: dict[str, float]) -> None:
         """Raise the UserError for a non-finite or diverged loss at `step`, naming the data when its pixels are bad."""
         images = [part["image"] for part in batch.values() if isinstance(part, dict) and "image" in part]
         if not all(torch.isfinite(x).all() for x in images):

@@ -12,6 +12,7 @@ from ..config import MethodConfig, build_config
 from ..errors import UserError
 from ..flags import check_fields
 from .losses import LossFn
+from ..data.batch import Batch, LabeledPart
 
 Options = TypeVar("Options")
 
@@ -22,7 +23,7 @@ class Method(Protocol):
     models: dict[str, nn.Module]
 
     def parameters(self) -> Iterator[nn.Parameter]: ...
-    def training_step(self, batch: dict[str, Any], step: int) -> dict[str, Tensor]: ...
+    def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]: ...
     def after_step(self, step: int) -> None: ...
     def eval_models(self) -> dict[str, nn.Module]: ...
     def state_dict(self) -> dict[str, Any]: ...
@@ -50,7 +51,7 @@ class MethodBase:
         for model in self.models.values():
             yield from model.parameters()
 
-    def supervised_loss(self, logits: Tensor, labeled: dict[str, Tensor]) -> Tensor:
+    def supervised_loss(self, logits: Tensor, labeled: LabeledPart) -> Tensor:
         """The configured loss of logits (B, K, H, W) against the labeled batch's mask and roi."""
         return self.loss(logits, labeled["mask"], labeled.get("roi"))
 

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import MethodConfig
+from ..data.batch import Batch
 from ..errors import UserError
 from ..flags import opt
 from .losses import LossFn
@@ -103,7 +104,7 @@ class BidirectionalCopyPaste(MethodBase):
         return (inside_weight * self.loss(logits, target, roi & box)
                 + outside_weight * self.loss(logits, target, roi & ~box))
 
-    def training_step(self, batch: dict[str, Any], step: int) -> dict[str, Tensor]:
+    def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         """Pre-training: {"sup"} on labeled copy-paste; then {"in", "out", "stat/u_weight"} (averaged directions)."""
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]
         x, y, roi = labeled["image"], labeled["mask"], labeled["roi"]

@@ -12,13 +12,13 @@ and unlabeled images go through each network in separate passes (`forward_apart`
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import MethodConfig
+from ..data.batch import Batch
 from .losses import LossFn
 from .base import MethodBase, forward_apart
 from .rampup import sigmoid_rampup
@@ -55,7 +55,7 @@ class CrossPseudoSupervision(MethodBase):
         self.consistency_weight = consistency_weight
         self.rampup_length = rampup_length
 
-    def training_step(self, batch: dict[str, Any], step: int) -> dict[str, Tensor]:
+    def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         """{"sup", "cps", "stat/cons_weight"}; only {"sup"} (both nets) when the batch has no unlabeled part."""
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]
         parts = [labeled["image"]] if unlabeled is None else [labeled["image"], unlabeled["image"]]

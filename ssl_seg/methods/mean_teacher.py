@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import MethodConfig
+from ..data.batch import Batch
 from ..errors import UserError
 from .losses import LossFn
 from .base import MethodBase, check_state_keys, forward_apart
@@ -73,7 +74,7 @@ class MeanTeacher(MethodBase):
         self.rampup_length = rampup_length
         self.noise_std = noise_std
 
-    def training_step(self, batch: dict[str, Any], step: int) -> dict[str, Tensor]:
+    def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         """{"sup", "cons", "stat/cons_weight"}; only {"sup"} when the batch has no unlabeled part."""
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]
         if unlabeled is None:

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import MethodConfig
+from ..data.batch import Batch
 from ..flags import opt
 from .losses import LossFn
 from .base import MethodBase, check_state_keys, forward_apart, gradient_free, own_options
@@ -63,7 +64,7 @@ class PseudoLabel(MethodBase):
         self.rampup_length = rampup_length
         self.teacher = EMATeacher(model, ema_decay) if ema_decay is not None else None
 
-    def training_step(self, batch: dict[str, Any], step: int) -> dict[str, Tensor]:
+    def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         """{"sup", "unsup", "stat/mask_ratio", "stat/confident_c*", "stat/cons_weight"}; only {"sup"} without an
         unlabeled part."""
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]

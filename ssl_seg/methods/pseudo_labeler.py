@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..config import MethodConfig
+from ..data.batch import LabeledPart
 from ..errors import UserError
 
 RULES = ("fixed", "freematch")
@@ -45,7 +46,7 @@ class PseudoLabeler:
         """Whether the rule keeps running statistics (checkpointed with the method)."""
         return self.rule != "fixed" or self.align
 
-    def __call__(self, probs: Tensor, labeled: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    def __call__(self, probs: Tensor, labeled: LabeledPart | None = None) -> tuple[Tensor, Tensor]:
         """Labels and confidence mask of probs (B, K, *S); `labeled` (its "mask", "roi") feeds the alignment."""
         probs = probs.float()
         if self.align:
@@ -61,7 +62,7 @@ class PseudoLabeler:
         tau = self.global_tau * self.class_probs / self.class_probs.max()  # (K,)
         return labels, confidence >= tau[labels]
 
-    def _aligned(self, probs: Tensor, labeled: dict[str, Tensor]) -> Tensor:
+    def _aligned(self, probs: Tensor, labeled: LabeledPart) -> Tensor:
         """probs * target / predicted, renormalised over classes, after the running means take this batch."""
         mask, roi = labeled["mask"], labeled.get("roi")
         counts = torch.bincount(mask[roi] if roi is not None else mask.reshape(-1),

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 from torch import Tensor, nn
 
 from ..config import MethodConfig
+from ..data.batch import Batch
 from .losses import LossFn
 from .base import MethodBase
 
@@ -21,7 +21,7 @@ class Supervised(MethodBase):
         self.model = model
         self.models = {"model": model}
 
-    def training_step(self, batch: dict[str, Any], step: int) -> dict[str, Tensor]:
+    def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         """{"sup": loss on the labeled images}."""
         labeled = batch["labeled"]
         return {"sup": self.supervised_loss(self.model(labeled["image"]), labeled)}

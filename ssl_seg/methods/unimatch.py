@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import MethodConfig
+from ..data.batch import Batch
 from ..flags import opt
 from .losses import LossFn, soft_dice_loss
 from .base import MethodBase, check_state_keys, gradient_free, own_options
@@ -67,7 +68,7 @@ class UniMatch(MethodBase):
         self.feature_dropout = feature_dropout
         self.rampup_length = rampup_length
 
-    def training_step(self, batch: dict[str, Any], step: int) -> dict[str, Tensor]:
+    def training_step(self, batch: Batch, step: int) -> dict[str, Tensor]:
         """{"sup", "strong", "fp", "stat/mask_ratio", "stat/confident_c*", "stat/cons_weight"}; only {"sup"} without
         an unlabeled part."""
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]
