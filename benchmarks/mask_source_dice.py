@@ -21,7 +21,7 @@ from gan_aug.study_report import by_seed, paired_diffs
 from gan_aug.synthesize import H5_NAME, synthesize
 from ssl_seg.experiments.grid import collect
 from ssl_seg.experiments.stats import fmt_gain, fmt_mean_std
-from ssl_seg.experiments.sweep import sweep_rows
+from ssl_seg.experiments.sweep_report import sweep_rows
 from ssl_seg.logs import configure_logging
 
 

@@ -26,7 +26,7 @@ from gan_aug.train import train_gan
 from ssl_seg.experiments.summary import summary_rows
 from ssl_seg.experiments.grid import GridRun, collect
 from ssl_seg.experiments.stats import fmt_gain, fmt_mean_std
-from ssl_seg.experiments.sweep import sweep_rows
+from ssl_seg.experiments.sweep_report import sweep_rows
 from ssl_seg.logs import configure_logging
 
 

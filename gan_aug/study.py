@@ -34,8 +34,8 @@ from ssl_seg.experiments.executors import add_executor_flags, build_executor, jo
 from ssl_seg.experiments.grid import GridRun, collect
 from ssl_seg.experiments.synthesis import SynthesisRequest
 from ssl_seg.io_utils import atomic_write_json, atomic_write_text
-from ssl_seg.experiments.sweep import (as_reported, plot_dice_vs_ratio, sweep_rows, sweep_runs,
-                                       write_sweep_summary)
+from ssl_seg.experiments.sweep import sweep_runs
+from ssl_seg.experiments.sweep_report import as_reported, plot_dice_vs_ratio, sweep_rows, write_sweep_summary
 
 from .masks import DEFAULT_MASK_SOURCE
 from .provider import train_and_synthesize

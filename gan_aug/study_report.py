@@ -13,7 +13,7 @@ from ssl_seg.experiments.profiles import SegBudget
 from ssl_seg.experiments.results import by_seed, choose_on_validation, paired, validation_means
 from ssl_seg.experiments.stats import fmt_family, fmt_mean_std
 from ssl_seg.experiments.summary import group
-from ssl_seg.experiments.sweep import is_real_only, reported_scores
+from ssl_seg.experiments.sweep_report import is_real_only, reported_scores
 
 Rows = list[dict[str, Any]]
 ORACLE_LABEL = "oracle: phantom masks"

@@ -21,7 +21,8 @@ from ssl_seg.data.phantoms import PhantomSource
 from ssl_seg.errors import UserError
 from ssl_seg.engine.runner import run_training
 from ssl_seg.experiments.stats import t_pvalue
-from ssl_seg.experiments.sweep import as_reported, paired_gains, parse_synthetic, sweep_markdown, sweep_runs
+from ssl_seg.experiments.sweep import parse_synthetic, sweep_runs
+from ssl_seg.experiments.sweep_report import as_reported, paired_gains, sweep_markdown
 
 
 @pytest.fixture
