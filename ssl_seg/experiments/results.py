@@ -1,5 +1,5 @@
 """Result rows of finished runs, and the few operations every table is made of: a score per seed, seed-paired
-differences, means over seeds, and choices made on validation. Rows are the flat dicts of `summary_rows` (method,
+differences, means over seeds, choices made on validation, and which score is the primary endpoint. Rows are the flat dicts of `summary_rows` (method,
 labels, seed, dice, val_dice, ...); every table, sweep, study report and benchmark reads them through these."""
 
 from __future__ import annotations
@@ -12,6 +12,12 @@ import numpy as np
 from .summary import group, mean_std
 
 Row = dict[str, Any]
+
+
+def score_key(rows: Iterable[Row]) -> str:
+    """The primary endpoint's column (benchmarks/PROTOCOL.md): per-volume Dice of the checkpoint chosen on validation
+    where the runs have volumes (validation chooses on it too), else the per-image Dice."""
+    return "vol_dice" if any(r.get("vol_dice") is not None for r in rows) else "dice"
 
 
 def by_seed(rows: Iterable[Row], key: str = "dice", where: Callable[[Row], bool] | None = None,

@@ -11,7 +11,7 @@ import numpy as np
 from ..io_utils import atomic_write_text
 from .figures import error_points, new_figure, save_dice_figure
 from .grid import collect
-from .results import by_seed, choose_on_validation, paired
+from .results import by_seed, choose_on_validation, paired, score_key
 from .stats import fmt_family_gain, fmt_mean_std, holm_gains
 from .summary import group, mean_std, summary_rows
 from .tables import write_csv
@@ -46,7 +46,7 @@ def best_on_validation(rows: list[dict[str, Any]]) -> tuple[str, float] | None:
 def reported_scores(rows: list[dict[str, Any]]) -> tuple[str, str, str]:
     """(Dice key, HD95 key, what they are): on slices of volumes the per-volume 3D scores, which validation selects
     on (in the slice mean an empty slice predicted empty counts as Dice 1), else the per-image ones."""
-    if rows and all(r.get("vol_dice") is not None for r in rows):
+    if score_key(rows) == "vol_dice":
         return "vol_dice", "vol_hd95", "Per-volume 3D Dice (slices stacked into their volumes; validation's score)"
     return "dice", "hd95", "Dice"
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..io_utils import atomic_write_text
 from .stats import decimals_for, fmt_family
-from .results import by_seed, paired, wins
+from .results import by_seed, paired, score_key, wins
 from .summary import gap_recovery, group, label_order, mean_std
 
 
@@ -40,7 +40,7 @@ def summary_markdown(rows: list[dict[str, Any]], title: str) -> str:
     lines = [f"# {title}", "", f"{len(rows)} finished runs. Test split; Dice and HD95 are means over foreground "
              "classes, then mean +- std over seeds (std shown only for n >= 2). **Bold**: best per backbone and "
              "label budget.", ""]
-    primary = primary_score(rows)
+    primary = score_key(rows)
     for dice_key, hd_key, heading in SCORE_TABLES:
         if any(r.get(dice_key) is not None for r in rows):
             role = "primary endpoint" if dice_key == primary else "secondary: no claim rests on it"
@@ -50,12 +50,6 @@ def summary_markdown(rows: list[dict[str, Any]], title: str) -> str:
               "budget, from seed means. Paired gains: t-intervals Holm-adjusted over the comparisons of each table "
               "(m), with the exact sign-flip p beside them (benchmarks/PROTOCOL.md).", ""]
     return "\n".join(lines)
-
-
-def primary_score(rows: list[dict[str, Any]]) -> str:
-    """The primary endpoint's column (benchmarks/PROTOCOL.md): per-volume Dice of the best-on-validation checkpoint
-    where the runs have volumes, else the case-mean Dice."""
-    return "vol_dice" if any(r.get("vol_dice") is not None for r in rows) else "dice"
 
 
 def _fmt_stat(mean: float, std: float, n: int, digits: int) -> str:
