@@ -1,4 +1,5 @@
-"""Secondary comparisons of the pre-registered warm-start cells (hippo_c2_warm, hippo_c2_warm2) on hippocampus slices.
+"""Secondary comparisons of the pre-registered warm-start cells: hippo_c2_warm and hippo_c2_warm2 (hippocampus slices),
+hc18_half_warm (HC18 half-size copy).
 
 Seed-paired (the same seed draws the same split in every arm), in Dice points of the primary endpoint (test Dice per
 volume of the checkpoint chosen on validation): each arm per seed, where each warm run's best.pt comes from (its start,
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,35 +25,58 @@ from ssl_seg.experiments.stats import fmt_family, fmt_gain, fmt_mean_std  # noqa
 
 SEEDS = [10, 11, 12]
 RESULTS = ROOT / "benchmarks" / "results"
-ARMS = {  # arm -> (result folders, its run folders under --runs, with TensorBoard logs)
-    "supervised (chosen on validation)": (["prereg_hc2/sup_const/*", "prereg_hc2/sup_poly/*"], None),
-    "start (supervised, poly)": (["prereg_hc2/sup_poly/*"], None),
-    "unimatch, cold": (["prereg_hc2/uni_poly/*"], "prereg_hc2/uni_poly/runs/unet__unimatch__c2__s{seed}"),
-    "supervised+warm": (["prereg_hc2_warm/sup_warm/*"], None),
-    "unimatch+warm": (["prereg_hc2_warm/uni_warm/*"], "prereg_hc2_warm/runs/unet__unimatch+warm__c2__s{seed}"),
-    "bcp+warm": (["prereg_hc2_warm2/bcp/*"], None),
-    "unimatch+warm, freematch": (["prereg_hc2_warm2/fm/*"], "prereg_hc2_warm2/fm/runs/unet__unimatch+warm__c2__s{seed}"),
-}
-FAMILIES = {  # each cell's pre-registered family of claims (Holm over its own comparisons)
-    "hippo_c2_warm": [("unimatch+warm", "supervised (chosen on validation)"),
-                      ("supervised+warm", "supervised (chosen on validation)")],
-    "hippo_c2_warm2": [("bcp+warm", "supervised (chosen on validation)"),
-                       ("unimatch+warm, freematch", "supervised (chosen on validation)")],
-}
-SECONDARY = [("unimatch+warm", "supervised+warm"), ("unimatch+warm", "unimatch, cold"),
-             ("supervised+warm", "start (supervised, poly)"), ("unimatch+warm", "start (supervised, poly)"),
-             ("unimatch+warm, freematch", "unimatch+warm"), ("bcp+warm", "start (supervised, poly)")]
+SUP = "supervised (chosen on validation)"
 
 
-def train_seconds(run_dir: Path) -> float:
-    """Training seconds of a run, plus its start's when it was warm-started (config model.init_from)."""
+@dataclass(frozen=True)
+class Study:
+    """The warm-start cells of one data set: arms (result folders, and run folders under --runs with TensorBoard logs),
+    each cell's pre-registered family, the secondary comparisons, and where the starts' results are."""
+
+    title: str
+    arms: dict[str, tuple[list[str], str | None]]
+    families: dict[str, list[tuple[str, str]]]
+    secondary: list[tuple[str, str]]
+    starts: str
+
+
+STUDIES = {
+    "hippocampus": Study(
+        "hippocampus slices, 2 labeled volumes (hippo_c2_warm, hippo_c2_warm2)",
+        {SUP: (["prereg_hc2/sup_const/*", "prereg_hc2/sup_poly/*"], None),
+         "start (supervised, poly)": (["prereg_hc2/sup_poly/*"], None),
+         "unimatch, cold": (["prereg_hc2/uni_poly/*"], "prereg_hc2/uni_poly/runs/unet__unimatch__c2__s{seed}"),
+         "supervised+warm": (["prereg_hc2_warm/sup_warm/*"], None),
+         "unimatch+warm": (["prereg_hc2_warm/uni_warm/*"], "prereg_hc2_warm/runs/unet__unimatch+warm__c2__s{seed}"),
+         "bcp+warm": (["prereg_hc2_warm2/bcp/*"], None),
+         "unimatch+warm, freematch": (["prereg_hc2_warm2/fm/*"],
+                                      "prereg_hc2_warm2/fm/runs/unet__unimatch+warm__c2__s{seed}")},
+        {"hippo_c2_warm": [("unimatch+warm", SUP), ("supervised+warm", SUP)],
+         "hippo_c2_warm2": [("bcp+warm", SUP), ("unimatch+warm, freematch", SUP)]},
+        [("unimatch+warm", "supervised+warm"), ("unimatch+warm", "unimatch, cold"),
+         ("supervised+warm", "start (supervised, poly)"), ("unimatch+warm", "start (supervised, poly)"),
+         ("unimatch+warm, freematch", "unimatch+warm"), ("bcp+warm", "start (supervised, poly)")],
+        "prereg_hc2/sup_poly/*"),
+    "hc18": Study(
+        "HC18 half-size copy, 5 % labels (hc18_half_warm, amendment 1: supervised poly only, 500 warm steps)",
+        {"supervised (poly)": (["prereg_hc18w/sup_poly/*"], None),
+         "unimatch+warm": (["prereg_hc18w/uni/*"], "prereg_hc18w/uni/runs/unet__unimatch+warm__f0.05__s{seed}"),
+         "bcp+warm": (["prereg_hc18w/bcp/*"], None)},
+        {"hc18_half_warm": [("unimatch+warm", "supervised (poly)"), ("bcp+warm", "supervised (poly)")]},
+        [("unimatch+warm", "bcp+warm")],
+        "prereg_hc18w/sup_poly/*"),
+}
+
+
+def train_seconds(run_dir: Path, starts: str) -> float:
+    """Training seconds of a run, plus its start's (a run among `starts`) when it was warm-started (model.init_from)."""
     result = json.loads((run_dir / "result.json").read_text())
     seconds = result["s_per_iteration"] * result["iterations"]
     init = json.loads((run_dir / "config.json").read_text())["model"].get("init_from")
     if init:
-        start = next((d for d in sorted(RESULTS.glob("prereg_hc2/sup_poly/*")) if d.name == Path(init).name), None)
+        start = next((d for d in sorted(RESULTS.glob(starts)) if d.name == Path(init).name), None)
         if start is not None:
-            seconds += train_seconds(start)
+            seconds += train_seconds(start, starts)
     return seconds
 
 
@@ -70,12 +95,12 @@ def mask_ratio(run_dir: Path) -> float | None:
     return sum(last) / len(last)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", type=Path, default=ROOT / "runs", help="folder of the grids' run folders (TensorBoard)")
-    args = p.parse_args()
-    runs = {arm: arm_runs(RESULTS, patterns, SEEDS) for arm, (patterns, _) in ARMS.items()}
+def report(study: Study, runs_root: Path) -> None:
+    """Print one study's per-seed table, its families (Holm) and the secondary differences."""
+    runs = {arm: arm_runs(RESULTS, patterns, SEEDS) for arm, (patterns, _) in study.arms.items()}
     score = {arm: points(by_seed) for arm, by_seed in runs.items()}
+    print(f"### {study.title}")
+    print()
     print("| arm | primary endpoint, Dice points (per seed) | mean +- std | best.pt from (per seed) | training s, start "
           "included (mean) | confident share, last 200 steps |")
     print("|---|---|---|---|---|---|")
@@ -86,22 +111,32 @@ def main() -> None:
         per_seed = ", ".join(f"s{s} {v:.1f}" for s, v in sorted(score[arm].items()))
         best = {s: json.loads((r.path / "result.json").read_text())["best_step"] for s, r in by_seed.items()}
         steps = ", ".join(f"s{s} {'start' if b == -1 else b}" for s, b in sorted(best.items()))
-        cost = sum(train_seconds(r.path) for r in by_seed.values()) / len(by_seed)
-        logs = ARMS[arm][1]
-        ratios = [mask_ratio(args.runs / logs.format(seed=s)) for s in SEEDS] if logs else []
+        cost = sum(train_seconds(r.path, study.starts) for r in by_seed.values()) / len(by_seed)
+        logs = study.arms[arm][1]
+        ratios = [mask_ratio(runs_root / logs.format(seed=s)) for s in SEEDS] if logs else []
         shown = ", ".join(f"s{s} {v:.3f}" for s, v in zip(SEEDS, ratios) if v is not None) or "-"
         print(f"| {arm} | {per_seed} | {fmt_mean_std(score[arm].values())} | {steps} | {cost:.0f} | {shown} |")
     print()
-    for cell, pairs in FAMILIES.items():
-        family = {f"{a} - supervised": [score[a][s] - score[b][s] for s in SEEDS if s in score[a] and s in score[b]]
+    for cell, pairs in study.families.items():
+        family = {f"{a} - {b}": [score[a][s] - score[b][s] for s in SEEDS if s in score[a] and s in score[b]]
                   for a, b in pairs}
         if all(family.values()):
             for label, text in fmt_family(family).items():
                 print(f"- {cell} (pre-registered family, m = {len(pairs)}): {label}: {text}")
-    for a, b in SECONDARY:
+    for a, b in study.secondary:
         diffs = [score[a][s] - score[b][s] for s in SEEDS if s in score[a] and s in score[b]]
         if diffs:
             print(f"- {a} - {b} (secondary): {fmt_gain(diffs)}")
+    print()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=Path, default=ROOT / "runs", help="folder of the grids' run folders (TensorBoard)")
+    p.add_argument("--study", choices=list(STUDIES), nargs="*", default=list(STUDIES), help="which data sets")
+    args = p.parse_args()
+    for name in args.study:
+        report(STUDIES[name], args.runs)
     print("command: python benchmarks/warm_start_gain.py")
 
 
