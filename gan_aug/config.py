@@ -70,6 +70,12 @@ class GanConfig(SavedConfig):
                            check=(lambda v: v >= 0, ">= 0, e.g. 10"))
     diff_augment: bool = opt(False, "DiffAugment (colour, translation, cutout) on every discriminator input, real "
                                     "and fake: for GANs trained on few labeled pairs")
+    task_weight: float = opt(0.0, "task-aware generator (GenSeg): weight of a small segmenter's loss on held-out "
+                                  "real labeled pairs after one look-ahead step on the generated ones, in G's loss "
+                                  "(0: off; the segmenter trains beside the GAN)",
+                             check=(lambda v: v >= 0, ">= 0, e.g. 1"))
+    task_step_size: float = opt(0.01, "task-aware generator: the segmenter's SGD learning rate, also the look-ahead "
+                                      "step", check=(lambda v: v > 0, "positive, e.g. 0.01"))
     lr: float = opt(2e-4, "Adam learning rate (linear decay over the second half)",
                     check=(lambda v: v > 0, "positive, e.g. 2e-4"))
     beta1: float = opt(0.5, "Adam beta1", check=(lambda v: 0 <= v < 1, "in [0, 1)"))

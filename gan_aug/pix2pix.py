@@ -18,6 +18,7 @@ from ssl_seg.methods.ema import ema_decay_at, ema_update
 
 from .diff_augment import diff_augment
 from .networks import one_hot
+from .task_aware import TaskAware
 
 GAN_LOSSES = ("vanilla", "lsgan", "hinge")
 
@@ -89,14 +90,15 @@ class Pix2Pix:
     """G, D, the EMA generator, their Adam optimisers and grad scalers; `train_step` is pix2pix's optimize_parameters.
 
     Masks are one-hot (B, K, H, W) with K = `num_classes` and images (B, C, H, W) in [-1, 1], both already
-    on `device`.
+    on `device`. With `task` (task_aware.py), G's loss also has the segmenter's look-ahead term and a segmenter
+    step follows each G step.
     """
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, *, num_classes: int, total_iterations: int,
                  device: torch.device, gan_loss: str = "vanilla", lambda_l1: float = 100.0,
                  lambda_fm: float = 0.0, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999),
                  ema_decay: float = 0.999, amp: str = "auto", channels_last: bool = True,
-                 augment_d: bool = False):
+                 augment_d: bool = False, task: TaskAware | None = None):
         _check_loss(gan_loss)
         if not 0.0 <= ema_decay < 1.0:
             raise UserError(f"--ema-decay {ema_decay}: must be in [0, 1), e.g. 0.999")
@@ -113,7 +115,10 @@ class Pix2Pix:
         fp16 = self.amp_dtype == torch.float16  # bf16 has fp32's range and needs no loss scaling
         self.scaler_G = torch.amp.GradScaler(device.type, enabled=fp16)
         self.scaler_D = torch.amp.GradScaler(device.type, enabled=fp16)
+        self.task = task
         self.models = {"G": self.G, "D": self.D}  # the trained networks (the Trainer keeps them in train mode)
+        if task is not None:
+            self.models["S"] = task.segmenter
 
     def eval_models(self) -> dict[str, nn.Module]:
         """The network that validation scores and `synthesize` uses: the EMA generator."""
@@ -160,7 +165,8 @@ class Pix2Pix:
         return {"D": loss.detach(), "D_real": loss_real.detach(), "D_fake": loss_fake.detach()}
 
     def g_step(self, mask: Tensor, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
-        """One G update: fool the (frozen) D, stay close to real in L1, optionally match D features."""
+        """One G update: fool the (frozen) D, stay close to real in L1, optionally match D features and lower the
+        task-aware segmenter's look-ahead loss."""
         self.D.requires_grad_(False)
         self.opt_G.zero_grad(set_to_none=True)
         with autocast(self.device, self.amp_dtype):
@@ -177,6 +183,9 @@ class Pix2Pix:
         if feats_real is not None:
             losses["G_FM"] = feature_matching_loss(feats_real, feats_fake)
             loss = loss + self.lambda_fm * losses["G_FM"]
+        if self.task is not None:
+            losses["G_task"] = self.task.generator_loss(fake, real, mask.argmax(dim=1))
+            loss = loss + losses["G_task"]
         self.scaler_G.scale(loss).backward()
         self.scaler_G.step(self.opt_G)
         self.scaler_G.update()
@@ -190,6 +199,8 @@ class Pix2Pix:
             fake = self.G(mask)  # (B, C, H, W)
         losses = self.d_step(mask, real, fake)
         losses.update(self.g_step(mask, real, fake))
+        if self.task is not None:
+            losses.update(self.task.segmenter_step(fake, real, mask.argmax(dim=1)))
         ema_update(self.G_ema, self.G, ema_decay_at(self.ema_decay, step))
         copy_buffers(self.G_ema, self.G)
         return losses
@@ -205,7 +216,8 @@ class Pix2Pix:
         """Networks, optimisers and scalers as plain tensors/dicts (weights_only-loadable)."""
         return {"G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
                 "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
-                "scaler_G": self.scaler_G.state_dict(), "scaler_D": self.scaler_D.state_dict()}
+                "scaler_G": self.scaler_G.state_dict(), "scaler_D": self.scaler_D.state_dict(),
+                **(self.task.state_dict() if self.task is not None else {})}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore everything `state_dict` saved."""
@@ -216,3 +228,5 @@ class Pix2Pix:
         self.opt_D.load_state_dict(state["opt_D"])
         self.scaler_G.load_state_dict(state["scaler_G"])
         self.scaler_D.load_state_dict(state["scaler_D"])
+        if self.task is not None:
+            self.task.load_state_dict(state)

@@ -24,6 +24,7 @@ from .config import GanConfig
 from .data import PairBank, gan_source, gan_split
 from .networks import auto_n_down, build_discriminator, one_hot
 from .pix2pix import Pix2Pix
+from .task_aware import TaskAware
 from .pseudo import PseudoFilter, pseudo_label
 from .viz import pair_grid
 
@@ -39,7 +40,9 @@ def build_pix2pix(cfg: GanConfig, num_classes: int, in_channels: int, device: to
                    device=device, gan_loss=cfg.gan_loss, lambda_l1=cfg.lambda_l1,
                    lambda_fm=cfg.lambda_fm if cfg.feature_matching else 0.0, lr=cfg.lr,
                    betas=(cfg.beta1, cfg.beta2), ema_decay=cfg.ema_decay, amp=cfg.amp,
-                   channels_last=cfg.channels_last, augment_d=cfg.diff_augment)
+                   channels_last=cfg.channels_last, augment_d=cfg.diff_augment,
+                   task=TaskAware(in_channels, num_classes, device, cfg.task_weight, cfg.task_step_size)
+                   if cfg.task_weight > 0 else None)
 
 
 # a loss above this is a diverged GAN (healthy pix2pix losses stay below ~1e3: lambda_l1 100 x L1 <= 2)
