@@ -11,7 +11,8 @@ import pytest
 
 from ssl_seg.data.sources import open_source
 from ssl_seg.data.ssl4mis import SSL4MIS3DSource
-from ssl_seg.data.volumes import LesionVolumeSource, MSDVolumeSource, to_file_axes
+from ssl_seg.data.msd import MSDVolumeSource
+from ssl_seg.data.volumes import LesionVolumeSource, to_file_axes
 from ssl_seg.errors import UserError
 
 nib = pytest.importorskip("nibabel")
@@ -201,7 +202,7 @@ def test_shared_hippocampus_reads_as_volumes(shared_data):
 
 def test_project_hdf5_holds_volumes_with_their_spacing(tmp_path):
     from ssl_seg.data.h5format import write_source_to_h5
-    from ssl_seg.data.volumes import H5VolumeSource
+    from ssl_seg.data.h5format import H5VolumeSource
 
     phantom = LesionVolumeSource(n=3, size=16, seed=1)
     path = write_source_to_h5(phantom, tmp_path / "vols.h5", {"test": True})

@@ -20,7 +20,9 @@ import numpy as np
 
 from ..errors import UserError
 from ..io_utils import atomic_path
+from .nifti_writer import volume_affine
 from .sample import IndexedSource, Sample, SampleSource
+from .volumes import VolumeSource
 
 FORMAT = "medseg-lab-h5"
 FORMAT_VERSION = 1
@@ -283,3 +285,18 @@ def _append_samples(writer: H5DatasetWriter, batch: list[Sample]) -> None:
         rois = np.stack([s.roi if s.roi is not None else np.ones(s.mask.shape, bool) for s in batch])
     writer.append(np.stack([s.image for s in batch]), np.stack([s.mask for s in batch]),
                   [s.id for s in batch], [s.case for s in batch], rois)
+
+
+class H5VolumeSource(VolumeSource, H5Source):
+    """A project HDF5 file of volumes (images (N, C, D, H, W)); its `spacing` attribute applies to every volume."""
+
+    spatial_dims = 3
+
+    def __init__(self, path: str | Path, name: str | None = None):
+        H5Source.__init__(self, path, name)
+        spacing = tuple(float(s) for s in self.file_spacing)
+        with h5py.File(self.path, "r") as f:
+            shape = tuple(int(n) for n in f["masks"].shape[1:])
+        self.spacing = {case: spacing for case in self.cases}  # type: ignore[misc]
+        self.affine = {case: volume_affine(spacing) for case in self.cases}  # type: ignore[arg-type]
+        self.shapes = {case: shape for case in self.cases}  # type: ignore[misc]

@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import UserError
 from ..io_utils import inside
 from .sample import IndexedSource, Sample, nothing_to_segment
+from .volumes import VolumeSource, to_volume_axes
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _CACHE_VOLUMES = 64  # decoded image volumes kept in memory (a hippocampus volume is ~250 kB)
@@ -298,3 +299,34 @@ class MSDSliceSource(IndexedSource):
         image = np.ascontiguousarray(self._image(v)[..., k])
         mask = self._labels[v][..., k].astype(np.int64)
         return Sample(image=image, mask=mask, id=self.ids[index], case=self.cases[index])
+
+
+class MSDVolumeSource(VolumeSource):
+    """An MSD / nnU-Net raw folder as whole volumes (all modalities as input channels), one sample per case."""
+
+    def __init__(self, root: str | Path, name: str | None = None):
+        self.root = Path(root)
+        self.name = name if name is not None else str(root)
+        self._index_meta = index = read_index(self.root)
+        self.in_channels = index.in_channels
+        self.modalities = index.modalities
+        self.ids, self.cases = list(index.cases), list(index.cases)
+        self._index_ids()
+        self.spacing, self.affine, self.shapes = {}, {}, {}
+        highest = 0
+        for case, images, label_path in zip(index.cases, index.images, index.labels):
+            volume = read_case(images, label_path, index.in_channels, load_image=False)
+            sx, sy, sz = volume.spacing
+            self.spacing[case], self.affine[case] = (sz, sx, sy), volume.affine
+            x, y, z = volume.label.shape
+            self.shapes[case] = (z, x, y)
+            highest = max(highest, int(volume.label.max()) if volume.label.size else 0)
+        self.class_names = class_names_for(index, highest, self.root)
+        self.num_classes = len(self.class_names)
+
+    def load(self, index: int) -> Sample:
+        """Case `index`: image (C, D, H, W) float32 in [0, 1] (per-volume, per-channel scaling), mask (D, H, W)."""
+        m = self._index_meta
+        volume = read_case(m.images[index], m.labels[index], m.in_channels)
+        return Sample(image=to_volume_axes(volume.image), mask=to_volume_axes(volume.label).astype(np.int64),
+                      id=self.ids[index], case=self.cases[index])

@@ -1,9 +1,9 @@
 """The one DATA-string parser: a DATA string -> the reader of its layout, as 2D samples or as 3D volumes.
 
 `LAYOUTS` is the single table from an on-disk layout to its 2D and its 3D reader. The readers live one module per
-format: folder.py (PNG / JPEG / TIFF / BMP folders), ssl4mis.py (SSL4MIS 2D and 3D h5), msd.py and volumes.py (MSD /
-nnU-Net as slices and as volumes), h5format.py and volumes.py (project HDF5 images and volumes), phantoms.py and
-phantom_volumes.py (`phantom:<task>`). With `volume_by`, 2D slices are grouped into volumes (slice_volumes.py).
+format: folder.py (PNG / JPEG / TIFF / BMP folders), ssl4mis.py (SSL4MIS 2D and 3D h5), msd.py (MSD / nnU-Net as
+slices and as volumes), h5format.py (project HDF5 images and volumes), phantoms.py and volumes.py (`phantom:<task>`, 2D
+and 3D). With `volume_by`, 2D slices are grouped into volumes (slice_volumes.py).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from pathlib import Path
 
 from ..errors import UserError
 from .folder import FolderSource
-from .h5format import H5Source
-from .msd import MSDSliceSource, is_msd_folder
+from .h5format import H5Source, H5VolumeSource
+from .msd import MSDSliceSource, MSDVolumeSource, is_msd_folder
 from .phantom_volumes import VOLUME_TASK
 from .sample import SampleSource, parse_phantom
 from .ssl4mis import SSL4MIS3DSource, SSL4MISSource
-from .volumes import H5VolumeSource, LesionVolumeSource, MSDVolumeSource, VolumeSlices
+from .volumes import LesionVolumeSource, VolumeSlices
 
 DATA_HELP = ("DATA may be a folder with images/ and masks/, an SSL4MIS folder (data/slices/, train_slices.list, or "
              "3D: train.list naming case volumes, served as slices), "

@@ -1,5 +1,5 @@
-"""Whole 3D volumes as samples: the VolumeSource base, MSD / nnU-Net folders, project HDF5 volumes, the
-lesion_volume phantom, and any volume source served as 2D slices (the SSL4MIS 3D reader is in ssl4mis.py).
+"""Whole 3D volumes as samples: the VolumeSource base, the lesion_volume phantom, and any volume source served as 2D
+slices (the readers of each format are in its module: msd.py, h5format.py, ssl4mis.py).
 
 A volume sample has image (C, D, H, W) float32 in [0, 1] and mask (D, H, W) int64; one sample per case.
 Axis convention (shared with ssl_seg/data/nifti_writer.py): a file's (X, Y, Z) array becomes (D, H, W) =
@@ -11,13 +11,9 @@ the input's grid (`to_file_axes`).
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 
-import h5py
 import numpy as np
 
-from .h5format import H5Source
-from .msd import class_names_for, read_case, read_index
 from .nifti_writer import volume_affine
 from .phantom_volumes import LESION_CLASSES, MIN_VOXELS, VOLUME_TASK, lesion_volume
 from .sample import IndexedSource, Sample
@@ -48,52 +44,6 @@ class VolumeSource(IndexedSource):
     def median_shape(self) -> tuple[int, int, int]:
         """Median volume size over the cases, per axis (D, H, W), in voxels."""
         return tuple(int(statistics.median(s[a] for s in self.shapes.values())) for a in range(3))  # type: ignore
-
-
-class MSDVolumeSource(VolumeSource):
-    """An MSD / nnU-Net raw folder as whole volumes (all modalities as input channels), one sample per case."""
-
-    def __init__(self, root: str | Path, name: str | None = None):
-        self.root = Path(root)
-        self.name = name if name is not None else str(root)
-        self._index_meta = index = read_index(self.root)
-        self.in_channels = index.in_channels
-        self.modalities = index.modalities
-        self.ids, self.cases = list(index.cases), list(index.cases)
-        self._index_ids()
-        self.spacing, self.affine, self.shapes = {}, {}, {}
-        highest = 0
-        for case, images, label_path in zip(index.cases, index.images, index.labels):
-            volume = read_case(images, label_path, index.in_channels, load_image=False)
-            sx, sy, sz = volume.spacing
-            self.spacing[case], self.affine[case] = (sz, sx, sy), volume.affine
-            x, y, z = volume.label.shape
-            self.shapes[case] = (z, x, y)
-            highest = max(highest, int(volume.label.max()) if volume.label.size else 0)
-        self.class_names = class_names_for(index, highest, self.root)
-        self.num_classes = len(self.class_names)
-
-    def load(self, index: int) -> Sample:
-        """Case `index`: image (C, D, H, W) float32 in [0, 1] (per-volume, per-channel scaling), mask (D, H, W)."""
-        m = self._index_meta
-        volume = read_case(m.images[index], m.labels[index], m.in_channels)
-        return Sample(image=to_volume_axes(volume.image), mask=to_volume_axes(volume.label).astype(np.int64),
-                      id=self.ids[index], case=self.cases[index])
-
-
-class H5VolumeSource(VolumeSource, H5Source):
-    """A project HDF5 file of volumes (images (N, C, D, H, W)); its `spacing` attribute applies to every volume."""
-
-    spatial_dims = 3
-
-    def __init__(self, path: str | Path, name: str | None = None):
-        H5Source.__init__(self, path, name)
-        spacing = tuple(float(s) for s in self.file_spacing)
-        with h5py.File(self.path, "r") as f:
-            shape = tuple(int(n) for n in f["masks"].shape[1:])
-        self.spacing = {case: spacing for case in self.cases}  # type: ignore[misc]
-        self.affine = {case: volume_affine(spacing) for case in self.cases}  # type: ignore[arg-type]
-        self.shapes = {case: shape for case in self.cases}  # type: ignore[misc]
 
 
 class LesionVolumeSource(VolumeSource):
