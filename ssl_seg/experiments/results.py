@@ -1,6 +1,7 @@
 """Result rows of finished runs, and the few operations every table is made of: a score per seed, seed-paired
-differences, means over seeds, choices made on validation, and which score is the primary endpoint. Rows are the flat dicts of `summary_rows` (method,
-labels, seed, dice, val_dice, ...); every table, sweep, study report and benchmark reads them through these."""
+differences, means over seeds, choices made on validation, and which score is the primary endpoint. Rows are the
+typed `ResultRow`s of `summary_rows` (method, labels, seed, dice, val_dice, ...); every table, sweep, study report and
+benchmark reads them through these."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from .summary import group, mean_std
+from .summary import ResultRow, group, mean_std
 
-Row = dict[str, Any]
+Row = ResultRow
 
 
 def score_key(rows: Iterable[Row]) -> str:

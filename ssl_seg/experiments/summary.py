@@ -4,14 +4,57 @@ differences with the supervised run of the same seed, share of the label gap rec
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
 
-def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+class ResultRow(TypedDict, total=False):
+    """One finished run as a flat row (what summary.csv holds). Test scores are of the checkpoint chosen on
+    validation; `vol_*` per stacked 3D volume, `*_pp` after the largest-component filter, `*_last` of the last
+    checkpoint, each where the run has them (None where undefined); a grid's own tags (e.g. a sweep's `schedule`
+    and `ratio`) follow."""
+
+    name: str
+    backbone: str
+    method: str
+    labels: str  # label budget key: fX (fraction) or cN (cases)
+    fraction: float | None
+    cases: int | None
+    seed: int
+    n_labeled: int
+    dice: float | None
+    hd95: float | None
+    iou: float | None
+    asd: float | None
+    dice_pp: float | None
+    hd95_pp: float | None
+    dice_last: float | None
+    hd95_last: float | None
+    dice_pp_last: float | None
+    hd95_pp_last: float | None
+    vol_dice: float | None
+    vol_hd95: float | None
+    vol_dice_pp: float | None
+    vol_hd95_pp: float | None
+    vol_dice_last: float | None
+    vol_hd95_last: float | None
+    vol_dice_pp_last: float | None
+    vol_hd95_pp_last: float | None
+    val_dice: float | None
+    best_step: int | None  # -1: the warm start itself
+    best_model: str
+    iterations: int
+    s_per_iteration: float
+    wall_time_s: float
+    schedule: str  # sweep tags
+    ratio: float
+    realised_ratio: float | None
+
+
+def summary_rows(results: list[dict[str, Any]]) -> list[ResultRow]:
     """One flat row per run (what summary.csv holds)."""
-    rows = []
+    rows: list[ResultRow] = []
     for r in results:
         t = r["tags"]
         rows.append({"name": r["name"], "backbone": t["backbone"], "method": t["method"], "labels": t["labels"],
