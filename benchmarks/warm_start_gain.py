@@ -21,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python benchmarks/warm_start_gain.py` from the root
 from benchmarks.leaderboard import arm_runs, points  # noqa: E402
-from ssl_seg.experiments.stats import fmt_family, fmt_gain, fmt_mean_std  # noqa: E402
+from ssl_seg.experiments.stats import (fmt_family, fmt_gain, fmt_interval, fmt_mean_std,  # noqa: E402
+                                       paired_interval, verdict)
 
 SEEDS = [10, 11, 12]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -120,9 +121,19 @@ def report(study: Study, runs_root: Path) -> None:
     for cell, pairs in study.families.items():
         family = {f"{a} - {b}": [score[a][s] - score[b][s] for s in SEEDS if s in score[a] and s in score[b]]
                   for a, b in pairs}
-        if all(family.values()):
-            for label, text in fmt_family(family).items():
-                print(f"- {cell} (pre-registered family, m = {len(pairs)}): {label}: {text}")
+        run = {label: diffs for label, diffs in family.items() if diffs}
+        if not run:
+            continue
+        for label, text in fmt_family(run).items():
+            print(f"- {cell} (pre-registered family, m = {len(pairs)}): {label}: {text}")
+        for label in (label for label in family if label not in run):
+            print(f"- {cell}: {label}: not run (no comparison); Holm above adjusts over the {len(run)} run")
+        if len(run) < len(pairs):  # the pre-registered m, as Bonferroni: each interval at level 1 - 0.05 / m
+            for label, diffs in run.items():
+                iv = paired_interval(diffs, 1 - 0.05 / len(pairs))
+                print(f"- {cell}: {label} at the pre-registered m = {len(pairs)} (t-interval at "
+                      f"{100 * (1 - 0.05 / len(pairs)):g} %): "
+                      f"{fmt_interval(iv).replace('95 % CI', f'{100 * (1 - 0.05 / len(pairs)):g} % CI')}: {verdict(iv)}")
     for a, b in study.secondary:
         diffs = [score[a][s] - score[b][s] for s in SEEDS if s in score[a] and s in score[b]]
         if diffs:
