@@ -164,9 +164,9 @@ class Pix2Pix:
         self.scaler_D.update()
         return {"D": loss.detach(), "D_real": loss_real.detach(), "D_fake": loss_fake.detach()}
 
-    def g_step(self, mask: Tensor, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
+    def g_step(self, mask: Tensor, real: Tensor, fake: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
         """One G update: fool the (frozen) D, stay close to real in L1, optionally match D features and lower the
-        task-aware segmenter's look-ahead loss."""
+        task-aware segmenter's look-ahead loss (on `labels`, the class indices of `mask`)."""
         self.D.requires_grad_(False)
         self.opt_G.zero_grad(set_to_none=True)
         with autocast(self.device, self.amp_dtype):
@@ -184,7 +184,7 @@ class Pix2Pix:
             losses["G_FM"] = feature_matching_loss(feats_real, feats_fake)
             loss = loss + self.lambda_fm * losses["G_FM"]
         if self.task is not None:
-            losses["G_task"] = self.task.generator_loss(fake, real, mask.argmax(dim=1))
+            losses["G_task"] = self.task.generator_loss(fake, real, labels)
             loss = loss + losses["G_task"]
         self.scaler_G.scale(loss).backward()
         self.scaler_G.step(self.opt_G)
@@ -198,9 +198,10 @@ class Pix2Pix:
         with autocast(self.device, self.amp_dtype):
             fake = self.G(mask)  # (B, C, H, W)
         losses = self.d_step(mask, real, fake)
-        losses.update(self.g_step(mask, real, fake))
+        labels = mask.argmax(dim=1) if self.task is not None else None
+        losses.update(self.g_step(mask, real, fake, labels))
         if self.task is not None:
-            losses.update(self.task.segmenter_step(fake, real, mask.argmax(dim=1)))
+            losses.update(self.task.segmenter_step(fake, real, labels))
         ema_update(self.G_ema, self.G, ema_decay_at(self.ema_decay, step))
         copy_buffers(self.G_ema, self.G)
         return losses

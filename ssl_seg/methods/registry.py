@@ -61,8 +61,8 @@ def own_option_owners() -> dict[str, list[str]]:
     """{option field: the registered methods that declare it as their own}."""
     owners: dict[str, list[str]] = {}
     for name, (cls, _) in METHODS.items():
-        for f in dataclasses.fields(cls.options_class) if cls.options_class else ():
-            owners.setdefault(f.name, []).append(name)
+        for option in sorted(_declared(cls.options_class)):
+            owners.setdefault(option, []).append(name)
     return owners
 
 
@@ -76,11 +76,16 @@ def method_option_flags() -> list[Flag]:
     return list(flags.values())
 
 
+def _declared(cls: type | None) -> set[str]:
+    """The option names an options dataclass declares (none without one)."""
+    return {f.name for f in dataclasses.fields(cls)} if cls else set()
+
+
 def completed_options(cfg: MethodConfig) -> dict[str, object]:
     """The chosen method's own options, every one (defaults for those not set), each checked against its type and
     range; an option the method does not declare is one line naming the methods that do."""
     cls = method_class(cfg.name).options_class
-    declared = {f.name for f in dataclasses.fields(cls)} if cls else set()
+    declared = _declared(cls)
     for key in cfg.options:
         if key not in declared:
             owners = own_option_owners().get(key)
@@ -95,6 +100,5 @@ def for_method(cfg: MethodConfig, name: str) -> MethodConfig:
     the options of each of its methods); an unknown name is left for the run's checks to report."""
     if name not in METHODS:
         return dataclasses.replace(cfg, name=name)
-    cls = METHODS[name][0].options_class
-    declared = {f.name for f in dataclasses.fields(cls)} if cls else set()
+    declared = _declared(METHODS[name][0].options_class)
     return dataclasses.replace(cfg, name=name, options={k: v for k, v in cfg.options.items() if k in declared})
