@@ -115,14 +115,14 @@ def gan_steps(size: int, batch: int, seed: int, amp: str) -> dict[str, Callable[
     around them: the training loop of before) and "bare" (pix2pix's optimize_parameters as a plain loop)."""
     from gan_aug.config import GanConfig
     from gan_aug.networks import auto_n_down, one_hot
-    from gan_aug.train import build_pix2pix
+    from gan_aug.train import build_model
 
     device = torch.device("cpu")
     cfg = GanConfig(patch_size=size, iterations=10_000, n_down=auto_n_down(size), amp=amp)
     torch.manual_seed(seed)
-    model = build_pix2pix(cfg, K, 1, device)
+    model = build_model(cfg, K, 1, device)
     torch.manual_seed(seed)
-    direct_model = build_pix2pix(cfg, K, 1, device)
+    direct_model = build_model(cfg, K, 1, device)
     G, D = copy.deepcopy(model.G), copy.deepcopy(model.D)
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))

@@ -62,8 +62,11 @@ def restore_trainer(trainer: Trainer, ckpt: dict[str, Any]) -> None:
 def generator_from_config(cfg: GanConfig, num_classes: int, in_channels: int) -> nn.Module:
     """A freshly initialised generator as the config describes it (n_down must already be resolved)."""
     assert cfg.n_down is not None, "resolve n_down before building networks"
-    return build_generator(cfg.generator, num_classes, in_channels, ngf=cfg.ngf, n_down=cfg.n_down,
-                           noise_channel=cfg.noise_channel, dropout=cfg.dropout, norm=cfg.norm)
+    generator = build_generator(cfg.generator, num_classes, in_channels, ngf=cfg.ngf, n_down=cfg.n_down,
+                                noise_channel=cfg.noise_channel, dropout=cfg.dropout, norm=cfg.norm)
+    if hasattr(generator, "sample_steps"):  # the diffusion generator samples in steps
+        generator.sample_steps = cfg.sample_steps
+    return generator
 
 
 def load_generator(ckpt: dict[str, Any], device: torch.device) -> nn.Module:

@@ -61,7 +61,8 @@ def cmd_synthesize(args: argparse.Namespace) -> None:
                    batch_size=args.batch_size, device=args.device, amp=args.amp, mask_data=args.mask_data,
                    overwrite=args.overwrite, progress=not args.no_progress,
                    slice_noise_share=args.slice_noise_share, filter_run=args.filter_run,
-                   filter_dice=args.filter_dice, filter_quantile=args.filter_quantile)
+                   filter_dice=args.filter_dice, filter_quantile=args.filter_quantile,
+                   sample_steps=args.sample_steps)
     what = "volumes" if args.format == "nifti" else f"{m['image_size'][0]}x{m['image_size'][1]} pairs"
     kept = m.get("quality_filter")
     filtered = f"  (filter kept {kept['kept']} of {kept['scored']}, Dice >= {kept['threshold']:.3f})" if kept else ""
@@ -141,6 +142,8 @@ def _synthesize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--filter-quantile", type=float, default=0.1, metavar="Q",
                    help="threshold = this quantile of the segmenter's per-image Dice on its validation images "
                    "(default 0.1: a kept pair is recovered as well as 90 %% of real validation images)")
+    p.add_argument("--sample-steps", type=int, metavar="N",
+                   help="a diffusion generator's DDIM steps (default: its --sample-steps at training); fewer is faster")
     p.add_argument("--overwrite", action="store_true", help="replace an existing SYN_DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -163,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="gan-aug", description="Conditional GAN (mask -> image) augmentation.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text, add_args, func in [
-        ("train", "train a pix2pix GAN on the labeled pairs of a split", _train_args, cmd_train),
+        ("train", "train a mask-to-image generator (pix2pix GAN or diffusion) on the labeled pairs of a split",
+         _train_args, cmd_train),
         ("synthesize", "write N synthetic (mask, image) pairs", _synthesize_args, cmd_synthesize),
         ("assess", "score a synthetic dataset: fidelity, FID/KID, memorisation, TSTR", _assess_args, cmd_assess),
     ]:

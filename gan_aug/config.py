@@ -16,6 +16,11 @@ RESUMABLE = frozenset({"iterations", "device", "amp", "progress", "log_every", "
                        "checkpoint_every", "out"})
 
 
+# GAN-only options the diffusion generator would silently ignore: refused with it
+DIFFUSION_REFUSES = {"--task-weight": lambda c: c.task_weight > 0, "--diff-augment": lambda c: c.diff_augment,
+                     "--feature-matching": lambda c: c.feature_matching, "--noise-channel": lambda c: c.noise_channel}
+
+
 @dataclass
 class GanConfig(SavedConfig):
     """Data and split (same meaning as `ssl-seg train`), networks, losses, schedule, device and logging.
@@ -49,7 +54,10 @@ class GanConfig(SavedConfig):
     batch_size: int = opt(4, "pairs per step", check=(lambda v: v >= 1, "at least 1"))
     patch_size: int = opt(128, "square training crop: the generator's native size",
                           check=(lambda v: v >= 16, "at least 16 (the GAN's crops)"))
-    generator: str = opt("unet", "mask-to-image generator")
+    generator: str = opt("unet", "mask-to-image generator: unet (pix2pix), spade, or diffusion (a denoising U-Net "
+                                 "conditioned on the mask: no discriminator, no adversarial or L1 loss)")
+    sample_steps: int = opt(50, "diffusion generator: DDIM sampling steps (validation; the default of synthesize)",
+                            check=(lambda v: 1 <= v <= 1000, "in [1, 1000], e.g. 50"))
     n_down: int | None = opt(None, "generator down-samplings; none: a 2x2 bottleneck at --patch-size",
                              check=(lambda v: v >= 1, "at least 1"))
     ngf: int = opt(64, "generator base width", check=(lambda v: v >= 1, "at least 1"))
@@ -78,7 +86,8 @@ class GanConfig(SavedConfig):
                                       "step", check=(lambda v: v > 0, "positive, e.g. 0.01"))
     lr: float = opt(2e-4, "Adam learning rate (linear decay over the second half)",
                     check=(lambda v: v > 0, "positive, e.g. 2e-4"))
-    beta1: float = opt(0.5, "Adam beta1", check=(lambda v: 0 <= v < 1, "in [0, 1)"))
+    beta1: float = opt(0.5, "Adam beta1 of a GAN (the diffusion generator uses 0.9, as DDPM)",
+                       check=(lambda v: 0 <= v < 1, "in [0, 1)"))
     beta2: float = opt(0.999, "Adam beta2", check=(lambda v: 0 <= v < 1, "in [0, 1)"))
     ema_decay: float = opt(0.999, "EMA decay of the sampling generator",
                            check=(lambda v: 0 <= v < 1, "in [0, 1), e.g. 0.999"))
@@ -104,6 +113,11 @@ class GanConfig(SavedConfig):
         """Refuse values that cannot work (NaN included), naming the flag and its valid range (each field's `check`
         and `choices`)."""
         check_fields(self)
+        if self.generator == "diffusion":
+            offending = [flag for flag, on in DIFFUSION_REFUSES.items() if on(self)]
+            if offending:
+                raise UserError(f"{offending[0]}: a GAN option; the diffusion generator has no discriminator or "
+                                "adversarial loss; drop it or choose --generator unet")
 
     def resumed_with(self, overrides: dict[str, Any]) -> "GanConfig":
         """This (saved) config with command-line overrides applied for a resume: only fields in

@@ -1,4 +1,5 @@
-"""Mask-to-image generators (pix2pix U-Net, SPADE) and the PatchGAN discriminator, chosen by name.
+"""Mask-to-image generators (pix2pix U-Net, SPADE; diffusion.py's denoising model) and the PatchGAN discriminator,
+chosen by name.
 
 Generators take a one-hot mask (B, K, H, W) and return an image (B, C, H, W) in [-1, 1] for any H, W
 (padded to the network stride, cropped back). Discriminators take (one-hot mask, image) and return,
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +41,7 @@ def _norm(kind: str, channels: int, affine: bool = True) -> nn.Module:
     raise UserError(f"--norm {kind}: unknown normalisation; valid: {', '.join(NORMS)}")
 
 
-def _pad_to_stride(x: Tensor, stride: int) -> Tensor:
+def pad_to_stride(x: Tensor, stride: int) -> Tensor:
     """Replicate-pad bottom/right so H and W divide `stride` (a padded one-hot mask stays one-hot)."""
     h, w = x.shape[-2:]
     ph, pw = (-h) % stride, (-w) % stride
@@ -144,7 +145,7 @@ class UnetGenerator(nn.Module):
         """One-hot mask (B, K, H, W) -> image (B, C, H, W) in [-1, 1]."""
         h, w = mask.shape[-2:]
         x = _with_noise(mask, self.noise_channel, self.noise_sharing)
-        x = _pad_to_stride(x, self.stride)  # (B, K[+1], H', W')
+        x = pad_to_stride(x, self.stride)  # (B, K[+1], H', W')
         skips = []
         for block in self.down:
             x = block(x)  # level i: (B, width[i], H' / 2**(i+1), W' / 2**(i+1))
@@ -223,7 +224,7 @@ class SpadeGenerator(nn.Module):
     def forward(self, mask: Tensor) -> Tensor:
         """One-hot mask (B, K, H, W) -> image (B, C, H, W) in [-1, 1]."""
         h, w = mask.shape[-2:]
-        mask = _pad_to_stride(mask, self.stride)  # (B, K, H', W')
+        mask = pad_to_stride(mask, self.stride)  # (B, K, H', W')
         small = F.interpolate(mask, scale_factor=1 / self.stride, mode="area")  # (B, K, H'/s, W'/s)
         x = self.head(_with_noise(small, self.noise_channel, self.noise_sharing))  # (B, width[n], H'/s, W'/s)
         for j, (block, drop) in enumerate(zip(self.blocks, self.drops)):
@@ -279,7 +280,15 @@ class MultiscaleDiscriminator(nn.Module):
         return out
 
 
-GENERATORS: dict[str, Callable[..., nn.Module]] = {"unet": UnetGenerator, "spade": SpadeGenerator}
+def _diffusion_generator(**kwargs: Any) -> nn.Module:
+    """diffusion.DiffusionGenerator, imported when chosen (it loads MONAI's generative parts)."""
+    from .diffusion import DiffusionGenerator
+
+    return DiffusionGenerator(**kwargs)
+
+
+GENERATORS: dict[str, Callable[..., nn.Module]] = {"unet": UnetGenerator, "spade": SpadeGenerator,
+                                                   "diffusion": _diffusion_generator}
 DISCRIMINATORS: dict[str, Callable[..., nn.Module]] = {"patchgan": MultiscaleDiscriminator}
 
 

@@ -1,4 +1,5 @@
-"""The `pix2pix` synthesizer of `ssl-seg sweep --train-gan` and `ssl-seg study`: split's labeled pairs -> GAN -> pairs.
+"""The `pix2pix` and `diffusion` synthesizers of `ssl-seg sweep --train-gan` (`--generator`) and the `pix2pix` one of
+`ssl-seg study`: split's labeled pairs -> generator -> pairs.
 
 Layout under OUT_DIR: `gan/` (the `gan-aug train` run) and `synthetic_<mask source>/` (the `gan-aug synthesize`
 output, whose `synthetic.h5` is what `ssl_seg.data.sources.open_source` reads; on volumes, `spatial_dims` 3, the
@@ -31,13 +32,13 @@ _INCIDENTAL = RESUMABLE - {"iterations"}
 
 def gan_config(data: str, labeled_fraction: float, split_seed: int, gan_dir: Path, profile_name: str,
                device: str, spatial_dims: int = 2, group_by: str | None = None,
-               split_file: str | None = None) -> GanConfig:
+               split_file: str | None = None, generator: str = "unet") -> GanConfig:
     """The GanConfig of the profile: ssl-seg's split (default 0.7/0.1/0.2 fractions, the runs' --group-by and
     --split-file) at the profile's patch size, cut to fit inside the images (`profiles.inside_patch`): on a 35 x 50 px
     slice a 64 px crop is mostly padding, which the generator cannot tell from background."""
     budget = profiles.gan_budget(profile_name)
     patch = profiles.inside_patch(data, profiles.profile(profile_name).seg.patch_size, spatial_dims)
-    return GanConfig(data=data, spatial_dims=spatial_dims, labeled_fraction=labeled_fraction, split_seed=split_seed,
+    return GanConfig(data=data, spatial_dims=spatial_dims, generator=generator, labeled_fraction=labeled_fraction, split_seed=split_seed,
                      group_by=group_by, split_file=split_file, out=str(gan_dir),
                      iterations=budget.iterations, batch_size=budget.batch_size, patch_size=patch,
                      n_down=auto_n_down(patch), ngf=budget.ngf, ndf=budget.ngf, device=device, progress=False,
@@ -56,7 +57,7 @@ def synthetic_dir(out_dir: Path, mask_source: str) -> Path:
     return Path(out_dir) / f"{SYN_SUBDIR}_{mask_source}"
 
 
-def train_and_synthesize(request: SynthesisRequest) -> Path:
+def train_and_synthesize(request: SynthesisRequest, generator: str = "unet") -> Path:
     """The `pix2pix` Synthesizer: train pix2pix on the labeled pairs of ssl-seg's split of the request's data (with
     the runs' `group_by` / `split_file`, so the GAN sees exactly their labeled pairs) and write `n` synthetic pairs
     from `mask_source` masks; returns the synthetic HDF5 file (OUT_DIR/synthetic_<mask_source>/synthetic.h5), or
@@ -70,7 +71,7 @@ def train_and_synthesize(request: SynthesisRequest) -> Path:
     result, last_file = (syn_dir, syn_dir / "dataset.json") if volumes else (syn_dir / H5_NAME, syn_dir / H5_NAME)
     manifest_file = syn_dir / "manifest.json"
     wanted = gan_config(data, r.labeled_fraction, r.split_seed, gan_dir, r.profile, device, spatial_dims, r.group_by,
-                        r.split_file)
+                        r.split_file, generator)
     if n is None:
         n = profiles.gan_budget(r.profile).n
         if volumes:  # as many slices as the profile's pairs
@@ -84,6 +85,12 @@ def train_and_synthesize(request: SynthesisRequest) -> Path:
     synthesize(gan_dir, n, syn_dir, mask_source=source, fmt="nifti" if volumes else "hdf5", device=device,
                progress=False, overwrite=syn_dir.exists())
     return result
+
+
+def train_and_synthesize_diffusion(request: SynthesisRequest) -> Path:
+    """The `diffusion` Synthesizer: as `train_and_synthesize`, with the mask-conditioned diffusion generator (at the
+    profile's GAN budget of steps, batch and width)."""
+    return train_and_synthesize(request, generator="diffusion")
 
 
 def _train(cfg: GanConfig, gan_dir: Path) -> None:

@@ -209,11 +209,13 @@ def synthesize(checkpoint: str | Path, n: int, out: str | Path, mask_source: str
                fmt: str = "hdf5", batch_size: int = 32, device: str = "auto", amp: str = "auto",
                mask_data: str | None = None, overwrite: bool = False, progress: bool = True,
                slice_noise_share: float | str = SLICE_NOISE_SHARE, filter_run: str | None = None,
-               filter_dice: float | None = None, filter_quantile: float = 0.1) -> dict[str, Any]:
+               filter_dice: float | None = None, filter_quantile: float = 0.1,
+               sample_steps: int | None = None) -> dict[str, Any]:
     """Write `n` (mask, generated image) pairs to `out` (synthetic.h5 or images/+masks/, manifest.json, samples.png);
     returns the manifest. `mask_data`: masks from another DATA (default: the GAN's labeled masks). A volume GAN writes
     `n` volumes (--format nifti) whose slices share `slice_noise_share` of their noise ("auto": fitted to the GAN's
-    validation volumes). With `filter_run`, only pairs its segmenter recovers are kept (quality_filter.py)."""
+    validation volumes). With `filter_run`, only pairs its segmenter recovers are kept (quality_filter.py).
+    `sample_steps`: a diffusion generator's DDIM steps (default: those it was trained to validate with)."""
     _check_options(n, batch_size, fmt, slice_noise_share)
     dev = resolve_device(device)
     ckpt_file = checkpoint_path(checkpoint)
@@ -222,6 +224,7 @@ def synthesize(checkpoint: str | Path, n: int, out: str | Path, mask_source: str
     volumes = cfg.spatial_dims == 3
     _check_volume_options(fmt, volumes, mask_source, ckpt_file)
     generator = to_memory_format(load_generator(ckpt, dev), dev, cfg.channels_last)
+    _set_sample_steps(generator, sample_steps, cfg.generator, ckpt_file)
     num_classes, channels, size = info["num_classes"], info["in_channels"], cfg.patch_size
     masks_from = mask_data or cfg.data
     masks, source, ids = _mask_stream(ckpt, cfg, mask_source, mask_data, seed)
@@ -236,7 +239,7 @@ def synthesize(checkpoint: str | Path, n: int, out: str | Path, mask_source: str
         "generator_checkpoint": str(ckpt_file.resolve()), "generator_sha256": sha256_file(ckpt_file),
         "generator_step": ckpt["step"], "gan_config": ckpt["config"], "num_classes": num_classes,
         "class_names": info["class_names"], "in_channels": channels, "image_size": [size, size],
-        "files": _FILES[fmt],
+        "files": _FILES[fmt], "sample_steps": getattr(generator, "sample_steps", None),
     }
     with atomic_dir(out, overwrite) as tmp, contextlib.ExitStack() as stack:
         t0 = time.perf_counter()
@@ -331,6 +334,18 @@ def _check_options(n: int, batch_size: int, fmt: str, slice_noise_share: float |
     if slice_noise_share != "auto" and not (isinstance(slice_noise_share, (int, float))
                                             and 0 <= slice_noise_share <= 1):
         raise UserError(f"--slice-noise-share {slice_noise_share}: must be 'auto' or in [0, 1]")
+
+
+def _set_sample_steps(generator: torch.nn.Module, steps: int | None, kind: str, ckpt_file: Path) -> None:
+    """Give a diffusion generator `steps` DDIM steps; refuse steps for a generator that samples in one pass."""
+    if steps is None:
+        return
+    if not hasattr(generator, "sample_steps"):
+        raise UserError(f"--sample-steps {steps}: {ckpt_file} holds a '{kind}' generator, which samples in one pass; "
+                        "drop --sample-steps (it is for --generator diffusion)")
+    if not 1 <= steps <= 1000:
+        raise UserError(f"--sample-steps {steps}: must be in [1, 1000], e.g. 50")
+    generator.sample_steps = steps
 
 
 def _check_volume_options(fmt: str, volumes: bool, mask_source: str, ckpt_file: Path) -> None:

@@ -1,4 +1,4 @@
-"""GAN runs: labeled pairs of the split -> Pix2Pix updates in ssl_seg's Trainer and hooks (TensorBoard,
+"""GAN runs: labeled pairs of the split -> Pix2Pix (or Diffusion) updates in ssl_seg's Trainer and hooks (TensorBoard,
 validation, atomic resumable checkpoints, progress) -> the run directory."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import torch
 from torch import nn
@@ -28,12 +28,21 @@ from .task_aware import TaskAware
 from .pseudo import PseudoFilter, pseudo_label
 from .viz import pair_grid
 
+if TYPE_CHECKING:
+    from .diffusion import Diffusion
+
 log = logging.getLogger(__name__)
 
 
-def build_pix2pix(cfg: GanConfig, num_classes: int, in_channels: int, device: torch.device) -> Pix2Pix:
-    """Generator, discriminator and their optimisation, as the config describes."""
+def build_model(cfg: GanConfig, num_classes: int, in_channels: int, device: torch.device) -> "Pix2Pix | Diffusion":
+    """The generator's training as the config describes it: pix2pix (unet, spade) or diffusion."""
     generator = generator_from_config(cfg, num_classes, in_channels)
+    if cfg.generator == "diffusion":
+        from .diffusion import Diffusion  # MONAI's generative parts, loaded when chosen
+
+        return Diffusion(generator, num_classes=num_classes, total_iterations=cfg.iterations, device=device,
+                         lr=cfg.lr, betas=(0.9, cfg.beta2), ema_decay=cfg.ema_decay, amp=cfg.amp,
+                         channels_last=cfg.channels_last)
     discriminator = build_discriminator(cfg.discriminator, num_classes, in_channels, ndf=cfg.ndf,
                                         n_layers=cfg.n_layers, num_D=cfg.num_D, norm=cfg.norm)
     return Pix2Pix(generator, discriminator, num_classes=num_classes, total_iterations=cfg.iterations,
@@ -85,7 +94,7 @@ def _train_gan(cfg: GanConfig, resume: bool, run_dir: RunDirectory) -> dict[str,
         raise UserError(f"--resume: the data or split at {cfg.data} changed since {out} was trained "
                         f"({'; '.join(task_differences(ckpt['info'], info)) or 'other labeled ids'}); "
                         "restore them or start a new --out")
-    model = build_pix2pix(cfg, info["num_classes"], info["in_channels"], device)
+    model = build_model(cfg, info["num_classes"], info["in_channels"], device)
     run_dir.start(cfg, split, resume)
     if pseudo is not None:
         atomic_write_json(out / "pseudo_labels.json", pseudo)
@@ -98,7 +107,7 @@ def _train_gan(cfg: GanConfig, resume: bool, run_dir: RunDirectory) -> dict[str,
     validation = ValidationHook(_validation(model, val_mask, val_image), cfg.val_every, best_path=None, payload=None,
                                 on_result=[_log_validation(tb), _record])  # the GAN keeps only its last checkpoint
     hooks = [tb, validation, CheckpointHook(cfg.checkpoint_every, ckpt_file, gan_payload(cfg, info, split.labeled)),
-             ProgressHook(cfg.progress, "gan", {"D": "D", "G": "G"})]
+             ProgressHook(cfg.progress, "gan", {"G": "G"} if cfg.generator == "diffusion" else {"D": "D", "G": "G"})]
     advice = f"lower --lr (now {cfg.lr:g}, default 2e-4) or use --amp off, and start a new --out"
     trainer = Trainer(model, None, model.lr_at, _batches(cfg, bank), cfg.iterations, device, hooks=hooks,
                       loss_limit=DIVERGED, advice=advice)

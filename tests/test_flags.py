@@ -161,7 +161,7 @@ def test_help_shows_defaults_and_every_registered_name():
     assert "--fractions TRAIN VAL TEST train, val and test shares of the cases (default: 0.7 0.1 0.2)" in text
     assert "--augment, --no-augment" in text and "(default: on)" in text
     gan_text = " ".join(GAN_TRAIN.format_help().split())
-    assert "one of: unet, spade (default: unet)" in gan_text and "--out OUT GAN run directory (required)" in gan_text
+    assert "one of: unet, spade, diffusion (default: unet)" in gan_text and "--out OUT GAN run directory (required)" in gan_text
 
 
 @pytest.mark.parametrize("argv, flag", [

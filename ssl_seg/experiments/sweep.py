@@ -95,7 +95,9 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     """Flags of `ssl-seg sweep` / benchmarks/ratio_sweep.py: the grid's, then the run config's for every run."""
     p.add_argument("--data", default="phantom:cardiac", help="DATA (bare phantom:<task> gets the profile's size)")
     p.add_argument("--synthetic", action="append", default=[], help="SYN_DIR, or FRACTION=SYN_DIR (repeatable)")
-    p.add_argument("--train-gan", action="store_true", help="train a GAN per label fraction and synthesize")
+    p.add_argument("--train-gan", action="store_true", help="train a generator per label fraction and synthesize")
+    p.add_argument("--generator", default="pix2pix", help="--train-gan's generator: pix2pix | diffusion (the "
+                   "ssl_seg.synthesizers entry points)")
     p.add_argument("--n-synthetic", type=int, default=None, help="pairs to synthesize per fraction (--train-gan)")
     p.add_argument("--mask-source", default="deform", help="masks of the synthesized pairs (--train-gan): deform | "
                    "mix | shape (from the labeled masks); phantom is an oracle (the test set's own generator)")
@@ -129,7 +131,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         planned = {f: dirs or [str(root / "synthetic" / label_key(f, None))] for f, dirs in synthetic.items()}
         check_grid(sweep_runs(base, planned, args.ratios, args.schedules, args.ratio_end, args.methods, args.seeds),
                    paths=False)  # every cell's settings are checked before the GANs train
-        make = synthesizer()
+        make = synthesizer(args.generator)
         for f, dirs in synthetic.items():
             if not dirs:
                 dirs.append(str(make(SynthesisRequest(

@@ -1,5 +1,5 @@
 """The seam between a sweep and a generator of synthetic pairs: what is asked for (`SynthesisRequest`), what answers
-(`Synthesizer`), and where answers are found (the `ssl_seg.synthesizers` entry points; gan_aug registers pix2pix)."""
+(`Synthesizer`), and where answers are found (the `ssl_seg.synthesizers` entry points; gan_aug registers pix2pix and diffusion)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,6 @@ def synthesizer(name: str = "pix2pix") -> Synthesizer:
     """The synthesizer registered under `name` in the `ssl_seg.synthesizers` entry-point group."""
     found = {e.name: e for e in entry_points(group="ssl_seg.synthesizers")}
     if name not in found:
-        raise UserError(f"--train-gan needs a synthesizer '{name}'; installed: {sorted(found) or 'none'} "
-                        "(install medseg-lab with its gan_aug package: pip install -e .)")
+        raise UserError(f"--generator {name}: no such synthesizer for --train-gan; installed: "
+                        f"{sorted(found) or 'none'} (install medseg-lab with its gan_aug package: pip install -e .)")
     return found[name].load()
