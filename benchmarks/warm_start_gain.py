@@ -1,5 +1,5 @@
 """Secondary comparisons of the pre-registered warm-start cells: hippo_c2_warm and hippo_c2_warm2 (hippocampus slices),
-hc18_half_warm (HC18 half-size copy).
+hc18_half_warm and hc18_half_warm_bcp (HC18 half-size copy).
 
 Seed-paired (the same seed draws the same split in every arm), in Dice points of the primary endpoint (test Dice per
 volume of the checkpoint chosen on validation): each arm per seed, where each warm run's best.pt comes from (its start,
@@ -59,11 +59,15 @@ STUDIES = {
          ("unimatch+warm, freematch", "unimatch+warm"), ("bcp+warm", "start (supervised, poly)")],
         "prereg_hc2/sup_poly/*"),
     "hc18": Study(
-        "HC18 half-size copy, 5 % labels (hc18_half_warm, amendment 1: supervised poly only, 500 warm steps)",
+        "HC18 half-size copy, 5 % labels (hc18_half_warm, amendment 1: supervised poly only, 500 warm steps; "
+        "hc18_half_warm_bcp: its BCP arm, run a session later)",
         {"supervised (poly)": (["prereg_hc18w/sup_poly/*"], None),
          "unimatch+warm": (["prereg_hc18w/uni/*"], "prereg_hc18w/uni/runs/unet__unimatch+warm__f0.05__s{seed}"),
-         "bcp+warm": (["prereg_hc18w/bcp/*"], None)},
-        {"hc18_half_warm": [("unimatch+warm", "supervised (poly)"), ("bcp+warm", "supervised (poly)")]},
+         "bcp+warm": (["prereg_hc18w_bcp/bcp/*"], None)},
+        {"hc18_half_warm": [("unimatch+warm", "supervised (poly)")],
+         "hc18_half_warm_bcp": [("bcp+warm", "supervised (poly)")],
+         "hc18_half_warm as first pre-registered (m = 2)": [("unimatch+warm", "supervised (poly)"),
+                                                             ("bcp+warm", "supervised (poly)")]},
         [("unimatch+warm", "bcp+warm")],
         "prereg_hc18w/sup_poly/*"),
 }

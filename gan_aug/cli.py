@@ -83,6 +83,21 @@ def cmd_assess(args: argparse.Namespace) -> None:
           f"-> {Path(report['out']) / 'quality.json'}")
 
 
+def cmd_diagnose(args: argparse.Namespace) -> None:
+    from .diagnose import diagnose
+
+    r = diagnose(args.synthetic, data=args.data, out=args.out, max_samples=args.max_samples, seed=args.seed)
+
+    def sides(key: str) -> str:
+        return f"{r[key]['real']:.3g} / {r[key]['synthetic']:.3g}"
+
+    w1 = ", ".join(f"{name} {row.get('wasserstein', float('nan')):.3g}"
+                   for name, row in r["intensity_per_class"].items())
+    print(f"real / synthetic: boundary sharpness {sides('boundary_sharpness')}, flat blocks "
+          f"{sides('flat_block_share')}, high-frequency share {sides('high_frequency_share')}; intensity W1 per "
+          f"class: {w1}  -> {Path(r['out']) / 'diagnosis.json'}")
+
+
 def noise_share(text: str) -> float | str:
     """--slice-noise-share: 'auto' or a number in [0, 1]."""
     if text == "auto":
@@ -161,6 +176,15 @@ def _assess_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _diagnose_args(p: argparse.ArgumentParser) -> None:
+    """The flags of `gan-aug diagnose`."""
+    p.add_argument("--synthetic", required=True, help="SYN_DIR of 'gan-aug synthesize' (2D pairs)")
+    p.add_argument("--data", help="the real DATA (default: the data the generator was trained on)")
+    p.add_argument("--out", help="report folder (default: SYN_DIR/diagnosis)")
+    p.add_argument("--max-samples", type=int, default=256, help="synthetic pairs compared, and as many real crops")
+    p.add_argument("--seed", type=int, default=0, help="seed of the real crops")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of `gan-aug`."""
     parser = Parser(prog="gan-aug", description="Conditional GAN (mask -> image) augmentation.")
@@ -170,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
          _train_args, cmd_train),
         ("synthesize", "write N synthetic (mask, image) pairs", _synthesize_args, cmd_synthesize),
         ("assess", "score a synthetic dataset: fidelity, FID/KID, memorisation, TSTR", _assess_args, cmd_assess),
+        ("diagnose", "where generated images differ from real ones: intensity per class, spectrum, edges, flat "
+         "blocks", _diagnose_args, cmd_diagnose),
     ]:
         p = sub.add_parser(name, help=help_text)
         add_args(p)

@@ -1,0 +1,192 @@
+"""Where generated images differ from real ones (`gan-aug diagnose`), beside the crops the generator learned from.
+
+Four measures, each on the synthetic pairs and on random crops of the real labeled pairs of the generator's split
+(the same crop size, the same number of images):
+* intensity per class: the pixel values under each mask class (mean, std, and the 1-Wasserstein distance between
+  the real and the synthetic values, in [0, 1] grey levels);
+* noise spectrum: the radially averaged power spectrum of the mean-removed images; the share of power in the upper
+  half of the frequencies (a generator that paints flat regions has less, one that adds noise has more);
+* boundary sharpness: the mean Sobel gradient magnitude on pixels where the mask's class changes;
+* flat blocks: the share of 4 x 4 blocks whose grey levels vary by less than half a level (black squares painted
+  into the background raise it).
+Writes OUT/diagnosis.json and OUT/diagnosis.png (histograms per class, spectra, the two scalar measures).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.ndimage as ndi
+from scipy.stats import wasserstein_distance
+
+from ssl_seg.data.sample import SampleSource
+from ssl_seg.data.sources import open_source
+from ssl_seg.errors import UserError
+from ssl_seg.io_utils import atomic_path, atomic_write_json
+
+from .assess import load_synthetic
+from .config import GanConfig
+from .data import gan_split, pad_to
+
+FLAT_BLOCK = 4
+FLAT_RANGE = 0.5 / 255  # grey-level range below which a block is flat
+MAX_PIXELS = 20000  # pixel values per class and side kept for the Wasserstein distance
+
+
+def paired_crops(source: SampleSource, ids: list[str], size: int, n: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """`n` random (size, size) crops of the pairs `ids` (cycled; zero-padded when smaller) -> images (n, C, S, S)
+    in [0, 1], masks (n, S, S)."""
+    images, masks = [], []
+    for k in range(n):
+        sample = source.load(source.index_of(ids[k % len(ids)]))
+        image, mask = pad_to(sample.image, size), pad_to(sample.mask, size)
+        y, x = int(rng.integers(image.shape[-2] - size + 1)), int(rng.integers(image.shape[-1] - size + 1))
+        images.append(image[:, y:y + size, x:x + size])
+        masks.append(mask[y:y + size, x:x + size])
+    return np.stack(images).astype(np.float32), np.stack(masks).astype(np.int64)
+
+
+def class_values(images: np.ndarray, masks: np.ndarray, num_classes: int) -> list[np.ndarray]:
+    """The first channel's pixel values under each class of the masks (an empty array for an absent class)."""
+    grey = images[:, 0]
+    return [grey[masks == k] for k in range(num_classes)]
+
+
+def radial_spectrum(images: np.ndarray) -> np.ndarray:
+    """Mean power per integer radial frequency (0 .. S/2) of the mean-removed first channel, over the images."""
+    grey = images[:, 0].astype(np.float64)
+    grey = grey - grey.mean(axis=(1, 2), keepdims=True)
+    power = (np.abs(np.fft.fftshift(np.fft.fft2(grey), axes=(1, 2))) ** 2).mean(axis=0)
+    h, w = power.shape
+    yy, xx = np.indices(power.shape)
+    radius = np.hypot(yy - h // 2, xx - w // 2).round().astype(int)
+    keep = radius <= min(h, w) // 2
+    return np.bincount(radius[keep], power[keep]) / np.bincount(radius[keep])
+
+
+def high_frequency_share(spectrum: np.ndarray) -> float:
+    """Share of the (non-DC) power in the upper half of the radial frequencies."""
+    ac = spectrum[1:]
+    return float(ac[len(ac) // 2:].sum() / max(ac.sum(), 1e-12))
+
+
+def boundary_sharpness(images: np.ndarray, masks: np.ndarray) -> float:
+    """Mean Sobel gradient magnitude of the first channel on pixels whose 4-neighbourhood holds another class (nan
+    when no mask has a boundary)."""
+    grey = images[:, 0].astype(np.float64)
+    # Sobel per image: derivative along one image axis, smoothing along the other only (ndi.sobel on the stack
+    # would also smooth across images)
+    gy = ndi.correlate1d(ndi.correlate1d(grey, [-1, 0, 1], axis=1), [1, 2, 1], axis=2)
+    gx = ndi.correlate1d(ndi.correlate1d(grey, [-1, 0, 1], axis=2), [1, 2, 1], axis=1)
+    magnitude = np.hypot(gx, gy)
+    edge = np.zeros(masks.shape, bool)
+    edge[:, 1:] |= masks[:, 1:] != masks[:, :-1]
+    edge[:, :-1] |= masks[:, 1:] != masks[:, :-1]
+    edge[:, :, 1:] |= masks[:, :, 1:] != masks[:, :, :-1]
+    edge[:, :, :-1] |= masks[:, :, 1:] != masks[:, :, :-1]
+    return float(magnitude[edge].mean()) if edge.any() else float("nan")
+
+
+def flat_block_share(images: np.ndarray, block: int = FLAT_BLOCK, tolerance: float = FLAT_RANGE) -> float:
+    """Share of non-overlapping block x block tiles of the first channel whose max - min is below `tolerance`."""
+    grey = images[:, 0]
+    n, h, w = grey.shape
+    tiles = grey[:, :h - h % block, :w - w % block].reshape(n, h // block, block, w // block, block)
+    spread = tiles.max(axis=(2, 4)) - tiles.min(axis=(2, 4))
+    return float((spread < tolerance).mean())
+
+
+def _subsample(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return values if len(values) <= MAX_PIXELS else rng.choice(values, MAX_PIXELS, replace=False)
+
+
+def compare(real: tuple[np.ndarray, np.ndarray], syn: tuple[np.ndarray, np.ndarray], class_names: list[str],
+            seed: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The four measures on (images, masks) of real crops and of synthetic pairs -> (report, what the figure plots)."""
+    rng = np.random.default_rng(seed)
+    k = len(class_names)
+    real_values, syn_values = class_values(*real, k), class_values(*syn, k)
+    intensity = {}
+    for name, r, s in zip(class_names, real_values, syn_values, strict=True):
+        row: dict[str, Any] = {"real_pixels": int(r.size), "synthetic_pixels": int(s.size)}
+        if r.size and s.size:
+            row.update(real_mean=float(r.mean()), real_std=float(r.std()), synthetic_mean=float(s.mean()),
+                       synthetic_std=float(s.std()),
+                       wasserstein=float(wasserstein_distance(_subsample(r, rng), _subsample(s, rng))))
+        intensity[name] = row
+    spectra = {"real": radial_spectrum(real[0]), "synthetic": radial_spectrum(syn[0])}
+    report = {
+        "intensity_per_class": intensity,
+        "high_frequency_share": {side: high_frequency_share(sp) for side, sp in spectra.items()},
+        "boundary_sharpness": {"real": boundary_sharpness(*real), "synthetic": boundary_sharpness(*syn)},
+        "flat_block_share": {"real": flat_block_share(real[0]), "synthetic": flat_block_share(syn[0])},
+    }
+    return report, {"values": (real_values, syn_values), "spectra": spectra}
+
+
+def diagnose(synthetic: str | Path, data: str | None = None, out: str | Path | None = None, max_samples: int = 256,
+             seed: int = 0) -> dict[str, Any]:
+    """Compare SYN_DIR's pairs with crops of the real labeled pairs; writes OUT/diagnosis.json and .png."""
+    if max_samples < 1:
+        raise UserError(f"--max-samples {max_samples}: use at least 1")
+    syn, _, manifest = load_synthetic(synthetic)
+    gan_cfg = GanConfig.from_dict(manifest["gan_config"])
+    if gan_cfg.spatial_dims == 3:
+        raise UserError(f"--synthetic {synthetic}: diagnose compares 2D pairs; this set holds volumes")
+    real = open_source(data or gan_cfg.data)
+    if real.num_classes != syn.num_classes or real.in_channels != syn.in_channels:
+        raise UserError(f"--data {real.name}: {real.num_classes} classes / {real.in_channels} channels, the synthetic "
+                        f"set {syn.num_classes} / {syn.in_channels}; pass the data the generator was trained on")
+    split = gan_split(gan_cfg, real)
+    n = min(max_samples, len(syn))
+    samples = [syn.load(i) for i in range(n)]
+    syn_pairs = (np.stack([s.image for s in samples]).astype(np.float32),
+                 np.stack([s.mask for s in samples]).astype(np.int64))
+    size = syn_pairs[0].shape[-1]
+    real_pairs = paired_crops(real, list(split.labeled), size, n, np.random.default_rng(seed))
+    report, plotted = compare(real_pairs, syn_pairs, list(real.class_names), seed)
+    out = Path(out) if out is not None else Path(synthetic) / "diagnosis"
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"synthetic": str(synthetic), "data": real.name, "real_crops_from": "labeled pairs of the generator's "
+              f"split ({len(split.labeled)})", "n": n, "crop_size": size, **report, "out": str(out)}
+    atomic_write_json(out / "diagnosis.json", report)
+    _plot(report, plotted, list(real.class_names), out / "diagnosis.png")
+    return report
+
+
+def _plot(report: dict[str, Any], plotted: dict[str, Any], class_names: list[str], path: Path) -> None:
+    """Histograms per class (real solid, synthetic dashed), the two spectra, the scalar measures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4))
+    bins = np.linspace(0, 1, 65)
+    for k, (name, r, s) in enumerate(zip(class_names, *plotted["values"], strict=True)):
+        colour = f"C{k}"
+        if r.size:
+            a.hist(r, bins, density=True, histtype="step", color=colour, label=f"{name} real")
+        if s.size:
+            a.hist(s, bins, density=True, histtype="step", linestyle="--", color=colour, label=f"{name} synthetic")
+    a.set(title="intensity per class", xlabel="grey level", ylabel="density")
+    a.legend(fontsize=7)
+    for side, style in (("real", "-"), ("synthetic", "--")):
+        b.semilogy(plotted["spectra"][side][1:], style, label=side)
+    b.set(title="radial power spectrum", xlabel="frequency (cycles per crop)", ylabel="power")
+    b.legend()
+    names = ["boundary sharpness", "flat 4x4 blocks", "high-frequency share"]
+    keys = ["boundary_sharpness", "flat_block_share", "high_frequency_share"]
+    x = np.arange(len(names))
+    for i, side in enumerate(("real", "synthetic")):
+        c.bar(x + (i - 0.5) * 0.4, [report[key][side] for key in keys], 0.4, label=side)
+    c.set_xticks(x, names, fontsize=8)
+    c.set(title="scalar measures")
+    c.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
