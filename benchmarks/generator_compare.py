@@ -63,7 +63,7 @@ def quality_row(g: str, d: dict) -> str:
         diag = (f"edges {_f(dg['boundary_sharpness']['synthetic'], 2)} ({_f(dg['boundary_sharpness']['real'], 2)}); "
                 f"flat {_f(dg['flat_block_share']['synthetic'])} ({_f(dg['flat_block_share']['real'])}); "
                 f"HF {_f(dg['high_frequency_share']['synthetic'])} ({_f(dg['high_frequency_share']['real'])}); "
-                f"W1 {w1}")
+                f"noise-like {_f(dg['noise_like_images']['synthetic_share'])}; W1 {w1}")
     return (f"| {g} | {_f(q['fidelity']['synthetic_dice'])} ({_f(q['fidelity']['real_dice'])}) | "
             f"{_f(fid['synthetic_vs_real'], 2)} ({_f(fid['real_vs_real'], 2)}) | "
             f"{_f(kid['synthetic_vs_real'])} ({_f(kid['real_vs_real'])}) | {q['memorisation']['near_copies']} | "

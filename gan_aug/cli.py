@@ -95,7 +95,8 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
                    for name, row in r["intensity_per_class"].items())
     print(f"real / synthetic: boundary sharpness {sides('boundary_sharpness')}, flat blocks "
           f"{sides('flat_block_share')}, high-frequency share {sides('high_frequency_share')}; intensity W1 per "
-          f"class: {w1}  -> {Path(r['out']) / 'diagnosis.json'}")
+          f"class: {w1}; noise-like images {r['noise_like_images']['synthetic_share']:.3g} (1 % expected)  "
+          f"-> {Path(r['out']) / 'diagnosis.json'}")
 
 
 def noise_share(text: str) -> float | str:

@@ -8,7 +8,9 @@ Four measures, each on the synthetic pairs and on random crops of the real label
   half of the frequencies (a generator that paints flat regions has less, one that adds noise has more);
 * boundary sharpness: the mean Sobel gradient magnitude on pixels where the mask's class changes;
 * flat blocks: the share of 4 x 4 blocks whose grey levels vary by less than half a level (black squares painted
-  into the background raise it).
+  into the background raise it);
+* noise-like images: the share of synthetic images whose own high-frequency share is above the real crops' 99th
+  percentile (a sampler that diverged leaves noise; 1 % is expected by chance).
 Writes OUT/diagnosis.json and OUT/diagnosis.png (histograms per class, spectra, the two scalar measures).
 """
 
@@ -73,6 +75,15 @@ def high_frequency_share(spectrum: np.ndarray) -> float:
     return float(ac[len(ac) // 2:].sum() / max(ac.sum(), 1e-12))
 
 
+def noise_like_share(real: np.ndarray, syn: np.ndarray, percentile: float = 99.0) -> dict[str, float]:
+    """Per-image high-frequency shares: the real crops' `percentile` and the share of synthetic images above it."""
+    real_hf = np.array([high_frequency_share(radial_spectrum(im[None])) for im in real])
+    syn_hf = np.array([high_frequency_share(radial_spectrum(im[None])) for im in syn])
+    threshold = float(np.percentile(real_hf, percentile))
+    return {"threshold": threshold, "synthetic_share": float((syn_hf > threshold).mean()),
+            "expected_share": round(1 - percentile / 100, 6)}
+
+
 def boundary_sharpness(images: np.ndarray, masks: np.ndarray) -> float:
     """Mean Sobel gradient magnitude of the first channel on pixels whose 4-neighbourhood holds another class (nan
     when no mask has a boundary)."""
@@ -123,6 +134,7 @@ def compare(real: tuple[np.ndarray, np.ndarray], syn: tuple[np.ndarray, np.ndarr
         "high_frequency_share": {side: high_frequency_share(sp) for side, sp in spectra.items()},
         "boundary_sharpness": {"real": boundary_sharpness(*real), "synthetic": boundary_sharpness(*syn)},
         "flat_block_share": {"real": flat_block_share(real[0]), "synthetic": flat_block_share(syn[0])},
+        "noise_like_images": noise_like_share(real[0], syn[0]),
     }
     return report, {"values": (real_values, syn_values), "spectra": spectra}
 

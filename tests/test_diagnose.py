@@ -12,7 +12,7 @@ import scipy.ndimage as ndi
 from gan_aug.cli import main
 from gan_aug.config import GanConfig
 from gan_aug.diagnose import (boundary_sharpness, class_values, compare, flat_block_share, high_frequency_share,
-                              radial_spectrum)
+                              noise_like_share, radial_spectrum)
 from gan_aug.synthesize import synthesize
 from gan_aug.train import train_gan
 
@@ -42,6 +42,10 @@ def test_spectrum_tells_noise_from_smooth_images() -> None:
     x = np.cos(2 * np.pi * 4 * np.arange(32) / 32)
     cosine = radial_spectrum(np.broadcast_to(x, (1, 1, 32, 32)))
     assert np.argmax(cosine) == 4 and cosine[4] > 1e3 * np.delete(cosine, 4).max()
+    # 3 of 12 synthetic images are white noise among smooth ones: a quarter is noise-like against smooth real crops
+    mixed = np.concatenate([smooth[:9], noise[:3]])
+    found = noise_like_share(smooth, mixed)
+    assert found["synthetic_share"] == 0.25 and noise_like_share(smooth, smooth[:8])["synthetic_share"] <= 0.125
 
 
 def test_boundary_sharpness_and_flat_blocks_by_hand() -> None:
