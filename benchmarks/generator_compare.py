@@ -91,7 +91,8 @@ def main(argv: list[str]) -> int:
         return 2
     if args.keep:
         keep(args.root, args.keep)
-    print("| generator | training steps | s/step, probe | s/step, run | training min | synthesize s/pair |")
+    print("| generator | training steps | s/step, probe (result.json: start-up and last validation included) | "
+          "s/step, run | training min | synthesize s/pair |")
     print("|---|---|---|---|---|---|")
     for g, d in data.items():
         print(cost_row(g, d) if d else f"| {g} | not run | | | | |")
