@@ -8,6 +8,8 @@ benchmarks/results/gen_cmp) and prints the two tables of RESULTS.md. n = 1 gener
     python benchmarks/generator_compare.py                          # the kept copies
     python benchmarks/generator_compare.py --root runs/gen_cmp      # the run folders
     python benchmarks/generator_compare.py --root runs/gen_cmp --keep benchmarks/results/gen_cmp  # copy the JSONs
+    python benchmarks/generator_compare.py --root benchmarks/results/gan_budget --names pix2pix_600 pix2pix_2000 \
+        pix2pix_6000                                                # the pix2pix budget curve (gan_budget_hippo_f0.1)
 """
 
 from __future__ import annotations
@@ -70,9 +72,9 @@ def quality_row(g: str, d: dict) -> str:
             f"{_f(t['synthetic_only_dice'])} / {_f(t['real_only_dice'])} | **{_f(t['ratio'])}** | {diag} |")
 
 
-def keep(root: Path, dest: Path) -> None:
-    """Copy every file the tables read from `root` into `dest` (same relative paths)."""
-    for g in GENERATORS:
+def keep(root: Path, dest: Path, names: list[str]) -> None:
+    """Copy every file the tables read for `names` from `root` into `dest` (same relative paths)."""
+    for g in names:
         for folder, name in FILES:
             src = root / folder.format(g=g) / name
             if src.is_file():
@@ -84,13 +86,14 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", type=Path, default=ROOT / "benchmarks" / "results" / "gen_cmp")
     p.add_argument("--keep", type=Path, help="copy the JSON files the tables read into this folder")
+    p.add_argument("--names", nargs="+", default=list(GENERATORS), help="run folders to read (default: %(default)s)")
     args = p.parse_args(argv)
-    data = {g: load(args.root, g) for g in GENERATORS}
+    data = {g: load(args.root, g) for g in args.names}
     if not any(data.values()):
-        print(f"{args.root}: no generator run found (expected {', '.join(GENERATORS)} folders); pass --root")
+        print(f"{args.root}: no generator run found (expected {', '.join(args.names)} folders); pass --root")
         return 2
     if args.keep:
-        keep(args.root, args.keep)
+        keep(args.root, args.keep, args.names)
     print("| generator | training steps | s/step, probe (result.json: start-up and last validation included) | "
           "s/step, run | training min | synthesize s/pair |")
     print("|---|---|---|---|---|---|")

@@ -37,6 +37,9 @@ def test_tables_from_run_files(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert (tmp_path / "kept" / "diffusion_assess" / "quality.json").is_file()
     assert generator_compare.main(["--root", str(tmp_path / "kept")]) == 0
     assert capsys.readouterr().out.count("**0.500**") == 1
+    assert generator_compare.main(["--root", str(tmp_path), "--names", "diffusion"]) == 0
+    out = capsys.readouterr().out
+    assert "| diffusion |" in out and "pix2pix" not in out
 
 
 def test_empty_root_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
