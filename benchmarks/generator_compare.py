@@ -66,6 +66,9 @@ def quality_row(g: str, d: dict) -> str:
                 f"flat {_f(dg['flat_block_share']['synthetic'])} ({_f(dg['flat_block_share']['real'])}); "
                 f"HF {_f(dg['high_frequency_share']['synthetic'])} ({_f(dg['high_frequency_share']['real'])}); "
                 f"noise-like {_f(dg['noise_like_images']['synthetic_share'])}; W1 {w1}")
+        if "background_only" in dg:
+            bg = dg["background_only"]
+            diag += f"; background-only std {_f(bg['synthetic']['mean_std'])} ({_f(bg['real']['mean_std'])})"
     return (f"| {g} | {_f(q['fidelity']['synthetic_dice'])} ({_f(q['fidelity']['real_dice'])}) | "
             f"{_f(fid['synthetic_vs_real'], 2)} ({_f(fid['real_vs_real'], 2)}) | "
             f"{_f(kid['synthetic_vs_real'])} ({_f(kid['real_vs_real'])}) | {q['memorisation']['near_copies']} | "

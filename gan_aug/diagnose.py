@@ -9,6 +9,8 @@ Four measures, each on the synthetic pairs and on random crops of the real label
 * boundary sharpness: the mean Sobel gradient magnitude on pixels where the mask's class changes;
 * flat blocks: the share of 4 x 4 blocks whose grey levels vary by less than half a level (black squares painted
   into the background raise it);
+* background-only texture: the mean per-image grey-level std of the images whose mask holds no foreground (a
+  generator without a spatial cue may paint them a uniform grey where real crops hold structure);
 * noise-like images: the share of synthetic images whose own high-frequency share is above the real crops' 99th
   percentile (a sampler that diverged leaves noise; 1 % is expected by chance).
 Writes OUT/diagnosis.json and OUT/diagnosis.png (histograms per class, spectra, the two scalar measures).
@@ -84,6 +86,13 @@ def noise_like_share(real: np.ndarray, syn: np.ndarray, percentile: float = 99.0
             "expected_share": round(1 - percentile / 100, 6)}
 
 
+def background_only_texture(images: np.ndarray, masks: np.ndarray) -> dict[str, float | int]:
+    """How many images have an all-background mask, and the mean grey-level std of their first channel (nan if none)."""
+    empty = (masks == 0).all(axis=(1, 2))
+    stds = images[empty, 0].std(axis=(1, 2))
+    return {"images": int(empty.sum()), "mean_std": float(stds.mean()) if len(stds) else float("nan")}
+
+
 def boundary_sharpness(images: np.ndarray, masks: np.ndarray) -> float:
     """Mean Sobel gradient magnitude of the first channel on pixels whose 4-neighbourhood holds another class (nan
     when no mask has a boundary)."""
@@ -135,6 +144,7 @@ def compare(real: tuple[np.ndarray, np.ndarray], syn: tuple[np.ndarray, np.ndarr
         "boundary_sharpness": {"real": boundary_sharpness(*real), "synthetic": boundary_sharpness(*syn)},
         "flat_block_share": {"real": flat_block_share(real[0]), "synthetic": flat_block_share(syn[0])},
         "noise_like_images": noise_like_share(real[0], syn[0]),
+        "background_only": {"real": background_only_texture(*real), "synthetic": background_only_texture(*syn)},
     }
     return report, {"values": (real_values, syn_values), "spectra": spectra}
 

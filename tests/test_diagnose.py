@@ -11,8 +11,8 @@ import scipy.ndimage as ndi
 
 from gan_aug.cli import main
 from gan_aug.config import GanConfig
-from gan_aug.diagnose import (boundary_sharpness, class_values, compare, flat_block_share, high_frequency_share,
-                              noise_like_share, radial_spectrum)
+from gan_aug.diagnose import (background_only_texture, boundary_sharpness, class_values, compare, flat_block_share,
+                              high_frequency_share, noise_like_share, radial_spectrum)
 from gan_aug.synthesize import synthesize
 from gan_aug.train import train_gan
 
@@ -62,6 +62,12 @@ def test_boundary_sharpness_and_flat_blocks_by_hand() -> None:
     half = np.random.default_rng(0).random((1, 1, 16, 16))
     half[..., :8, :] = 0  # black top half: 8 of 16 tiles flat
     assert flat_block_share(half) == 0.5
+    # background-only texture: two of three masks are empty; their images are a flat grey and a 0/1 checkerboard
+    images = np.stack([np.full((1, 4, 4), 0.5), np.indices((4, 4)).sum(0)[None] % 2, np.zeros((1, 4, 4))])
+    masks = np.zeros((3, 4, 4), np.int64)
+    masks[2, 0, 0] = 1
+    assert background_only_texture(images, masks) == {"images": 2, "mean_std": 0.25}  # stds 0 and 0.5
+    assert np.isnan(background_only_texture(images[2:], masks[2:])["mean_std"])
 
 
 def test_cli_diagnose_writes_report_and_figure(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
