@@ -28,6 +28,13 @@ FILES = (("probe_{g}", "result.json"), ("{g}", "result.json"), ("{g}", "config.j
          ("{g}_assess", "quality.json"), ("{g}_syn/diagnosis", "diagnosis.json"))
 
 
+COST_COLUMNS = ("generator", "training steps", "s/step, probe (result.json: start-up and last validation included)",
+                "s/step, run", "training min", "synthesize s/pair")
+QUALITY_COLUMNS = ("generator", "fidelity Dice: synthetic (real test)", "FID syn/real (real/real)",
+                   "KID syn/real (real/real)", "near-copies", "TSTR / TRTR Dice", "TSTR/TRTR (primary)",
+                   "diagnosis: synthetic (real)")
+
+
 def load(root: Path, g: str) -> dict[str, Any] | None:
     """Every file of generator `g` under `root` ({(folder, file): dict}); None when its budgeted run is missing."""
     found = {}
@@ -97,18 +104,12 @@ def main(argv: list[str]) -> int:
         return 2
     if args.keep:
         keep(args.root, args.keep, args.names)
-    print("| generator | training steps | s/step, probe (result.json: start-up and last validation included) | "
-          "s/step, run | training min | synthesize s/pair |")
-    print("|---|---|---|---|---|---|")
-    for g, d in data.items():
-        print(cost_row(g, d) if d else f"| {g} | not run | | | | |")
-    print()
-    print("| generator | fidelity Dice: synthetic (real test) | FID syn/real (real/real) | KID syn/real (real/real) | "
-          "near-copies | TSTR / TRTR Dice | TSTR/TRTR (primary) | diagnosis: synthetic (real) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for g, d in data.items():
-        print(quality_row(g, d) if d else f"| {g} | not run | | | | | | |")
-    print()
+    for columns, row in ((COST_COLUMNS, cost_row), (QUALITY_COLUMNS, quality_row)):
+        print("| " + " | ".join(columns) + " |")
+        print("|" + "---|" * len(columns))
+        for g, d in data.items():
+            print(row(g, d) if d else f"| {g} | not run |" + " |" * (len(columns) - 2))
+        print()
     print(f"python benchmarks/generator_compare.py --root {args.root}")
     return 0
 
