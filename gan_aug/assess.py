@@ -87,17 +87,29 @@ def nearest_cosine(queries: np.ndarray, reference: np.ndarray) -> tuple[np.ndarr
 # ------------------------------------------------------------------------------------------- features
 
 
+def crop_pairs(source: SampleSource, owners: list[str], size: int,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One random (size, size) crop per entry of `owners` (sample ids; a repeated id is loaded once per run of
+    repeats), zero-padded when smaller -> images (N, C, S, S) float32 in [0, 1], masks (N, S, S) int64 (background
+    where a sample has no mask)."""
+    images, masks, loaded = [], [], None
+    for sample_id in owners:
+        if loaded is None or loaded[0] != sample_id:
+            sample = source.load(source.index_of(sample_id))
+            mask = sample.mask if sample.mask is not None else np.zeros(sample.image.shape[-2:], np.int64)
+            loaded = (sample_id, pad_to(sample.image, size), pad_to(mask, size))
+        _, image, mask = loaded
+        y, x = (int(rng.integers(image.shape[-2] - size + 1)), int(rng.integers(image.shape[-1] - size + 1)))
+        images.append(image[:, y:y + size, x:x + size])
+        masks.append(mask[y:y + size, x:x + size])
+    return np.stack(images).astype(np.float32), np.stack(masks).astype(np.int64)
+
+
 def random_crops(source: SampleSource, ids: list[str], size: int, per_image: int,
                  rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
     """`per_image` random (size, size) crops of each sample's image (zero-padded if smaller) -> (N, C, S, S), ids."""
-    crops, owners = [], []
-    for sample_id in ids:
-        image = pad_to(source.load(source.index_of(sample_id)).image, size)
-        for _ in range(per_image):
-            y, x = (int(rng.integers(image.shape[-2] - size + 1)), int(rng.integers(image.shape[-1] - size + 1)))
-            crops.append(image[:, y:y + size, x:x + size])
-            owners.append(sample_id)
-    return np.stack(crops).astype(np.float32), owners
+    owners = [sample_id for sample_id in ids for _ in range(per_image)]
+    return crop_pairs(source, owners, size, rng)[0], owners
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """Where generated images differ from real ones (`gan-aug diagnose`), beside the crops the generator learned from.
 
-Four measures, each on the synthetic pairs and on random crops of the real labeled pairs of the generator's split
+Six measures, each on the synthetic pairs and on random crops of the real labeled pairs of the generator's split
 (the same crop size, the same number of images):
 * intensity per class: the pixel values under each mask class (mean, std, and the 1-Wasserstein distance between
   the real and the synthetic values, in [0, 1] grey levels);
@@ -13,7 +13,7 @@ Four measures, each on the synthetic pairs and on random crops of the real label
   generator without a spatial cue may paint them a uniform grey where real crops hold structure);
 * noise-like images: the share of synthetic images whose own high-frequency share is above the real crops' 99th
   percentile (a sampler that diverged leaves noise; 1 % is expected by chance).
-Writes OUT/diagnosis.json and OUT/diagnosis.png (histograms per class, spectra, the two scalar measures).
+Writes OUT/diagnosis.json and OUT/diagnosis.png (histograms per class, spectra, three scalar measures).
 """
 
 from __future__ import annotations
@@ -25,32 +25,17 @@ import numpy as np
 import scipy.ndimage as ndi
 from scipy.stats import wasserstein_distance
 
-from ssl_seg.data.sample import SampleSource
 from ssl_seg.data.sources import open_source
 from ssl_seg.errors import UserError
 from ssl_seg.io_utils import atomic_path, atomic_write_json
 
-from .assess import load_synthetic
+from .assess import crop_pairs, load_synthetic
 from .config import GanConfig
-from .data import gan_split, pad_to
+from .data import gan_split
 
 FLAT_BLOCK = 4
 FLAT_RANGE = 0.5 / 255  # grey-level range below which a block is flat
 MAX_PIXELS = 20000  # pixel values per class and side kept for the Wasserstein distance
-
-
-def paired_crops(source: SampleSource, ids: list[str], size: int, n: int,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """`n` random (size, size) crops of the pairs `ids` (cycled; zero-padded when smaller) -> images (n, C, S, S)
-    in [0, 1], masks (n, S, S)."""
-    images, masks = [], []
-    for k in range(n):
-        sample = source.load(source.index_of(ids[k % len(ids)]))
-        image, mask = pad_to(sample.image, size), pad_to(sample.mask, size)
-        y, x = int(rng.integers(image.shape[-2] - size + 1)), int(rng.integers(image.shape[-1] - size + 1))
-        images.append(image[:, y:y + size, x:x + size])
-        masks.append(mask[y:y + size, x:x + size])
-    return np.stack(images).astype(np.float32), np.stack(masks).astype(np.int64)
 
 
 def class_values(images: np.ndarray, masks: np.ndarray, num_classes: int) -> list[np.ndarray]:
@@ -59,16 +44,22 @@ def class_values(images: np.ndarray, masks: np.ndarray, num_classes: int) -> lis
     return [grey[masks == k] for k in range(num_classes)]
 
 
-def radial_spectrum(images: np.ndarray) -> np.ndarray:
-    """Mean power per integer radial frequency (0 .. S/2) of the mean-removed first channel, over the images."""
+def radial_spectra(images: np.ndarray) -> np.ndarray:
+    """Per image, the mean power per integer radial frequency (0 .. S/2) of its mean-removed first channel: (N, R)."""
     grey = images[:, 0].astype(np.float64)
     grey = grey - grey.mean(axis=(1, 2), keepdims=True)
-    power = (np.abs(np.fft.fftshift(np.fft.fft2(grey), axes=(1, 2))) ** 2).mean(axis=0)
-    h, w = power.shape
-    yy, xx = np.indices(power.shape)
+    power = np.abs(np.fft.fftshift(np.fft.fft2(grey), axes=(1, 2))) ** 2  # (N, H, W)
+    h, w = power.shape[1:]
+    yy, xx = np.indices((h, w))
     radius = np.hypot(yy - h // 2, xx - w // 2).round().astype(int)
     keep = radius <= min(h, w) // 2
-    return np.bincount(radius[keep], power[keep]) / np.bincount(radius[keep])
+    bins = np.eye(radius[keep].max() + 1)[radius[keep]]  # (pixels, R): which bin each kept pixel falls in
+    return power[:, keep] @ bins / bins.sum(axis=0)
+
+
+def radial_spectrum(images: np.ndarray) -> np.ndarray:
+    """Mean power per integer radial frequency (0 .. S/2) of the mean-removed first channel, over the images."""
+    return radial_spectra(images).mean(axis=0)
 
 
 def high_frequency_share(spectrum: np.ndarray) -> float:
@@ -78,9 +69,10 @@ def high_frequency_share(spectrum: np.ndarray) -> float:
 
 
 def noise_like_share(real: np.ndarray, syn: np.ndarray, percentile: float = 99.0) -> dict[str, float]:
-    """Per-image high-frequency shares: the real crops' `percentile` and the share of synthetic images above it."""
-    real_hf = np.array([high_frequency_share(radial_spectrum(im[None])) for im in real])
-    syn_hf = np.array([high_frequency_share(radial_spectrum(im[None])) for im in syn])
+    """From per-image spectra (N, R): the real images' `percentile` of their high-frequency shares and the share of
+    synthetic images above it."""
+    real_hf = np.array([high_frequency_share(sp) for sp in real])
+    syn_hf = np.array([high_frequency_share(sp) for sp in syn])
     threshold = float(np.percentile(real_hf, percentile))
     return {"threshold": threshold, "synthetic_share": float((syn_hf > threshold).mean()),
             "expected_share": round(1 - percentile / 100, 6)}
@@ -125,7 +117,7 @@ def _subsample(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def compare(real: tuple[np.ndarray, np.ndarray], syn: tuple[np.ndarray, np.ndarray], class_names: list[str],
             seed: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The four measures on (images, masks) of real crops and of synthetic pairs -> (report, what the figure plots)."""
+    """The measures on (images, masks) of real crops and of synthetic pairs -> (report, what the figure plots)."""
     rng = np.random.default_rng(seed)
     k = len(class_names)
     real_values, syn_values = class_values(*real, k), class_values(*syn, k)
@@ -137,13 +129,14 @@ def compare(real: tuple[np.ndarray, np.ndarray], syn: tuple[np.ndarray, np.ndarr
                        synthetic_std=float(s.std()),
                        wasserstein=float(wasserstein_distance(_subsample(r, rng), _subsample(s, rng))))
         intensity[name] = row
-    spectra = {"real": radial_spectrum(real[0]), "synthetic": radial_spectrum(syn[0])}
+    per_image = {"real": radial_spectra(real[0]), "synthetic": radial_spectra(syn[0])}
+    spectra = {side: sp.mean(axis=0) for side, sp in per_image.items()}
     report = {
         "intensity_per_class": intensity,
         "high_frequency_share": {side: high_frequency_share(sp) for side, sp in spectra.items()},
         "boundary_sharpness": {"real": boundary_sharpness(*real), "synthetic": boundary_sharpness(*syn)},
         "flat_block_share": {"real": flat_block_share(real[0]), "synthetic": flat_block_share(syn[0])},
-        "noise_like_images": noise_like_share(real[0], syn[0]),
+        "noise_like_images": noise_like_share(per_image["real"], per_image["synthetic"]),
         "background_only": {"real": background_only_texture(*real), "synthetic": background_only_texture(*syn)},
     }
     return report, {"values": (real_values, syn_values), "spectra": spectra}
@@ -168,7 +161,8 @@ def diagnose(synthetic: str | Path, data: str | None = None, out: str | Path | N
     syn_pairs = (np.stack([s.image for s in samples]).astype(np.float32),
                  np.stack([s.mask for s in samples]).astype(np.int64))
     size = syn_pairs[0].shape[-1]
-    real_pairs = paired_crops(real, list(split.labeled), size, n, np.random.default_rng(seed))
+    labeled = list(split.labeled)
+    real_pairs = crop_pairs(real, [labeled[k % len(labeled)] for k in range(n)], size, np.random.default_rng(seed))
     report, plotted = compare(real_pairs, syn_pairs, list(real.class_names), seed)
     out = Path(out) if out is not None else Path(synthetic) / "diagnosis"
     out.mkdir(parents=True, exist_ok=True)

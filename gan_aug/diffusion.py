@@ -118,6 +118,7 @@ class Diffusion:
         self.amp_dtype = amp_dtype(device, amp)
         self.scaler_G = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.models = {"G": self.G}
+        self.shown_losses = {"G": "G"}  # the progress bar's losses (label -> loss key)
 
     def eval_models(self) -> dict[str, nn.Module]:
         """The network that validation scores and `synthesize` uses: the EMA generator."""

@@ -117,6 +117,7 @@ class Pix2Pix:
         self.scaler_D = torch.amp.GradScaler(device.type, enabled=fp16)
         self.task = task
         self.models = {"G": self.G, "D": self.D}  # the trained networks (the Trainer keeps them in train mode)
+        self.shown_losses = {"D": "D", "G": "G"}  # the progress bar's losses (label -> loss key)
         if task is not None:
             self.models["S"] = task.segmenter
 

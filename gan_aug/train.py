@@ -107,7 +107,7 @@ def _train_gan(cfg: GanConfig, resume: bool, run_dir: RunDirectory) -> dict[str,
     validation = ValidationHook(_validation(model, val_mask, val_image), cfg.val_every, best_path=None, payload=None,
                                 on_result=[_log_validation(tb), _record])  # the GAN keeps only its last checkpoint
     hooks = [tb, validation, CheckpointHook(cfg.checkpoint_every, ckpt_file, gan_payload(cfg, info, split.labeled)),
-             ProgressHook(cfg.progress, "gan", {"G": "G"} if cfg.generator == "diffusion" else {"D": "D", "G": "G"})]
+             ProgressHook(cfg.progress, "gan", model.shown_losses)]
     advice = f"lower --lr (now {cfg.lr:g}, default 2e-4) or use --amp off, and start a new --out"
     trainer = Trainer(model, None, model.lr_at, _batches(cfg, bank), cfg.iterations, device, hooks=hooks,
                       loss_limit=DIVERGED, advice=advice)

@@ -12,7 +12,7 @@ import scipy.ndimage as ndi
 from gan_aug.cli import main
 from gan_aug.config import GanConfig
 from gan_aug.diagnose import (background_only_texture, boundary_sharpness, class_values, compare, flat_block_share,
-                              high_frequency_share, noise_like_share, radial_spectrum)
+                              high_frequency_share, noise_like_share, radial_spectra, radial_spectrum)
 from gan_aug.synthesize import synthesize
 from gan_aug.train import train_gan
 
@@ -44,8 +44,9 @@ def test_spectrum_tells_noise_from_smooth_images() -> None:
     assert np.argmax(cosine) == 4 and cosine[4] > 1e3 * np.delete(cosine, 4).max()
     # 3 of 12 synthetic images are white noise among smooth ones: a quarter is noise-like against smooth real crops
     mixed = np.concatenate([smooth[:9], noise[:3]])
-    found = noise_like_share(smooth, mixed)
-    assert found["synthetic_share"] == 0.25 and noise_like_share(smooth, smooth[:8])["synthetic_share"] <= 0.125
+    found = noise_like_share(radial_spectra(smooth), radial_spectra(mixed))
+    assert found["synthetic_share"] == 0.25
+    assert noise_like_share(radial_spectra(smooth), radial_spectra(smooth[:8]))["synthetic_share"] <= 0.125
 
 
 def test_boundary_sharpness_and_flat_blocks_by_hand() -> None:
@@ -82,6 +83,8 @@ def test_cli_diagnose_writes_report_and_figure(tmp_path: Path, capsys: pytest.Ca
     report = json.loads((syn / "diagnosis" / "diagnosis.json").read_text())
     assert report["n"] == 4 and report["crop_size"] == 32 and len(report["intensity_per_class"]) == 4
     assert 0 <= report["flat_block_share"]["synthetic"] <= 1 and (syn / "diagnosis" / "diagnosis.png").stat().st_size
-    assert main(["diagnose", "--synthetic", str(tmp_path / "nothing")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: --synthetic") and err.count("\n") == 1
+    bad = (([str(tmp_path / "nothing")], "--synthetic"), ([str(syn), "--max-samples", "0"], "--max-samples"))
+    for argv, flag in bad:
+        assert main(["diagnose", "--synthetic", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {flag}") and err.count("\n") == 1, err
