@@ -35,15 +35,18 @@ def git_commits(root: Path, path: str) -> list[tuple[str, datetime]]:
 
 
 def run_dirs(root: Path, cell: dict[str, Any]) -> list[Path]:
-    """Every run folder (holding result.json) of every candidate of every arm of `cell` run for it (arms reused from
-    another pre-registered cell are that cell's runs)."""
+    """Every run folder (holding result.json) of every candidate of every arm of `cell` run for it. Arms reused from
+    another pre-registered cell are that cell's runs, and so are their candidates where another arm also lists them
+    (e.g. real only as one choice of a recipe chosen on validation)."""
     found = []
     reused = cell.get("reused", {})
+    checked = {pattern for arm in reused for pattern in cell["arms"].get(arm, [])}
     for arm, patterns in cell["arms"].items():
         if arm in reused:
             continue
         for pattern in patterns:
-            found += [Path(p).parent for p in sorted(glob.glob(str(root / pattern / "result.json")))]
+            if pattern not in checked:
+                found += [Path(p).parent for p in sorted(glob.glob(str(root / pattern / "result.json")))]
     return found
 
 

@@ -160,6 +160,16 @@ def test_a_reused_arm_needs_a_passing_source_cell_with_the_same_runs(repo: Path,
     (repo / "benchmarks" / "cells.json").write_text(json.dumps(spec))
     assert preregistration.main(["--root", str(repo)]) == 0
     assert "ok   w: pre-registered in benchmarks/preregistered/w.md, 3 runs started after it" in capsys.readouterr().out
+    # a recipe chosen on validation may keep the reused real-only runs as one of its candidates: checked by cell c
+    warm["arms"]["unimatch+warm"] = ["benchmarks/results/uni_warm/*", "benchmarks/results/sup_poly/*"]
+    (repo / "benchmarks" / "cells.json").write_text(json.dumps(spec))
+    assert preregistration.main(["--root", str(repo)]) == 0
+    assert "3 runs started after it" in capsys.readouterr().out
+    warm["arms"]["unimatch+warm"] = ["benchmarks/results/uni_warm/*", "benchmarks/results/old_sup/*"]
+    (repo / "benchmarks" / "cells.json").write_text(json.dumps(spec))
+    assert preregistration.main(["--root", str(repo)]) == 1  # a candidate no reused arm lists is checked here
+    assert "old_sup/s0 started 2025-06-01" in capsys.readouterr().out
+    warm["arms"]["unimatch+warm"] = ["benchmarks/results/uni_warm/*"]
     warm["arms"]["supervised"] = ["benchmarks/results/sup_poly/*"]  # not the source cell's arm
     (repo / "benchmarks" / "cells.json").write_text(json.dumps(spec))
     assert preregistration.main(["--root", str(repo)]) == 1
