@@ -157,7 +157,7 @@ def _synthesize_args(p: argparse.ArgumentParser) -> None:
                    help="the filter's Dice threshold; default: chosen on validation (--filter-quantile)")
     p.add_argument("--filter-quantile", type=float, default=0.1, metavar="Q",
                    help="threshold = this quantile of the segmenter's per-image Dice on its validation images "
-                   "(default 0.1: a kept pair is recovered as well as 90 %% of real validation images)")
+                   "(default 0.1: a kept pair is recovered as well as 90 % of real validation images)")
     p.add_argument("--sample-steps", type=int, metavar="N",
                    help="a diffusion generator's DDIM steps (default: its --sample-steps at training); fewer is faster")
     p.add_argument("--overwrite", action="store_true", help="replace an existing SYN_DIR")

@@ -89,7 +89,8 @@ class GanConfig(SavedConfig):
     beta1: float = opt(0.5, "Adam beta1 of a GAN (the diffusion generator uses 0.9, as DDPM)",
                        check=(lambda v: 0 <= v < 1, "in [0, 1)"))
     beta2: float = opt(0.999, "Adam beta2", check=(lambda v: 0 <= v < 1, "in [0, 1)"))
-    ema_decay: float = opt(0.999, "EMA decay of the sampling generator",
+    ema_decay: float = opt(0.999, "EMA decay of the sampling generator (its half-life at most 1/20 of the steps "
+                           "taken, as in StyleGAN2-ADA)",
                            check=(lambda v: 0 <= v < 1, "in [0, 1), e.g. 0.999"))
 
     seed: int = opt(0, "training seed (init, crops, dropout)",

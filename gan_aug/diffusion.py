@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ssl_seg.device import amp_dtype, autocast, to_memory_format
 from ssl_seg.errors import UserError
-from ssl_seg.methods.ema import ema_decay_at, ema_update
+from ssl_seg.methods.ema import ema_update, ramped_ema_decay
 
 from .networks import pad_to_stride, one_hot
 from .pix2pix import linear_decay
@@ -144,7 +144,7 @@ class Diffusion:
         self.scaler_G.scale(loss).backward()
         self.scaler_G.step(self.opt_G)
         self.scaler_G.update()
-        ema_update(self.G_ema, self.G, ema_decay_at(self.ema_decay, step))
+        ema_update(self.G_ema, self.G, ramped_ema_decay(self.ema_decay, step))
         return {"G": loss.detach()}
 
     @torch.no_grad()

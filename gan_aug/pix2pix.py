@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ssl_seg.device import amp_dtype, autocast, to_memory_format
 from ssl_seg.errors import UserError
-from ssl_seg.methods.ema import ema_decay_at, ema_update
+from ssl_seg.methods.ema import ema_update, ramped_ema_decay
 
 from .diff_augment import diff_augment
 from .networks import one_hot
@@ -203,7 +203,7 @@ class Pix2Pix:
         losses.update(self.g_step(mask, real, fake, labels))
         if self.task is not None:
             losses.update(self.task.segmenter_step(fake, real, labels))
-        ema_update(self.G_ema, self.G, ema_decay_at(self.ema_decay, step))
+        ema_update(self.G_ema, self.G, ramped_ema_decay(self.ema_decay, step))
         copy_buffers(self.G_ema, self.G)
         return losses
 

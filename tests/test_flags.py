@@ -300,6 +300,7 @@ def test_every_flag_of_both_command_lines_has_help():
         for name, sub in next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices.items():
             undocumented += [f"{sub.prog} {a.option_strings[0]}" for a in sub._actions
                              if a.option_strings and a.dest != "help" and not a.help]
+            assert "%%" not in sub.format_help(), f"{sub.prog}: write % in help, the formatter escapes it"
     assert not undocumented
 
 

@@ -14,7 +14,7 @@ from ssl_seg.errors import UserError
 from ssl_seg.methods.confidence import masked_cross_entropy
 from ssl_seg.methods.pseudo_labeler import PseudoLabeler
 from ssl_seg.methods.cutmix import cutmix, cutmix_boxes, paste
-from ssl_seg.methods.ema import EMATeacher, ema_decay_at, ema_update
+from ssl_seg.methods.ema import EMATeacher, ema_decay_at, ema_update, ramped_ema_decay
 from ssl_seg.methods.rampup import sigmoid_rampup
 from ssl_seg.methods.strong_aug import gaussian_blur, photometric_jitter, strong_augment
 
@@ -48,6 +48,24 @@ def test_ema_warmup_decay_values() -> None:
     assert ema_decay_at(0.99, 1) == pytest.approx(0.5)
     assert ema_decay_at(0.99, 9) == pytest.approx(0.9)
     assert ema_decay_at(0.99, 10_000) == 0.99
+
+
+def test_generator_ema_half_life_is_capped_at_a_share_of_the_steps_taken() -> None:
+    # 0.999 has a half-life of ln 0.5 / ln 0.999 = 692.8 steps; at step 599 the cap is 0.05 x 600 = 30 steps
+    assert ramped_ema_decay(0.999, 599) == pytest.approx(0.5 ** (1 / 30))  # 0.97716
+    assert ramped_ema_decay(0.999, 0) == pytest.approx(0.5 ** 20)  # the first step copies the generator
+    assert ramped_ema_decay(0.999, 20_000) == 0.999  # cap 1000 steps > 692.8: the plain decay
+    assert ramped_ema_decay(0.0, 5) == 0.0
+
+    def lag(rule) -> float:  # how far an EMA of weights w_t = t trails the last weight after 600 steps
+        ema = 0.0
+        for t in range(600):
+            beta = rule(0.999, t)
+            ema = beta * ema + (1 - beta) * t
+        return 599 - ema
+
+    assert lag(ema_decay_at) == pytest.approx(299.5)  # the mean-teacher warm-up: the uniform mean of the whole path
+    assert lag(ramped_ema_decay) < 60  # the ramp: about the last 30-step half-life's worth
 
 
 def test_ema_teacher_follows_student_with_warmup() -> None:

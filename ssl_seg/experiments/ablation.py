@@ -106,7 +106,7 @@ def add_ablate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbones", nargs="+", default=["unet"], metavar="BACKBONE",
                    help=f"backbones to compare{one_of(names['model.backbone'])}")
     p.add_argument("--profile", default="quick", help=" | ".join(PROFILES))
-    p.add_argument("--no-full-reference", action="store_true", help="skip the 100 %% labels supervised runs")
+    p.add_argument("--no-full-reference", action="store_true", help="skip the 100 % labels supervised runs")
     p.add_argument("--warm-start", action="store_true",
                    help="run each method as METHOD+warm, started (--init-from) from the supervised run of its "
                         "backbone, label budget and seed (run first); supervised+warm is that run trained on as long "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import Tensor, nn
@@ -14,6 +15,19 @@ from .base import gradient_free
 def ema_decay_at(decay: float, step: int) -> float:
     """Effective decay min(decay, 1 - 1/(step + 1)): early on the teacher follows the student closely."""
     return min(decay, 1.0 - 1.0 / (step + 1))
+
+
+GENERATOR_EMA_RAMPUP = 0.05  # StyleGAN2-ADA's ema_rampup
+
+
+def ramped_ema_decay(decay: float, step: int, rampup: float = GENERATOR_EMA_RAMPUP) -> float:
+    """Decay whose half-life is at most `rampup` x the steps taken (StyleGAN2-ADA's generator EMA, Karras et al.
+    2020), never above `decay`: a short run's EMA averages its recent weights, not its whole path from the random
+    initialisation (which `ema_decay_at` averages uniformly for the first 1 / (1 - decay) steps)."""
+    if decay <= 0.0:
+        return 0.0
+    half_life = min(math.log(0.5) / math.log(decay), rampup * (step + 1))
+    return min(decay, 0.5 ** (1.0 / half_life))
 
 
 @torch.no_grad()
