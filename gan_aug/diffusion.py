@@ -107,13 +107,13 @@ class Diffusion:
 
     def __init__(self, generator: DiffusionGenerator, *, num_classes: int, total_iterations: int,
                  device: torch.device, lr: float = 2e-4, betas: tuple[float, float] = (0.9, 0.999),
-                 ema_decay: float = 0.999, amp: str = "auto", channels_last: bool = True):
+                 ema_decay: float = 0.999, ema_rampup: float = 0.0, amp: str = "auto", channels_last: bool = True):
         if not 0.0 <= ema_decay < 1.0:
             raise UserError(f"--ema-decay {ema_decay}: must be in [0, 1), e.g. 0.999")
         self.device, self.channels_last, self.num_classes = device, channels_last, num_classes
         self.G = to_memory_format(generator.to(device), device, channels_last).train()
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        self.lr, self.ema_decay, self.total_iterations = lr, ema_decay, total_iterations
+        self.lr, self.ema_decay, self.ema_rampup, self.total_iterations = lr, ema_decay, ema_rampup, total_iterations
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=lr, betas=betas)
         self.amp_dtype = amp_dtype(device, amp)
         self.scaler_G = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
@@ -144,7 +144,7 @@ class Diffusion:
         self.scaler_G.scale(loss).backward()
         self.scaler_G.step(self.opt_G)
         self.scaler_G.update()
-        ema_update(self.G_ema, self.G, ramped_ema_decay(self.ema_decay, step))
+        ema_update(self.G_ema, self.G, ramped_ema_decay(self.ema_decay, step, self.ema_rampup))
         return {"G": loss.detach()}
 
     @torch.no_grad()

@@ -97,7 +97,7 @@ class Pix2Pix:
     def __init__(self, generator: nn.Module, discriminator: nn.Module, *, num_classes: int, total_iterations: int,
                  device: torch.device, gan_loss: str = "vanilla", lambda_l1: float = 100.0,
                  lambda_fm: float = 0.0, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999),
-                 ema_decay: float = 0.999, amp: str = "auto", channels_last: bool = True,
+                 ema_decay: float = 0.999, ema_rampup: float = 0.0, amp: str = "auto", channels_last: bool = True,
                  augment_d: bool = False, task: TaskAware | None = None):
         _check_loss(gan_loss)
         if not 0.0 <= ema_decay < 1.0:
@@ -108,7 +108,7 @@ class Pix2Pix:
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.gan_loss, self.lambda_l1, self.lambda_fm = gan_loss, lambda_l1, lambda_fm
         self.augment_d = augment_d  # DiffAugment on every D input (real and fake)
-        self.lr, self.ema_decay, self.total_iterations = lr, ema_decay, total_iterations
+        self.lr, self.ema_decay, self.ema_rampup, self.total_iterations = lr, ema_decay, ema_rampup, total_iterations
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=lr, betas=betas)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=lr, betas=betas)
         self.amp_dtype = amp_dtype(device, amp)
@@ -203,7 +203,7 @@ class Pix2Pix:
         losses.update(self.g_step(mask, real, fake, labels))
         if self.task is not None:
             losses.update(self.task.segmenter_step(fake, real, labels))
-        ema_update(self.G_ema, self.G, ramped_ema_decay(self.ema_decay, step))
+        ema_update(self.G_ema, self.G, ramped_ema_decay(self.ema_decay, step, self.ema_rampup))
         copy_buffers(self.G_ema, self.G)
         return losses
 

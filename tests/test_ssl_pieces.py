@@ -52,10 +52,11 @@ def test_ema_warmup_decay_values() -> None:
 
 def test_generator_ema_half_life_is_capped_at_a_share_of_the_steps_taken() -> None:
     # 0.999 has a half-life of ln 0.5 / ln 0.999 = 692.8 steps; at step 599 the cap is 0.05 x 600 = 30 steps
-    assert ramped_ema_decay(0.999, 599) == pytest.approx(0.5 ** (1 / 30))  # 0.97716
-    assert ramped_ema_decay(0.999, 0) == pytest.approx(0.5 ** 20)  # the first step copies the generator
-    assert ramped_ema_decay(0.999, 20_000) == 0.999  # cap 1000 steps > 692.8: the plain decay
-    assert ramped_ema_decay(0.0, 5) == 0.0
+    assert ramped_ema_decay(0.999, 599, 0.05) == pytest.approx(0.5 ** (1 / 30))  # 0.97716
+    assert ramped_ema_decay(0.999, 0, 0.05) == pytest.approx(0.5 ** 20)  # the first step copies the generator
+    assert ramped_ema_decay(0.999, 20_000, 0.05) == 0.999  # cap 1000 steps > 692.8: the plain decay
+    assert ramped_ema_decay(0.0, 5, 0.05) == 0.0
+    assert ramped_ema_decay(0.999, 599, 0.0) == ema_decay_at(0.999, 599)  # no ramp: the mean-teacher warm-up
 
     def lag(rule) -> float:  # how far an EMA of weights w_t = t trails the last weight after 600 steps
         ema = 0.0
@@ -65,7 +66,7 @@ def test_generator_ema_half_life_is_capped_at_a_share_of_the_steps_taken() -> No
         return 599 - ema
 
     assert lag(ema_decay_at) == pytest.approx(299.5)  # the mean-teacher warm-up: the uniform mean of the whole path
-    assert lag(ramped_ema_decay) < 60  # the ramp: about the last 30-step half-life's worth
+    assert lag(lambda d, t: ramped_ema_decay(d, t, 0.05)) < 60  # the ramp: about the last 30-step half-life's worth
 
 
 def test_ema_teacher_follows_student_with_warmup() -> None:

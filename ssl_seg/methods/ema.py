@@ -17,13 +17,13 @@ def ema_decay_at(decay: float, step: int) -> float:
     return min(decay, 1.0 - 1.0 / (step + 1))
 
 
-GENERATOR_EMA_RAMPUP = 0.05  # StyleGAN2-ADA's ema_rampup
-
-
-def ramped_ema_decay(decay: float, step: int, rampup: float = GENERATOR_EMA_RAMPUP) -> float:
+def ramped_ema_decay(decay: float, step: int, rampup: float) -> float:
     """Decay whose half-life is at most `rampup` x the steps taken (StyleGAN2-ADA's generator EMA, Karras et al.
-    2020), never above `decay`: a short run's EMA averages its recent weights, not its whole path from the random
-    initialisation (which `ema_decay_at` averages uniformly for the first 1 / (1 - decay) steps)."""
+    2020; theirs 0.05), never above `decay`: a short run's EMA averages its recent weights, not its whole path from
+    the random initialisation (which `ema_decay_at`, used when `rampup` is 0, averages uniformly for the first
+    1 / (1 - decay) steps)."""
+    if rampup <= 0.0:
+        return ema_decay_at(decay, step)
     if decay <= 0.0:
         return 0.0
     half_life = min(math.log(0.5) / math.log(decay), rampup * (step + 1))
