@@ -114,13 +114,18 @@ def gap_share(method: dict[int, float], base: dict[int, float], full: dict[int, 
     return f"{iv.mean:+.0f} % [{iv.lo:+.0f}, {iv.hi:+.0f}] (95 % CI, n = {iv.n})"
 
 
+def baseline(cell: dict[str, Any]) -> str:
+    """The arm `cell`'s gains are measured against: "supervised" unless the cell names another ("baseline")."""
+    return cell.get("baseline", BASELINE)
+
+
 def family_table(root: Path, cells: list[dict[str, Any]], chosen: Chosen) -> list[str]:
     """One markdown table over `cells`, its gains Holm-adjusted together."""
     family = {}
     for c in cells:
-        base = points(chosen[c["id"]][BASELINE])
+        base = points(chosen[c["id"]][baseline(c)])
         for arm, runs in chosen[c["id"]].items():
-            if arm not in (BASELINE, FULL):
+            if arm not in (baseline(c), FULL):
                 family[(c["id"], arm)] = [v - base[s] for s, v in sorted(points(runs).items()) if s in base]
     gains = fmt_family(family)
     lines = ["| data | labels | arm | n | primary endpoint (Dice) | schedules chosen | gain over supervised (Dice "
@@ -128,7 +133,7 @@ def family_table(root: Path, cells: list[dict[str, Any]], chosen: Chosen) -> lis
              "|---|---|---|---|---|---|---|---|---|---|"]
     for c in cells:
         arms = chosen[c["id"]]
-        base, full = points(arms[BASELINE]), points(arms.get(FULL, {}))
+        base, full = points(arms[baseline(c)]), points(arms.get(FULL, {}))
         for arm, runs in arms.items():
             if not runs:
                 continue
@@ -136,7 +141,9 @@ def family_table(root: Path, cells: list[dict[str, Any]], chosen: Chosen) -> lis
             schedules = ", ".join(f"{k} {v}" for k, v in sorted(
                 {s: sum(r.schedule == s for r in runs.values()) for s in {r.schedule for r in runs.values()}}.items()))
             gain = gains.get((c["id"], arm), "-")
-            share = "-" if arm in (BASELINE, FULL) or not full else gap_share(points(runs), base, full)
+            if arm not in (baseline(c), FULL) and baseline(c) != BASELINE:
+                gain = f"over {baseline(c)}: {gain}"
+            share = "-" if arm in (baseline(c), FULL) or not full else gap_share(points(runs), base, full)
             cost = fmt_mean_std([r.s_per_iteration for r in runs.values()], n_label=False)
             lines.append(f"| {c['data']} | {c['labels']} | {arm} | {len(runs)} | "
                          f"{fmt_mean_std(values, n_label=False)} | {schedules or '-'} | {gain} | {share} | {cost} | "

@@ -89,13 +89,13 @@ def check_cell(root: Path, cell: dict[str, Any]) -> list[str]:
 
 def reuse_problems(root: Path, cell: dict[str, Any]) -> list[str]:
     """Each arm in `cell["reused"]` ({arm: source cell id}) is the same arm, same runs, of a source cell that is
-    itself pre-registered and passes."""
+    itself pre-registered and passes, and whose own runs they are (not an arm it reuses in turn)."""
     problems = []
     spec = load_cells(root / CELLS) if cell.get("reused") else None
     cells = {c["id"]: c for c in spec["cells"]} if spec else {}
     for arm, source_id in cell.get("reused", {}).items():
         source = cells.get(source_id)
-        if source is None or source.get("reused") or not source.get("predictions"):
+        if source is None or arm in source.get("reused", {}) or not source.get("predictions"):
             problems.append(f"arm {arm!r} reuses cell {source_id!r}, which is not a pre-registered cell of its own")
         elif source["arms"].get(arm) != cell["arms"].get(arm):
             problems.append(f"arm {arm!r} differs from the same arm of {source_id} (reuse takes its runs unchanged)")

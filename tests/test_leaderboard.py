@@ -112,6 +112,21 @@ def test_preregistration_passes_then_fails_on_an_early_run_or_an_edited_predicti
     assert "changed after it was added" in capsys.readouterr().out
 
 
+def test_a_cell_may_name_its_baseline_arm(repo: Path):
+    for seed, test in enumerate((0.67, 0.69, 0.70)):  # over unimatch's 0.65, 0.66, 0.68: +2, +3, +2 points
+        _run(repo, "uni_plus", seed, 0.85, test, "poly", "2026-01-02T00:00:00+00:00")
+    spec = json.loads((repo / "benchmarks" / "cells.json").read_text())
+    spec["cells"][0]["arms"]["unimatch+x"] = ["benchmarks/results/uni_plus/*"]
+    spec["cells"].append({**spec["cells"][0], "id": "b", "baseline": "unimatch",
+                          "arms": {"unimatch": ["benchmarks/results/uni/*"],
+                                   "unimatch+x": ["benchmarks/results/uni_plus/*"]}})
+    (repo / "benchmarks" / "cells.json").write_text(json.dumps(spec))
+    assert leaderboard.main(["--root", str(repo)]) == 0
+    claims = (repo / "benchmarks" / "RESULTS.md").read_text().split("## Claims")[1].split("## Exploratory")[0]
+    assert "| unimatch+x | 3 | 0.687 +- 0.015 | poly 3 | over unimatch: +2.3 [" in claims  # cell b: against unimatch
+    assert "| unimatch+x | 3 | 0.687 +- 0.015 | poly 3 | +7.7 [" in claims  # cell c: against supervised (0.610)
+
+
 def test_a_cell_without_predictions_must_say_why(repo: Path, capsys):
     spec = json.loads((repo / "benchmarks" / "cells.json").read_text())
     del spec["cells"][1]["exploratory"]
@@ -178,3 +193,17 @@ def test_a_reused_arm_needs_a_passing_source_cell_with_the_same_runs(repo: Path,
     (repo / "benchmarks" / "cells.json").write_text(json.dumps(spec))
     assert preregistration.main(["--root", str(repo)]) == 1
     assert "reuses cell 'old', which is not a pre-registered cell" in capsys.readouterr().out
+    # a third cell may reuse w's own arm (w reusing c's supervised arm does not matter), never the arm w reuses
+    warm["reused"] = {"supervised": "c"}
+    for seed in range(3):
+        _run(repo, "uni_warm_x", seed, 0.8, 0.7, "poly", "2026-01-06T00:00:00+00:00")
+    third = {**warm, "id": "t", "reused": {"unimatch+warm": "w", "supervised": "c"},
+             "arms": {**warm["arms"], "unimatch+warm+x": ["benchmarks/results/uni_warm_x/*"]}}
+    spec["cells"].append(third)
+    (repo / "benchmarks" / "cells.json").write_text(json.dumps(spec))
+    assert preregistration.main(["--root", str(repo)]) == 0
+    capsys.readouterr()
+    third["reused"] = {"unimatch+warm": "w", "supervised": "w"}
+    (repo / "benchmarks" / "cells.json").write_text(json.dumps(spec))
+    assert preregistration.main(["--root", str(repo)]) == 1
+    assert "arm 'supervised' reuses cell 'w', which is not a pre-registered cell" in capsys.readouterr().out
