@@ -1,5 +1,6 @@
 """Secondary comparisons of the pre-registered warm-start cells: hippo_c2_warm and hippo_c2_warm2 (hippocampus slices),
-hc18_half_warm and hc18_half_warm_bcp (HC18 half-size copy).
+hc18_half_warm and hc18_half_warm_bcp (HC18 half-size copy); and of the synthetic-pair cells hippo_c2_syn and
+hippo_c2_warm_syn (`--study hippocampus_synthetic`).
 
 Seed-paired (the same seed draws the same split in every arm), in Dice points of the primary endpoint (test Dice per
 volume of the checkpoint chosen on validation): each arm per seed, where each warm run's best.pt comes from (its start,
@@ -70,6 +71,26 @@ STUDIES = {
                                                              ("bcp+warm", "supervised (poly)")]},
         [("unimatch+warm", "bcp+warm")],
         "prereg_hc18w/sup_poly/*"),
+    "hippocampus_synthetic": Study(
+        "hippocampus slices, 2 labeled volumes, generated pairs from a pix2pix per seed (hippo_c2_syn, "
+        "hippo_c2_warm_syn)",
+        {SUP: (["prereg_hc2/sup_const/*", "prereg_hc2/sup_poly/*"], None),
+         "supervised, poly": (["prereg_hc2/sup_poly/*"], None),
+         "synthetic R = 0.25": (["prereg_hc2_syn/r0.25/*"], None),
+         "synthetic R = 0.5": (["prereg_hc2_syn/r0.5/*"], None),
+         "synthetic, ratio on validation": (["prereg_hc2/sup_const/*", "prereg_hc2/sup_poly/*",
+                                             "prereg_hc2_syn/r0.25/*", "prereg_hc2_syn/r0.5/*"], None),
+         "unimatch+warm": (["prereg_hc2_warm/uni_warm/*"], "prereg_hc2_warm/runs/unet__unimatch+warm__c2__s{seed}"),
+         "unimatch+warm, synthetic R = 0.25": (["prereg_hc2_warm_syn/r0.25/unet__unimatch+warm__c2__s*"],
+                                               "prereg_hc2_warm_syn/r0.25/runs/unet__unimatch+warm__c2__s{seed}"),
+         "unimatch+warm, synthetic on validation": (["prereg_hc2_warm/uni_warm/*",
+                                                     "prereg_hc2_warm_syn/r0.25/unet__unimatch+warm__c2__s*"], None)},
+        {"hippo_c2_syn": [("synthetic, ratio on validation", SUP)],
+         "hippo_c2_warm_syn": [("unimatch+warm, synthetic on validation", "unimatch+warm")]},
+        [("synthetic R = 0.25", "supervised, poly"), ("synthetic R = 0.5", "supervised, poly"),
+         ("synthetic R = 0.5", "synthetic R = 0.25"), ("unimatch+warm, synthetic R = 0.25", "unimatch+warm"),
+         ("unimatch+warm, synthetic R = 0.25", SUP)],
+        "prereg_hc2/sup_poly/*"),
 }
 
 
@@ -113,7 +134,8 @@ def report(study: Study, runs_root: Path) -> None:
         if not by_seed:
             print(f"| {arm} | not run | | | | |")
             continue
-        per_seed = ", ".join(f"s{s} {v:.1f}" for s, v in sorted(score[arm].items()))
+        per_seed = ", ".join(f"s{s} {v:.1f}" + (f" ({r.path.parent.name})" if len(study.arms[arm][0]) > 1 else "")
+                             for (s, v), r in zip(sorted(score[arm].items()), (by_seed[s] for s in sorted(by_seed))))
         best = {s: json.loads((r.path / "result.json").read_text())["best_step"] for s, r in by_seed.items()}
         steps = ", ".join(f"s{s} {'start' if b == -1 else b}" for s, b in sorted(best.items()))
         cost = sum(train_seconds(r.path, study.starts) for r in by_seed.values()) / len(by_seed)
