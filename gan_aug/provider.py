@@ -41,7 +41,8 @@ def gan_config(data: str, labeled_fraction: float, split_seed: int, gan_dir: Pat
     return GanConfig(data=data, spatial_dims=spatial_dims, generator=generator, labeled_fraction=labeled_fraction,
                      split_seed=split_seed, group_by=group_by, split_file=split_file, out=str(gan_dir),
                      iterations=budget.iterations, batch_size=budget.batch_size, patch_size=patch,
-                     n_down=auto_n_down(patch), ngf=budget.ngf, ndf=budget.ngf, device=device, progress=False,
+                     n_down=auto_n_down(patch), ngf=budget.ngf, ndf=budget.ngf, ema_rampup=budget.ema_rampup,
+                     device=device, progress=False,
                      log_every=min(10, budget.iterations), image_every=budget.iterations,
                      val_every=budget.checkpoint_every, checkpoint_every=budget.checkpoint_every)
 

@@ -85,4 +85,6 @@ def test_gan_patch_fits_inside_the_images():
     assert inside_patch("phantom:cardiac?n=4&size=40", 64, minimum=48) == 48
     cfg = gan_config("phantom:cardiac?n=4&size=40", 0.5, 0, Path("gan"), "quick", "cpu")
     assert (cfg.patch_size, cfg.n_down) == (32, 4)
+    assert cfg.ema_rampup == 0.05  # the quick profile's short GAN samples a ramped EMA (RESULTS, sixteenth session)
+    assert gan_config("phantom:cardiac?n=4&size=40", 0.5, 0, Path("gan"), "standard", "cpu").ema_rampup == 0.0
     assert gan_config("phantom:cardiac?n=4&size=64", 0.5, 0, Path("gan"), "quick", "cpu").patch_size == 64

@@ -41,6 +41,7 @@ class GanBudget:
     ngf: int
     checkpoint_every: int
     n: int
+    ema_rampup: float = 0.0  # gan-aug train --ema-rampup: the sampled EMA generator averages only recent weights
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,10 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(
         seg=SegBudget(iterations=120, batch_size=8, patch_size=64, base_channels=8, val_every=60, phantom_n=120,
                       phantom_size=64),
-        gan=GanBudget(iterations=600, batch_size=4, ngf=32, checkpoint_every=100, n=200),
+        # EMA ramp: at 600 steps the plain EMA is the mean of the whole path from the random initialisation; with the
+        # ramp the phantom's samples scored fidelity Dice 0.79 against 0.41 and TSTR/TRTR 0.73 against 0.46 (one
+        # paired run, preregistered/gan_ema_ramp_phantom_quick.md)
+        gan=GanBudget(iterations=600, batch_size=4, ngf=32, checkpoint_every=100, n=200, ema_rampup=0.05),
         study=StudyPlan(methods=("supervised", "mean-teacher", "unimatch"), fractions=(0.1,), seeds=(0, 1, 2),
                         sweep_fraction=0.1, ratios=(0.0, 0.25, 0.5), sweep_seeds=(0, 1, 2), ssl_with_synthetic=False,
                         iterations=250)),
