@@ -91,10 +91,9 @@ class GanConfig(SavedConfig):
     beta2: float = opt(0.999, "Adam beta2", check=(lambda v: 0 <= v < 1, "in [0, 1)"))
     ema_decay: float = opt(0.999, "EMA decay of the sampling generator",
                            check=(lambda v: 0 <= v < 1, "in [0, 1), e.g. 0.999"))
-    ema_rampup: float = opt(0.0, "cap the EMA's half-life at this share of the steps taken (StyleGAN2-ADA: 0.05); "
-                            "0: min(decay, 1 - 1/(step + 1)), the uniform mean of all weights for the first "
-                            "1/(1 - decay) steps. At 600 pix2pix steps on hippocampus slices 0.05 raised TSTR/TRTR "
-                            "from 0.25 to 0.35 but left 83 of 100 images noise-like (RESULTS)",
+    ema_rampup: float = opt(0.0, "cap the EMA's half-life at this share of the steps taken (StyleGAN2-ADA: 0.05; "
+                            "the quick profile's GAN uses it); 0: min(decay, 1 - 1/(step + 1)), the uniform mean of "
+                            "all weights for the first 1/(1 - decay) steps (measured: RESULTS.md, sixteenth session)",
                             check=(lambda v: 0 <= v < 1, "in [0, 1), e.g. 0.05"))
 
     seed: int = opt(0, "training seed (init, crops, dropout)",
