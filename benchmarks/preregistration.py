@@ -111,11 +111,13 @@ def load_cells(path: Path) -> dict[str, Any] | None:
         return None
     try:
         spec = json.loads(path.read_text())
-        if all(isinstance(c, dict) and {"id", "data", "labels", "seeds", "arms"} <= set(c) for c in spec["cells"]):
+        if all(isinstance(c, dict) and {"id", "data", "labels", "seeds", "arms"} <= set(c)
+               and c.get("baseline", "supervised") in c["arms"] for c in spec["cells"]):
             return spec
     except (ValueError, KeyError, TypeError):
         pass
-    print(f"{path}: not a cells file (a JSON object whose 'cells' each have id, data, labels, seeds, arms); fix it")
+    print(f"{path}: not a cells file (a JSON object whose 'cells' each have id, data, labels, seeds, arms, and "
+          "among the arms 'supervised' or the arm named by 'baseline'); fix it")
     return None
 
 

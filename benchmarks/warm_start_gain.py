@@ -134,8 +134,9 @@ def report(study: Study, runs_root: Path) -> None:
         if not by_seed:
             print(f"| {arm} | not run | | | | |")
             continue
-        per_seed = ", ".join(f"s{s} {v:.1f}" + (f" ({r.path.parent.name})" if len(study.arms[arm][0]) > 1 else "")
-                             for (s, v), r in zip(sorted(score[arm].items()), (by_seed[s] for s in sorted(by_seed))))
+        several = len(study.arms[arm][0]) > 1  # name the candidate chosen on validation
+        per_seed = ", ".join(f"s{s} {v:.1f}" + (f" ({by_seed[s].path.parent.name})" if several else "")
+                             for s, v in sorted(score[arm].items()))
         best = {s: json.loads((r.path / "result.json").read_text())["best_step"] for s, r in by_seed.items()}
         steps = ", ".join(f"s{s} {'start' if b == -1 else b}" for s, b in sorted(best.items()))
         cost = sum(train_seconds(r.path, study.starts) for r in by_seed.values()) / len(by_seed)

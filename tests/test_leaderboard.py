@@ -158,6 +158,10 @@ def test_a_broken_cells_file_is_one_line_and_exit_2(repo: Path, capsys):
     assert preregistration.main(["--root", str(repo)]) == 2
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and all("not a cells file" in line for line in lines)
+    no_arm = {"id": "x", "data": "D", "labels": "L", "seeds": [0], "arms": {"unimatch": []}, "baseline": "mt"}
+    (repo / "benchmarks" / "cells.json").write_text(json.dumps({"cells": [no_arm]}))  # a baseline that is no arm
+    assert leaderboard.main(["--root", str(repo)]) == 2
+    assert "not a cells file" in capsys.readouterr().out
 
 
 def test_a_reused_arm_needs_a_passing_source_cell_with_the_same_runs(repo: Path, capsys):
