@@ -12,7 +12,7 @@ import torch
 from ssl_seg.config import RunConfig
 from ssl_seg.engine.checkpoint import load_checkpoint
 from ssl_seg.engine.run_models import load_run
-from ssl_seg.engine.runner import run_training
+from ssl_seg.engine.runner import check_config, run_training
 from ssl_seg.errors import UserError
 from ssl_seg.experiments.ablation import ablation_runs
 from ssl_seg.experiments.grid import run_grid
@@ -120,3 +120,66 @@ def test_ablate_warm_start_trains_the_start_first_and_names_warm_cells(tiny_cfg:
     saved = RunConfig.load(grid / "unet__unimatch+warm__f0.5__s0" / "config.json")
     assert Path(saved.model.init_from) == (grid / "unet__supervised__f0.5__s0").resolve()
     assert warm["tags"]["method"] == "unimatch+warm" and warm["val_history"][0]["step"] == -1
+
+
+class _TinyNet(torch.nn.Module):
+    """A 1x1 convolution to 2 classes that accepts UniMatch's feature_dropout argument."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 1)
+
+    def forward(self, x: torch.Tensor, feature_dropout: float = 0.0) -> torch.Tensor:
+        return self.conv(torch.nn.functional.dropout(x, feature_dropout, self.training))
+
+
+@pytest.mark.parametrize("frozen, labelled", [(True, 1), (False, 0)])
+def test_frozen_teacher_makes_the_pseudo_labels_from_the_start(frozen: bool, labelled: int) -> None:
+    from ssl_seg.methods.pseudo_labeler import PseudoLabeler
+    from ssl_seg.methods.unimatch import UniMatch
+
+    net = _TinyNet()
+    with torch.no_grad():  # the start predicts class 1 everywhere
+        net.conv.weight.zero_()
+        net.conv.bias.copy_(torch.tensor([-10.0, 10.0]))
+    method = UniMatch(net, lambda logits, mask, roi: logits.mean(), PseudoLabeler(2, 0.95, "fixed", 0.999, False),
+                      cutmix_prob=0.0, feature_dropout=0.5, frozen_teacher=frozen)
+    with torch.no_grad():  # the student has since moved to class 0
+        net.conv.bias.copy_(torch.tensor([10.0, -10.0]))
+    images = torch.rand(2, 1, 8, 8)
+    batch = {"labeled": {"image": images, "mask": torch.zeros(2, 8, 8, dtype=torch.long)},
+             "unlabeled": {"image": images}}
+    out = method.training_step(batch, step=0)
+    assert out[f"stat/confident_c{labelled}"].item() == 1.0 and out[f"stat/confident_c{1 - labelled}"].item() == 0.0
+    assert set(method.state_dict()) == ({"teacher"} if frozen else set())
+    assert list(method.eval_models()) == ["model"]
+
+
+def test_frozen_teacher_stays_the_start_while_the_student_trains(tiny_cfg: RunConfig, tmp_path: Path) -> None:
+    start = _start(tiny_cfg, tmp_path)
+    chosen = load_run(start, "best")[0].state_dict()
+    warm = _warm(tiny_cfg, start, tmp_path / "warm", method="unimatch")
+    warm.method.options = {"frozen_teacher": True}
+    warm.train.iterations, warm.train.val_every = 4, 4
+    run_training(warm)
+    ckpt = load_checkpoint(Path(warm.out) / "last.pt")
+    teacher, student = ckpt["method"]["teacher"], ckpt["models"]["model"]
+    assert all(torch.equal(teacher[k], chosen[k]) for k in chosen)  # weights and BatchNorm statistics, to the bit
+    assert not all(torch.allclose(student[k], chosen[k]) for k in chosen if student[k].is_floating_point())
+
+
+def test_frozen_teacher_without_init_from_is_refused_in_one_line(tiny_cfg: RunConfig) -> None:
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg.method.name, cfg.method.options = "unimatch", {"frozen_teacher": True}
+    with pytest.raises(UserError, match="--frozen-teacher .* --init-from"):
+        check_config(cfg)
+
+
+def test_grid_checks_a_warm_cell_as_it_will_run_with_init_from(tiny_cfg: RunConfig) -> None:
+    from ssl_seg.experiments.grid import check_grid
+
+    base = copy.deepcopy(tiny_cfg)
+    base.method.options = {"frozen_teacher": True}
+    check_grid(ablation_runs(base, ["unimatch"], [0.5], [], [0], ["unet"], full_reference=False, warm_start=True))
+    with pytest.raises(UserError, match="unimatch__f0.5__s0: --frozen-teacher"):  # a cold cell has no start
+        check_grid(ablation_runs(base, ["unimatch"], [0.5], [], [0], ["unet"], full_reference=False))

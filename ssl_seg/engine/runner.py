@@ -136,6 +136,9 @@ def check_config(cfg: RunConfig) -> RunConfig:
     cfg.validate()
     check_names(cfg)
     options = completed_options(cfg.method)
+    if options.get("frozen_teacher") and not cfg.model.init_from:
+        raise UserError("--frozen-teacher takes the pseudo-labels from the start that --init-from names; add "
+                        "--init-from RUN_DIR (e.g. a finished supervised run) or drop --frozen-teacher")
     return dataclasses.replace(cfg, method=dataclasses.replace(cfg.method, options=options)).with_absolute_paths()
 
 

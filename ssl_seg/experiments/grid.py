@@ -102,6 +102,11 @@ def finish_start(start: GridRun, root: Path, poll_s: float = 30.0) -> None:
             time.sleep(poll_s)
 
 
+def warm_config(cfg: RunConfig, start: str) -> RunConfig:
+    """A copy of `cfg` as a warm cell will run it: --init-from set (here to its start cell's name)."""
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_from=start))
+
+
 def check_grid(runs: list[GridRun], paths: bool = True) -> None:
     """Every cell's config (and, with `paths`, data paths) is valid before the first cell trains; errors name the cell."""
     names = [r.name for r in runs]
@@ -111,7 +116,7 @@ def check_grid(runs: list[GridRun], paths: bool = True) -> None:
                         "budget, ratio or backbone is given twice; list each value once")
     for run in runs:
         try:
-            cfg = check_config(run.cfg)
+            cfg = check_config(run.cfg if run.start is None else warm_config(run.cfg, run.start.name))
         except UserError as e:
             raise UserError(f"grid cell {run.name}: {e}") from None
         for path in [cfg.data.data, *cfg.data.synthetic] if paths else []:

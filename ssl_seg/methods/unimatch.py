@@ -16,12 +16,18 @@ other methods); the CutMix source is the next sample of the same batch instead o
 loader, so its pseudo-labels come from this step's weak prediction instead of a separate eval-mode pass;
 the feature-perturbed view is its own forward pass instead of sharing the weak view's encoder pass; the
 labeled and weak images are not one batch (see `forward_apart`).
+
+With `frozen_teacher` (a diagnostic, not UniMatch's method) the pseudo-labels come from a copy of the network as
+built, i.e. the `--init-from` start, in eval mode and never updated: the pseudo-labels cannot follow the student, so
+a late drift that remains is not confirmation bias but the unlabeled loss on the perturbed views itself.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+import copy
 
 import torch
 from torch import Tensor, nn
@@ -43,6 +49,8 @@ class UniMatchOptions:
 
     feature_dropout: float = opt(0.5, "dropout rate of the feature-perturbation branch",
                                  check=(lambda v: 0 <= v < 1, "in [0, 1)"))
+    frozen_teacher: bool = opt(False, "take the pseudo-labels from the --init-from start, frozen (eval mode, never "
+                                      "updated): separates confirmation bias from the perturbations")
 
 
 class UniMatch(MethodBase):
@@ -59,10 +67,12 @@ class UniMatch(MethodBase):
         cutmix_prob: float,
         feature_dropout: float,
         rampup_length: float = 0.0,
+        frozen_teacher: bool = False,
     ) -> None:
         super().__init__(loss)
         self.model = model
         self.models = {"model": model}
+        self.teacher = frozen_copy(model) if frozen_teacher else None
         self.labeler = labeler
         self.cutmix_prob = cutmix_prob
         self.feature_dropout = feature_dropout
@@ -81,7 +91,8 @@ class UniMatch(MethodBase):
         strong2 = cutmix(strong_augment(weak), boxes2)
 
         logits_l = self.model(labeled["image"])  # its own pass: see forward_apart
-        logits_w = gradient_free(self.models["model"], weak)  # the bare net: no DDP for a gradient-free pass
+        teacher = self.teacher if self.teacher is not None else self.models["model"]  # bare net: no DDP here
+        logits_w = gradient_free(teacher, weak)
         logits_fp = self.model(weak, feature_dropout=self.feature_dropout)  # (B', K, H, W)
         logits_s1, logits_s2 = self.model(torch.cat([strong1, strong2])).chunk(2)
 
@@ -98,13 +109,23 @@ class UniMatch(MethodBase):
             "stat/cons_weight": torch.tensor(weight),
         }
 
+    def eval_models(self) -> dict[str, nn.Module]:
+        """The trained network only (a frozen teacher is the start, validated before the first step)."""
+        return {"model": self.models["model"]}
+
     def state_dict(self) -> dict[str, Any]:
-        """The pseudo-labeler's running class statistics, when its rule keeps any."""
-        return {"pseudo_labels": self.labeler.state_dict()} if self.labeler.stateful else {}
+        """The frozen teacher's weights when there is one, the pseudo-labeler's running class statistics when its
+        rule keeps any."""
+        state = {} if self.teacher is None else {"teacher": self.teacher.state_dict()}
+        return {**state, "pseudo_labels": self.labeler.state_dict()} if self.labeler.stateful else state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` saved."""
-        check_state_keys(state, {"pseudo_labels"} if self.labeler.stateful else set(), type(self).__name__)
+        expected = ({"teacher"} if self.teacher is not None else set()) | (
+            {"pseudo_labels"} if self.labeler.stateful else set())
+        check_state_keys(state, expected, type(self).__name__)
+        if self.teacher is not None:
+            self.teacher.load_state_dict(state["teacher"])
         if self.labeler.stateful:
             self.labeler.load_state_dict(state["pseudo_labels"])
 
@@ -114,10 +135,19 @@ class UniMatch(MethodBase):
         return soft_dice_loss(logits, labels, confident, include_background=True)
 
 
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A copy of `model` in eval mode (BatchNorm running statistics) without gradients, that nothing updates."""
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
 def build(model: nn.Module, cfg: MethodConfig, num_classes: int, total: int, loss: LossFn) -> UniMatch:
     """UniMatch with its two strong views and feature-dropout branch; the unlabeled terms ramp up."""
+    options = own_options(cfg, UniMatchOptions)
     return UniMatch(
         model, loss, labeler=build_labeler(cfg, num_classes), cutmix_prob=cfg.cutmix_prob,
-        feature_dropout=own_options(cfg, UniMatchOptions).feature_dropout,
-        rampup_length=cfg.rampup_fraction * total,
+        feature_dropout=options.feature_dropout, rampup_length=cfg.rampup_fraction * total,
+        frozen_teacher=options.frozen_teacher,
     )
