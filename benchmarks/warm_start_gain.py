@@ -1,11 +1,13 @@
 """Secondary comparisons of the pre-registered warm-start cells: hippo_c2_warm and hippo_c2_warm2 (hippocampus slices),
-hc18_half_warm and hc18_half_warm_bcp (HC18 half-size copy); and of the synthetic-pair cells hippo_c2_syn and
-hippo_c2_warm_syn (`--study hippocampus_synthetic`).
+hc18_half_warm and hc18_half_warm_bcp (HC18 half-size copy); of hippo_f005_warm and hippo_f005_frozen (hippocampus at
+5 %, `--study hippocampus_5pct`); and of the synthetic-pair cells hippo_c2_syn and hippo_c2_warm_syn
+(`--study hippocampus_synthetic`).
 
 Seed-paired (the same seed draws the same split in every arm), in Dice points of the primary endpoint (test Dice per
 volume of the checkpoint chosen on validation): each arm per seed, where each warm run's best.pt comes from (its start,
 step -1, or a later step), its cost (training seconds, the start's included), and the secondary differences the
-predictions name. With the runs' folders (`--runs`, default runs/), also the share of confident unlabeled pixels over
+predictions name; the validation drop of each run from its peak to its last check (steps >= 0, so a warm run's start
+is left out). With the runs' folders (`--runs`, default runs/), also the share of confident unlabeled pixels over
 the last 200 logged steps (TensorBoard `stat/mask_ratio`). Secondary by the protocol: 95 % t-intervals, never a claim.
 
     python benchmarks/warm_start_gain.py
@@ -71,6 +73,18 @@ STUDIES = {
                                                              ("bcp+warm", "supervised (poly)")]},
         [("unimatch+warm", "bcp+warm")],
         "prereg_hc18w/sup_poly/*"),
+    "hippocampus_5pct": Study(
+        "hippocampus slices, 5 % labels (hippo_f005_warm, hippo_f005_frozen)",
+        {"supervised (poly)": (["prereg_hf05/sup_poly/*"], None),
+         "supervised+warm": (["prereg_hf05_warm/sup_warm/*"], None),
+         "unimatch+warm": (["prereg_hf05_warm/uni_warm/*"],
+                           "prereg_hf05_warm/runs/unet__unimatch+warm__f0.05__s{seed}"),
+         "unimatch+warm, frozen teacher": (["prereg_hf05_frozen/uni_frozen/*"],
+                                           "prereg_hf05_frozen/runs/unet__unimatch+warm__f0.05__s{seed}")},
+        {"hippo_f005_warm": [("unimatch+warm", "supervised (poly)"), ("supervised+warm", "supervised (poly)")],
+         "hippo_f005_frozen": [("unimatch+warm, frozen teacher", "unimatch+warm")]},
+        [("unimatch+warm", "supervised+warm"), ("unimatch+warm, frozen teacher", "supervised (poly)")],
+        "prereg_hf05/sup_poly/*"),
     "hippocampus_synthetic": Study(
         "hippocampus slices, 2 labeled volumes, generated pairs from a pix2pix per seed (hippo_c2_syn, "
         "hippo_c2_warm_syn)",
@@ -121,6 +135,14 @@ def mask_ratio(run_dir: Path) -> float | None:
     return sum(last) / len(last)
 
 
+def validation_drop(run_dir: Path) -> float:
+    """Peak minus last validation score (points) of the checkpoint-choosing network over the checks at steps >= 0."""
+    result = json.loads((run_dir / "result.json").read_text())
+    chosen = result.get("best_model") or result["val_history"][0]["model"]
+    scores = [h["score"] for h in result["val_history"] if h["step"] >= 0 and h["model"] == chosen]
+    return 100 * (max(scores) - scores[-1])
+
+
 def report(study: Study, runs_root: Path) -> None:
     """Print one study's per-seed table, its families (Holm) and the secondary differences."""
     runs = {arm: arm_runs(RESULTS, patterns, SEEDS) for arm, (patterns, _) in study.arms.items()}
@@ -128,11 +150,11 @@ def report(study: Study, runs_root: Path) -> None:
     print(f"### {study.title}")
     print()
     print("| arm | primary endpoint, Dice points (per seed) | mean +- std | best.pt from (per seed) | training s, start "
-          "included (mean) | confident share, last 200 steps |")
-    print("|---|---|---|---|---|---|")
+          "included (mean) | confident share, last 200 steps | validation peak - last, points |")
+    print("|---|---|---|---|---|---|---|")
     for arm, by_seed in runs.items():
         if not by_seed:
-            print(f"| {arm} | not run | | | | |")
+            print(f"| {arm} | not run | | | | | |")
             continue
         several = len(study.arms[arm][0]) > 1  # name the candidate chosen on validation
         per_seed = ", ".join(f"s{s} {v:.1f}" + (f" ({by_seed[s].path.parent.name})" if several else "")
@@ -143,7 +165,8 @@ def report(study: Study, runs_root: Path) -> None:
         logs = study.arms[arm][1]
         ratios = [mask_ratio(runs_root / logs.format(seed=s)) for s in SEEDS] if logs else []
         shown = ", ".join(f"s{s} {v:.3f}" for s, v in zip(SEEDS, ratios) if v is not None) or "-"
-        print(f"| {arm} | {per_seed} | {fmt_mean_std(score[arm].values())} | {steps} | {cost:.0f} | {shown} |")
+        drops = ", ".join(f"s{s} {validation_drop(r.path):.1f}" for s, r in sorted(by_seed.items()))
+        print(f"| {arm} | {per_seed} | {fmt_mean_std(score[arm].values())} | {steps} | {cost:.0f} | {shown} | {drops} |")
     print()
     for cell, pairs in study.families.items():
         family = {f"{a} - {b}": [score[a][s] - score[b][s] for s in SEEDS if s in score[a] and s in score[b]]
