@@ -42,6 +42,15 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
         t.lerp_(s.detach(), 1.0 - decay)
 
 
+def gradient_free_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` whose parameters need no gradient and hold none (a teacher's starting point)."""
+    copied = copy.deepcopy(model)
+    for p in copied.parameters():
+        p.requires_grad_(False)
+        p.grad = None
+    return copied
+
+
 class EMATeacher:
     """A gradient-free copy of a student network that tracks its EMA (Tarvainen & Valpola 2017)."""
 
@@ -49,10 +58,7 @@ class EMATeacher:
         if not 0.0 <= decay < 1.0:
             raise UserError(f"method.ema_decay must be in [0, 1) (got {decay}); e.g. 0.99")
         self.decay = decay
-        self.module = copy.deepcopy(student)
-        for p in self.module.parameters():
-            p.requires_grad_(False)
-            p.grad = None
+        self.module = gradient_free_copy(student)
 
     def update(self, student: nn.Module, step: int) -> None:
         """Move the teacher towards `student` after optimizer step `step` (0-based) with the warm-up decay."""

@@ -27,8 +27,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import copy
-
 import torch
 from torch import Tensor, nn
 
@@ -38,6 +36,7 @@ from ..flags import opt
 from .losses import LossFn, soft_dice_loss
 from .base import MethodBase, check_state_keys, gradient_free, own_options
 from .cutmix import boxes_like, cutmix
+from .ema import gradient_free_copy
 from .pseudo_labeler import PseudoLabeler, build_labeler
 from .rampup import sigmoid_rampup
 from .strong_aug import strong_augment
@@ -72,7 +71,7 @@ class UniMatch(MethodBase):
         super().__init__(loss)
         self.model = model
         self.models = {"model": model}
-        self.teacher = frozen_copy(model) if frozen_teacher else None
+        self.teacher = gradient_free_copy(model).eval() if frozen_teacher else None  # BatchNorm running statistics
         self.labeler = labeler
         self.cutmix_prob = cutmix_prob
         self.feature_dropout = feature_dropout
@@ -109,10 +108,6 @@ class UniMatch(MethodBase):
             "stat/cons_weight": torch.tensor(weight),
         }
 
-    def eval_models(self) -> dict[str, nn.Module]:
-        """The trained network only (a frozen teacher is the start, validated before the first step)."""
-        return {"model": self.models["model"]}
-
     def state_dict(self) -> dict[str, Any]:
         """The frozen teacher's weights when there is one, the pseudo-labeler's running class statistics when its
         rule keeps any."""
@@ -133,14 +128,6 @@ class UniMatch(MethodBase):
     def dice(logits: Tensor, labels: Tensor, confident: Tensor) -> Tensor:
         """Soft Dice of logits (B, K, H, W) on pseudo-labels (B, H, W) over confident pixels, background included."""
         return soft_dice_loss(logits, labels, confident, include_background=True)
-
-
-def frozen_copy(model: nn.Module) -> nn.Module:
-    """A copy of `model` in eval mode (BatchNorm running statistics) without gradients, that nothing updates."""
-    teacher = copy.deepcopy(model).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher
 
 
 def build(model: nn.Module, cfg: MethodConfig, num_classes: int, total: int, loss: LossFn) -> UniMatch:
