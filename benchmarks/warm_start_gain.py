@@ -135,9 +135,9 @@ def mask_ratio(run_dir: Path) -> float | None:
     return sum(last) / len(last)
 
 
-def validation_drop(run_dir: Path) -> float:
-    """Peak minus last validation score (points) of the checkpoint-choosing network over the checks at steps >= 0."""
-    result = json.loads((run_dir / "result.json").read_text())
+def validation_drop(result: dict) -> float:
+    """Peak minus last validation score (points) of a result's checkpoint-choosing network over its checks at steps
+    >= 0."""
     chosen = result.get("best_model") or result["val_history"][0]["model"]
     scores = [h["score"] for h in result["val_history"] if h["step"] >= 0 and h["model"] == chosen]
     return 100 * (max(scores) - scores[-1])
@@ -159,13 +159,13 @@ def report(study: Study, runs_root: Path) -> None:
         several = len(study.arms[arm][0]) > 1  # name the candidate chosen on validation
         per_seed = ", ".join(f"s{s} {v:.1f}" + (f" ({by_seed[s].path.parent.name})" if several else "")
                              for s, v in sorted(score[arm].items()))
-        best = {s: json.loads((r.path / "result.json").read_text())["best_step"] for s, r in by_seed.items()}
-        steps = ", ".join(f"s{s} {'start' if b == -1 else b}" for s, b in sorted(best.items()))
+        results = {s: json.loads((r.path / "result.json").read_text()) for s, r in sorted(by_seed.items())}
+        steps = ", ".join(f"s{s} {'start' if r['best_step'] == -1 else r['best_step']}" for s, r in results.items())
         cost = sum(train_seconds(r.path, study.starts) for r in by_seed.values()) / len(by_seed)
         logs = study.arms[arm][1]
         ratios = [mask_ratio(runs_root / logs.format(seed=s)) for s in SEEDS] if logs else []
         shown = ", ".join(f"s{s} {v:.3f}" for s, v in zip(SEEDS, ratios) if v is not None) or "-"
-        drops = ", ".join(f"s{s} {validation_drop(r.path):.1f}" for s, r in sorted(by_seed.items()))
+        drops = ", ".join(f"s{s} {validation_drop(r):.1f}" for s, r in results.items())
         print(f"| {arm} | {per_seed} | {fmt_mean_std(score[arm].values())} | {steps} | {cost:.0f} | {shown} | {drops} |")
     print()
     for cell, pairs in study.families.items():
