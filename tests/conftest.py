@@ -18,6 +18,28 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture
+def killed_at_step(monkeypatch: pytest.MonkeyPatch) -> Callable[[RunConfig, int], None]:
+    """Run training on a config until it is killed (KeyboardInterrupt) at the given step; the loop is restored after."""
+    from ssl_seg.engine.runner import run_training
+    from ssl_seg.engine.trainer import Trainer
+
+    def run(cfg: RunConfig, step: int) -> None:
+        original = Trainer.train_step
+
+        def dies(self, at, batch):
+            if at == step:
+                raise KeyboardInterrupt
+            return original(self, at, batch)
+
+        monkeypatch.setattr(Trainer, "train_step", dies)
+        with pytest.raises(KeyboardInterrupt):
+            run_training(cfg)
+        monkeypatch.setattr(Trainer, "train_step", original)
+
+    return run
+
+
+@pytest.fixture
 def tiny_cfg(tmp_path: Path) -> RunConfig:
     """A supervised U-Net run on 24 cardiac phantoms of 32 px: seconds on a CPU."""
     cfg = RunConfig()

@@ -43,7 +43,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("method, weight_ema", [("supervised", None), ("mean-teacher", None), ("supervised", 0.9)])
-def test_resume_is_exact(tiny_cfg, tmp_path, monkeypatch, method, weight_ema):
+def test_resume_is_exact(tiny_cfg, tmp_path, killed_at_step, method, weight_ema):
     tiny_cfg.method.name = method
     tiny_cfg.train.weight_ema = weight_ema
     tiny_cfg.train.iterations = 8
@@ -53,18 +53,8 @@ def test_resume_is_exact(tiny_cfg, tmp_path, monkeypatch, method, weight_ema):
 
     tiny_cfg.out = str(tmp_path / "killed")
     tiny_cfg.data.num_workers, tiny_cfg.data.cache_mb = 2, 64  # killed and resumed with prefetching and a cache
-    original = Trainer.train_step
-
-    def dies_at_step_6(self, step, batch):
-        if step == 6:
-            raise KeyboardInterrupt
-        return original(self, step, batch)
-
-    monkeypatch.setattr(Trainer, "train_step", dies_at_step_6)
-    with pytest.raises(KeyboardInterrupt):
-        run_training(tiny_cfg)
+    killed_at_step(tiny_cfg, 6)
     assert load_checkpoint(Path(tiny_cfg.out) / "last.pt")["state"]["step"] == 3
-    monkeypatch.setattr(Trainer, "train_step", original)
     resumed = run_training(tiny_cfg, resume=True)
 
     a, b = _weights(Path(straight["run_dir"]) / "last.pt"), _weights(Path(resumed["run_dir"]) / "last.pt")

@@ -185,10 +185,7 @@ def test_grid_checks_a_warm_cell_as_it_will_run_with_init_from(tiny_cfg: RunConf
         check_grid(ablation_runs(base, ["unimatch"], [0.5], [], [0], ["unet"], full_reference=False))
 
 
-def test_a_killed_frozen_teacher_run_resumes_exactly(tiny_cfg: RunConfig, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from ssl_seg.engine.trainer import Trainer
-
+def test_a_killed_frozen_teacher_run_resumes_exactly(tiny_cfg: RunConfig, tmp_path: Path, killed_at_step) -> None:
     start = _start(tiny_cfg, tmp_path)
     warm = _warm(tiny_cfg, start, tmp_path / "straight", method="unimatch")
     warm.method.options = {"frozen_teacher": True}
@@ -196,17 +193,7 @@ def test_a_killed_frozen_teacher_run_resumes_exactly(tiny_cfg: RunConfig, tmp_pa
     run_training(warm)
     killed = copy.deepcopy(warm)
     killed.out = str(tmp_path / "killed")
-    original = Trainer.train_step
-
-    def dies_at_step_6(self, step, batch):
-        if step == 6:
-            raise KeyboardInterrupt
-        return original(self, step, batch)
-
-    monkeypatch.setattr(Trainer, "train_step", dies_at_step_6)
-    with pytest.raises(KeyboardInterrupt):
-        run_training(killed)
-    monkeypatch.setattr(Trainer, "train_step", original)
+    killed_at_step(killed, 6)
     run_training(killed, resume=True)  # rebuilt without the start: the teacher comes back from the checkpoint
     a, b = (load_checkpoint(Path(c.out) / "last.pt") for c in (warm, killed))
     for x, y in ((a["models"]["model"], b["models"]["model"]), (a["method"]["teacher"], b["method"]["teacher"])):
