@@ -1,6 +1,7 @@
 """Secondary comparisons of the pre-registered warm-start cells: hippo_c2_warm and hippo_c2_warm2 (hippocampus slices),
 hc18_half_warm and hc18_half_warm_bcp (HC18 half-size copy); of hippo_f005_warm and hippo_f005_frozen (hippocampus at
-5 %, `--study hippocampus_5pct`); and of the synthetic-pair cells hippo_c2_syn and hippo_c2_warm_syn
+5 %, `--study hippocampus_5pct`); of hippo_c1_warm and hippo_c1_warm_bcp (hippocampus at 1 labeled volume, seeds 10-14,
+`--study hippocampus_1vol`); and of the synthetic-pair cells hippo_c2_syn and hippo_c2_warm_syn
 (`--study hippocampus_synthetic`).
 
 Seed-paired (the same seed draws the same split in every arm), in Dice points of the primary endpoint (test Dice per
@@ -27,7 +28,6 @@ from benchmarks.leaderboard import arm_runs, points  # noqa: E402
 from ssl_seg.experiments.stats import (fmt_family, fmt_gain, fmt_interval, fmt_mean_std,  # noqa: E402
                                        paired_interval, verdict)
 
-SEEDS = [10, 11, 12]
 RESULTS = ROOT / "benchmarks" / "results"
 SUP = "supervised (chosen on validation)"
 
@@ -42,6 +42,7 @@ class Study:
     families: dict[str, list[tuple[str, str]]]
     secondary: list[tuple[str, str]]
     starts: str
+    seeds: tuple[int, ...] = (10, 11, 12)
 
 
 STUDIES = {
@@ -85,6 +86,16 @@ STUDIES = {
          "hippo_f005_frozen": [("unimatch+warm, frozen teacher", "unimatch+warm")]},
         [("unimatch+warm", "supervised+warm"), ("unimatch+warm, frozen teacher", "supervised (poly)")],
         "prereg_hf05/sup_poly/*"),
+    "hippocampus_1vol": Study(
+        "hippocampus slices, 1 labeled volume (hippo_c1_warm, hippo_c1_warm_bcp)",
+        {"supervised (poly)": (["prereg_hc1/sup_poly/*"], None),
+         "supervised+warm": (["prereg_hc1_warm/sup_warm/*"], None),
+         "unimatch+warm": (["prereg_hc1_warm/uni_warm/*"], "prereg_hc1_warm/runs/unet__unimatch+warm__c1__s{seed}"),
+         "bcp+warm": (["prereg_hc1_warm_bcp/bcp_warm/*"], None)},
+        {"hippo_c1_warm": [("unimatch+warm", "supervised (poly)"), ("supervised+warm", "supervised (poly)")],
+         "hippo_c1_warm_bcp": [("bcp+warm", "supervised (poly)")]},
+        [("unimatch+warm", "supervised+warm"), ("bcp+warm", "unimatch+warm")],
+        "prereg_hc1/sup_poly/*", (10, 11, 12, 13, 14)),
     "hippocampus_synthetic": Study(
         "hippocampus slices, 2 labeled volumes, generated pairs from a pix2pix per seed (hippo_c2_syn, "
         "hippo_c2_warm_syn)",
@@ -145,7 +156,8 @@ def validation_drop(result: dict) -> float:
 
 def report(study: Study, runs_root: Path) -> None:
     """Print one study's per-seed table, its families (Holm) and the secondary differences."""
-    runs = {arm: arm_runs(RESULTS, patterns, SEEDS) for arm, (patterns, _) in study.arms.items()}
+    seeds = list(study.seeds)
+    runs = {arm: arm_runs(RESULTS, patterns, seeds) for arm, (patterns, _) in study.arms.items()}
     score = {arm: points(by_seed) for arm, by_seed in runs.items()}
     print(f"### {study.title}")
     print()
@@ -163,13 +175,13 @@ def report(study: Study, runs_root: Path) -> None:
         steps = ", ".join(f"s{s} {'start' if r['best_step'] == -1 else r['best_step']}" for s, r in results.items())
         cost = sum(train_seconds(r.path, study.starts) for r in by_seed.values()) / len(by_seed)
         logs = study.arms[arm][1]
-        ratios = [mask_ratio(runs_root / logs.format(seed=s)) for s in SEEDS] if logs else []
-        shown = ", ".join(f"s{s} {v:.3f}" for s, v in zip(SEEDS, ratios) if v is not None) or "-"
+        ratios = [mask_ratio(runs_root / logs.format(seed=s)) for s in seeds] if logs else []
+        shown = ", ".join(f"s{s} {v:.3f}" for s, v in zip(seeds, ratios) if v is not None) or "-"
         drops = ", ".join(f"s{s} {validation_drop(r):.1f}" for s, r in results.items())
         print(f"| {arm} | {per_seed} | {fmt_mean_std(score[arm].values())} | {steps} | {cost:.0f} | {shown} | {drops} |")
     print()
     for cell, pairs in study.families.items():
-        family = {f"{a} - {b}": [score[a][s] - score[b][s] for s in SEEDS if s in score[a] and s in score[b]]
+        family = {f"{a} - {b}": [score[a][s] - score[b][s] for s in seeds if s in score[a] and s in score[b]]
                   for a, b in pairs}
         run = {label: diffs for label, diffs in family.items() if diffs}
         if not run:
@@ -185,7 +197,7 @@ def report(study: Study, runs_root: Path) -> None:
                       f"{100 * (1 - 0.05 / len(pairs)):g} %): "
                       f"{fmt_interval(iv).replace('95 % CI', f'{100 * (1 - 0.05 / len(pairs)):g} % CI')}: {verdict(iv)}")
     for a, b in study.secondary:
-        diffs = [score[a][s] - score[b][s] for s in SEEDS if s in score[a] and s in score[b]]
+        diffs = [score[a][s] - score[b][s] for s in seeds if s in score[a] and s in score[b]]
         if diffs:
             print(f"- {a} - {b} (secondary): {fmt_gain(diffs)}")
     print()
