@@ -76,6 +76,9 @@ def quality_row(g: str, d: dict) -> str:
         if "background_only" in dg:
             bg = dg["background_only"]
             diag += f"; background-only std {_f(bg['synthetic']['mean_std'])} ({_f(bg['real']['mean_std'])})"
+            if "across_std" in bg["synthetic"]:
+                diag += (f", across images {_f(bg['synthetic']['across_std'])} "
+                         f"({_f(bg['real']['across_std'])})")
     return (f"| {g} | {_f(q['fidelity']['synthetic_dice'])} ({_f(q['fidelity']['real_dice'])}) | "
             f"{_f(fid['synthetic_vs_real'], 2)} ({_f(fid['real_vs_real'], 2)}) | "
             f"{_f(kid['synthetic_vs_real'])} ({_f(kid['real_vs_real'])}) | {q['memorisation']['near_copies']} | "

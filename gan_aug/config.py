@@ -18,7 +18,8 @@ RESUMABLE = frozenset({"iterations", "device", "amp", "progress", "log_every", "
 
 # GAN-only options the diffusion generator would silently ignore: refused with it
 DIFFUSION_REFUSES = {"--task-weight": lambda c: c.task_weight > 0, "--diff-augment": lambda c: c.diff_augment,
-                     "--feature-matching": lambda c: c.feature_matching, "--noise-channel": lambda c: c.noise_channel}
+                     "--feature-matching": lambda c: c.feature_matching, "--noise-channel": lambda c: c.noise_channel,
+                     "--lambda-ms": lambda c: c.lambda_ms > 0}
 
 
 @dataclass
@@ -76,6 +77,9 @@ class GanConfig(SavedConfig):
     feature_matching: bool = opt(False, "add pix2pixHD discriminator feature matching")
     lambda_fm: float = opt(10.0, "weight of feature matching (with --feature-matching)",
                            check=(lambda v: v >= 0, ">= 0, e.g. 10"))
+    lambda_ms: float = opt(0.0, "weight of the mode-seeking term (MSGAN, Mao et al. CVPR 2019): two samples per mask, "
+                                "G also lowers 1 / mean|G(m, z1) - G(m, z2)|; 0: off",
+                           check=(lambda v: v >= 0, ">= 0, e.g. 1"))
     diff_augment: bool = opt(False, "DiffAugment (colour, translation, cutout) on every discriminator input, real "
                                     "and fake: for GANs trained on few labeled pairs")
     task_weight: float = opt(0.0, "task-aware generator (GenSeg): weight of a small segmenter's loss on held-out "
@@ -122,6 +126,9 @@ class GanConfig(SavedConfig):
             if offending:
                 raise UserError(f"{offending[0]}: a GAN option; the diffusion generator has no discriminator or "
                                 "adversarial loss; drop it or choose --generator unet")
+        if self.lambda_ms > 0 and self.dropout == 0 and not self.noise_channel:
+            raise UserError("--lambda-ms: the generator has no noise (--dropout 0 without --noise-channel), so its two "
+                            "samples of a mask are equal; raise --dropout or add --noise-channel")
 
     def resumed_with(self, overrides: dict[str, Any]) -> "GanConfig":
         """This (saved) config with command-line overrides applied for a resume: only fields in

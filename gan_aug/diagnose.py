@@ -10,7 +10,9 @@ Six measures, each on the synthetic pairs and on random crops of the real labele
 * flat blocks: the share of 4 x 4 blocks whose grey levels vary by less than half a level (black squares painted
   into the background raise it);
 * background-only texture: the mean per-image grey-level std of the images whose mask holds no foreground (a
-  generator without a spatial cue may paint them a uniform grey where real crops hold structure);
+  generator without a spatial cue may paint them a uniform grey where real crops hold structure), and their
+  diversity, the mean per-pixel std across those images (every all-background mask is the same input, so a
+  generator whose noise does not reach its output paints the same image for all of them);
 * noise-like images: the share of synthetic images whose own high-frequency share is above the real crops' 99th
   percentile (a sampler that diverged leaves noise; 1 % is expected by chance).
 Writes OUT/diagnosis.json and OUT/diagnosis.png (histograms per class, spectra, three scalar measures).
@@ -79,10 +81,11 @@ def noise_like_share(real: np.ndarray, syn: np.ndarray, percentile: float = 99.0
 
 
 def background_only_texture(images: np.ndarray, masks: np.ndarray) -> dict[str, float | int]:
-    """How many images have an all-background mask, and the mean grey-level std of their first channel (nan if none)."""
-    empty = (masks == 0).all(axis=(1, 2))
-    stds = images[empty, 0].std(axis=(1, 2))
-    return {"images": int(empty.sum()), "mean_std": float(stds.mean()) if len(stds) else float("nan")}
+    """How many images have an all-background mask, the mean grey-level std of their first channel within each image
+    ("mean_std") and across them per pixel ("across_std", their diversity); nan where there are too few."""
+    empty = images[(masks == 0).all(axis=(1, 2)), 0]  # (N, H, W)
+    return {"images": len(empty), "mean_std": float(empty.std(axis=(1, 2)).mean()) if len(empty) else float("nan"),
+            "across_std": float(empty.std(axis=0).mean()) if len(empty) > 1 else float("nan")}
 
 
 def boundary_sharpness(images: np.ndarray, masks: np.ndarray) -> float:

@@ -1,4 +1,5 @@
-"""pix2pix optimisation: adversarial + L1 (+ feature matching) losses, a D step then a G step, EMA generator.
+"""pix2pix optimisation: adversarial + L1 (+ feature matching, + mode seeking) losses, a D step then a G step, EMA
+generator.
 
 `Pix2Pix` is a self-updating method of ssl_seg's Trainer (ssl_seg.engine.trainer.SelfUpdating): the loop
 hands it each batch and it steps its two optimizers itself.
@@ -68,6 +69,16 @@ def feature_matching_loss(real: list[list[Tensor]], fake: list[list[Tensor]]) ->
     return torch.stack(terms).mean()
 
 
+MS_EPS = 1e-5  # MSGAN's eps in 1 / (lz + eps)
+
+
+def mode_seeking_loss(fake1: Tensor, fake2: Tensor) -> Tensor:
+    """MSGAN's term 1 / (mean|fake2 - fake1| + eps) for two samples of the same masks. MSGAN divides the image
+    distance by mean|z2 - z1| of its latent codes; here the noise is dropout (and the optional noise map), so the
+    image distance stands alone (for a Gaussian map the divisor would be about 2 / sqrt(pi) = 1.13)."""
+    return 1.0 / ((fake2.float() - fake1.float()).abs().mean() + MS_EPS)
+
+
 def linear_decay(step: int, total: int) -> float:
     """pix2pix schedule: factor 1 for the first half of `total` steps, then linearly towards 0."""
     half = total // 2
@@ -91,12 +102,13 @@ class Pix2Pix:
 
     Masks are one-hot (B, K, H, W) with K = `num_classes` and images (B, C, H, W) in [-1, 1], both already
     on `device`. With `task` (task_aware.py), G's loss also has the segmenter's look-ahead term and a segmenter
-    step follows each G step.
+    step follows each G step. With `lambda_ms` > 0 (MSGAN) G draws two samples of each mask in one batch: D and G's
+    adversarial term see both, L1 (and the task term) the first, and G also lowers `mode_seeking_loss` between them.
     """
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, *, num_classes: int, total_iterations: int,
-                 device: torch.device, gan_loss: str = "vanilla", lambda_l1: float = 100.0,
-                 lambda_fm: float = 0.0, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999),
+                 device: torch.device, gan_loss: str = "vanilla", lambda_l1: float = 100.0, lambda_fm: float = 0.0,
+                 lambda_ms: float = 0.0, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999),
                  ema_decay: float = 0.999, ema_rampup: float = 0.0, amp: str = "auto", channels_last: bool = True,
                  augment_d: bool = False, task: TaskAware | None = None):
         _check_loss(gan_loss)
@@ -106,7 +118,7 @@ class Pix2Pix:
         self.G = to_memory_format(generator.to(device), device, channels_last).train()
         self.D = to_memory_format(discriminator.to(device), device, channels_last).train()
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        self.gan_loss, self.lambda_l1, self.lambda_fm = gan_loss, lambda_l1, lambda_fm
+        self.gan_loss, self.lambda_l1, self.lambda_fm, self.lambda_ms = gan_loss, lambda_l1, lambda_fm, lambda_ms
         self.augment_d = augment_d  # DiffAugment on every D input (real and fake)
         self.lr, self.ema_decay, self.ema_rampup, self.total_iterations = lr, ema_decay, ema_rampup, total_iterations
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=lr, betas=betas)
@@ -151,13 +163,15 @@ class Pix2Pix:
         """(mask, *images) as D sees them: DiffAugmented together (same transform) when augment_d is on."""
         return diff_augment(mask, *images) if self.augment_d else (mask, *images)
 
-    def d_step(self, mask: Tensor, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
-        """One D update on (mask, real) vs (mask, fake.detach()); returns its named losses."""
+    def d_step(self, mask: Tensor, real: Tensor, fake: Tensor, fake2: Tensor | None = None) -> dict[str, Tensor]:
+        """One D update on (mask, real) vs (mask, fake.detach()) (and fake2's, the second samples of mode seeking,
+        in the same fake batch); returns its named losses."""
         self.D.requires_grad_(True)
         self.opt_D.zero_grad(set_to_none=True)
+        fake_mask, fakes = (mask, fake) if fake2 is None else (torch.cat([mask, mask]), torch.cat([fake, fake2]))
         with autocast(self.device, self.amp_dtype):
             pred_real = [f[-1] for f in self.D(*self.d_inputs(mask, real))]
-            pred_fake = [f[-1] for f in self.D(*self.d_inputs(mask, fake.detach()))]
+            pred_fake = [f[-1] for f in self.D(*self.d_inputs(fake_mask, fakes.detach()))]
         loss_real, loss_fake = d_adversarial_loss(self.gan_loss, pred_real, pred_fake)
         loss = 0.5 * (loss_real + loss_fake)
         self.scaler_D.scale(loss).backward()
@@ -165,14 +179,18 @@ class Pix2Pix:
         self.scaler_D.update()
         return {"D": loss.detach(), "D_real": loss_real.detach(), "D_fake": loss_fake.detach()}
 
-    def g_step(self, mask: Tensor, real: Tensor, fake: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
-        """One G update: fool the (frozen) D, stay close to real in L1, optionally match D features and lower the
-        task-aware segmenter's look-ahead loss (on `labels`, the class indices of `mask`)."""
+    def g_step(self, mask: Tensor, real: Tensor, fake: Tensor, labels: Tensor | None = None,
+               fake2: Tensor | None = None) -> dict[str, Tensor]:
+        """One G update: fool the (frozen) D, stay close to real in L1, optionally match D features, lower the
+        task-aware segmenter's look-ahead loss (on `labels`, the class indices of `mask`) and, with `fake2` (second
+        samples of the same masks), the mode-seeking term."""
         self.D.requires_grad_(False)
         self.opt_G.zero_grad(set_to_none=True)
+        fake_mask, fakes, reals = ((mask, fake, real) if fake2 is None else
+                                   (torch.cat([mask, mask]), torch.cat([fake, fake2]), torch.cat([real, real])))
         with autocast(self.device, self.amp_dtype):
             # real only for feature matching, under the same transform (the draws do not depend on how many images)
-            d_mask, d_fake, *d_real = self.d_inputs(mask, fake, *([real] if self.lambda_fm > 0 else []))
+            d_mask, d_fake, *d_real = self.d_inputs(fake_mask, fakes, *([reals] if self.lambda_fm > 0 else []))
             feats_fake = self.D(d_mask, d_fake)
             feats_real = None
             if d_real:
@@ -187,6 +205,9 @@ class Pix2Pix:
         if self.task is not None:
             losses["G_task"] = self.task.generator_loss(fake, real, labels)
             loss = loss + losses["G_task"]
+        if fake2 is not None:
+            losses["G_ms"] = mode_seeking_loss(fake, fake2)
+            loss = loss + self.lambda_ms * losses["G_ms"]
         self.scaler_G.scale(loss).backward()
         self.scaler_G.step(self.opt_G)
         self.scaler_G.update()
@@ -194,13 +215,18 @@ class Pix2Pix:
         return {"G": loss.detach(), **{k: v.detach() for k, v in losses.items()}}
 
     def train_step(self, mask: Tensor, real: Tensor, step: int) -> dict[str, Tensor]:
-        """Generate once, update D then G, then the EMA generator; returns all named losses (detached)."""
+        """Generate once (twice per mask in one batch with mode seeking), update D then G, then the EMA generator;
+        returns all named losses (detached)."""
         self.set_lr(step)
+        fake2 = None
         with autocast(self.device, self.amp_dtype):
-            fake = self.G(mask)  # (B, C, H, W)
-        losses = self.d_step(mask, real, fake)
+            if self.lambda_ms > 0:
+                fake, fake2 = self.G(torch.cat([mask, mask])).chunk(2)  # (B, C, H, W) each, own dropout and noise
+            else:
+                fake = self.G(mask)  # (B, C, H, W)
+        losses = self.d_step(mask, real, fake, fake2)
         labels = mask.argmax(dim=1) if self.task is not None else None
-        losses.update(self.g_step(mask, real, fake, labels))
+        losses.update(self.g_step(mask, real, fake, labels, fake2))
         if self.task is not None:
             losses.update(self.task.segmenter_step(fake, real, labels))
         ema_update(self.G_ema, self.G, ramped_ema_decay(self.ema_decay, step, self.ema_rampup))

@@ -47,7 +47,7 @@ def build_model(cfg: GanConfig, num_classes: int, in_channels: int, device: torc
                                         n_layers=cfg.n_layers, num_D=cfg.num_D, norm=cfg.norm)
     return Pix2Pix(generator, discriminator, num_classes=num_classes, total_iterations=cfg.iterations,
                    device=device, gan_loss=cfg.gan_loss, lambda_l1=cfg.lambda_l1,
-                   lambda_fm=cfg.lambda_fm if cfg.feature_matching else 0.0, lr=cfg.lr,
+                   lambda_fm=cfg.lambda_fm if cfg.feature_matching else 0.0, lambda_ms=cfg.lambda_ms, lr=cfg.lr,
                    betas=(cfg.beta1, cfg.beta2), ema_decay=cfg.ema_decay, ema_rampup=cfg.ema_rampup, amp=cfg.amp,
                    channels_last=cfg.channels_last, augment_d=cfg.diff_augment,
                    task=TaskAware(in_channels, num_classes, device, cfg.task_weight, cfg.task_step_size)

@@ -67,8 +67,12 @@ def test_boundary_sharpness_and_flat_blocks_by_hand() -> None:
     images = np.stack([np.full((1, 4, 4), 0.5), np.indices((4, 4)).sum(0)[None] % 2, np.zeros((1, 4, 4))])
     masks = np.zeros((3, 4, 4), np.int64)
     masks[2, 0, 0] = 1
-    assert background_only_texture(images, masks) == {"images": 2, "mean_std": 0.25}  # stds 0 and 0.5
+    # across the two: per pixel the values are {0.5, 0} or {0.5, 1}, std 0.25 at every pixel
+    assert background_only_texture(images, masks) == {"images": 2, "mean_std": 0.25, "across_std": 0.25}
+    copies = background_only_texture(np.repeat(images[1:2], 3, axis=0), np.zeros((3, 4, 4), np.int64))
+    assert copies["mean_std"] == 0.5 and copies["across_std"] == 0.0  # textured, but the same image three times
     assert np.isnan(background_only_texture(images[2:], masks[2:])["mean_std"])
+    assert np.isnan(background_only_texture(images[1:], masks[1:])["across_std"])  # one image: no spread
 
 
 def test_cli_diagnose_writes_report_and_figure(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

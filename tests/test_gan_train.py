@@ -12,7 +12,8 @@ import torch
 from gan_aug.cli import main
 from gan_aug.config import GanConfig
 from gan_aug.networks import build_discriminator, build_generator, one_hot
-from gan_aug.pix2pix import Pix2Pix, d_adversarial_loss, feature_matching_loss, g_adversarial_loss, linear_decay
+from gan_aug.pix2pix import (MS_EPS, Pix2Pix, d_adversarial_loss, feature_matching_loss, g_adversarial_loss,
+                             linear_decay, mode_seeking_loss)
 from gan_aug.train import train_gan
 from ssl_seg.data.sources import open_source
 from ssl_seg.data.splits import make_split
@@ -78,6 +79,41 @@ def test_one_step_moves_both_networks(gan_loss: str, generator: str, lambda_fm: 
     assert losses["G"].item() == pytest.approx(
         losses["G_adv"].item() + 100 * losses["G_L1"].item() + lambda_fm * losses.get("G_FM", torch.tensor(0)).item(),
         rel=1e-5)
+
+
+def test_mode_seeking_loss_matches_hand_values_and_pushes_the_samples_apart() -> None:
+    a = torch.zeros(1, 1, 2, 2)
+    b = torch.tensor([[[[0.5, -0.5], [0.0, 1.0]]]], requires_grad=True)  # mean |b - a| = 0.5
+    loss = mode_seeking_loss(a, b)
+    assert loss.item() == pytest.approx(1 / (0.5 + MS_EPS))
+    loss.backward()  # d/db of 1 / mean|b - a| = -sign(b - a) / (4 * 0.5 ** 2): descent moves b away from a
+    expected = -torch.sign(b.detach()) / (4 * (0.5 + MS_EPS) ** 2)
+    assert torch.allclose(b.grad, expected)
+
+
+def test_mode_seeking_step_draws_two_samples_and_adds_its_term() -> None:
+    torch.manual_seed(0)
+    g = build_generator("unet", 4, 1, ngf=8, n_down=3, noise_channel=True)
+    d = build_discriminator("patchgan", 4, 1, ndf=8)
+    model = Pix2Pix(g, d, num_classes=4, total_iterations=10, device=torch.device("cpu"), lambda_ms=2.0)
+    seen: list[int] = []
+    model.G.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0].shape[0]))
+    mask = one_hot(torch.randint(0, 4, (3, 32, 32)), 4)
+    losses = model.train_step(mask, torch.rand(3, 1, 32, 32) * 2 - 1, step=0)
+    assert seen == [6]  # both samples of each of the 3 masks in one generator pass
+    assert {"G_ms", "G_adv", "G_L1"} <= set(losses) and 0 < losses["G_ms"].item() < 1 / MS_EPS
+    assert losses["G"].item() == pytest.approx(
+        losses["G_adv"].item() + 100 * losses["G_L1"].item() + 2.0 * losses["G_ms"].item(), rel=1e-5)
+
+
+def test_mode_seeking_is_refused_without_noise_or_with_diffusion(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="--lambda-ms.*--noise-channel"):
+        tiny(tmp_path, lambda_ms=1.0, dropout=0.0)
+    with pytest.raises(UserError, match="--lambda-ms: a GAN option"):
+        tiny(tmp_path, lambda_ms=1.0, generator="diffusion")
+    with pytest.raises(UserError, match="lambda.ms"):
+        tiny(tmp_path, lambda_ms=-1.0)
+    assert tiny(tmp_path, lambda_ms=1.0, dropout=0.0, noise_channel=True).lambda_ms == 1.0
 
 
 def test_ema_generator_keeps_the_batchnorm_statistics_of_the_generator() -> None:
