@@ -18,12 +18,12 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture
-def killed_at_step(monkeypatch: pytest.MonkeyPatch) -> Callable[[RunConfig, int], None]:
-    """Run training on a config until it is killed (KeyboardInterrupt) at the given step; the loop is restored after."""
-    from ssl_seg.engine.runner import run_training
+def killed_at_step(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], object], int], None]:
+    """Run `train` (any run on ssl_seg's Trainer: segmentation, GAN, diffusion) until it is killed
+    (KeyboardInterrupt) at the given step; the loop is restored after."""
     from ssl_seg.engine.trainer import Trainer
 
-    def run(cfg: RunConfig, step: int) -> None:
+    def run(train: Callable[[], object], step: int) -> None:
         original = Trainer.train_step
 
         def dies(self, at, batch):
@@ -33,7 +33,7 @@ def killed_at_step(monkeypatch: pytest.MonkeyPatch) -> Callable[[RunConfig, int]
 
         monkeypatch.setattr(Trainer, "train_step", dies)
         with pytest.raises(KeyboardInterrupt):
-            run_training(cfg)
+            train()
         monkeypatch.setattr(Trainer, "train_step", original)
 
     return run

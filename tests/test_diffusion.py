@@ -90,21 +90,11 @@ def test_one_step_moves_the_network_and_its_ema() -> None:
     assert model.models == {"G": model.G} and set(model.eval_models()) == {"G_ema"} and model.shown_losses == {"G": "G"}
 
 
-def test_training_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_training_resumes_exactly(tmp_path: Path, killed_at_step) -> None:
     straight = tiny(tmp_path / "straight")
     train_gan(straight)
     killed = tiny(tmp_path / "killed")
-    original = Diffusion.optimization_step
-
-    def dies_at_step_2(self, batch, step):
-        if step == 2:
-            raise KeyboardInterrupt
-        return original(self, batch, step)
-
-    monkeypatch.setattr(Diffusion, "optimization_step", dies_at_step_2)
-    with pytest.raises(KeyboardInterrupt):
-        train_gan(killed)
-    monkeypatch.setattr(Diffusion, "optimization_step", original)
+    killed_at_step(lambda: train_gan(killed), 2)
     train_gan(GanConfig.load(Path(killed.out) / "config.json"), resume=True)
     a = torch.load(Path(straight.out) / "checkpoint.pt", weights_only=True)["networks"]
     b = torch.load(Path(killed.out) / "checkpoint.pt", weights_only=True)["networks"]

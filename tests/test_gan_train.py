@@ -173,23 +173,13 @@ def test_train_writes_run_on_the_ssl_seg_split(tmp_path: Path) -> None:
         train_gan(cfg)
 
 
-def test_resume_continues_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_continues_exactly(tmp_path: Path, killed_at_step) -> None:
     straight = tiny(tmp_path / "straight")
     train_gan(straight)
 
     killed = tiny(tmp_path / "killed")
-    original = Pix2Pix.train_step
-
-    def dies_at_step_2(self, mask, real, step):
-        if step == 2:
-            raise KeyboardInterrupt
-        return original(self, mask, real, step)
-
-    monkeypatch.setattr(Pix2Pix, "train_step", dies_at_step_2)
-    with pytest.raises(KeyboardInterrupt):
-        train_gan(killed)
+    killed_at_step(lambda: train_gan(killed), 2)
     assert torch.load(Path(killed.out) / "checkpoint.pt", weights_only=True)["step"] == 1
-    monkeypatch.setattr(Pix2Pix, "train_step", original)
     train_gan(GanConfig.load(Path(killed.out) / "config.json"), resume=True)
 
     a = torch.load(Path(straight.out) / "checkpoint.pt", weights_only=True)["networks"]

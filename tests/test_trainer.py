@@ -53,7 +53,7 @@ def test_resume_is_exact(tiny_cfg, tmp_path, killed_at_step, method, weight_ema)
 
     tiny_cfg.out = str(tmp_path / "killed")
     tiny_cfg.data.num_workers, tiny_cfg.data.cache_mb = 2, 64  # killed and resumed with prefetching and a cache
-    killed_at_step(tiny_cfg, 6)
+    killed_at_step(lambda: run_training(tiny_cfg), 6)
     assert load_checkpoint(Path(tiny_cfg.out) / "last.pt")["state"]["step"] == 3
     resumed = run_training(tiny_cfg, resume=True)
 

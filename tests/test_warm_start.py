@@ -193,7 +193,7 @@ def test_a_killed_frozen_teacher_run_resumes_exactly(tiny_cfg: RunConfig, tmp_pa
     run_training(warm)
     killed = copy.deepcopy(warm)
     killed.out = str(tmp_path / "killed")
-    killed_at_step(killed, 6)
+    killed_at_step(lambda: run_training(killed), 6)
     run_training(killed, resume=True)  # rebuilt without the start: the teacher comes back from the checkpoint
     a, b = (load_checkpoint(Path(c.out) / "last.pt") for c in (warm, killed))
     for x, y in ((a["models"]["model"], b["models"]["model"]), (a["method"]["teacher"], b["method"]["teacher"])):
