@@ -63,7 +63,8 @@ def generator_from_config(cfg: GanConfig, num_classes: int, in_channels: int) ->
     """A freshly initialised generator as the config describes it (n_down must already be resolved)."""
     assert cfg.n_down is not None, "resolve n_down before building networks"
     generator = build_generator(cfg.generator, num_classes, in_channels, ngf=cfg.ngf, n_down=cfg.n_down,
-                                noise_channel=cfg.noise_channel, dropout=cfg.dropout, norm=cfg.norm)
+                                noise_channel=cfg.noise_channel, dropout=cfg.dropout, norm=cfg.norm,
+                                latent_dim=cfg.latent_dim)
     if hasattr(generator, "sample_steps"):  # the diffusion generator samples in steps
         generator.sample_steps = cfg.sample_steps
     return generator

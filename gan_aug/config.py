@@ -19,7 +19,7 @@ RESUMABLE = frozenset({"iterations", "device", "amp", "progress", "log_every", "
 # GAN-only options the diffusion generator would silently ignore: refused with it
 DIFFUSION_REFUSES = {"--task-weight": lambda c: c.task_weight > 0, "--diff-augment": lambda c: c.diff_augment,
                      "--feature-matching": lambda c: c.feature_matching, "--noise-channel": lambda c: c.noise_channel,
-                     "--lambda-ms": lambda c: c.lambda_ms > 0}
+                     "--lambda-ms": lambda c: c.lambda_ms > 0, "--latent-dim": lambda c: c.latent_dim > 0}
 
 
 @dataclass
@@ -80,6 +80,12 @@ class GanConfig(SavedConfig):
     lambda_ms: float = opt(0.0, "weight of the mode-seeking term (MSGAN, Mao et al. CVPR 2019): two samples per mask, "
                                 "G also lowers 1 / mean|G(m, z1) - G(m, z2)|; 0: off",
                            check=(lambda v: v >= 0, ">= 0, e.g. 1"))
+    latent_dim: int = opt(0, "cVAE-GAN latent code (BicycleGAN, Zhu et al. 2017): an encoder maps each real image to "
+                                 "a Gaussian code of this size that G reconstructs it from (L1), a second sample per "
+                                 "mask takes a code from N(0, I) as at sampling; 0: off, e.g. 8",
+                          check=(lambda v: v >= 0, ">= 0, e.g. 8"))
+    lambda_kl: float = opt(0.01, "weight of the encoder's KL to N(0, I) (with --latent-dim)",
+                           check=(lambda v: v >= 0, ">= 0, e.g. 0.01"))
     diff_augment: bool = opt(False, "DiffAugment (colour, translation, cutout) on every discriminator input, real "
                                     "and fake: for GANs trained on few labeled pairs")
     task_weight: float = opt(0.0, "task-aware generator (GenSeg): weight of a small segmenter's loss on held-out "
@@ -126,7 +132,7 @@ class GanConfig(SavedConfig):
             if offending:
                 raise UserError(f"{offending[0]}: a GAN option; the diffusion generator has no discriminator or "
                                 "adversarial loss; drop it or choose --generator unet")
-        if self.lambda_ms > 0 and self.dropout == 0 and not self.noise_channel:
+        if self.lambda_ms > 0 and self.dropout == 0 and not self.noise_channel and not self.latent_dim:
             raise UserError("--lambda-ms: the generator has no noise (--dropout 0 without --noise-channel), so its two "
                             "samples of a mask are equal; raise --dropout or add --noise-channel")
 

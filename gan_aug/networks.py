@@ -68,17 +68,31 @@ class AlwaysDropout(nn.Dropout):
         return x * keep / (1 - self.p)
 
 
-def _with_noise(mask: Tensor, noise_channel: bool, shared: tuple[float, torch.Generator] | None = None) -> Tensor:
-    """Append one N(0, 1) channel to the one-hot mask when the generator was built with a noise channel; with
-    `shared` (share, generator), its correlation between batch elements is `share`."""
-    if not noise_channel:
-        return mask
-    noise = torch.randn_like(mask[:, :1])
+def _shared_normal(like: Tensor, shape: tuple[int, ...], shared: tuple[float, torch.Generator] | None) -> Tensor:
+    """N(0, 1) of `shape` (batch first) on `like`'s device and dtype; with `shared` (share, generator), its
+    correlation between batch elements is `share`."""
+    noise = torch.randn(shape, device=like.device, dtype=like.dtype)
     if shared is not None:
         share, rng = shared
-        common = torch.randn(mask[:1, :1].shape, generator=rng, device=mask.device, dtype=mask.dtype)
+        common = torch.randn((1, *shape[1:]), generator=rng, device=like.device, dtype=like.dtype)
         noise = share**0.5 * common + (1 - share) ** 0.5 * noise
-    return torch.cat([mask, noise], dim=1)
+    return noise
+
+
+def _with_noise(mask: Tensor, noise_channel: bool, shared: tuple[float, torch.Generator] | None = None,
+                latent_dim: int = 0, latent: Tensor | None = None) -> Tensor:
+    """The one-hot mask with, when the generator has them, one N(0, 1) channel and `latent_dim` channels that hold
+    the latent code (B, latent_dim) at every pixel (drawn from N(0, 1) when `latent` is None); with `shared`
+    (share, generator), the drawn noise's correlation between batch elements is `share`."""
+    parts = [mask]
+    if noise_channel:
+        parts.append(_shared_normal(mask, (mask.shape[0], 1, *mask.shape[2:]), shared))
+    if latent_dim:
+        z = _shared_normal(mask, (mask.shape[0], latent_dim), shared) if latent is None else latent.to(mask.dtype)
+        parts.append(z[:, :, None, None].expand(-1, -1, *mask.shape[2:]))
+    elif latent is not None:
+        raise ValueError("a latent code was given to a generator built without --latent-dim")
+    return torch.cat(parts, dim=1) if len(parts) > 1 else mask
 
 
 @contextlib.contextmanager
@@ -114,15 +128,15 @@ class UnetGenerator(nn.Module):
     """
 
     def __init__(self, num_classes: int, out_channels: int, ngf: int = 64, n_down: int = 7,
-                 noise_channel: bool = False, dropout: float = 0.5, norm: str = "instance"):
+                 noise_channel: bool = False, dropout: float = 0.5, norm: str = "instance", latent_dim: int = 0):
         super().__init__()
         if n_down < 2:
             raise UserError(f"--n-down {n_down}: the U-Net needs at least 2 down-samplings")
-        self.num_classes, self.noise_channel = num_classes, noise_channel
+        self.num_classes, self.noise_channel, self.latent_dim = num_classes, noise_channel, latent_dim
         self.noise_sharing: tuple[float, torch.Generator] | None = None  # set by shared_noise
         self.stride = 2**n_down
         width = [ngf * min(2**i, 8) for i in range(n_down)]
-        in_ch = num_classes + int(noise_channel)
+        in_ch = num_classes + int(noise_channel) + latent_dim
         self.down = nn.ModuleList([nn.Conv2d(in_ch, width[0], 4, 2, 1)])
         for i in range(1, n_down):
             innermost = i == n_down - 1
@@ -141,11 +155,11 @@ class UnetGenerator(nn.Module):
                     layers.append(AlwaysDropout(dropout))
                 self.up.append(nn.Sequential(*layers))
 
-    def forward(self, mask: Tensor) -> Tensor:
-        """One-hot mask (B, K, H, W) -> image (B, C, H, W) in [-1, 1]."""
+    def forward(self, mask: Tensor, latent: Tensor | None = None) -> Tensor:
+        """One-hot mask (B, K, H, W) (and latent code (B, latent_dim), else drawn) -> image (B, C, H, W) in [-1, 1]."""
         h, w = mask.shape[-2:]
-        x = _with_noise(mask, self.noise_channel, self.noise_sharing)
-        x = pad_to_stride(x, self.stride)  # (B, K[+1], H', W')
+        x = _with_noise(mask, self.noise_channel, self.noise_sharing, self.latent_dim, latent)
+        x = pad_to_stride(x, self.stride)  # (B, K[+1][+latent_dim], H', W')
         skips = []
         for block in self.down:
             x = block(x)  # level i: (B, width[i], H' / 2**(i+1), W' / 2**(i+1))
@@ -202,16 +216,16 @@ class SpadeGenerator(nn.Module):
     """
 
     def __init__(self, num_classes: int, out_channels: int, ngf: int = 64, n_down: int = 5,
-                 noise_channel: bool = False, dropout: float = 0.5, norm: str = "instance"):
+                 noise_channel: bool = False, dropout: float = 0.5, norm: str = "instance", latent_dim: int = 0):
         super().__init__()
         if n_down < 1:
             raise UserError(f"--n-down {n_down}: the SPADE generator needs at least 1 up-sampling")
-        self.num_classes, self.noise_channel = num_classes, noise_channel
+        self.num_classes, self.noise_channel, self.latent_dim = num_classes, noise_channel, latent_dim
         self.noise_sharing: tuple[float, torch.Generator] | None = None  # set by shared_noise
         self.stride = 2**n_down
         width = [ngf * min(2**i, 8) for i in range(n_down + 1)]
         hidden = 2 * ngf
-        self.head = nn.Conv2d(num_classes + int(noise_channel), width[n_down], 3, padding=1)
+        self.head = nn.Conv2d(num_classes + int(noise_channel) + latent_dim, width[n_down], 3, padding=1)
         # blocks[j] runs at level n_down - j and maps width[level] -> width[level - 1]; the last runs at full size
         self.blocks = nn.ModuleList(
             [SPADEResBlock(width[lv], width[max(lv - 1, 0)], num_classes, hidden, norm)
@@ -221,18 +235,48 @@ class SpadeGenerator(nn.Module):
             [AlwaysDropout(dropout) if lv in drop and dropout > 0 else nn.Identity() for lv in range(n_down, -1, -1)])
         self.out = nn.Conv2d(width[0], out_channels, 3, padding=1)
 
-    def forward(self, mask: Tensor) -> Tensor:
-        """One-hot mask (B, K, H, W) -> image (B, C, H, W) in [-1, 1]."""
+    def forward(self, mask: Tensor, latent: Tensor | None = None) -> Tensor:
+        """One-hot mask (B, K, H, W) (and latent code (B, latent_dim), else drawn) -> image (B, C, H, W) in [-1, 1]."""
         h, w = mask.shape[-2:]
         mask = pad_to_stride(mask, self.stride)  # (B, K, H', W')
         small = F.interpolate(mask, scale_factor=1 / self.stride, mode="area")  # (B, K, H'/s, W'/s)
-        x = self.head(_with_noise(small, self.noise_channel, self.noise_sharing))  # (B, width[n], H'/s, W'/s)
+        x = self.head(_with_noise(small, self.noise_channel, self.noise_sharing, self.latent_dim, latent))
         for j, (block, drop) in enumerate(zip(self.blocks, self.drops)):
             x = drop(block(x, mask))
             if j < len(self.blocks) - 1:
                 x = F.interpolate(x, scale_factor=2, mode="nearest")  # one level up
         y = torch.tanh(self.out(F.leaky_relu(x, 0.2)))  # (B, C, H', W')
         return y[..., :h, :w]
+
+
+class LatentEncoder(nn.Module):
+    """BicycleGAN's E (Zhu et al., NeurIPS 2017, E_NLayers): image (B, C, H, W) -> (mu, logvar) of a Gaussian latent
+    code (B, latent_dim) each, from `n_layers` stride-2 4x4 convs, a global average pool and two linear heads.
+
+    >>> mu, logvar = LatentEncoder(1, latent_dim=8, nef=8)(torch.zeros(2, 1, 32, 32))
+    >>> mu.shape, logvar.shape
+    (torch.Size([2, 8]), torch.Size([2, 8]))
+    """
+
+    def __init__(self, in_channels: int, latent_dim: int, nef: int = 64, n_layers: int = 3, norm: str = "instance"):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, nef, 4, 2, 1), nn.LeakyReLU(0.2)]
+        cout = nef
+        for n in range(1, n_layers):
+            cin, cout = cout, nef * min(2**n, 4)
+            layers += [nn.Conv2d(cin, cout, 4, 2, 1), _norm(norm, cout), nn.LeakyReLU(0.2)]
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.mu, self.logvar = nn.Linear(cout, latent_dim), nn.Linear(cout, latent_dim)
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """image (B, C, H, W) -> (mu, logvar), each (B, latent_dim)."""
+        h = self.features(image)
+        return self.mu(h), self.logvar(h)
+
+
+def kl_to_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)), summed over the latent dimensions, mean over the batch."""
+    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)).mean()
 
 
 class PatchDiscriminator(nn.Module):
@@ -293,12 +337,13 @@ DISCRIMINATORS: dict[str, Callable[..., nn.Module]] = {"patchgan": MultiscaleDis
 
 
 def build_generator(name: str, num_classes: int, out_channels: int, ngf: int = 64, n_down: int = 7,
-                    noise_channel: bool = False, dropout: float = 0.5, norm: str = "instance") -> nn.Module:
+                    noise_channel: bool = False, dropout: float = 0.5, norm: str = "instance",
+                    latent_dim: int = 0) -> nn.Module:
     """Generator by registry name; an unknown name raises UserError listing the valid ones."""
     if name not in GENERATORS:
         raise UserError(f"--generator {name}: unknown generator; valid: {', '.join(GENERATORS)}")
     return GENERATORS[name](num_classes=num_classes, out_channels=out_channels, ngf=ngf, n_down=n_down,
-                            noise_channel=noise_channel, dropout=dropout, norm=norm)
+                            noise_channel=noise_channel, dropout=dropout, norm=norm, latent_dim=latent_dim)
 
 
 def build_discriminator(name: str, num_classes: int, image_channels: int, ndf: int = 64, n_layers: int = 3,

@@ -1,5 +1,5 @@
-"""pix2pix optimisation: adversarial + L1 (+ feature matching, + mode seeking) losses, a D step then a G step, EMA
-generator.
+"""pix2pix optimisation: adversarial + L1 (+ feature matching, + mode seeking, + a cVAE-GAN latent encoder) losses,
+a D step then a G step, EMA generator.
 
 `Pix2Pix` is a self-updating method of ssl_seg's Trainer (ssl_seg.engine.trainer.SelfUpdating): the loop
 hands it each batch and it steps its two optimizers itself.
@@ -18,7 +18,7 @@ from ssl_seg.errors import UserError
 from ssl_seg.methods.ema import ema_update, ramped_ema_decay
 
 from .diff_augment import diff_augment
-from .networks import one_hot
+from .networks import kl_to_standard_normal, one_hot
 from .task_aware import TaskAware
 
 GAN_LOSSES = ("vanilla", "lsgan", "hinge")
@@ -104,13 +104,17 @@ class Pix2Pix:
     on `device`. With `task` (task_aware.py), G's loss also has the segmenter's look-ahead term and a segmenter
     step follows each G step. With `lambda_ms` > 0 (MSGAN) G draws two samples of each mask in one batch: D and G's
     adversarial term see both, L1 (and the task term) the first, and G also lowers `mode_seeking_loss` between them.
+    With `encoder` (BicycleGAN's cVAE-GAN with a shared D, Zhu et al. 2017) the first sample's latent code is encoded
+    from its real image, so L1 can reconstruct that image instead of the median of every image of the mask, and the
+    second sample's is drawn from N(0, I), as at sampling; E trains with G, under `lambda_kl` times its KL to N(0, I).
     """
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, *, num_classes: int, total_iterations: int,
                  device: torch.device, gan_loss: str = "vanilla", lambda_l1: float = 100.0, lambda_fm: float = 0.0,
                  lambda_ms: float = 0.0, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999),
                  ema_decay: float = 0.999, ema_rampup: float = 0.0, amp: str = "auto", channels_last: bool = True,
-                 augment_d: bool = False, task: TaskAware | None = None):
+                 augment_d: bool = False, task: TaskAware | None = None, encoder: nn.Module | None = None,
+                 lambda_kl: float = 0.01):
         _check_loss(gan_loss)
         if not 0.0 <= ema_decay < 1.0:
             raise UserError(f"--ema-decay {ema_decay}: must be in [0, 1), e.g. 0.999")
@@ -118,10 +122,13 @@ class Pix2Pix:
         self.G = to_memory_format(generator.to(device), device, channels_last).train()
         self.D = to_memory_format(discriminator.to(device), device, channels_last).train()
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.E = encoder.to(device).train() if encoder is not None else None
+        self.lambda_kl = lambda_kl
         self.gan_loss, self.lambda_l1, self.lambda_fm, self.lambda_ms = gan_loss, lambda_l1, lambda_fm, lambda_ms
         self.augment_d = augment_d  # DiffAugment on every D input (real and fake)
         self.lr, self.ema_decay, self.ema_rampup, self.total_iterations = lr, ema_decay, ema_rampup, total_iterations
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=lr, betas=betas)
+        g_params = list(self.G.parameters()) + (list(self.E.parameters()) if self.E is not None else [])
+        self.opt_G = torch.optim.Adam(g_params, lr=lr, betas=betas)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=lr, betas=betas)
         self.amp_dtype = amp_dtype(device, amp)
         fp16 = self.amp_dtype == torch.float16  # bf16 has fp32's range and needs no loss scaling
@@ -132,6 +139,8 @@ class Pix2Pix:
         self.shown_losses = {"D": "D", "G": "G"}  # the progress bar's losses (label -> loss key)
         if task is not None:
             self.models["S"] = task.segmenter
+        if self.E is not None:
+            self.models["E"] = self.E
 
     def eval_models(self) -> dict[str, nn.Module]:
         """The network that validation scores and `synthesize` uses: the EMA generator."""
@@ -180,10 +189,10 @@ class Pix2Pix:
         return {"D": loss.detach(), "D_real": loss_real.detach(), "D_fake": loss_fake.detach()}
 
     def g_step(self, mask: Tensor, real: Tensor, fake: Tensor, labels: Tensor | None = None,
-               fake2: Tensor | None = None) -> dict[str, Tensor]:
+               fake2: Tensor | None = None, kl: Tensor | None = None) -> dict[str, Tensor]:
         """One G update: fool the (frozen) D, stay close to real in L1, optionally match D features, lower the
-        task-aware segmenter's look-ahead loss (on `labels`, the class indices of `mask`) and, with `fake2` (second
-        samples of the same masks), the mode-seeking term."""
+        task-aware segmenter's look-ahead loss (on `labels`, the class indices of `mask`), with `fake2` (second
+        samples of the same masks) the mode-seeking term, and with `kl` (the encoder's) its weighted KL."""
         self.D.requires_grad_(False)
         self.opt_G.zero_grad(set_to_none=True)
         fake_mask, fakes, reals = ((mask, fake, real) if fake2 is None else
@@ -205,9 +214,12 @@ class Pix2Pix:
         if self.task is not None:
             losses["G_task"] = self.task.generator_loss(fake, real, labels)
             loss = loss + losses["G_task"]
-        if fake2 is not None:
+        if fake2 is not None and self.lambda_ms > 0:
             losses["G_ms"] = mode_seeking_loss(fake, fake2)
             loss = loss + self.lambda_ms * losses["G_ms"]
+        if kl is not None:
+            losses["G_KL"] = kl
+            loss = loss + self.lambda_kl * kl
         self.scaler_G.scale(loss).backward()
         self.scaler_G.step(self.opt_G)
         self.scaler_G.update()
@@ -215,18 +227,23 @@ class Pix2Pix:
         return {"G": loss.detach(), **{k: v.detach() for k, v in losses.items()}}
 
     def train_step(self, mask: Tensor, real: Tensor, step: int) -> dict[str, Tensor]:
-        """Generate once (twice per mask in one batch with mode seeking), update D then G, then the EMA generator;
-        returns all named losses (detached)."""
+        """Generate once (twice per mask in one batch with mode seeking or the encoder), update D then G, then the EMA
+        generator; returns all named losses (detached)."""
         self.set_lr(step)
-        fake2 = None
+        fake2 = kl = None
         with autocast(self.device, self.amp_dtype):
-            if self.lambda_ms > 0:
+            if self.E is not None:
+                mu, logvar = (t.float() for t in self.E(real))  # (B, latent_dim) each
+                encoded = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # reparameterised
+                kl = kl_to_standard_normal(mu, logvar)
+                fake, fake2 = self.G(torch.cat([mask, mask]), torch.cat([encoded, torch.randn_like(mu)])).chunk(2)
+            elif self.lambda_ms > 0:
                 fake, fake2 = self.G(torch.cat([mask, mask])).chunk(2)  # (B, C, H, W) each, own dropout and noise
             else:
                 fake = self.G(mask)  # (B, C, H, W)
         losses = self.d_step(mask, real, fake, fake2)
         labels = mask.argmax(dim=1) if self.task is not None else None
-        losses.update(self.g_step(mask, real, fake, labels, fake2))
+        losses.update(self.g_step(mask, real, fake, labels, fake2, kl))
         if self.task is not None:
             losses.update(self.task.segmenter_step(fake, real, labels))
         ema_update(self.G_ema, self.G, ramped_ema_decay(self.ema_decay, step, self.ema_rampup))
@@ -245,6 +262,7 @@ class Pix2Pix:
         return {"G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
                 "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
                 "scaler_G": self.scaler_G.state_dict(), "scaler_D": self.scaler_D.state_dict(),
+                **({"E": self.E.state_dict()} if self.E is not None else {}),
                 **(self.task.state_dict() if self.task is not None else {})}
 
     def load_state_dict(self, state: dict) -> None:
@@ -256,5 +274,7 @@ class Pix2Pix:
         self.opt_D.load_state_dict(state["opt_D"])
         self.scaler_G.load_state_dict(state["scaler_G"])
         self.scaler_D.load_state_dict(state["scaler_D"])
+        if self.E is not None:
+            self.E.load_state_dict(state["E"])
         if self.task is not None:
             self.task.load_state_dict(state)

@@ -22,7 +22,7 @@ from ssl_seg.io_utils import atomic_write_json
 from .checkpoint import CHECKPOINT_NAME, gan_payload, generator_from_config, load_gan_checkpoint, restore_trainer
 from .config import GanConfig
 from .data import PairBank, gan_source, gan_split
-from .networks import auto_n_down, build_discriminator, one_hot
+from .networks import LatentEncoder, auto_n_down, build_discriminator, one_hot
 from .pix2pix import Pix2Pix
 from .task_aware import TaskAware
 from .pseudo import PseudoFilter, pseudo_label
@@ -51,7 +51,9 @@ def build_model(cfg: GanConfig, num_classes: int, in_channels: int, device: torc
                    betas=(cfg.beta1, cfg.beta2), ema_decay=cfg.ema_decay, ema_rampup=cfg.ema_rampup, amp=cfg.amp,
                    channels_last=cfg.channels_last, augment_d=cfg.diff_augment,
                    task=TaskAware(in_channels, num_classes, device, cfg.task_weight, cfg.task_step_size)
-                   if cfg.task_weight > 0 else None)
+                   if cfg.task_weight > 0 else None,
+                   encoder=LatentEncoder(in_channels, cfg.latent_dim, nef=cfg.ndf, norm=cfg.norm)
+                   if cfg.latent_dim > 0 else None, lambda_kl=cfg.lambda_kl)
 
 
 # a loss above this is a diverged GAN (healthy pix2pix losses stay below ~1e3: lambda_l1 100 x L1 <= 2)

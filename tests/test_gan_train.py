@@ -11,7 +11,8 @@ import torch
 
 from gan_aug.cli import main
 from gan_aug.config import GanConfig
-from gan_aug.networks import build_discriminator, build_generator, one_hot
+from gan_aug.networks import LatentEncoder, build_discriminator, build_generator, kl_to_standard_normal, one_hot,\
+    shared_noise
 from gan_aug.pix2pix import (MS_EPS, Pix2Pix, d_adversarial_loss, feature_matching_loss, g_adversarial_loss,
                              linear_decay, mode_seeking_loss)
 from gan_aug.train import train_gan
@@ -116,6 +117,60 @@ def test_mode_seeking_is_refused_without_noise_or_with_diffusion(tmp_path: Path)
     assert tiny(tmp_path, lambda_ms=1.0, dropout=0.0, noise_channel=True).lambda_ms == 1.0
 
 
+def test_kl_to_standard_normal_matches_hand_values() -> None:
+    mu, logvar = torch.tensor([[1.0, 0.0], [0.0, 0.0]]), torch.tensor([[0.0, math.log(2)], [0.0, 0.0]])
+    # first row: 0.5 (1 + 1 - 1 - 0) + 0.5 (0 + 2 - 1 - log 2); second row: N(0, I) itself, 0
+    assert kl_to_standard_normal(mu, logvar).item() == pytest.approx((0.5 + 0.5 * (1 - math.log(2))) / 2)
+
+
+def test_latent_step_encodes_the_real_image_for_the_first_sample_and_draws_the_second() -> None:
+    torch.manual_seed(0)
+    g = build_generator("unet", 4, 1, ngf=8, n_down=3, dropout=0.0, latent_dim=3)
+    d = build_discriminator("patchgan", 4, 1, ndf=8)
+    encoder = LatentEncoder(1, 3, nef=8)
+    model = Pix2Pix(g, d, num_classes=4, total_iterations=10, device=torch.device("cpu"), encoder=encoder,
+                    lambda_kl=0.5)
+    codes: list[torch.Tensor] = []
+    model.G.register_forward_hook(lambda _m, inputs, _o: codes.append(inputs[1].detach()))
+    before = [p.detach().clone() for p in model.E.parameters()]
+    mask, real = one_hot(torch.randint(0, 4, (2, 32, 32)), 4), torch.rand(2, 1, 32, 32) * 2 - 1
+    torch.manual_seed(1)
+    mu, logvar = encoder(real)
+    expected = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # the step's first draw: the reparameterised code
+    torch.manual_seed(1)
+    losses = model.train_step(mask, real, step=0)
+    assert len(codes) == 1 and codes[0].shape == (4, 3)  # both samples of each mask in one generator pass
+    assert torch.allclose(codes[0][:2], expected.detach(), atol=1e-6)
+    assert losses["G"].item() == pytest.approx(
+        losses["G_adv"].item() + 100 * losses["G_L1"].item() + 0.5 * losses["G_KL"].item(), rel=1e-5)
+    assert "G_ms" not in losses
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.E.parameters()))  # E trains with G
+    assert "E" in model.state_dict() and "E" in model.models
+
+
+def test_latent_code_is_the_sampling_noise_and_follows_shared_noise() -> None:
+    torch.manual_seed(0)
+    g = build_generator("unet", 2, 1, ngf=8, n_down=3, dropout=0.0, latent_dim=4).eval()
+    mask = one_hot(torch.zeros(2, 32, 32, dtype=torch.long), 2)  # two identical all-background masks
+    z = torch.randn(2, 4)
+    assert torch.equal(g(mask, z), g(mask, z))  # no other noise: the code decides the image
+    drawn = g(mask)  # codes drawn from N(0, I): the two images of one mask differ
+    assert (drawn[0] - drawn[1]).abs().max() > 1e-4
+    with shared_noise(g, 1.0, seed=3):
+        same = g(mask)
+    assert torch.allclose(same[0], same[1])  # share 1: one code for every slice of a volume
+    with pytest.raises(ValueError, match="--latent-dim"):
+        build_generator("unet", 2, 1, ngf=8, n_down=3)(mask, z)
+
+
+def test_latent_dim_is_refused_with_diffusion_and_counts_as_noise(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="--latent-dim: a GAN option"):
+        tiny(tmp_path, latent_dim=8, generator="diffusion")
+    with pytest.raises(UserError, match="latent.dim"):
+        tiny(tmp_path, latent_dim=-1)
+    assert tiny(tmp_path, lambda_ms=1.0, dropout=0.0, latent_dim=8).lambda_ms == 1.0
+
+
 def test_ema_generator_keeps_the_batchnorm_statistics_of_the_generator() -> None:
     torch.manual_seed(0)
     g = build_generator("unet", 4, 1, ngf=8, n_down=3, norm="batch", dropout=0.0)
@@ -173,18 +228,20 @@ def test_train_writes_run_on_the_ssl_seg_split(tmp_path: Path) -> None:
         train_gan(cfg)
 
 
-def test_resume_continues_exactly(tmp_path: Path, killed_at_step) -> None:
-    straight = tiny(tmp_path / "straight")
+@pytest.mark.parametrize("latent_dim", [0, 4])
+def test_resume_continues_exactly(tmp_path: Path, killed_at_step, latent_dim: int) -> None:
+    straight = tiny(tmp_path / "straight", latent_dim=latent_dim)
     train_gan(straight)
 
-    killed = tiny(tmp_path / "killed")
+    killed = tiny(tmp_path / "killed", latent_dim=latent_dim)
     killed_at_step(lambda: train_gan(killed), 2)
     assert torch.load(Path(killed.out) / "checkpoint.pt", weights_only=True)["step"] == 1
     train_gan(GanConfig.load(Path(killed.out) / "config.json"), resume=True)
 
     a = torch.load(Path(straight.out) / "checkpoint.pt", weights_only=True)["networks"]
     b = torch.load(Path(killed.out) / "checkpoint.pt", weights_only=True)["networks"]
-    for net in ("G", "D", "G_ema"):
+    assert ("E" in a) == (latent_dim > 0)
+    for net in ("G", "D", "G_ema", "E")[: 4 if latent_dim else 3]:
         assert all(torch.equal(a[net][k], b[net][k]) for k in a[net]), net
 
 
