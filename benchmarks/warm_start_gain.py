@@ -1,8 +1,8 @@
 """Secondary comparisons of the pre-registered warm-start cells: hippo_c2_warm and hippo_c2_warm2 (hippocampus slices),
 hc18_half_warm and hc18_half_warm_bcp (HC18 half-size copy); of hippo_f005_warm and hippo_f005_frozen (hippocampus at
 5 %, `--study hippocampus_5pct`); of hippo_c1_warm and hippo_c1_warm_bcp (hippocampus at 1 labeled volume, seeds 10-14,
-`--study hippocampus_1vol`); and of the synthetic-pair cells hippo_c2_syn and hippo_c2_warm_syn
-(`--study hippocampus_synthetic`).
+`--study hippocampus_1vol`) and its replication on seeds 15-20 (hippo_c1_warm_rep, `--study hippocampus_1vol_rep`);
+and of the synthetic-pair cells hippo_c2_syn and hippo_c2_warm_syn (`--study hippocampus_synthetic`).
 
 Seed-paired (the same seed draws the same split in every arm), in Dice points of the primary endpoint (test Dice per
 volume of the checkpoint chosen on validation): each arm per seed, where each warm run's best.pt comes from (its start,
@@ -96,6 +96,14 @@ STUDIES = {
          "hippo_c1_warm_bcp": [("bcp+warm", "supervised (poly)")]},
         [("unimatch+warm", "supervised+warm"), ("bcp+warm", "unimatch+warm")],
         "prereg_hc1/sup_poly/*", (10, 11, 12, 13, 14)),
+    "hippocampus_1vol_rep": Study(
+        "hippocampus slices, 1 labeled volume, the replication on new seeds 15-20 (hippo_c1_warm_rep; never pooled "
+        "with seeds 10-14)",
+        {"supervised (poly)": (["prereg_hc1r/sup_poly/*"], None),
+         "unimatch+warm": (["prereg_hc1r_warm/uni_warm/*"], "prereg_hc1r_warm/runs/unet__unimatch+warm__c1__s{seed}")},
+        {"hippo_c1_warm_rep": [("unimatch+warm", "supervised (poly)")]},
+        [],
+        "prereg_hc1r/sup_poly/*", (15, 16, 17, 18, 19, 20)),
     "hippocampus_synthetic": Study(
         "hippocampus slices, 2 labeled volumes, generated pairs from a pix2pix per seed (hippo_c2_syn, "
         "hippo_c2_warm_syn)",

@@ -82,7 +82,8 @@ class GanConfig(SavedConfig):
                            check=(lambda v: v >= 0, ">= 0, e.g. 1"))
     latent_dim: int = opt(0, "cVAE-GAN latent code (BicycleGAN, Zhu et al. 2017): an encoder maps each real image to "
                                  "a Gaussian code of this size that G reconstructs it from (L1), a second sample per "
-                                 "mask takes a code from N(0, I) as at sampling; 0: off, e.g. 8",
+                                 "mask takes a code from N(0, I) as at sampling (the encoder's width: --ndf); 0: off, "
+                                 "e.g. 8",
                           check=(lambda v: v >= 0, ">= 0, e.g. 8"))
     lambda_kl: float = opt(0.01, "weight of the encoder's KL to N(0, I) (with --latent-dim)",
                            check=(lambda v: v >= 0, ">= 0, e.g. 0.01"))
