@@ -107,6 +107,8 @@ class Pix2Pix:
     With `encoder` (BicycleGAN's cVAE-GAN with a shared D, Zhu et al. 2017) the first sample's latent code is encoded
     from its real image, so L1 can reconstruct that image instead of the median of every image of the mask, and the
     second sample's is drawn from N(0, I), as at sampling; E trains with G, under `lambda_kl` times its KL to N(0, I).
+    With `encode_background_only`, E sees the real image with every labeled structure (mask class > 0) set to 0, so
+    the code can describe the background but not the structures' grey levels.
     """
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, *, num_classes: int, total_iterations: int,
@@ -114,7 +116,7 @@ class Pix2Pix:
                  lambda_ms: float = 0.0, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999),
                  ema_decay: float = 0.999, ema_rampup: float = 0.0, amp: str = "auto", channels_last: bool = True,
                  augment_d: bool = False, task: TaskAware | None = None, encoder: nn.Module | None = None,
-                 lambda_kl: float = 0.01):
+                 lambda_kl: float = 0.01, encode_background_only: bool = False):
         _check_loss(gan_loss)
         if not 0.0 <= ema_decay < 1.0:
             raise UserError(f"--ema-decay {ema_decay}: must be in [0, 1), e.g. 0.999")
@@ -123,7 +125,7 @@ class Pix2Pix:
         self.D = to_memory_format(discriminator.to(device), device, channels_last).train()
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.E = encoder.to(device).train() if encoder is not None else None
-        self.lambda_kl = lambda_kl
+        self.lambda_kl, self.encode_background_only = lambda_kl, encode_background_only
         self.gan_loss, self.lambda_l1, self.lambda_fm, self.lambda_ms = gan_loss, lambda_l1, lambda_fm, lambda_ms
         self.augment_d = augment_d  # DiffAugment on every D input (real and fake)
         self.lr, self.ema_decay, self.ema_rampup, self.total_iterations = lr, ema_decay, ema_rampup, total_iterations
@@ -233,7 +235,8 @@ class Pix2Pix:
         fake2 = kl = None
         with autocast(self.device, self.amp_dtype):
             if self.E is not None:
-                mu, logvar = (t.float() for t in self.E(real))  # (B, latent_dim) each
+                seen = real * mask[:, :1] if self.encode_background_only else real  # class 0: background
+                mu, logvar = (t.float() for t in self.E(seen))  # (B, latent_dim) each
                 encoded = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # reparameterised
                 kl = kl_to_standard_normal(mu, logvar)
                 fake, fake2 = self.G(torch.cat([mask, mask]), torch.cat([encoded, torch.randn_like(mu)])).chunk(2)

@@ -53,7 +53,8 @@ def build_model(cfg: GanConfig, num_classes: int, in_channels: int, device: torc
                    task=TaskAware(in_channels, num_classes, device, cfg.task_weight, cfg.task_step_size)
                    if cfg.task_weight > 0 else None,
                    encoder=LatentEncoder(in_channels, cfg.latent_dim, nef=cfg.ndf, norm=cfg.norm)
-                   if cfg.latent_dim > 0 else None, lambda_kl=cfg.lambda_kl)
+                   if cfg.latent_dim > 0 else None, lambda_kl=cfg.lambda_kl,
+                   encode_background_only=cfg.latent_background_only)
 
 
 # a loss above this is a diverged GAN (healthy pix2pix losses stay below ~1e3: lambda_l1 100 x L1 <= 2)

@@ -148,6 +148,21 @@ def test_latent_step_encodes_the_real_image_for_the_first_sample_and_draws_the_s
     assert "E" in model.state_dict() and "E" in model.models
 
 
+def test_background_only_encoder_sees_the_real_image_with_the_structures_zeroed() -> None:
+    torch.manual_seed(0)
+    g = build_generator("unet", 2, 1, ngf=8, n_down=3, dropout=0.0, latent_dim=2)
+    model = Pix2Pix(g, build_discriminator("patchgan", 2, 1, ndf=8), num_classes=2, total_iterations=4,
+                    device=torch.device("cpu"), encoder=LatentEncoder(1, 2, nef=8), encode_background_only=True)
+    seen: list[torch.Tensor] = []
+    model.E.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0].detach()))
+    labels = torch.zeros(1, 32, 32, dtype=torch.long)
+    labels[:, 8:16, 8:16] = 1
+    real = torch.rand(1, 1, 32, 32) * 0.5 + 0.5  # no zero pixel of its own
+    model.train_step(one_hot(labels, 2), real, step=0)
+    assert torch.equal(seen[0][0, 0, 8:16, 8:16], torch.zeros(8, 8))  # the structure is hidden
+    assert torch.equal(seen[0][0, 0, labels[0] == 0], real[0, 0, labels[0] == 0])  # the background is the image's
+
+
 def test_latent_code_is_the_sampling_noise_and_follows_shared_noise() -> None:
     torch.manual_seed(0)
     g = build_generator("unet", 2, 1, ngf=8, n_down=3, dropout=0.0, latent_dim=4).eval()
@@ -169,6 +184,8 @@ def test_latent_dim_is_refused_with_diffusion_and_counts_as_noise(tmp_path: Path
     with pytest.raises(UserError, match="latent.dim"):
         tiny(tmp_path, latent_dim=-1)
     assert tiny(tmp_path, lambda_ms=1.0, dropout=0.0, latent_dim=8).lambda_ms == 1.0
+    with pytest.raises(UserError, match="--latent-background-only.*--latent-dim"):
+        tiny(tmp_path, latent_background_only=True)
 
 
 def test_ema_generator_keeps_the_batchnorm_statistics_of_the_generator() -> None:
