@@ -85,8 +85,9 @@ class GanConfig(SavedConfig):
                                  "mask takes a code from N(0, I) as at sampling (the encoder's width: --ndf); 0: off, "
                                  "e.g. 8",
                           check=(lambda v: v >= 0, ">= 0, e.g. 8"))
-    latent_background_only: bool = opt(False, "with --latent-dim: the encoder sees only the background (every labeled "
-                                              "structure set to 0), so the code cannot carry the structures' grey levels")
+    latent_background_only: bool = opt(False, "with --latent-dim: the encoder sees only the background (every "
+                                              "labeled structure set to 0), so the code cannot carry the structures' "
+                                              "grey levels")
     lambda_kl: float = opt(0.01, "weight of the encoder's KL to N(0, I) (with --latent-dim)",
                            check=(lambda v: v >= 0, ">= 0, e.g. 0.01"))
     diff_augment: bool = opt(False, "DiffAugment (colour, translation, cutout) on every discriminator input, real "
@@ -138,8 +139,9 @@ class GanConfig(SavedConfig):
         if self.latent_background_only and not self.latent_dim:
             raise UserError("--latent-background-only: there is no encoder without --latent-dim; add --latent-dim 8")
         if self.lambda_ms > 0 and self.dropout == 0 and not self.noise_channel and not self.latent_dim:
-            raise UserError("--lambda-ms: the generator has no noise (--dropout 0 without --noise-channel), so its two "
-                            "samples of a mask are equal; raise --dropout or add --noise-channel")
+            raise UserError("--lambda-ms: the generator has no noise (--dropout 0 without --noise-channel or "
+                            "--latent-dim), so its two samples of a mask are equal; raise --dropout or add "
+                            "--noise-channel")
 
     def resumed_with(self, overrides: dict[str, Any]) -> "GanConfig":
         """This (saved) config with command-line overrides applied for a resume: only fields in

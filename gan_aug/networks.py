@@ -79,7 +79,7 @@ def _shared_normal(like: Tensor, shape: tuple[int, ...], shared: tuple[float, to
     return noise
 
 
-def _with_noise(mask: Tensor, noise_channel: bool, shared: tuple[float, torch.Generator] | None = None,
+def _generator_input(mask: Tensor, noise_channel: bool, shared: tuple[float, torch.Generator] | None = None,
                 latent_dim: int = 0, latent: Tensor | None = None) -> Tensor:
     """The one-hot mask with, when the generator has them, one N(0, 1) channel and `latent_dim` channels that hold
     the latent code (B, latent_dim) at every pixel (drawn from N(0, 1) when `latent` is None); with `shared`
@@ -97,9 +97,9 @@ def _with_noise(mask: Tensor, noise_channel: bool, shared: tuple[float, torch.Ge
 
 @contextlib.contextmanager
 def shared_noise(generator: nn.Module, share: float, seed: int) -> Iterator[nn.Module]:
-    """Within the block, a `share` in [0, 1] of `generator`'s noise (dropout decisions, noise channel) is common
-    to all batch elements and drawn from a generator seeded with `seed`: the slices of one volume, generated with
-    one seed (in any chunks), share that part of their noise (through-plane consistency). 0 = independent."""
+    """Within the block, a `share` in [0, 1] of `generator`'s noise (dropout decisions, noise channel, latent code) is
+    common to all batch elements and drawn from a generator seeded with `seed`: the slices of one volume, generated
+    with one seed (in any chunks), share that part of their noise (through-plane consistency). 0 = independent."""
     if not 0 <= share <= 1:
         raise UserError(f"--slice-noise-share {share}: must be in [0, 1]")
     device = next(generator.parameters()).device
@@ -158,7 +158,7 @@ class UnetGenerator(nn.Module):
     def forward(self, mask: Tensor, latent: Tensor | None = None) -> Tensor:
         """One-hot mask (B, K, H, W) (and latent code (B, latent_dim), else drawn) -> image (B, C, H, W) in [-1, 1]."""
         h, w = mask.shape[-2:]
-        x = _with_noise(mask, self.noise_channel, self.noise_sharing, self.latent_dim, latent)
+        x = _generator_input(mask, self.noise_channel, self.noise_sharing, self.latent_dim, latent)
         x = pad_to_stride(x, self.stride)  # (B, K[+1][+latent_dim], H', W')
         skips = []
         for block in self.down:
@@ -240,7 +240,7 @@ class SpadeGenerator(nn.Module):
         h, w = mask.shape[-2:]
         mask = pad_to_stride(mask, self.stride)  # (B, K, H', W')
         small = F.interpolate(mask, scale_factor=1 / self.stride, mode="area")  # (B, K, H'/s, W'/s)
-        x = self.head(_with_noise(small, self.noise_channel, self.noise_sharing, self.latent_dim, latent))
+        x = self.head(_generator_input(small, self.noise_channel, self.noise_sharing, self.latent_dim, latent))
         for j, (block, drop) in enumerate(zip(self.blocks, self.drops)):
             x = drop(block(x, mask))
             if j < len(self.blocks) - 1:
